@@ -1,0 +1,512 @@
+"""Numba CPU kernels.
+
+Pure array operations, no science: every function takes C-contiguous arrays of
+one floating dtype (float32 or float64) and writes into a caller-provided
+output, so the caller controls memory.  Validation happens at the public API
+boundary, never here.  Conventions:
+
+* "corr" is cross-correlation with "valid" padding and stride 1.
+* A *movie* is ``(T, H, W)``; a 3-D correlation of a movie with ``w`` of shape
+  ``(C, K, kh, kw)`` gives ``(T - K + 1, C, H - kh + 1, W - kw + 1)``: one
+  output per window of ``K`` consecutive frames, without building the window
+  stack.
+* Inner loops run over a *flattened row-major* span of the input
+  ("wide" layout): for output row length ``Wo`` and input row length ``W``,
+  ``out[y, x]`` lives at ``y * W + x`` of a span of length ``(Ho - 1) * W + Wo``.
+  Every tap then is one long contiguous axpy that LLVM vectorises; the
+  ``W - Wo`` junk columns per row are computed and dropped.
+
+The FFT path of the movie correlation uses ``scipy.fft`` (pocketfft).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft as sfft
+from numba import njit, prange
+
+__all__ = [
+    "affine_relu",
+    "corr2d",
+    "corr2d_transpose",
+    "corr2d_weight_grad",
+    "corr3d_movie",
+    "corr3d_movie_fft",
+    "corr3d_movie_transpose",
+    "corr3d_movie_transpose_fft",
+    "corr3d_movie_weight_grad",
+    "dense",
+    "pig_conv_relu_dense",
+]
+
+_JIT = dict(cache=True, nogil=True)
+
+
+# --------------------------------------------------------------------------
+# single-sample building blocks (serial; called inside parallel loops)
+# --------------------------------------------------------------------------
+@njit(**_JIT)
+def _corr2d_one(x, w, out):
+    """out[o] = sum_c corr(x[c], w[o, c]); x (Ci, H, W), out (Co, Ho, Wo)."""
+    ci_n, h, wd = x.shape
+    co_n, _, kh, kw = w.shape
+    ho, wo = out.shape[1], out.shape[2]
+    span = (ho - 1) * wd + wo
+    xf = x.reshape(ci_n, h * wd)
+    acc = np.zeros((co_n, span), dtype=out.dtype)
+    for c in range(ci_n):
+        for u in range(kh):
+            for v in range(kw):
+                off = u * wd + v
+                xs = xf[c, off:off + span]      # 1-D slices keep indices provably >= 0,
+                for o in range(co_n):           # so LLVM vectorises the axpy
+                    wv = w[o, c, u, v]
+                    a = acc[o]
+                    for p in range(span):
+                        a[p] += wv * xs[p]
+    for o in range(co_n):
+        for y in range(ho):
+            out[o, y, :] = acc[o, y * wd:y * wd + wo]
+
+
+@njit(**_JIT)
+def _corr2d_t_one(g, w, out):
+    """Adjoint of ``_corr2d_one`` w.r.t. x: out (Ci, H, W) = corr^T(g (Co, Ho, Wo))."""
+    co_n, ho, wo = g.shape
+    _, ci_n, kh, kw = w.shape
+    h, wd = out.shape[1], out.shape[2]
+    span = (ho - 1) * wd + wo
+    gw = np.zeros((co_n, span), dtype=out.dtype)
+    for o in range(co_n):
+        for y in range(ho):
+            gw[o, y * wd:y * wd + wo] = g[o, y, :]
+    out[:] = 0
+    of = out.reshape(ci_n, h * wd)
+    for c in range(ci_n):
+        for u in range(kh):
+            for v in range(kw):
+                off = u * wd + v
+                dst = of[c, off:off + span]
+                for o in range(co_n):
+                    wv = w[o, c, u, v]
+                    src = gw[o]
+                    for p in range(span):
+                        dst[p] += wv * src[p]
+
+
+# --------------------------------------------------------------------------
+# 2-D correlation over a batch (layer 2)
+# --------------------------------------------------------------------------
+@njit(parallel=True, **_JIT)
+def corr2d(x, w, out):
+    """Batched valid 2-D correlation.
+
+    x (N, Ci, H, W), w (Co, Ci, kh, kw) -> out (N, Co, H-kh+1, W-kw+1).
+    """
+    for n in prange(x.shape[0]):
+        _corr2d_one(x[n], w, out[n])
+
+
+@njit(parallel=True, **_JIT)
+def corr2d_transpose(g, w, out):
+    """Gradient of ``corr2d`` w.r.t. its input (the transposed correlation).
+
+    g (N, Co, Ho, Wo), w (Co, Ci, kh, kw) -> out (N, Ci, Ho+kh-1, Wo+kw-1).
+    """
+    for n in prange(g.shape[0]):
+        _corr2d_t_one(g[n], w, out[n])
+
+
+@njit(parallel=True, fastmath=True, **_JIT)
+def corr2d_weight_grad(x, g, out):
+    """Gradient of ``corr2d`` w.r.t. its weights, summed over the batch.
+
+    x (N, Ci, H, W), g (N, Co, Ho, Wo) -> out (Co, Ci, kh, kw).
+    """
+    n_b, ci_n, h, wd = x.shape
+    co_n, ho, wo = g.shape[1], g.shape[2], g.shape[3]
+    kh, kw = out.shape[2], out.shape[3]
+    span = (ho - 1) * wd + wo
+    for oc in prange(co_n * ci_n):
+        o = oc // ci_n
+        c = oc % ci_n
+        gw = np.zeros(span, dtype=out.dtype)
+        acc = np.zeros((kh, kw), dtype=np.float64)
+        for n in range(n_b):
+            for y in range(ho):
+                for xx in range(wo):
+                    gw[y * wd + xx] = g[n, o, y, xx]
+            xf = x[n, c].reshape(h * wd)
+            for u in range(kh):
+                for v in range(kw):
+                    off = u * wd + v
+                    xs = xf[off:off + span]
+                    s = 0.0
+                    for p in range(span):
+                        s += gw[p] * xs[p]
+                    acc[u, v] += s
+        for u in range(kh):
+            for v in range(kw):
+                out[o, c, u, v] = acc[u, v]
+
+
+# --------------------------------------------------------------------------
+# 3-D (time x space) correlation over a whole movie (layer 1)
+# --------------------------------------------------------------------------
+@njit(parallel=True, **_JIT)
+def corr3d_movie(x, w, out):
+    """Direct valid 3-D correlation of a movie, one output per window.
+
+    x (T, H, W), w (C, K, kh, kw) -> out (T-K+1, C, H-kh+1, W-kw+1), with
+    ``out[n, c] = sum_{tau,u,v} x[n+tau, y+u, x+v] * w[c, tau, u, v]``.
+    """
+    t_n, h, wd = x.shape
+    c_n, k_n, kh, kw = w.shape
+    n_win, ho, wo = out.shape[0], out.shape[2], out.shape[3]
+    span = (ho - 1) * wd + wo
+    xf = x.reshape(t_n, h * wd)
+    for nc in prange(n_win * c_n):
+        n = nc // c_n
+        c = nc % c_n
+        acc = np.zeros(span, dtype=out.dtype)
+        for tau in range(k_n):
+            fr = xf[n + tau]
+            for u in range(kh):
+                for v in range(kw):
+                    wv = w[c, tau, u, v]
+                    off = u * wd + v
+                    xs = fr[off:off + span]
+                    for p in range(span):
+                        acc[p] += wv * xs[p]
+        for y in range(ho):
+            for xx in range(wo):
+                out[n, c, y, xx] = acc[y * wd + xx]
+
+
+@njit(parallel=True, **_JIT)
+def corr3d_movie_transpose(g, w, out):
+    """Adjoint of ``corr3d_movie``: accumulate window gradients onto frames.
+
+    g (N, C, Ho, Wo), w (C, K, kh, kw) -> out (N+K-1, Ho+kh-1, Wo+kw-1).
+    Parallel over output frames, so no two threads write the same frame.
+    """
+    n_win, c_n, ho, wo = g.shape
+    k_n, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    t_n, h, wd = out.shape
+    span = (ho - 1) * wd + wo
+    for t in prange(t_n):
+        of = out[t].reshape(h * wd)
+        of[:] = 0
+        gw = np.zeros(span, dtype=out.dtype)
+        for tau in range(k_n):
+            n = t - tau
+            if n < 0 or n >= n_win:
+                continue
+            for c in range(c_n):
+                for y in range(ho):
+                    for xx in range(wo):
+                        gw[y * wd + xx] = g[n, c, y, xx]
+                for u in range(kh):
+                    for v in range(kw):
+                        wv = w[c, tau, u, v]
+                        off = u * wd + v
+                        dst = of[off:off + span]
+                        for p in range(span):
+                            dst[p] += wv * gw[p]
+
+
+@njit(parallel=True, fastmath=True, **_JIT)
+def corr3d_movie_weight_grad(x, g, out):
+    """Gradient of ``corr3d_movie`` w.r.t. its weights, summed over windows.
+
+    x (T, H, W), g (T-K+1, C, Ho, Wo) -> out (C, K, kh, kw).
+    """
+    t_n, h, wd = x.shape
+    n_win, c_n, ho, wo = g.shape
+    k_n, kh, kw = out.shape[1], out.shape[2], out.shape[3]
+    span = (ho - 1) * wd + wo
+    xf = x.reshape(t_n, h * wd)
+    for ct in prange(c_n * k_n):
+        c = ct // k_n
+        tau = ct % k_n
+        gw = np.zeros(span, dtype=out.dtype)
+        acc = np.zeros((kh, kw), dtype=np.float64)
+        for n in range(n_win):
+            for y in range(ho):
+                for xx in range(wo):
+                    gw[y * wd + xx] = g[n, c, y, xx]
+            fr = xf[n + tau]
+            for u in range(kh):
+                for v in range(kw):
+                    off = u * wd + v
+                    xs = fr[off:off + span]
+                    s = 0.0
+                    for p in range(span):
+                        s += gw[p] * xs[p]
+                    acc[u, v] += s
+        for u in range(kh):
+            for v in range(kw):
+                out[c, tau, u, v] = acc[u, v]
+
+
+def _fft_shape(t, h, w):
+    return (sfft.next_fast_len(t, real=True), h, w)
+
+
+def corr3d_movie_fft(x, w, out, *, chunk=512, workers=None, cache=None):
+    """``corr3d_movie`` by FFT over (time, y, x), chunked along time.
+
+    Circular correlation of a block of length ``L`` equals the valid linear
+    correlation on its first ``L - K + 1`` outputs, so chunks overlap by
+    ``K - 1`` frames and no padding beyond a fast FFT length is needed.
+    Cost per frame: ``C + 1`` real 3-D FFTs instead of ``C*K*kh*kw`` MACs per
+    output pixel.  ``cache`` (a dict owned by the caller, keyed by FFT shape)
+    keeps the kernel spectra between calls with the same ``w``.
+    """
+    t_n, h, wd = x.shape
+    c_n, k_n, kh, kw = w.shape
+    n_win, ho, wo = out.shape[0], out.shape[2], out.shape[3]
+    workers = workers or -1
+    step = max(int(chunk), 1)
+    spec_cache = {} if cache is None else cache
+    for n0 in range(0, n_win, step):
+        nb = min(step, n_win - n0)
+        shape = _fft_shape(nb + k_n - 1, h, wd)
+        if shape not in spec_cache:
+            spec_cache[shape] = np.conj(sfft.rfftn(w, s=shape, axes=(1, 2, 3), workers=workers))
+        wspec = spec_cache[shape]
+        xs = sfft.rfftn(x[n0:n0 + nb + k_n - 1], s=shape, axes=(0, 1, 2), workers=workers)
+        prod = wspec * xs[None]
+        full = sfft.irfftn(prod, s=shape, axes=(1, 2, 3), workers=workers)
+        out[n0:n0 + nb] = full[:, :nb, :ho, :wo].transpose(1, 0, 2, 3)
+    return out
+
+
+def corr3d_movie_transpose_fft(g, w, out, *, workers=None):
+    """``corr3d_movie_transpose`` by FFT: a full 3-D convolution summed over channels."""
+    n_win, c_n, ho, wo = g.shape
+    k_n = w.shape[1]
+    t_n, h, wd = out.shape
+    workers = workers or -1
+    shape = _fft_shape(n_win + k_n - 1, h, wd)
+    gs = sfft.rfftn(g.transpose(1, 0, 2, 3), s=shape, axes=(1, 2, 3), workers=workers)
+    ws = sfft.rfftn(w, s=shape, axes=(1, 2, 3), workers=workers)
+    full = sfft.irfftn((gs * ws).sum(axis=0), s=shape, axes=(0, 1, 2), workers=workers)
+    out[:] = full[:t_n, :h, :wd]
+    return out
+
+
+# --------------------------------------------------------------------------
+# pointwise and dense
+# --------------------------------------------------------------------------
+@njit(parallel=True, **_JIT)
+def affine_relu(z, scale, shift, out):
+    """out = max(scale * z + shift, 0); z, out (N, ...), scale/shift the trailing shape."""
+    n_b = z.shape[0]
+    m = scale.size
+    zf = z.reshape(n_b, m)
+    of = out.reshape(n_b, m)
+    sc = scale.reshape(m)
+    sh = shift.reshape(m)
+    for n in prange(n_b):
+        for i in range(m):
+            v = sc[i] * zf[n, i] + sh[i]
+            of[n, i] = v if v > 0 else 0
+
+
+def dense(x, w, out):
+    """out (N, n) = x (N, D) @ w (n, D).T through BLAS."""
+    np.matmul(x, w.T, out=out)
+    return out
+
+
+# --------------------------------------------------------------------------
+# path-integrated gradients through conv -> ReLU -> dense -> softplus
+# --------------------------------------------------------------------------
+@njit(**_JIT)
+def _sigmoid(u):
+    if u >= 0:
+        return 1.0 / (1.0 + np.exp(-u))
+    e = np.exp(u)
+    return e / (1.0 + e)
+
+
+@njit(**_JIT)
+def _softplus(u):
+    if u > 0:
+        return u + np.log1p(np.exp(-u))
+    return np.log1p(np.exp(u))
+
+
+@njit(**_JIT)
+def _pig_one(z0, dz, alphas, weights, w2, scale2, shift2, v3, shift3, cw, cells,
+             g1, a2, r0, r1, want_a2):
+    """One window of ``pig_conv_relu_dense`` (see there)."""
+    c1, h1, wd1 = z0.shape
+    c2, _, kh, kw = w2.shape
+    h2, wd2 = scale2.shape[1], scale2.shape[2]
+    n_out = cw.shape[0]
+    n_j = cells.shape[0]
+    n1 = c1 * h1 * wd1
+    n2 = c2 * h2 * wd2
+    dt = g1.dtype
+
+    # state at a = 0
+    hz = np.empty((c1, h1, wd1), dtype=dt)
+    hd = np.empty((c1, h1, wd1), dtype=dt)
+    m1 = np.empty(n1, dtype=np.bool_)
+    z0f = z0.reshape(n1)
+    dzf = dz.reshape(n1)
+    hzf = hz.reshape(n1)
+    hdf = hd.reshape(n1)
+    for i in range(n1):
+        m1[i] = z0f[i] > 0
+        hzf[i] = z0f[i] if m1[i] else 0
+        hdf[i] = dzf[i] if m1[i] else 0
+    p = np.empty((c2, h2, wd2), dtype=dt)
+    q = np.empty((c2, h2, wd2), dtype=dt)
+    _corr2d_one(hz, w2, p)
+    _corr2d_one(hd, w2, q)
+    pf = p.reshape(n2)
+    qf = q.reshape(n2)
+    s2f = scale2.reshape(n2)
+    b2f = shift2.reshape(n2)
+
+    m2 = np.empty(n2, dtype=np.bool_)
+    h2f = np.empty(n2, dtype=dt)
+    for i in range(n2):
+        z = s2f[i] * pf[i] + b2f[i]
+        m2[i] = z > 0
+    # raw backward maps G_j = corr2^T(v3_j * scale2 * m2) for the involved cells
+    graw = np.empty((n_j, c1, h1, wd1), dtype=dt)
+    gtmp = np.empty((c2, h2, wd2), dtype=dt)
+    gtf = gtmp.reshape(n2)
+    for jj in range(n_j):
+        vf = v3[cells[jj]].reshape(n2)
+        for i in range(n2):
+            gtf[i] = vf[i] * s2f[i] if m2[i] else 0
+        _corr2d_t_one(gtmp, w2, graw[jj])
+    grf = graw.reshape(n_j, n1)
+    vsel = np.empty((n_j, n2), dtype=dt)
+    for jj in range(n_j):
+        vsel[jj] = v3[cells[jj]].reshape(n2)
+
+    g1f = g1.reshape(n_out, n1)
+    g1f[:] = 0
+    if want_a2:
+        a2f = a2.reshape(n_out, n2)
+        a2f[:] = 0
+    sig = np.empty(n_j, dtype=np.float64)
+    coef = np.empty(n_j, dtype=np.float64)
+    n_steps = alphas.shape[0]
+    # step -1 evaluates a = 0 (r0), steps 0..K-1 the nodes, step K evaluates a = 1 (r1)
+    for k in range(-1, n_steps + 1):
+        if k == -1:
+            a = 0.0
+        elif k == n_steps:
+            a = 1.0
+        else:
+            a = alphas[k]
+        # layer-1 units whose ReLU switched since the last evaluation
+        for i in range(n1):
+            on = z0f[i] + a * dzf[i] > 0
+            if on != m1[i]:
+                m1[i] = on
+                sgn = 1.0 if on else -1.0
+                vz = sgn * z0f[i]
+                vd = sgn * dzf[i]
+                c = i // (h1 * wd1)
+                rem = i - c * h1 * wd1
+                y = rem // wd1
+                x = rem - y * wd1
+                for o in range(c2):
+                    for u in range(kh):
+                        yo = y - u
+                        if yo < 0 or yo >= h2:
+                            continue
+                        for v in range(kw):
+                            xo = x - v
+                            if xo < 0 or xo >= wd2:
+                                continue
+                            wv = w2[o, c, u, v]
+                            p[o, yo, xo] += wv * vz
+                            q[o, yo, xo] += wv * vd
+        # layer 2 at a, and its units whose ReLU switched
+        for i in range(n2):
+            z = s2f[i] * (pf[i] + a * qf[i]) + b2f[i]
+            on = z > 0
+            h2f[i] = z if on else 0
+            if on != m2[i]:
+                m2[i] = on
+                sgn = 1.0 if on else -1.0
+                o = i // (h2 * wd2)
+                rem = i - o * h2 * wd2
+                yo = rem // wd2
+                xo = rem - yo * wd2
+                for jj in range(n_j):
+                    gv = sgn * v3[cells[jj], o, yo, xo] * s2f[i]
+                    for c in range(c1):
+                        for u in range(kh):
+                            for v in range(kw):
+                                graw[jj, c, yo + u, xo + v] += gv * w2[o, c, u, v]
+        # readout
+        for jj in range(n_j):
+            s = 0.0
+            for i in range(n2):
+                s += vsel[jj, i] * h2f[i]
+            uj = s + shift3[cells[jj]]
+            if k == -1:
+                r0[jj] = _softplus(uj)
+            elif k == n_steps:
+                r1[jj] = _softplus(uj)
+            else:
+                sig[jj] = _sigmoid(uj)
+        if k == -1 or k == n_steps:
+            continue
+        wk = weights[k]
+        for o in range(n_out):
+            for jj in range(n_j):
+                coef[jj] = wk * cw[o, jj] * sig[jj]
+            for i in range(n1):
+                if m1[i]:
+                    s = 0.0
+                    for jj in range(n_j):
+                        s += coef[jj] * grf[jj, i]
+                    g1f[o, i] += s
+            if want_a2:
+                for i in range(n2):
+                    if m2[i]:
+                        s = 0.0
+                        for jj in range(n_j):
+                            s += coef[jj] * vsel[jj, i]
+                        a2f[o, i] += s * s2f[i] * qf[i]
+
+
+@njit(parallel=True, **_JIT)
+def pig_conv_relu_dense(z0, dz, alphas, weights, w2, scale2, shift2, v3, shift3, cw, cells,
+                        g1, a2, r0, r1, want_a2):
+    """Path-integrated gradients of ``r = softplus(v3 . relu(scale2*corr(relu(z), w2)+shift2) + shift3)``
+    along the straight path ``z(a) = z0 + a*dz`` of the pre-activation ``z``.
+
+    Parameters (one row of the batch per window; ``B`` windows):
+    z0, dz : (B, C1, H1, W1) pre-ReLU layer-1 activity at the baseline and its change.
+    alphas, weights : (K,) quadrature nodes in [0, 1] and weights.
+    w2 : (C2, C1, kh, kw); scale2, shift2 : (C2, H2, W2) per unit.
+    v3 : (n_cells, C2, H2, W2) readout weights already multiplied by the per-cell scale;
+    shift3 : (n_cells,).
+    cw : (n_out, J) output weights over the involved cells ``cells`` (J,) (indices into v3).
+    Outputs:
+    g1 : (B, n_out, C1, H1, W1) ``sum_k weights_k * d out_o / d z(a_k)``;
+    a2 : (B, n_out, C2, H2, W2) layer-2 conductance (written when ``want_a2``);
+    r0, r1 : (B, J) cell rates at a = 0 and a = 1.
+
+    The path is piecewise linear: every layer-1 unit is affine in ``a`` and
+    switches its ReLU at most once, so the layer-2 input ``corr(h1(a))`` is kept
+    as ``P + a*Q`` and updated only where a unit switches; likewise the
+    backward map through layer 2 is updated only where a layer-2 unit
+    switches.  Per step the work is O(units), not O(convolution); results
+    equal a full forward/backward per step up to rounding.
+    """
+    for b in prange(z0.shape[0]):
+        _pig_one(z0[b], dz[b], alphas, weights, w2, scale2, shift2, v3, shift3, cw, cells,
+                 g1[b], a2[b], r0[b], r1[b], want_a2)

@@ -1,0 +1,394 @@
+"""The McIntosh et al. (2016) BN-CNN in inference form (spec section 2).
+
+::
+
+    z1 = scale1 * corr(movie, w1) + shift1      w1: (C1, history, kh1, kw1)   h1 = relu(z1)
+    z2 = scale2 * corr(h1, w2) + shift2         w2: (C2, C1, kh2, kw2)        h2 = relu(z2)
+    r  = softplus(scale3 * (w3 @ h2.ravel()) + shift3)   w3: (n_cells, C2*H2*W2)
+
+``scale``/``shift`` are per unit ``(C, H', W')`` or per channel ``(C, 1, 1)``.
+Layer 1 is one 3-D correlation over the whole movie (direct or FFT), never a
+stack of windows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _backend
+from ._validate import as_float_array, check_choice, check_int, compute_dtype, describe
+
+__all__ = ["RetinaCNN", "softplus"]
+
+LAYER1_METHODS = ("auto", "direct", "fft")
+_FFT_MIN_WINDOWS = 4
+
+
+def softplus(u, xp=np):
+    """Numerically stable ``log(1 + exp(u))``."""
+    return xp.logaddexp(0, u)
+
+
+def _affine_shape(name, a, channels, spatial):
+    """Validate a scale/shift: per unit (C, H, W), per channel (C, 1, 1) or (C,)."""
+    arr = as_float_array(name, a, dtype=np.float64)
+    if arr.ndim == 1 and arr.shape[0] == channels:
+        arr = arr.reshape(channels, 1, 1)
+    ok = arr.ndim == 3 and arr.shape[0] == channels and arr.shape[1:] in ((1, 1), tuple(spatial))
+    if not ok:
+        raise ValueError(f"{name} must have shape ({channels}, {spatial[0]}, {spatial[1]}) (per unit) or "
+                         f"({channels}, 1, 1) / ({channels},) (per channel), got {describe(arr)}")
+    return arr
+
+
+class RetinaCNN:
+    """Three-layer CNN retina model (McIntosh et al. 2016), inference form.
+
+    Parameters
+    ----------
+    w1 : array (C1, history, kh1, kw1)
+        Layer-1 spatiotemporal kernels; ``w1[:, -1]`` weighs the newest frame.
+    scale1, shift1 : array (C1, H1, W1) or (C1, 1, 1) or (C1,)
+        Folded batch-norm affine of layer 1 (per unit or per channel).
+    w2 : array (C2, C1, kh2, kw2)
+    scale2, shift2 : array (C2, H2, W2) or (C2, 1, 1) or (C2,)
+    w3 : array (n_cells, C2 * H2 * W2)
+        Readout; columns in C order ``(c, y, x)``.
+    scale3, shift3 : array (n_cells,)
+    frame_shape : (H, W), optional
+        Frame size; inferred from per-unit ``scale1`` or a square readout when omitted.
+    norm_stats : dict, optional
+        ``{"mean": float, "std": float}`` of the stimulus the model was trained on.
+    cell_ids : sequence of str, optional
+    metadata : dict, optional
+        Free-form provenance (strings and numbers), kept in saved files.
+    """
+
+    _ARRAYS = ("w1", "scale1", "shift1", "w2", "scale2", "shift2", "w3", "scale3", "shift3")
+
+    def __init__(self, w1, scale1, shift1, w2, scale2, shift2, w3, scale3, shift3, *,
+                 frame_shape=None, norm_stats=None, cell_ids=None, metadata=None):
+        w1 = as_float_array("w1", w1, ndim=4, dtype=np.float64)
+        w2 = as_float_array("w2", w2, ndim=4, dtype=np.float64)
+        c1, hist, kh1, kw1 = w1.shape
+        c2, c1b, kh2, kw2 = w2.shape
+        if min(w1.shape) < 1 or min(w2.shape) < 1:
+            raise ValueError(f"w1 and w2 must have no empty axis, got {describe(w1)} and {describe(w2)}")
+        if c1b != c1:
+            raise ValueError(f"w2 must have shape (C2, {c1}, kh2, kw2) to match w1's {c1} channels, "
+                             f"got {describe(w2)}")
+        w3 = as_float_array("w3", w3, ndim=2, dtype=np.float64)
+        n_cells = w3.shape[0]
+        if n_cells < 1:
+            raise ValueError(f"w3 must have at least one row (cell), got {describe(w3)}")
+        frame_shape = self._infer_frame_shape(frame_shape, scale1, w1, w2, w3)
+        h, w = frame_shape
+        h1, wd1 = h - kh1 + 1, w - kw1 + 1
+        h2, wd2 = h1 - kh2 + 1, wd1 - kw2 + 1
+        if h2 < 1 or wd2 < 1:
+            raise ValueError(f"frame_shape {frame_shape} is too small for kernels {kh1}x{kw1} then {kh2}x{kw2}")
+        if w3.shape[1] != c2 * h2 * wd2:
+            raise ValueError(f"w3 must have shape ({n_cells}, {c2 * h2 * wd2}) = (n_cells, C2*H2*W2) for "
+                             f"frame {frame_shape}, got {describe(w3)}")
+        self.w1, self.w2, self.w3 = w1, w2, w3
+        self.scale1 = _affine_shape("scale1", scale1, c1, (h1, wd1))
+        self.shift1 = _affine_shape("shift1", shift1, c1, (h1, wd1))
+        self.scale2 = _affine_shape("scale2", scale2, c2, (h2, wd2))
+        self.shift2 = _affine_shape("shift2", shift2, c2, (h2, wd2))
+        self.scale3 = as_float_array("scale3", scale3, shape=(n_cells,), dtype=np.float64)
+        self.shift3 = as_float_array("shift3", shift3, shape=(n_cells,), dtype=np.float64)
+        self.frame_shape = (h, w)
+        self.history = hist
+        self.shape1 = (c1, h1, wd1)
+        self.shape2 = (c2, h2, wd2)
+        self.n_cells = n_cells
+        self.norm_stats = self._check_norm_stats(norm_stats)
+        if cell_ids is None:
+            cell_ids = [f"cell{i}" for i in range(n_cells)]
+        cell_ids = [str(c) for c in cell_ids]
+        if len(cell_ids) != n_cells:
+            raise ValueError(f"cell_ids must have {n_cells} entries (one per cell), got {len(cell_ids)}")
+        self.cell_ids = cell_ids
+        self.metadata = dict(metadata or {})
+        self._cache = {}
+
+    # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def _infer_frame_shape(frame_shape, scale1, w1, w2, w3):
+        _, _, kh1, kw1 = w1.shape
+        c2, _, kh2, kw2 = w2.shape
+        if frame_shape is not None:
+            if (len(tuple(frame_shape)) != 2
+                    or not all(isinstance(v, (int, np.integer)) and v > 0 for v in frame_shape)):
+                raise ValueError(f"frame_shape must be two positive integers (H, W), got {frame_shape!r}")
+            return tuple(int(v) for v in frame_shape)
+        s1 = np.asarray(scale1)
+        if s1.ndim == 3 and s1.shape[1:] != (1, 1):
+            return (s1.shape[1] + kh1 - 1, s1.shape[2] + kw1 - 1)
+        per_map = w3.shape[1] / c2
+        side = int(round(math.sqrt(per_map)))
+        if side * side != per_map:
+            raise ValueError("frame_shape is required: it cannot be inferred from per-channel scale1 and "
+                             f"a non-square readout w3 {describe(w3)}")
+        return (side + kh1 + kh2 - 2, side + kw1 + kw2 - 2)
+
+    @staticmethod
+    def _check_norm_stats(norm_stats):
+        if norm_stats is None:
+            return {"mean": 0.0, "std": 1.0}
+        try:
+            mean, std = float(norm_stats["mean"]), float(norm_stats["std"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"norm_stats must be a mapping with float 'mean' and 'std', got {norm_stats!r}") from None
+        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+            raise ValueError(f"norm_stats needs a finite mean and a positive std, got mean={mean}, std={std}")
+        return {"mean": mean, "std": std}
+
+    @classmethod
+    def random(cls, n_cells=5, seed=0, *, channels=(8, 8), history=40, kernel_sizes=(15, 11),
+               frame_shape=(50, 50), per_unit=True):
+        """A random model with the statistics of a trained one.
+
+        Layer-1 kernels are space-time separable centre-surround filters with
+        ON/OFF polarity and fast/slow biphasic time courses; layer 2 is random
+        with a spatial envelope; readouts are localised.  The affine terms are
+        folded batch norm computed on white noise, so every unit has mean 0
+        and s.d. 1 before its ReLU shift (activations neither vanish nor
+        explode), as in a trained BN-CNN.
+        """
+        n_cells = check_int("n_cells", n_cells, minimum=1)
+        history = check_int("history", history, minimum=1)
+        c1, c2 = (check_int("channels[i]", c, minimum=1) for c in channels)
+        k1, k2 = (check_int("kernel_sizes[i]", k, minimum=1) for k in kernel_sizes)
+        h, w = (check_int("frame_shape[i]", v, minimum=1) for v in frame_shape)
+        if h - k1 - k2 + 2 < 1 or w - k1 - k2 + 2 < 1:
+            raise ValueError(f"frame_shape {frame_shape} is too small for kernel_sizes {kernel_sizes}")
+        rng = np.random.default_rng(seed)
+
+        age = np.arange(history)[::-1].astype(float)  # w1[:, -1] is the newest frame (age 0)
+        yy, xx = np.mgrid[:k1, :k1] - (k1 - 1) / 2.0
+        rr = (yy ** 2 + xx ** 2)[None]
+        w1 = np.empty((c1, history, k1, k1))
+        for c in range(c1):
+            pol = 1.0 if c % 2 else -1.0
+            tp = rng.uniform(5.0, 9.0) if (c // 2) % 2 == 0 else rng.uniform(12.0, 17.0)
+            x = (age + 1) / tp
+            temporal = x ** 3 * np.exp(-3 * (x - 1)) - 0.35 * (x / 1.8) ** 3 * np.exp(-3 * (x / 1.8 - 1))
+            sc = rng.uniform(1.2, 2.2)
+            spatial = np.exp(-rr / (2 * sc ** 2)) - 0.25 * np.exp(-rr / (2 * (3 * sc) ** 2))
+            kern = pol * temporal[:, None, None] * spatial
+            kern = kern + 0.05 * np.abs(kern).max() * rng.standard_normal(kern.shape)
+            w1[c] = kern / np.linalg.norm(kern)
+        yy2, xx2 = np.mgrid[:k2, :k2] - (k2 - 1) / 2.0
+        env2 = np.exp(-(yy2 ** 2 + xx2 ** 2) / (2 * (k2 / 4.0) ** 2))
+        w2 = rng.standard_normal((c2, c1, k2, k2)) * env2
+        w2 /= np.sqrt((w2 ** 2).sum(axis=(1, 2, 3), keepdims=True))
+
+        h1, wd1 = h - k1 + 1, w - k1 + 1
+        h2, wd2 = h1 - k2 + 1, wd1 - k2 + 1
+        ys, xs = np.mgrid[:h2, :wd2]
+        w3 = np.empty((n_cells, c2, h2, wd2))
+        for j in range(n_cells):
+            cy, cx = rng.uniform(0.3, 0.7) * (h2 - 1), rng.uniform(0.3, 0.7) * (wd2 - 1)
+            env = np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * (0.12 * max(h2, wd2) + 1) ** 2))
+            w3[j] = rng.standard_normal(c2)[:, None, None] * env + 0.1 * env * rng.standard_normal((c2, h2, wd2))
+        w3 = w3.reshape(n_cells, -1)
+
+        # fold batch norm measured on white noise (gamma ~ 1, beta ~ N(0, 0.5))
+        calib = rng.standard_normal((history + 199, h, w))
+        one = np.ones
+        probe = cls(w1, one((c1, 1, 1)), np.zeros((c1, 1, 1)), w2, one((c2, 1, 1)), np.zeros((c2, 1, 1)),
+                    w3, np.ones(n_cells), np.zeros(n_cells), frame_shape=(h, w))
+        corr1 = probe.layer1(calib, dtype=np.float64)
+
+        def fold(pre, beta_sd):
+            axes = (0,) if per_unit else (0, 2, 3)
+            mean = pre.mean(axis=axes, keepdims=True)[0]
+            sd = pre.std(axis=axes, keepdims=True)[0] + 1e-6
+            n_ch = pre.shape[1]
+            scale = rng.uniform(0.8, 1.2, (n_ch, 1, 1)) / sd
+            shift = rng.normal(0.0, beta_sd, (n_ch, 1, 1)) - mean * scale
+            return scale, shift
+
+        scale1, shift1 = fold(corr1, 0.5)
+        h1a = np.ascontiguousarray(np.maximum(scale1 * corr1 + shift1, 0))
+        corr2 = np.empty((h1a.shape[0], c2, h2, wd2))
+        _backend.resolve("cpu").kernels.corr2d(h1a, w2, corr2)
+        scale2, shift2 = fold(corr2, 0.5)
+        drive = np.maximum(scale2 * corr2 + shift2, 0).reshape(corr2.shape[0], -1) @ w3.T
+        scale3 = rng.uniform(1.5, 2.5, n_cells) / (drive.std(axis=0) + 1e-6)
+        shift3 = rng.uniform(1.0, 2.5, n_cells) - drive.mean(axis=0) * scale3
+        return cls(w1, scale1, shift1, w2, scale2, shift2, w3, scale3, shift3, frame_shape=(h, w),
+                   metadata={"origin": "RetinaCNN.random", "seed": int(seed) if seed is not None else -1})
+
+    # --------------------------------------------------------------- properties
+    @property
+    def arrays(self):
+        """The nine parameter arrays by name (float64 master copies)."""
+        return {k: getattr(self, k) for k in self._ARRAYS}
+
+    @property
+    def per_channel(self):
+        """True when all four scale/shift arrays of layers 1 and 2 are per channel."""
+        return all(getattr(self, k).shape[1:] == (1, 1) for k in ("scale1", "shift1", "scale2", "shift2"))
+
+    def __repr__(self):
+        c1, h1, w1 = self.shape1
+        c2, h2, w2 = self.shape2
+        return (f"RetinaCNN(n_cells={self.n_cells}, frame={self.frame_shape}, history={self.history}, "
+                f"conv1={c1}@{self.w1.shape[2]}x{self.w1.shape[3]} -> ({c1},{h1},{w1}), "
+                f"conv2={c2}@{self.w2.shape[2]}x{self.w2.shape[3]} -> ({c2},{h2},{w2}))")
+
+    def params(self, dtype, be):
+        """Kernel-ready parameters in ``dtype`` on backend ``be`` (cached).
+
+        Scale/shift are broadcast per unit; ``v3 = scale3 * w3`` reshaped to
+        ``(n_cells, C2, H2, W2)``.
+        """
+        key = (np.dtype(dtype).str, be.name)
+        if key not in self._cache:
+            def dev(a):
+                return be.asarray(np.ascontiguousarray(a, dtype=dtype))
+            p = {
+                "w1": dev(self.w1), "w2": dev(self.w2),
+                "scale1": dev(np.broadcast_to(self.scale1, self.shape1)),
+                "shift1": dev(np.broadcast_to(self.shift1, self.shape1)),
+                "scale2": dev(np.broadcast_to(self.scale2, self.shape2)),
+                "shift2": dev(np.broadcast_to(self.shift2, self.shape2)),
+                "v3": dev((self.scale3[:, None] * self.w3).reshape((self.n_cells,) + self.shape2)),
+                "w3": dev(self.w3), "scale3": dev(self.scale3), "shift3": dev(self.shift3),
+            }
+            self._cache[key] = p
+        return self._cache[key]
+
+    # ------------------------------------------------------------------ checks
+    def check_movie(self, movie, name="movie", *, dtype=None, xp=np, min_frames=None):
+        """Validate a movie ``(T, H, W)`` for this model and return it in the compute dtype."""
+        h, w = self.frame_shape
+        min_frames = self.history if min_frames is None else min_frames
+        arr = as_float_array(name, movie, ndim=3, dtype=compute_dtype(dtype), xp=xp)
+        if arr.shape[1:] != (h, w):
+            raise ValueError(f"{name} must have frames of {h}x{w} pixels (shape (T, {h}, {w})), "
+                             f"got {describe(arr)}")
+        if arr.shape[0] < min_frames:
+            raise ValueError(f"{name} must have at least {min_frames} frames (the model's history), "
+                             f"got {describe(arr)}")
+        return arr
+
+    # ----------------------------------------------------------------- forward
+    def layer1(self, movie, *, dtype=None, backend="cpu", method="auto", chunk=512):
+        """Layer-1 correlation ``corr(movie, w1)`` for every window: ``(T - history + 1, C1, H1, W1)``.
+
+        ``method``: ``"direct"`` (Numba loops), ``"fft"`` (3-D FFT in time
+        chunks) or ``"auto"``.  A movie that is exactly uniform in space
+        (full field) or along rows is filtered in 1-D and broadcast (spec
+        section 4); the result is the same.
+        """
+        check_choice("method", method, LAYER1_METHODS)
+        be = _backend.resolve(backend, movie)
+        x = self.check_movie(movie, dtype=compute_dtype(dtype), xp=be.xp)
+        return self._layer1(x, be, method, chunk)
+
+    def _layer1(self, x, be, method="auto", chunk=512):
+        xp, kern = be.xp, be.kernels
+        c1, h1, wd1 = self.shape1
+        n_win = x.shape[0] - self.history + 1
+        w1 = self.params(x.dtype, be)["w1"]
+        invariance = movie_invariance(x, xp)
+        if invariance == "space":
+            k = w1.sum(axis=(2, 3))                              # (C1, K)
+            frames = x[:, 0, 0]
+            win = xp.lib.stride_tricks.sliding_window_view(frames, self.history)
+            out = win @ k.T                                       # (N, C1)
+            return xp.ascontiguousarray(xp.broadcast_to(out[:, :, None, None], (n_win, c1, h1, wd1)))
+        if invariance == "rows":
+            kr = xp.ascontiguousarray(w1.sum(axis=2)[:, :, None, :])  # (C1, K, 1, kw)
+            sub = xp.ascontiguousarray(x[:, :1, :])
+            out = xp.empty((n_win, c1, 1, wd1), dtype=x.dtype)
+            self._corr3d(sub, kr, out, be, method, chunk)
+            return xp.ascontiguousarray(xp.broadcast_to(out, (n_win, c1, h1, wd1)))
+        out = xp.empty((n_win, c1, h1, wd1), dtype=x.dtype)
+        return self._corr3d(x, w1, out, be, method, chunk)
+
+    def _corr3d(self, x, w, out, be, method, chunk):
+        if method == "direct" or (method == "auto" and out.shape[0] < _FFT_MIN_WINDOWS):
+            be.kernels.corr3d_movie(x, w, out)
+        else:
+            cache = self._cache.setdefault(("fft", be.name, w.dtype.str, w.shape), {})
+            be.kernels.corr3d_movie_fft(x, w, out, chunk=chunk, cache=cache)
+        return out
+
+    def _head(self, corr1, p, be):
+        """Layers 1 (affine+ReLU) to 3 from the layer-1 correlation; returns rates (N, n_cells)."""
+        xp, kern = be.xp, be.kernels
+        n = corr1.shape[0]
+        h1 = xp.empty_like(corr1)
+        kern.affine_relu(corr1, p["scale1"], p["shift1"], h1)
+        corr2 = xp.empty((n,) + self.shape2, dtype=corr1.dtype)
+        kern.corr2d(h1, p["w2"], corr2)
+        kern.affine_relu(corr2, p["scale2"], p["shift2"], corr2)
+        drive = xp.empty((n, self.n_cells), dtype=corr1.dtype)
+        kern.dense(corr2.reshape(n, -1), p["w3"], drive)
+        return softplus(drive * p["scale3"] + p["shift3"], xp)
+
+    def predict(self, movie, *, backend="auto", dtype=None, batch=None, layer1_method="auto", progress=False):
+        """Firing rates (Hz) for every window of a movie.
+
+        Parameters
+        ----------
+        movie : array (T, H, W)
+            Contrast-unit movie, time first; ``T >= history``.
+        backend : {"auto", "cpu", "gpu"}
+        dtype : {None, float32, float64}
+            Compute type; default float32.
+        batch : int, optional
+            Windows per kernel call (bounds memory); default 512.
+        layer1_method : {"auto", "direct", "fft"}
+
+        Returns
+        -------
+        rates : array (T - history + 1, n_cells)
+            Row ``i`` is the response to frames ``[i, i + history)``, time-stamped
+            at frame ``i + history - 1``.  NumPy in, NumPy out; CuPy in, CuPy out.
+        """
+        be = _backend.resolve(backend, movie)
+        batch = 512 if batch is None else check_int("batch", batch, minimum=1)
+        check_choice("layer1_method", layer1_method, LAYER1_METHODS)
+        x = self.check_movie(movie, dtype=compute_dtype(dtype), xp=be.xp)
+        p = self.params(x.dtype, be)
+        n_win = x.shape[0] - self.history + 1
+        out = be.xp.empty((n_win, self.n_cells), dtype=x.dtype)
+        starts = range(0, n_win, batch)
+        if progress:
+            from ._progress import progress_bar
+            starts = progress_bar(starts, total=len(starts), desc="predict", unit="batch")
+        for n0 in starts:
+            nb = min(batch, n_win - n0)
+            corr1 = self._layer1(x[n0:n0 + nb + self.history - 1], be, layer1_method, chunk=batch)
+            out[n0:n0 + nb] = self._head(corr1, p, be)
+        if be.name == "gpu" and not _backend._is_device_array(movie):
+            return be.to_host(out)
+        return out
+
+    # ---------------------------------------------------------------------- io
+    def save(self, path):
+        """Write the model to an HDF5 file (atomically); see :mod:`retina.io`."""
+        from .io import save_model
+        return save_model(self, path)
+
+    def content_hash(self):
+        """SHA-256 over the architecture and the parameter arrays (float64, C order)."""
+        from .io import model_hash
+        return model_hash(self)
+
+
+def movie_invariance(x, xp=np):
+    """``"space"`` if every frame is uniform, ``"rows"`` if every column is uniform, else ``None``."""
+    if x.shape[1] > 1 or x.shape[2] > 1:
+        if bool((x == x[:, :1, :1]).all()):
+            return "space"
+    if x.shape[1] > 1 and bool((x == x[:, :1, :]).all()):
+        return "rows"
+    return None
