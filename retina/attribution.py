@@ -1,0 +1,353 @@
+"""Path-integrated gradients to the stimulus and to hidden units (spec sections 3 and 4).
+
+Along the straight path ``s(a) = s0 + a (s - s0)`` the layer-1 pre-activation
+is affine in ``a``, so it is computed once per window, not once per step.
+Each layer-1 unit switches its ReLU at most once along the path, so the
+layer-2 input is kept as ``P + a Q`` and updated only where a unit switches
+(see :func:`retina.kernels.cpu.pig_conv_relu_dense`); the backward map through
+layer 2 is updated likewise.  Input IG needs one transposed correlation of the
+path-averaged layer-1 gradient per window, after the path average.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _backend
+from ._progress import progress_bar
+from ._validate import as_float_array, check_choice, check_int, compute_dtype, describe
+from .model import RetinaCNN, movie_invariance
+
+__all__ = ["Attribution", "attribute", "quadrature", "LAYERS", "METHODS"]
+
+LAYERS = ("input", "conv1", "conv2")
+METHODS = ("midpoint", "trapezoid", "left", "right", "gauss-legendre")
+POOLS = {"space": (1, 2), "rows": (1,)}
+
+
+def quadrature(n_steps, method="midpoint"):
+    """Nodes ``a_k`` in [0, 1] and weights for ``integral_0^1 f(a) da``.
+
+    ``midpoint``: ``(k + 1/2) / n``; ``left``: ``k / n``; ``right``: ``(k + 1) / n``
+    (the authors' right Riemann sum); ``trapezoid``: ``n + 1`` nodes ``k / n``;
+    ``gauss-legendre``: ``n`` Gauss-Legendre nodes mapped to [0, 1].
+    """
+    n = check_int("n_steps", n_steps, minimum=1)
+    check_choice("method", method, METHODS)
+    k = np.arange(n, dtype=np.float64)
+    if method == "midpoint":
+        return (k + 0.5) / n, np.full(n, 1.0 / n)
+    if method == "left":
+        return k / n, np.full(n, 1.0 / n)
+    if method == "right":
+        return (k + 1.0) / n, np.full(n, 1.0 / n)
+    if method == "trapezoid":
+        a = np.arange(n + 1, dtype=np.float64) / n
+        w = np.full(n + 1, 1.0 / n)
+        w[0] = w[-1] = 0.5 / n
+        return a, w
+    x, w = np.polynomial.legendre.leggauss(n)
+    return (x + 1.0) / 2.0, w / 2.0
+
+
+@dataclass
+class Attribution:
+    """Result of :func:`attribute`.
+
+    Attributes
+    ----------
+    values : ndarray
+        ``conv1``: ``(windows, outputs, C1, H1, W1)``; ``conv2``: ``(windows, outputs, C2, H2, W2)``;
+        pooled axes are summed away (``pool="space"`` gives ``(windows, outputs, C)``,
+        ``"rows"`` gives ``(windows, outputs, C, W')``).  ``input``: accumulated onto the
+        movie's frames, ``(outputs, T, H, W)`` (pooled likewise over ``H``/``W``).
+    delta : ndarray (windows, outputs)
+        Completeness error ``sum(A) - (r(s) - r(s0))`` per window.
+    response, baseline_response : ndarray (windows, outputs)
+        ``r(s)`` and ``r(s0)`` of each attributed output (a cell or a weighted sum of cells).
+    cell_weights : ndarray (outputs, n_cells)
+        Which cells each output sums, with what weight.
+    per_window : ndarray or None
+        Input IG per window ``(windows, outputs, history, H, W)`` when ``keep_windows=True``.
+    path : str
+        ``"general"``, ``"general+collapsed-layer1-space|rows"`` (layer 1 by a 1-D
+        filter) or ``"collapsed-space|rows"`` (the whole network collapsed).
+    """
+
+    values: np.ndarray
+    delta: np.ndarray
+    response: np.ndarray
+    baseline_response: np.ndarray
+    cell_weights: np.ndarray
+    layer: str
+    n_steps: int
+    method: str
+    pool: tuple | None
+    path: str
+    backend: str
+    dtype: str
+    history: int
+    per_window: np.ndarray | None = None
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def window_frames(self):
+        """Frame index at which each window is time-stamped (its newest frame)."""
+        return np.arange(self.delta.shape[0]) + self.history - 1
+
+    @property
+    def relative_delta(self):
+        """``max |delta|`` over the range of ``r(s) - r(s0)`` (0 if the range is 0)."""
+        rng = np.ptp(self.response - self.baseline_response) if self.response.size else 0.0
+        scale = max(rng, np.abs(self.response - self.baseline_response).max(initial=0.0))
+        return float(np.abs(self.delta).max(initial=0.0) / scale) if scale > 0 else 0.0
+
+    def save(self, path):
+        """Write values, completeness errors and settings to HDF5 (atomically)."""
+        from .io import atomic_h5
+
+        with atomic_h5(path) as f:
+            f.attrs.update({"format": "retina-attribution", "schema_version": 1})
+            for name in ("values", "delta", "response", "baseline_response", "cell_weights"):
+                f.create_dataset(name, data=getattr(self, name), compression="gzip", compression_opts=1)
+            f.create_dataset("window_frames", data=self.window_frames)
+            if self.per_window is not None:
+                f.create_dataset("per_window", data=self.per_window, compression="gzip", compression_opts=1)
+            s = f.create_group("settings")
+            for k in ("layer", "n_steps", "method", "path", "backend", "dtype", "history"):
+                s.attrs[k] = getattr(self, k)
+            s.attrs["pool"] = "none" if self.pool is None else ",".join(map(str, self.pool))
+            for k, v in self.settings.items():
+                s.attrs[k] = v
+        return path
+
+
+# ----------------------------------------------------------------- arguments
+def _cell_weights(cells, n_cells):
+    """(outputs, n_cells) weights from None / int / list of ints / weight vector."""
+    if cells is None:
+        return np.eye(n_cells)
+    if isinstance(cells, (int, np.integer)) and not isinstance(cells, bool):
+        idx = check_int("cells", cells, minimum=-n_cells, maximum=n_cells - 1)
+        return np.eye(n_cells)[[idx]]
+    arr = np.asarray(cells)
+    if arr.ndim == 1 and arr.size and arr.dtype.kind in "iu":
+        if arr.min() < -n_cells or arr.max() >= n_cells:
+            raise ValueError(f"cells must index the model's {n_cells} cells, got {cells!r}")
+        return np.eye(n_cells)[arr]
+    if arr.ndim == 1 and arr.dtype.kind == "f":
+        if arr.shape != (n_cells,):
+            raise ValueError(f"cells as a weight vector must have shape ({n_cells},), got {describe(arr)}")
+        w = as_float_array("cells", arr, dtype=np.float64)
+        return w[None, :]
+    raise ValueError("cells must be None, a cell index, a list of cell indices or a float weight vector of "
+                     f"length {n_cells}, got {describe(cells)}")
+
+
+def _pool_axes(pool):
+    if pool is None:
+        return None
+    if isinstance(pool, str):
+        check_choice("pool", pool, tuple(POOLS))
+        return POOLS[pool]
+    try:
+        axes = tuple(sorted({int(a) % 3 for a in pool}))
+    except (TypeError, ValueError):
+        raise ValueError(f"pool must be None, 'space', 'rows' or a tuple of axes of (C, H, W), got {pool!r}") from None
+    return axes or None
+
+
+def _baseline(baseline, movie, model, dtype):
+    if baseline is None:
+        return np.zeros_like(movie)
+    if np.isscalar(baseline) and not isinstance(baseline, (str, bytes)):
+        value = float(baseline)
+        if not np.isfinite(value):
+            raise ValueError(f"baseline must be finite, got {baseline!r}")
+        return np.full_like(movie, value)
+    base = model.check_movie(baseline, "baseline", dtype=dtype)
+    if base.shape != movie.shape:
+        raise ValueError(f"baseline must be None, a scalar or a movie of the stimulus' shape {movie.shape}, "
+                         f"got {describe(base)}")
+    return base
+
+
+def _invariant_along(a, axes):
+    return all(a.shape[ax] == 1 or np.ptp(a, axis=ax).max() == 0 for ax in axes)
+
+
+def _collapse(model, kind):
+    """An equivalent model on frames collapsed along the invariant axes (spec section 4)."""
+    n = model.n_cells
+    c2, h2, w2 = model.shape2
+    if kind == "space":
+        frame = (1, 1)
+        take = (slice(None), slice(0, 1), slice(0, 1))
+        sum_axes = (2, 3)
+        w3 = model.w3.reshape(n, c2, h2, w2).sum(axis=(2, 3)).reshape(n, -1)
+    else:
+        frame = (1, model.frame_shape[1])
+        take = (slice(None), slice(0, 1), slice(None))
+        sum_axes = (2,)
+        w3 = model.w3.reshape(n, c2, h2, w2).sum(axis=2).reshape(n, -1)
+    return RetinaCNN(model.w1.sum(axis=sum_axes, keepdims=True), model.scale1[take], model.shift1[take],
+                     model.w2.sum(axis=sum_axes, keepdims=True), model.scale2[take], model.shift2[take],
+                     w3, model.scale3, model.shift3, frame_shape=frame)
+
+
+# ------------------------------------------------------------------- entry
+def attribute(model, movie, *, layer="conv1", cells=None, n_steps=50, method="midpoint", baseline=None,
+              pool=None, backend="auto", batch=None, progress=True, keep_windows=False, dtype=None):
+    """Integrated gradients of model responses to the stimulus or to hidden units.
+
+    Parameters
+    ----------
+    model : RetinaCNN
+    movie : array (T, H, W)
+        Stimulus; every window of ``history`` frames is attributed.
+    layer : {"input", "conv1", "conv2"}
+        ``input``: Eq. 1 of Tanaka et al.; ``conv1``/``conv2``: Eq. 2
+        (path-integrated conductance of the units' pre-activations).
+    cells : None, int, list of int, or float array (n_cells,)
+        None attributes every cell separately; a weight vector attributes the weighted sum.
+    n_steps : int
+        Quadrature steps (``trapezoid`` evaluates ``n_steps + 1`` nodes).
+    method : {"midpoint", "trapezoid", "left", "right", "gauss-legendre"}
+    baseline : None, float, or array like ``movie``
+        None is the mean-grey (zero) movie.
+    pool : None, "space", "rows", or tuple of axes of (C, H, W)
+        Sum the attributions over these unit axes (for ``input``: over ``H``/``W``).
+    backend : {"auto", "cpu", "gpu"}
+    batch : int, optional
+        Windows per kernel call; bounds memory (default 64).
+    progress : bool
+        Show a progress bar.
+    keep_windows : bool
+        For ``layer="input"``, also keep each window's attribution in ``per_window``.
+    dtype : {None, float32, float64}
+        Compute type; default float32.
+
+    Returns
+    -------
+    Attribution
+        ``values`` satisfy completeness: for each window, ``sum(values) -
+        (r(s) - r(s0)) = delta``, which shrinks as ``n_steps`` grows.
+    """
+    if not isinstance(model, RetinaCNN):
+        raise ValueError(f"model must be a RetinaCNN, got {type(model).__name__}")
+    check_choice("layer", layer, LAYERS)
+    alphas, weights = quadrature(n_steps, method)
+    be = _backend.resolve(backend, movie)
+    if be.name != "cpu":
+        raise RuntimeError("attribute() on the GPU backend is not implemented yet; use backend='cpu'")
+    dt = compute_dtype(dtype)
+    batch = 64 if batch is None else check_int("batch", batch, minimum=1)
+    x = model.check_movie(movie, dtype=dt)
+    x0 = _baseline(baseline, x, model, dt)
+    cw = _cell_weights(cells, model.n_cells)
+    axes = _pool_axes(pool)
+    if keep_windows and layer != "input":
+        raise ValueError("keep_windows=True applies to layer='input' only")
+
+    # invariance shortcuts: collapse the network along axes that are both invariant and pooled
+    path = "general"
+    work_model, xs, x0s = model, x, x0
+    inv = movie_invariance(np.concatenate([x, x0]))
+    if inv is not None:
+        path = f"general+collapsed-layer1-{inv}"
+        candidates = [k for k in (("space", "rows") if inv == "space" else ("rows",))]
+        for kind in candidates:
+            need = POOLS[kind]
+            per_axes = tuple(a for a in need)
+            if (layer != "input" and axes is not None and set(need) <= set(axes)
+                    and all(_invariant_along(getattr(model, k), per_axes)
+                            for k in ("scale1", "shift1", "scale2", "shift2"))):
+                work_model = _collapse(model, kind)
+                take = (slice(None), slice(0, 1), slice(0, 1) if kind == "space" else slice(None))
+                xs, x0s = np.ascontiguousarray(x[take]), np.ascontiguousarray(x0[take])
+                path = f"collapsed-{kind}"
+                break
+
+    result = _run(work_model, xs, x0s, cw, alphas, weights, layer, axes, be, batch, progress, keep_windows)
+    values, delta, r1, r0, per_window = result
+    return Attribution(values=values, delta=delta, response=r1, baseline_response=r0, cell_weights=cw,
+                       layer=layer, n_steps=int(n_steps), method=method, pool=axes, path=path,
+                       backend=be.name, dtype=dt.name, history=model.history, per_window=per_window)
+
+
+def _run(model, x, x0, cw, alphas, weights, layer, axes, be, batch, progress, keep_windows):
+    kern = be.kernels
+    dt = x.dtype
+    p = model.params(dt, be)
+    hist = model.history
+    n_win = x.shape[0] - hist + 1
+    n_out = cw.shape[0]
+    involved = np.flatnonzero(np.abs(cw).sum(axis=0) > 0)
+    cw_sub = np.ascontiguousarray(cw[:, involved], dtype=np.float64)
+    cells_idx = involved.astype(np.int64)
+    alphas = np.ascontiguousarray(alphas, np.float64)
+    weights = np.ascontiguousarray(weights, np.float64)
+
+    def pooled(a, lead):
+        return a if axes is None else a.sum(axis=tuple(lead + ax for ax in axes))
+
+    delta = np.empty((n_win, n_out))
+    r1_all = np.empty((n_win, n_out))
+    r0_all = np.empty((n_win, n_out))
+    values = None
+    per_window = None
+    if layer == "input":
+        diff = (x.astype(np.float64) - x0)
+        values = np.zeros((n_out,) + x.shape)
+        if keep_windows:
+            per_window = np.empty((n_win, n_out, hist) + x.shape[1:], dtype=dt)
+
+    starts = range(0, n_win, batch)
+    for n0 in progress_bar(starts, total=len(starts), desc=f"attribute {layer}", unit="batch", enabled=progress):
+        nb = min(batch, n_win - n0)
+        sl = slice(n0, n0 + nb + hist - 1)
+        z_s = model._layer1(x[sl], be)
+        z_0 = model._layer1(x0[sl], be)
+        z_s = z_s * p["scale1"] + p["shift1"]
+        z_0 = np.ascontiguousarray(z_0 * p["scale1"] + p["shift1"])
+        dz = np.ascontiguousarray(z_s - z_0)
+        g1 = np.empty((nb, n_out) + model.shape1, dtype=dt)
+        want_a2 = layer == "conv2"
+        a2 = np.empty((nb, n_out) + (model.shape2 if want_a2 else (1, 1, 1)), dtype=dt)
+        r0 = np.empty((nb, len(cells_idx)), dtype=np.float64)
+        r1 = np.empty((nb, len(cells_idx)), dtype=np.float64)
+        kern.pig_conv_relu_dense(z_0, dz, alphas, weights, p["w2"], p["scale2"], p["shift2"], p["v3"],
+                                 p["shift3"], cw_sub, cells_idx, g1, a2, r0, r1, want_a2)
+        r1_all[n0:n0 + nb] = r1 @ cw_sub.T
+        r0_all[n0:n0 + nb] = r0 @ cw_sub.T
+        a1 = dz[:, None] * g1
+        total = a1.reshape(nb, n_out, -1).sum(axis=2, dtype=np.float64) if layer != "conv2" else \
+            a2.reshape(nb, n_out, -1).sum(axis=2, dtype=np.float64)
+        delta[n0:n0 + nb] = total - (r1_all[n0:n0 + nb] - r0_all[n0:n0 + nb])
+        if layer == "conv1":
+            chunk = pooled(a1, 2)
+        elif layer == "conv2":
+            chunk = pooled(a2, 2)
+        else:
+            gbar = g1 * p["scale1"]                       # d out / d corr1, path-averaged
+            grad = np.empty((nb + hist - 1,) + x.shape[1:], dtype=dt)
+            for o in range(n_out):
+                kern.corr3d_movie_transpose_fft(np.ascontiguousarray(gbar[:, o]), p["w1"], grad)
+                values[o, sl] += grad
+                if keep_windows:
+                    one = np.empty((hist,) + x.shape[1:], dtype=dt)
+                    for b in range(nb):
+                        kern.corr3d_movie_transpose(np.ascontiguousarray(gbar[b:b + 1, o]), p["w1"], one)
+                        per_window[n0 + b, o] = one * diff[n0 + b:n0 + b + hist]
+            continue
+        if values is None:
+            values = np.empty((n_win,) + chunk.shape[1:], dtype=dt)
+        values[n0:n0 + nb] = chunk
+    if layer == "input":
+        values = values * diff[None]
+        if axes is not None:
+            values = values.sum(axis=tuple(1 + ax for ax in axes if ax > 0))
+        values = values.astype(dt)
+    return values, delta, r1_all, r0_all, per_window

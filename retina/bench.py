@@ -1,0 +1,127 @@
+"""Canonical benchmark workloads (spec ``performance.md``) shared by ``retina bench`` and ``bench/``.
+
+Each workload builds its inputs from fixed seeds, times the fast path
+(median of ``repeat`` runs after a warm-up), checks it against the
+straightforward float64 reference of :mod:`retina.reference` on a slice, and
+reports the figure, the fraction of the measured matrix-product floor and the
+error.  "Fraction of floor" = (direct-algorithm FLOPs per second achieved) /
+(measured float32 matmul FLOP/s); above 1 means the algorithm does less work
+than the direct count (FFT layer 1, piecewise-linear path sweep).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import reference
+from .attribution import attribute
+from .model import RetinaCNN
+from .stimuli import natural_movie, white_noise
+
+__all__ = ["WORKLOADS", "BenchResult", "matmul_rate", "run_workload"]
+
+# direct multiply-accumulate counts per window, default shape (performance.md)
+MAC_L1 = 36 * 36 * 8 * 40 * 225
+MAC_L2 = 26 * 26 * 8 * 8 * 121
+
+
+@dataclass
+class BenchResult:
+    workload: str
+    backend: str
+    figure: float
+    unit: str
+    seconds: float
+    floor_fraction: float
+    max_rel_error: float
+    detail: str = ""
+
+
+def matmul_rate(n=2048, repeat=3):
+    """Measured float32 matrix-product rate (FLOP/s) of this machine through numpy/BLAS."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = np.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n ** 3 / best
+
+
+def _time(fn, repeat):
+    fn()  # warm-up: JIT compilation, FFT plans, caches
+    times = []
+    out = None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)), out
+
+
+def _relerr(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def forward_movie(scale=1.0, repeat=3, backend="cpu", rate=None):
+    model = RetinaCNN.random(5, seed=0)
+    n_frames = max(int(6000 * scale), model.history + 10)
+    movie = natural_movie(n_frames, seed=1).movie
+    sec, rates = _time(lambda: model.predict(movie, backend=backend), repeat)
+    n_win = rates.shape[0]
+    idx = np.linspace(0, n_win - 1, 4).astype(int)
+    err = _relerr(rates[idx], reference.forward(model, movie, idx))
+    wps = n_win / sec
+    frac = wps * 2 * (MAC_L1 + MAC_L2) / rate if rate else float("nan")
+    return BenchResult("forward-movie", backend, wps, "windows/s", sec, frac, err,
+                       f"{n_frames} frames, {n_win} windows, 5 cells")
+
+
+def _ig(layer, scale, repeat, backend, rate):
+    model = RetinaCNN.random(5, seed=0)
+    n_frames = max(int(1000 * scale), model.history + 4)
+    movie = white_noise(n_frames, seed=2).movie
+    sec, attr = _time(lambda: attribute(model, movie, layer=layer, n_steps=50, backend=backend,
+                                        progress=False), repeat)
+    n_wc = attr.delta.size
+    w, cell = 1, 2
+    if layer == "conv1":
+        err = _relerr(attr.values[w, cell], reference.conductance_conv1(model, movie, w, cell))
+        macs = MAC_L1 + 50 * 2 * (MAC_L2 + 5408)  # per window-cell, forward shared ignored
+    else:
+        # per-window IG from the accumulated values is not separable; compare a one-window movie
+        sub = movie[w:w + model.history]
+        one = attribute(model, sub, layer="input", cells=cell, n_steps=50, backend=backend, progress=False)
+        err = _relerr(one.values[0], reference.input_ig(model, movie, w, cell))
+        macs = 2 * MAC_L1 + 50 * 2 * (MAC_L2 + 5408)
+    frac = n_wc / sec * 2 * macs / rate if rate else float("nan")
+    name = "ig-hidden" if layer == "conv1" else "ig-input"
+    return BenchResult(name, backend, n_wc / sec, "window-cells/s", sec, frac, err,
+                       f"{n_frames} frames, {attr.delta.shape[0]} windows x 5 cells, 50 midpoint steps, "
+                       f"max|delta|/range {np.abs(attr.delta).max() / np.ptp(attr.response):.1e}")
+
+
+def ig_hidden(scale=1.0, repeat=1, backend="cpu", rate=None):
+    return _ig("conv1", scale, repeat, backend, rate)
+
+
+def ig_input(scale=1.0, repeat=1, backend="cpu", rate=None):
+    return _ig("input", scale, repeat, backend, rate)
+
+
+WORKLOADS = {"forward-movie": forward_movie, "ig-hidden": ig_hidden, "ig-input": ig_input}
+
+
+def run_workload(name, *, scale=1.0, repeat=None, backend="cpu", rate=None):
+    fn = WORKLOADS[name]
+    kwargs = dict(scale=scale, backend=backend, rate=rate)
+    if repeat is not None:
+        kwargs["repeat"] = repeat
+    return fn(**kwargs)

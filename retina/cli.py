@@ -1,0 +1,216 @@
+"""The ``retina`` command line: thin click commands over the API."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+import numpy as np
+
+from ._version import __version__
+
+BACKEND = click.Choice(["auto", "cpu", "gpu"])
+DTYPE = click.Choice(["float32", "float64"])
+
+
+def _quiet(quiet):
+    if quiet:
+        os.environ["RETINA_NO_PROGRESS"] = "1"
+
+
+def _load_model(spec, seed, n_cells):
+    from .io import load_model
+    from .model import RetinaCNN
+
+    if spec == "random":
+        return RetinaCNN.random(n_cells, seed=seed)
+    return load_model(spec)
+
+
+def _fail(exc):
+    raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="retina")
+def main():
+    """retina: deep-network models of the retina, attributed and reduced to mechanisms."""
+
+
+@main.command()
+@click.argument("model", default="random")
+@click.option("--stimulus", "stimulus_path", type=click.Path(dir_okay=False), default=None,
+              help="HDF5 stimulus file; default: generate one (see --kind).")
+@click.option("--kind", type=click.Choice(["natural", "white_noise"]), default="natural", show_default=True,
+              help="Stimulus to generate when --stimulus is not given.")
+@click.option("--frames", type=click.IntRange(1), default=3000, show_default=True, help="Frames to generate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random model and stimulus.")
+@click.option("--cells", "n_cells", type=click.IntRange(1), default=5, show_default=True,
+              help="Cells of the random model.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="rates.h5", show_default=True)
+@click.option("--backend", type=BACKEND, default="auto", show_default=True)
+@click.option("--dtype", type=DTYPE, default="float32", show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=None, help="Windows per kernel call.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+def predict(model, stimulus_path, kind, frames, seed, n_cells, output, backend, dtype, batch, quiet):
+    """Predict firing rates of MODEL (a model file, or 'random') and write them to HDF5."""
+    from .io import atomic_h5, load_stimulus
+    from .stimuli import natural_movie, white_noise
+
+    _quiet(quiet)
+    try:
+        net = _load_model(model, seed, n_cells)
+        if stimulus_path:
+            movie, source = load_stimulus(stimulus_path), os.path.abspath(stimulus_path)
+        else:
+            gen = natural_movie if kind == "natural" else white_noise
+            movie, source = gen(frames, net.frame_shape, seed=seed + 1).movie, f"{kind}(seed={seed + 1})"
+        t0 = time.perf_counter()
+        rates = net.predict(movie, backend=backend, dtype=dtype, batch=batch, progress=not quiet)
+        dt = time.perf_counter() - t0
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        _fail(exc)
+    with atomic_h5(output) as f:
+        f.attrs.update({"format": "retina-rates", "model": model, "model_hash": net.content_hash(),
+                        "stimulus": source, "history": net.history, "retina_version": __version__,
+                        "units": "Hz", "frame_ms": 10.0})
+        f.create_dataset("rates", data=rates)
+        f.create_dataset("window_frames", data=np.arange(rates.shape[0]) + net.history - 1)
+        f.create_dataset("cell_ids", data=np.array(net.cell_ids, dtype=object),
+                         dtype=__import__("h5py").string_dtype("utf-8"))
+    if not quiet:
+        click.echo(f"{rates.shape[0]} windows x {rates.shape[1]} cells in {dt:.2f} s "
+                   f"({rates.shape[0] / dt:.0f} windows/s); mean rate {rates.mean():.2f} Hz -> {output}")
+
+
+@main.command("random-model")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@click.option("--cells", "n_cells", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--per-channel", is_flag=True, help="Per-channel (not per-unit) scale/shift.")
+def random_model(output, n_cells, seed, per_channel):
+    """Write a seeded random model (trained-like statistics) to an HDF5 model file."""
+    from .model import RetinaCNN
+
+    RetinaCNN.random(n_cells, seed=seed, per_unit=not per_channel).save(output)
+    click.echo(f"wrote {output}")
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["natural", "white_noise", "flash_train"]))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@click.option("--frames", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def stimulus(kind, output, frames, seed):
+    """Generate a stimulus movie and write it to HDF5."""
+    from .io import save_stimulus
+    from .stimuli import flash_train, natural_movie, white_noise
+
+    if kind == "flash_train":
+        stim = flash_train()
+    else:
+        stim = (natural_movie if kind == "natural" else white_noise)(frames, seed=seed)
+    save_stimulus(output, stim.movie, params=stim.params, events=stim.events)
+    click.echo(f"wrote {output}: {stim.movie.shape}")
+
+
+@main.command()
+@click.argument("model")
+def info(model):
+    """Describe a model file."""
+    try:
+        net = _load_model(model, 0, 5)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    click.echo(repr(net))
+    click.echo(f"scale/shift: {'per channel' if net.per_channel else 'per unit'}")
+    click.echo(f"cells: {', '.join(net.cell_ids)}")
+    click.echo(f"norm_stats: {net.norm_stats}")
+    click.echo(f"content hash: {net.content_hash()}")
+
+
+def _parse_cells(text, n_cells):
+    if text is None:
+        return None
+    parts = [p for p in text.split(",") if p.strip()]
+    try:
+        if any("." in p for p in parts):
+            vals = np.array([float(p) for p in parts])
+            if vals.shape != (n_cells,):
+                raise ValueError
+            return vals
+        return [int(p) for p in parts]
+    except ValueError:
+        raise click.BadParameter(f"expected cell indices like '0,2' or {n_cells} float weights, got {text!r}",
+                                 param_hint="--cells") from None
+
+
+@main.command()
+@click.argument("model")
+@click.argument("stimulus_path", metavar="STIMULUS.h5")
+@click.option("--layer", type=click.Choice(["input", "conv1", "conv2"]), default="conv1", show_default=True)
+@click.option("--cells", default=None, help="Cell indices '0,2' or a float weight per cell; default every cell.")
+@click.option("--steps", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--method", type=click.Choice(["midpoint", "trapezoid", "left", "right", "gauss-legendre"]),
+              default="midpoint", show_default=True)
+@click.option("--pool", type=click.Choice(["none", "space", "rows"]), default="none", show_default=True)
+@click.option("--dataset", default=None, help="Dataset in STIMULUS.h5 (default: stimulus, test/stimulus...).")
+@click.option("--backend", type=BACKEND, default="auto", show_default=True)
+@click.option("--dtype", type=DTYPE, default="float32", show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=None)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@click.option("-q", "--quiet", is_flag=True)
+def attribute(model, stimulus_path, layer, cells, steps, method, pool, dataset, backend, dtype, batch, output,
+              quiet):
+    """Integrated-gradient attributions of MODEL's responses to STIMULUS.h5, written to HDF5."""
+    from .attribution import attribute as run
+    from .io import load_stimulus
+
+    _quiet(quiet)
+    try:
+        net = _load_model(model, 0, 5)
+        movie = load_stimulus(stimulus_path, dataset=dataset)
+        attr = run(net, movie, layer=layer, cells=_parse_cells(cells, net.n_cells), n_steps=steps,
+                   method=method, pool=None if pool == "none" else pool, backend=backend, batch=batch,
+                   dtype=dtype, progress=not quiet)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        _fail(exc)
+    attr.settings.update({"model": model, "model_hash": net.content_hash(),
+                          "stimulus": os.path.abspath(stimulus_path)})
+    attr.save(output)
+    if not quiet:
+        click.echo(f"{layer} attributions {attr.values.shape} via {attr.path}; "
+                   f"max |delta| {np.abs(attr.delta).max():.2e} -> {output}")
+
+
+@main.command()
+@click.option("--workload", "workloads", multiple=True,
+              type=click.Choice(["forward-movie", "ig-hidden", "ig-input"]),
+              help="Workloads to run (repeatable); default all.")
+@click.option("--scale", type=click.FloatRange(0.01, 10), default=1.0, show_default=True,
+              help="Scale the workload sizes (e.g. 0.1 for a quick look).")
+@click.option("--backend", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+def bench(workloads, scale, backend):
+    """Run the canonical workloads and print a table."""
+    from .bench import WORKLOADS, matmul_rate, run_workload
+
+    rate = matmul_rate()
+    click.echo(f"float32 matmul floor: {rate / 1e9:.1f} GFLOP/s; {os.cpu_count()} CPUs")
+    rows = []
+    for name in workloads or tuple(WORKLOADS):
+        try:
+            rows.append(run_workload(name, scale=scale, backend=backend, rate=rate))
+        except RuntimeError as exc:
+            _fail(exc)
+    head = f"{'workload':<15} {'backend':<8} {'figure':>12} {'unit':<15} {'seconds':>8} {'floor':>7} {'max rel err':>11}"
+    click.echo(head)
+    click.echo("-" * len(head))
+    for r in rows:
+        click.echo(f"{r.workload:<15} {r.backend:<8} {r.figure:>12.1f} {r.unit:<15} {r.seconds:>8.2f} "
+                   f"{r.floor_fraction:>7.2f} {r.max_rel_error:>11.1e}  {r.detail}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Obviously-correct, slow float64 references that every fast path is tested against.
+
+Written independently of the package: numpy einsum over sliding windows and
+plain loops, no Numba, no FFT, no shared helpers.
+"""
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view as swv
+
+
+def corr3d_movie(x, w):
+    """(T, H, W) x (C, K, kh, kw) -> (T-K+1, C, Ho, Wo)."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    win = swv(x, w.shape[1:])  # (N, Ho, Wo, K, kh, kw)
+    return np.einsum("nyxtuv,ctuv->ncyx", win, w)
+
+
+def corr3d_movie_transpose(g, w, t_n, h, wd):
+    g = np.asarray(g, np.float64)
+    w = np.asarray(w, np.float64)
+    n_win, c_n, ho, wo = g.shape
+    out = np.zeros((t_n, h, wd))
+    for n in range(n_win):
+        for tau in range(w.shape[1]):
+            for u in range(w.shape[2]):
+                for v in range(w.shape[3]):
+                    out[n + tau, u:u + ho, v:v + wo] += np.einsum("cyx,c->yx", g[n], w[:, tau, u, v])
+    return out
+
+
+def corr3d_movie_weight_grad(x, g, k, kh, kw):
+    x = np.asarray(x, np.float64)
+    win = swv(x, (k, kh, kw))  # (N, Ho, Wo, K, kh, kw)
+    return np.einsum("ncyx,nyxtuv->ctuv", np.asarray(g, np.float64), win)
+
+
+def corr2d(x, w):
+    """(N, Ci, H, W) x (Co, Ci, kh, kw) -> (N, Co, Ho, Wo)."""
+    win = swv(np.asarray(x, np.float64), w.shape[2:], axis=(2, 3))  # (N, Ci, Ho, Wo, kh, kw)
+    return np.einsum("ncyxuv,ocuv->noyx", win, np.asarray(w, np.float64))
+
+
+def corr2d_transpose(g, w, h, wd):
+    g = np.asarray(g, np.float64)
+    w = np.asarray(w, np.float64)
+    n_b, co, ho, wo = g.shape
+    out = np.zeros((n_b, w.shape[1], h, wd))
+    for u in range(w.shape[2]):
+        for v in range(w.shape[3]):
+            out[:, :, u:u + ho, v:v + wo] += np.einsum("noyx,oc->ncyx", g, w[:, :, u, v])
+    return out
+
+
+def corr2d_weight_grad(x, g, kh, kw):
+    win = swv(np.asarray(x, np.float64), (kh, kw), axis=(2, 3))
+    return np.einsum("noyx,ncyxuv->ocuv", np.asarray(g, np.float64), win)
+
+
+def softplus(u):
+    return np.logaddexp(0.0, u)
+
+
+def sigmoid(u):
+    return 0.5 * (1.0 + np.tanh(0.5 * u))
+
+
+def head(model, z1):
+    """Layers 1 (ReLU) to 3 from pre-activations z1 (N, C1, H1, W1); returns (rates, cache)."""
+    h1 = np.maximum(z1, 0)
+    z2 = model.scale2 * corr2d(h1, model.w2) + model.shift2
+    h2 = np.maximum(z2, 0)
+    u = model.scale3 * (h2.reshape(len(z1), -1) @ model.w3.T) + model.shift3
+    return softplus(u), (z1, z2, u)
+
+
+def forward(model, movie):
+    """Rates (T-history+1, n_cells) in float64."""
+    z1 = model.scale1 * corr3d_movie(movie, model.w1) + model.shift1
+    return head(model, z1)[0]
+
+
+def grad_z1(model, z1, cellw):
+    """d(sum_j cellw_j r_j)/dz1 for each row of z1 (N, C1, H1, W1); cellw (n_cells,)."""
+    _, (z1, z2, u) = head(model, z1)
+    g_u = sigmoid(u) * model.scale3 * cellw                      # (N, n)
+    g_h2 = (g_u @ model.w3).reshape(z2.shape)
+    g_z2 = g_h2 * (z2 > 0)
+    g_h1 = corr2d_transpose(g_z2 * model.scale2, model.w2, z1.shape[2], z1.shape[3])
+    return g_h1 * (z1 > 0), g_z2
+
+
+def quadrature(n_steps, method):
+    k = np.arange(n_steps)
+    if method == "midpoint":
+        return (k + 0.5) / n_steps, np.full(n_steps, 1.0 / n_steps)
+    if method == "left":
+        return k / n_steps, np.full(n_steps, 1.0 / n_steps)
+    if method == "right":
+        return (k + 1) / n_steps, np.full(n_steps, 1.0 / n_steps)
+    if method == "trapezoid":
+        a = np.arange(n_steps + 1) / n_steps
+        wts = np.full(n_steps + 1, 1.0 / n_steps)
+        wts[[0, -1]] /= 2
+        return a, wts
+    if method == "gauss-legendre":
+        x, wts = np.polynomial.legendre.leggauss(n_steps)
+        return (x + 1) / 2, wts / 2
+    raise ValueError(method)
+
+
+def conductance_conv1(model, movie, baseline, cellw, n_steps, method):
+    """Layer-1 conductance per window, a loop over path steps with a full forward/backward each.
+
+    Returns A (N, C1, H1, W1), r(s) and r(s0) of the weighted cell sum (N,).
+    """
+    z_s = model.scale1 * corr3d_movie(movie, model.w1) + model.shift1
+    z_0 = model.scale1 * corr3d_movie(baseline, model.w1) + model.shift1
+    alphas, weights = quadrature(n_steps, method)
+    acc = np.zeros_like(z_s)
+    for a, wk in zip(alphas, weights):
+        g, _ = grad_z1(model, z_0 + a * (z_s - z_0), cellw)
+        acc += wk * g
+    r_s = head(model, z_s)[0] @ cellw
+    r_0 = head(model, z_0)[0] @ cellw
+    return (z_s - z_0) * acc, acc, r_s, r_0
+
+
+def conductance_right_riemann(model, movie, baseline, cellw, n_steps):
+    """The authors' formula: sum_k g(a_k) * (z(a_k) - z(a_{k-1})), a_k = k / n_steps."""
+    z_s = model.scale1 * corr3d_movie(movie, model.w1) + model.shift1
+    z_0 = model.scale1 * corr3d_movie(baseline, model.w1) + model.shift1
+    total = np.zeros_like(z_s)
+    prev = z_0
+    for k in range(1, n_steps + 1):
+        z = z_0 + (k / n_steps) * (z_s - z_0)
+        g, _ = grad_z1(model, z, cellw)
+        total += g * (z - prev)
+        prev = z
+    return total
