@@ -158,7 +158,7 @@ def load_model(path, *, verify_hash=True):
                              f"expected {MODEL_FORMAT!r}")
         ver = f.attrs.get("schema_version")
         if ver is None or int(ver) < 1 or int(ver) > SCHEMA_VERSION:
-            raise ValueError(f"{str(path)!r} has model schema_version {ver!r}; this retina "
+            raise ValueError(f"{str(path)!r} has model schema_version {ver}; this retina "
                              f"({__version__}) reads versions 1..{SCHEMA_VERSION}")
         if "weights" not in f:
             raise ValueError(f"{str(path)!r} is malformed: group '/weights' is missing")

@@ -155,8 +155,9 @@ class RetinaCNN:
         ON/OFF polarity and fast/slow biphasic time courses; layer 2 is random
         with a spatial envelope; readouts are localised.  The affine terms are
         folded batch norm computed on white noise, so every unit has mean 0
-        and s.d. 1 before its ReLU shift (activations neither vanish nor
-        explode), as in a trained BN-CNN.
+        and s.d. 1 before its ReLU shift over a z-scored natural-like movie
+        and white noise (activations neither vanish nor explode on either),
+        as in a trained BN-CNN.
         """
         n_cells = check_int("n_cells", n_cells, minimum=1)
         history = check_int("history", history, minimum=1)
@@ -196,12 +197,17 @@ class RetinaCNN:
             w3[j] = rng.standard_normal(c2)[:, None, None] * env + 0.1 * env * rng.standard_normal((c2, h2, wd2))
         w3 = w3.reshape(n_cells, -1)
 
-        # fold batch norm measured on white noise (gamma ~ 1, beta ~ N(0, 0.5))
-        calib = rng.standard_normal((history + 199, h, w))
+        # fold batch norm measured on the "training" stimuli: z-scored natural-like movie and
+        # white noise, half each (gamma ~ U(0.8, 1.2), beta ~ N(0, 0.5))
+        from .stimuli import natural_movie
+        nat = natural_movie(history + 149, (h, w), seed=rng.integers(2**31), n_images=2).movie
+        calib = np.concatenate([(nat - nat.mean()) / nat.std(), rng.standard_normal((history + 149, h, w))])
         one = np.ones
         probe = cls(w1, one((c1, 1, 1)), np.zeros((c1, 1, 1)), w2, one((c2, 1, 1)), np.zeros((c2, 1, 1)),
                     w3, np.ones(n_cells), np.zeros(n_cells), frame_shape=(h, w))
-        corr1 = probe.layer1(calib, dtype=np.float64)
+        n_cal = history + 149
+        corr1 = np.concatenate([probe.layer1(calib[:n_cal], dtype=np.float64),
+                                probe.layer1(calib[n_cal:], dtype=np.float64)])
 
         def fold(pre, beta_sd):
             axes = (0,) if per_unit else (0, 2, 3)

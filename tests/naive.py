@@ -138,3 +138,34 @@ def conductance_right_riemann(model, movie, baseline, cellw, n_steps):
         total += g * (z - prev)
         prev = z
     return total
+
+
+def conductance_conv2(model, movie, baseline, cellw, n_steps, method):
+    """Layer-2 conductance: sum_k w_k dr/dz2(a_k) * dz2/da(a_k), dz2/da by central differences."""
+    z_s = model.scale1 * corr3d_movie(movie, model.w1) + model.shift1
+    z_0 = model.scale1 * corr3d_movie(baseline, model.w1) + model.shift1
+    alphas, weights = quadrature(n_steps, method)
+
+    def z2_of(a):
+        return head(model, z_0 + a * (z_s - z_0))[1][1]
+
+    acc = 0.0
+    for a, wk in zip(alphas, weights):
+        _, g_z2 = grad_z1(model, z_0 + a * (z_s - z_0), cellw)
+        # z2 is piecewise linear in a: a one-sided tiny difference is exact away from kinks
+        eps = 1e-7
+        dz2 = (z2_of(min(a + eps, 1.0)) - z2_of(min(a + eps, 1.0) - eps)) / eps
+        acc = acc + wk * g_z2 * dz2
+    return acc
+
+
+def input_ig_movie(model, movie, baseline, cellw, n_steps, method):
+    """Input IG accumulated onto the movie's frames: (T, H, W), and per window (N, K, H, W)."""
+    _, acc, _, _ = conductance_conv1(model, movie, baseline, cellw, n_steps, method)
+    g = acc * model.scale1
+    diff = np.asarray(movie, np.float64) - baseline
+    total = corr3d_movie_transpose(g, model.w1, *diff.shape) * diff
+    k = model.history
+    per = np.stack([corr3d_movie_transpose(g[n:n + 1], model.w1, k, *diff.shape[1:]) * diff[n:n + k]
+                    for n in range(g.shape[0])])
+    return total, per

@@ -1,0 +1,177 @@
+"""Integrated gradients: reference agreement, completeness, pooling, collapsed paths, cell sums."""
+
+import numpy as np
+import pytest
+from conftest import relerr, small_model
+
+import naive
+from retina.attribution import METHODS, attribute, quadrature
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_model(seed=11)
+
+
+def _movie(rng, m, t=14):
+    return rng.standard_normal((t,) + m.frame_shape)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_conv1_matches_loop_reference(rng, model, method):
+    movie = _movie(rng, model)
+    base = 0.3 * rng.standard_normal(movie.shape)
+    a = attribute(model, movie, n_steps=12, method=method, baseline=base, dtype=np.float64, progress=False)
+    assert a.values.shape == (movie.shape[0] - model.history + 1, model.n_cells) + model.shape1
+    for j in range(model.n_cells):
+        ref, _, r_s, r_0 = naive.conductance_conv1(model, movie, base, np.eye(model.n_cells)[j], 12, method)
+        assert relerr(a.values[:, j], ref) < 1e-10
+        np.testing.assert_allclose(a.response[:, j], r_s, rtol=1e-12)
+        np.testing.assert_allclose(a.baseline_response[:, j], r_0, rtol=1e-12)
+    a32 = attribute(model, movie, n_steps=12, method=method, baseline=base, progress=False)
+    assert a32.values.dtype == np.float32 and relerr(a32.values, a.values) < 1e-4
+
+
+def test_right_riemann_equals_authors_formula(rng, model):
+    movie = _movie(rng, model)
+    a = attribute(model, movie, cells=1, n_steps=25, method="right", dtype=np.float64, progress=False)
+    ref = naive.conductance_right_riemann(model, movie, np.zeros_like(movie), np.eye(model.n_cells)[1], 25)
+    assert relerr(a.values[:, 0], ref) < 1e-10
+
+
+def test_conv2_matches_reference(rng, model):
+    movie = _movie(rng, model)
+    a = attribute(model, movie, layer="conv2", cells=0, n_steps=10, dtype=np.float64, progress=False)
+    ref = naive.conductance_conv2(model, movie, np.zeros_like(movie), np.eye(model.n_cells)[0], 10, "midpoint")
+    assert a.values.shape[2:] == model.shape2
+    assert relerr(a.values[:, 0], ref) < 1e-5  # reference dz2/da by finite differences
+
+
+def test_input_ig_matches_reference_and_per_window_completeness(rng, model):
+    movie = _movie(rng, model)
+    a = attribute(model, movie, layer="input", cells=[2], n_steps=10, keep_windows=True, dtype=np.float64,
+                  progress=False)
+    total, per = naive.input_ig_movie(model, movie, np.zeros_like(movie), np.eye(model.n_cells)[2], 10,
+                                      "midpoint")
+    assert a.values.shape == (1,) + movie.shape
+    assert relerr(a.values[0], total) < 1e-10
+    assert relerr(a.per_window[:, 0], per) < 1e-10
+    sums = a.per_window.reshape(a.per_window.shape[0], 1, -1).sum(axis=2)
+    np.testing.assert_allclose(sums - (a.response - a.baseline_response), a.delta, atol=1e-9)
+
+
+@pytest.mark.parametrize("layer", ["input", "conv1", "conv2"])
+def test_completeness_shrinks_with_steps(rng, layer):
+    m = small_model(seed=4, n_cells=2)
+    movie = rng.standard_normal((60,) + m.frame_shape)
+    errs = []
+    for n in (4, 16, 64, 256):
+        a = attribute(m, movie, layer=layer, n_steps=n, dtype=np.float64, progress=False)
+        errs.append(np.abs(a.delta).mean())
+    assert errs[0] > errs[1] > errs[2] > errs[3]
+    assert errs[3] < errs[0] / 10
+
+
+def test_completeness_at_50_midpoint_steps_default_shape():
+    """Random default-shape model: the median window is below 1e-3 of the response range and every
+    window below 1e-2 (ReLU kinks make midpoint converge as 1/K; measured numbers in bench/RESULTS.md)."""
+    from retina import RetinaCNN
+    m = RetinaCNN.random(2, seed=0)
+    movie = np.random.default_rng(0).standard_normal((120, 50, 50)).astype(np.float32)
+    a = attribute(m, movie, n_steps=50, progress=False)
+    rel = np.abs(a.delta) / np.ptp(a.response, axis=0)
+    assert np.median(rel) < 1e-3 and rel.max() < 1e-2
+
+
+def test_pooled_equals_sum_of_unpooled(rng, model):
+    movie = _movie(rng, model)
+    full = attribute(model, movie, n_steps=8, dtype=np.float64, progress=False)
+    space = attribute(model, movie, n_steps=8, pool="space", dtype=np.float64, progress=False)
+    rows = attribute(model, movie, n_steps=8, pool="rows", dtype=np.float64, progress=False)
+    np.testing.assert_allclose(space.values, full.values.sum(axis=(3, 4)), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(rows.values, full.values.sum(axis=3), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(space.values.sum(axis=2), full.values.sum(axis=(2, 3, 4)), rtol=1e-10)
+    inp = attribute(model, movie, layer="input", n_steps=8, pool="space", dtype=np.float64, progress=False)
+    inp_full = attribute(model, movie, layer="input", n_steps=8, dtype=np.float64, progress=False)
+    np.testing.assert_allclose(inp.values, inp_full.values.sum(axis=(2, 3)), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind, pool", [("space", "space"), ("rows", "rows"), ("space", "rows")])
+@pytest.mark.parametrize("layer", ["conv1", "conv2"])
+def test_collapsed_paths_equal_general_path(rng, kind, pool, layer):
+    m = small_model(seed=8, per_unit=False)
+    t = 16
+    h, w = m.frame_shape
+    src = rng.standard_normal((t, 1, 1) if kind == "space" else (t, 1, w))
+    movie = np.broadcast_to(src, (t, h, w)).copy()
+    fast = attribute(m, movie, layer=layer, n_steps=9, pool=pool, dtype=np.float64, progress=False)
+    want = "collapsed-space" if (kind, pool) == ("space", "space") else "collapsed-rows"
+    assert fast.path == want
+    movie_perturbed = movie.copy()
+    general = attribute(m, movie_perturbed, layer=layer, n_steps=9, dtype=np.float64, progress=False)
+    assert general.path.startswith("general")
+    axes = (3, 4) if pool == "space" else (3,)
+    assert relerr(fast.values, general.values.sum(axis=axes)) < 1e-9
+    np.testing.assert_allclose(fast.delta, general.delta, atol=1e-9)
+
+
+def test_per_unit_model_keeps_general_network_but_collapses_layer1(rng):
+    m = small_model(seed=9, per_unit=True)
+    t, (h, w) = 12, m.frame_shape
+    movie = np.broadcast_to(rng.standard_normal((t, 1, 1)), (t, h, w)).copy()
+    a = attribute(m, movie, pool="space", n_steps=5, dtype=np.float64, progress=False)
+    assert a.path == "general+collapsed-layer1-space"
+
+
+def test_weighted_cell_sum_is_linear(rng, model):
+    movie = _movie(rng, model)
+    wts = rng.standard_normal(model.n_cells)
+    combo = attribute(model, movie, cells=wts, n_steps=10, dtype=np.float64, progress=False)
+    each = attribute(model, movie, n_steps=10, dtype=np.float64, progress=False)
+    assert combo.values.shape[1] == 1
+    np.testing.assert_allclose(combo.values[:, 0], np.einsum("nc...,c->n...", each.values, wts),
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(combo.response[:, 0], each.response @ wts, rtol=1e-12)
+
+
+def test_batch_size_does_not_change_result(rng, model):
+    movie = _movie(rng, model, t=20)
+    a = attribute(model, movie, n_steps=7, batch=1, dtype=np.float64, progress=False)
+    b = attribute(model, movie, n_steps=7, batch=100, dtype=np.float64, progress=False)
+    assert relerr(a.values, b.values) < 1e-12  # FFT lengths differ with the batch: rounding only
+
+
+def test_quadrature_rules_integrate_polynomials():
+    for method in METHODS:
+        a, w = quadrature(40, method)
+        assert np.isclose(w.sum(), 1.0) and abs((w * a).sum() - 0.5) <= 0.5 / 40 + 1e-12
+        assert a.min() >= 0 and a.max() <= 1
+    a, w = quadrature(5, "gauss-legendre")
+    assert np.isclose((w * a ** 9).sum(), 0.1)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"layer": "conv3"}, "layer must be one of"),
+    ({"method": "simpson"}, "method must be one of"),
+    ({"n_steps": 0}, "n_steps must be >= 1"),
+    ({"cells": 7}, "cells must be <= 2"),
+    ({"cells": [0, 9]}, "cells must index"),
+    ({"cells": np.ones(2)}, r"weight vector must have shape \(3,\)"),
+    ({"cells": "all"}, "cells must be None"),
+    ({"baseline": np.zeros((3, 3, 3))}, "baseline must"),
+    ({"baseline": np.nan}, "baseline must be finite"),
+    ({"pool": "time"}, "pool must be one of"),
+    ({"keep_windows": True}, "keep_windows=True applies to layer='input' only"),
+])
+def test_bad_arguments(rng, model, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        attribute(model, _movie(rng, model), progress=False, **kwargs)
+
+
+def test_save(tmp_path, rng, model):
+    import h5py
+    a = attribute(model, _movie(rng, model), pool="space", n_steps=5, progress=False)
+    a.save(tmp_path / "a.h5")
+    with h5py.File(tmp_path / "a.h5") as f:
+        np.testing.assert_array_equal(f["values"][()], a.values)
+        assert f["settings"].attrs["method"] == "midpoint" and f["settings"].attrs["pool"] == "1,2"

@@ -1,0 +1,90 @@
+"""RetinaCNN forward pass against the float64 reference; construction and paths."""
+
+import numpy as np
+import pytest
+from conftest import relerr, small_model, tol
+
+import naive
+from retina import RetinaCNN
+from retina import reference
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("per_unit", [True, False])
+@pytest.mark.parametrize("n_cells", [1, 4])
+def test_predict_matches_reference(rng, dtype, per_unit, n_cells):
+    m = small_model(seed=int(rng.integers(1000)), n_cells=n_cells, per_unit=per_unit)
+    movie = rng.standard_normal((m.history + 11,) + m.frame_shape)
+    ref = naive.forward(m, movie)
+    for method in ("direct", "fft"):
+        r = m.predict(movie, dtype=dtype, layer1_method=method, batch=5)
+        assert r.dtype == dtype and r.shape == (12, n_cells)
+        assert relerr(r, ref) < 5 * tol(dtype)
+
+
+def test_default_shape_and_scipy_reference(rng):
+    m = RetinaCNN.random(3, seed=1)
+    movie = rng.standard_normal((45, 50, 50)).astype(np.float32)
+    r = m.predict(movie)
+    assert r.shape == (6, 3)
+    assert relerr(r[[0, 5]], reference.forward(m, movie, [0, 5])) < 1e-5
+    assert relerr(reference.forward(m, movie, [0, 5]), naive.forward(m, movie)[[0, 5]]) < 1e-12
+
+
+def test_batch_does_not_change_result(rng, tiny):
+    movie = rng.standard_normal((40,) + tiny.frame_shape)
+    a = tiny.predict(movie, dtype=np.float64, batch=1)
+    b = tiny.predict(movie, dtype=np.float64, batch=7)
+    c = tiny.predict(movie, dtype=np.float64)
+    assert relerr(a, c) < 1e-12 and relerr(b, c) < 1e-12
+
+
+@pytest.mark.parametrize("kind", ["space", "rows"])
+def test_invariant_movies_use_collapsed_layer1_and_agree(rng, tiny, kind):
+    t = 30
+    h, w = tiny.frame_shape
+    if kind == "space":
+        movie = np.broadcast_to(rng.standard_normal((t, 1, 1)), (t, h, w)).copy()
+    else:
+        movie = np.broadcast_to(rng.standard_normal((t, 1, w)), (t, h, w)).copy()
+    from retina.model import movie_invariance
+    assert movie_invariance(movie) == kind
+    fast = tiny.predict(movie, dtype=np.float64)
+    ref = naive.forward(tiny, movie)
+    assert relerr(fast, ref) < 1e-12
+
+
+def test_random_model_is_trained_like():
+    m = RetinaCNN.random(6, seed=3)
+    from retina.stimuli import natural_movie, white_noise
+    for movie in (white_noise(300, seed=0).movie, natural_movie(300, seed=0).movie / 0.3, natural_movie(300, seed=1).movie):
+        r = m.predict(movie)
+        assert np.isfinite(r).all() and (r > 0).all()
+        assert 0.3 < r.mean() < 60 and r.max() < 500 and (r.std(axis=0) > 0.05).mean() >= 0.5  # neither vanishing nor exploding
+    corr1 = m.layer1(white_noise(80, seed=1).movie)
+    z1 = m.scale1 * corr1 + m.shift1
+    active = (z1 > 0).mean()
+    assert 0.2 < active < 0.8
+
+
+def test_random_is_reproducible_and_seed_dependent():
+    a, b, c = RetinaCNN.random(2, seed=5), RetinaCNN.random(2, seed=5), RetinaCNN.random(2, seed=6)
+    assert a.content_hash() == b.content_hash() != c.content_hash()
+
+
+def test_custom_architecture(rng):
+    m = RetinaCNN.random(2, seed=0, channels=(16, 8), kernel_sizes=(15, 9), history=20, frame_shape=(40, 40))
+    assert m.shape1 == (16, 26, 26) and m.shape2 == (8, 18, 18)
+    movie = rng.standard_normal((25, 40, 40))
+    assert relerr(m.predict(movie, dtype=np.float64), naive.forward(m, movie)) < 1e-12
+
+
+def test_from_arrays_per_channel_vector_affine(rng):
+    m = small_model()
+    arrays = m.arrays
+    arrays["scale1"] = np.ones(m.shape1[0])
+    arrays["shift1"] = np.zeros(m.shape1[0])
+    with pytest.raises(ValueError, match="frame_shape is required"):
+        RetinaCNN(**arrays)  # non-square frame: cannot be inferred from per-channel affine
+    m2 = RetinaCNN(**arrays, frame_shape=m.frame_shape)
+    assert m2.scale1.shape == (m.shape1[0], 1, 1) and m2.frame_shape == m.frame_shape
