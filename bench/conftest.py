@@ -1,0 +1,3 @@
+import os
+
+os.environ.setdefault("RETINA_NO_PROGRESS", "1")

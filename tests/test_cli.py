@@ -1,0 +1,77 @@
+"""The click commands, end to end on small settings."""
+
+import h5py
+import numpy as np
+from click.testing import CliRunner
+from conftest import small_model
+
+from retina.cli import main
+
+
+def test_predict_random_model(tmp_path):
+    out = tmp_path / "rates.h5"
+    res = CliRunner().invoke(main, ["predict", "--frames", "120", "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    with h5py.File(out) as f:
+        assert f["rates"].shape == (81, 5) and f.attrs["units"] == "Hz"
+        assert np.isfinite(f["rates"][()]).all()
+
+
+def test_predict_model_file_and_stimulus_file(tmp_path):
+    m = small_model()
+    m.save(tmp_path / "m.h5")
+    from retina.io import save_stimulus
+    movie = np.random.default_rng(0).standard_normal((30,) + m.frame_shape).astype(np.float32)
+    save_stimulus(tmp_path / "s.h5", movie)
+    res = CliRunner().invoke(main, ["predict", str(tmp_path / "m.h5"), "--stimulus", str(tmp_path / "s.h5"),
+                                    "-o", str(tmp_path / "r.h5")])
+    assert res.exit_code == 0, res.output
+    with h5py.File(tmp_path / "r.h5") as f:
+        np.testing.assert_allclose(f["rates"][()], m.predict(movie), rtol=1e-6)
+
+
+def test_predict_errors_are_clean(tmp_path):
+    res = CliRunner().invoke(main, ["predict", str(tmp_path / "missing.h5"), "-o", str(tmp_path / "r.h5")])
+    assert res.exit_code != 0 and "not found" in res.output and "Traceback" not in res.output
+    m = small_model()
+    m.save(tmp_path / "m.h5")
+    from retina.io import save_stimulus
+    save_stimulus(tmp_path / "s.h5", np.zeros((50, 50, 50), np.float32))
+    res = CliRunner().invoke(main, ["predict", str(tmp_path / "m.h5"), "--stimulus", str(tmp_path / "s.h5"),
+                                    "-o", str(tmp_path / "r.h5")])  # 50x50 frames do not fit 17x19
+    assert res.exit_code != 0 and "frames of 17x19" in res.output
+
+
+def test_attribute_command(tmp_path):
+    m = small_model()
+    m.save(tmp_path / "m.h5")
+    from retina.io import save_stimulus
+    movie = np.random.default_rng(1).standard_normal((20,) + m.frame_shape).astype(np.float32)
+    save_stimulus(tmp_path / "s.h5", movie)
+    res = CliRunner().invoke(main, ["attribute", str(tmp_path / "m.h5"), str(tmp_path / "s.h5"), "--layer",
+                                    "conv1", "--cells", "0,2", "--steps", "10", "--pool", "space", "-o",
+                                    str(tmp_path / "a.h5")])
+    assert res.exit_code == 0, res.output
+    with h5py.File(tmp_path / "a.h5") as f:
+        assert f["values"].shape == (20 - m.history + 1, 2, m.shape1[0])
+        assert f["settings"].attrs["n_steps"] == 10 and len(f["settings"].attrs["model_hash"]) == 64
+    bad = CliRunner().invoke(main, ["attribute", str(tmp_path / "m.h5"), str(tmp_path / "s.h5"), "--cells",
+                                    "x", "-o", str(tmp_path / "b.h5")])
+    assert bad.exit_code != 0 and "--cells" in bad.output
+
+
+def test_info_stimulus_random_model(tmp_path):
+    r = CliRunner()
+    assert r.invoke(main, ["random-model", "-o", str(tmp_path / "m.h5"), "--cells", "2"]).exit_code == 0
+    res = r.invoke(main, ["info", str(tmp_path / "m.h5")])
+    assert res.exit_code == 0 and "n_cells=2" in res.output
+    res = r.invoke(main, ["stimulus", "white_noise", "--frames", "12", "-o", str(tmp_path / "s.h5")])
+    assert res.exit_code == 0
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert f["stimulus"].shape == (12, 50, 50)
+
+
+def test_bench_command_quick():
+    res = CliRunner().invoke(main, ["bench", "--workload", "forward-movie", "--scale", "0.02"])
+    assert res.exit_code == 0, res.output
+    assert "forward-movie" in res.output and "windows/s" in res.output
