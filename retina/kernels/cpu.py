@@ -397,7 +397,7 @@ def _pig_one(z0, dz, alphas, weights, w2, scale2, shift2, v3, shift3, cw, cells,
         a2f = a2.reshape(n_out, n2)
         a2f[:] = 0
     sig = np.empty(n_j, dtype=np.float64)
-    coef = np.empty(n_j, dtype=np.float64)
+    mf = np.empty(n1, dtype=dt)
     n_steps = alphas.shape[0]
     # step -1 evaluates a = 0 (r0), steps 0..K-1 the nodes, step K evaluates a = 1 (r1)
     for k in range(-1, n_steps + 1):
@@ -464,22 +464,23 @@ def _pig_one(z0, dz, alphas, weights, w2, scale2, shift2, v3, shift3, cw, cells,
         if k == -1 or k == n_steps:
             continue
         wk = weights[k]
+        for i in range(n1):
+            mf[i] = 1.0 if m1[i] else 0.0
         for o in range(n_out):
             for jj in range(n_j):
-                coef[jj] = wk * cw[o, jj] * sig[jj]
-            for i in range(n1):
-                if m1[i]:
-                    s = 0.0
-                    for jj in range(n_j):
-                        s += coef[jj] * grf[jj, i]
-                    g1f[o, i] += s
-            if want_a2:
-                for i in range(n2):
-                    if m2[i]:
-                        s = 0.0
-                        for jj in range(n_j):
-                            s += coef[jj] * vsel[jj, i]
-                        a2f[o, i] += s * s2f[i] * qf[i]
+                if cw[o, jj] == 0:
+                    continue
+                cf = wk * cw[o, jj] * sig[jj]
+                gsrc = grf[jj]
+                gdst = g1f[o]
+                for i in range(n1):             # vectorised: masked axpy
+                    gdst[i] += cf * mf[i] * gsrc[i]
+                if want_a2:
+                    a2d = a2f[o]
+                    vs = vsel[jj]
+                    for i in range(n2):
+                        if m2[i]:
+                            a2d[i] += cf * vs[i] * s2f[i] * qf[i]
 
 
 @njit(parallel=True, **_JIT)
