@@ -99,10 +99,14 @@ class Attribution:
 
     @property
     def relative_delta(self):
-        """``max |delta|`` over the range of ``r(s) - r(s0)`` (0 if the range is 0)."""
-        rng = np.ptp(self.response - self.baseline_response) if self.response.size else 0.0
-        scale = max(rng, np.abs(self.response - self.baseline_response).max(initial=0.0))
-        return float(np.abs(self.delta).max(initial=0.0) / scale) if scale > 0 else 0.0
+        """Largest ``|delta|`` over the response range ``max r(s) - min r(s)``, worst output.
+
+        ``nan`` for fewer than two windows (no range).
+        """
+        if self.delta.shape[0] < 2:
+            return float("nan")
+        span = np.ptp(self.response, axis=0)
+        return float((np.abs(self.delta).max(axis=0) / np.maximum(span, 1e-300)).max())
 
     def save(self, path):
         """Write values, completeness errors and settings to HDF5 (atomically)."""
@@ -257,12 +261,10 @@ def attribute(model, movie, *, layer="conv1", cells=None, n_steps=50, method="mi
     inv = movie_invariance(np.concatenate([x, x0]))
     if inv is not None:
         path = f"general+collapsed-layer1-{inv}"
-        candidates = [k for k in (("space", "rows") if inv == "space" else ("rows",))]
-        for kind in candidates:
+        for kind in (("space", "rows") if inv == "space" else ("rows",)):
             need = POOLS[kind]
-            per_axes = tuple(a for a in need)
             if (layer != "input" and axes is not None and set(need) <= set(axes)
-                    and all(_invariant_along(getattr(model, k), per_axes)
+                    and all(_invariant_along(getattr(model, k), need)
                             for k in ("scale1", "shift1", "scale2", "shift2"))):
                 work_model = _collapse(model, kind)
                 take = (slice(None), slice(0, 1), slice(0, 1) if kind == "space" else slice(None))

@@ -105,7 +105,7 @@ def _ig(layer, scale, repeat, backend, rate):
     name = "ig-hidden" if layer == "conv1" else "ig-input"
     return BenchResult(name, backend, n_wc / sec, "window-cells/s", sec, frac, err,
                        f"{n_frames} frames, {attr.delta.shape[0]} windows x 5 cells, 50 midpoint steps, "
-                       f"max|delta|/range {np.abs(attr.delta).max() / np.ptp(attr.response):.1e}")
+                       f"max|delta|/range {attr.relative_delta:.1e}")
 
 
 def ig_hidden(scale=1.0, repeat=1, backend="cpu", rate=None):

@@ -204,7 +204,8 @@ def bench(workloads, scale, backend):
             rows.append(run_workload(name, scale=scale, backend=backend, rate=rate))
         except RuntimeError as exc:
             _fail(exc)
-    head = f"{'workload':<15} {'backend':<8} {'figure':>12} {'unit':<15} {'seconds':>8} {'floor':>7} {'max rel err':>11}"
+    head = (f"{'workload':<15} {'backend':<8} {'figure':>12} {'unit':<15} {'seconds':>8} {'floor':>7} "
+            f"{'max rel err':>11}")
     click.echo(head)
     click.echo("-" * len(head))
     for r in rows:

@@ -298,7 +298,7 @@ class RetinaCNN:
         return self._layer1(x, be, method, chunk)
 
     def _layer1(self, x, be, method="auto", chunk=512):
-        xp, kern = be.xp, be.kernels
+        xp = be.xp
         c1, h1, wd1 = self.shape1
         n_win = x.shape[0] - self.history + 1
         w1 = self.params(x.dtype, be)["w1"]

@@ -81,6 +81,7 @@ def test_completeness_at_50_midpoint_steps_default_shape():
     a = attribute(m, movie, n_steps=50, progress=False)
     rel = np.abs(a.delta) / np.ptp(a.response, axis=0)
     assert np.median(rel) < 1e-3 and rel.max() < 1e-2
+    assert a.relative_delta == pytest.approx(rel.max())
 
 
 def test_pooled_equals_sum_of_unpooled(rng, model):
