@@ -324,14 +324,11 @@ def _run(model, x, x0, cw, alphas, weights, layer, axes, be, batch, progress, ke
                                  p["shift3"], cw_sub, cells_idx, g1, a2, r0, r1, want_a2)
         r1_all[n0:n0 + nb] = r1 @ cw_sub.T
         r0_all[n0:n0 + nb] = r0 @ cw_sub.T
-        a1 = dz[:, None] * g1
-        total = a1.reshape(nb, n_out, -1).sum(axis=2, dtype=np.float64) if layer != "conv2" else \
-            a2.reshape(nb, n_out, -1).sum(axis=2, dtype=np.float64)
+        a1 = a2 if want_a2 else dz[:, None] * g1       # the conductance whose sum is checked
+        total = a1.reshape(nb, n_out, -1).sum(axis=2, dtype=np.float64)
         delta[n0:n0 + nb] = total - (r1_all[n0:n0 + nb] - r0_all[n0:n0 + nb])
-        if layer == "conv1":
+        if layer != "input":
             chunk = pooled(a1, 2)
-        elif layer == "conv2":
-            chunk = pooled(a2, 2)
         else:
             gbar = g1 * p["scale1"]                       # d out / d corr1, path-averaged
             grad = np.empty((nb + hist - 1,) + x.shape[1:], dtype=dt)
