@@ -56,6 +56,8 @@ def main():
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def predict(model, stimulus_path, kind, frames, seed, n_cells, output, backend, dtype, batch, quiet):
     """Predict firing rates of MODEL (a model file, or 'random') and write them to HDF5."""
+    import h5py
+
     from .io import atomic_h5, load_stimulus
     from .stimuli import natural_movie, white_noise
 
@@ -79,7 +81,7 @@ def predict(model, stimulus_path, kind, frames, seed, n_cells, output, backend, 
         f.create_dataset("rates", data=rates)
         f.create_dataset("window_frames", data=np.arange(rates.shape[0]) + net.history - 1)
         f.create_dataset("cell_ids", data=np.array(net.cell_ids, dtype=object),
-                         dtype=__import__("h5py").string_dtype("utf-8"))
+                         dtype=h5py.string_dtype("utf-8"))
     if not quiet:
         click.echo(f"{rates.shape[0]} windows x {rates.shape[1]} cells in {dt:.2f} s "
                    f"({rates.shape[0] / dt:.0f} windows/s); mean rate {rates.mean():.2f} Hz -> {output}")

@@ -202,8 +202,7 @@ class RetinaCNN:
         from .stimuli import natural_movie
         nat = natural_movie(history + 149, (h, w), seed=rng.integers(2**31), n_images=2).movie
         calib = np.concatenate([(nat - nat.mean()) / nat.std(), rng.standard_normal((history + 149, h, w))])
-        one = np.ones
-        probe = cls(w1, one((c1, 1, 1)), np.zeros((c1, 1, 1)), w2, one((c2, 1, 1)), np.zeros((c2, 1, 1)),
+        probe = cls(w1, np.ones((c1, 1, 1)), np.zeros((c1, 1, 1)), w2, np.ones((c2, 1, 1)), np.zeros((c2, 1, 1)),
                     w3, np.ones(n_cells), np.zeros(n_cells), frame_shape=(h, w))
         n_cal = history + 149
         corr1 = np.concatenate([probe.layer1(calib[:n_cal], dtype=np.float64),
