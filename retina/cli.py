@@ -100,22 +100,100 @@ def random_model(output, n_cells, seed, per_channel):
     click.echo(f"wrote {output}")
 
 
-@main.command()
-@click.argument("kind", type=click.Choice(["natural", "white_noise", "flash_train"]))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
-@click.option("--frames", type=click.IntRange(1), default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-def stimulus(kind, output, frames, seed):
-    """Generate a stimulus movie and write it to HDF5."""
-    from .io import save_stimulus
-    from .stimuli import flash_train, natural_movie, white_noise
+def _parse_value(text):
+    import json
 
-    if kind == "flash_train":
-        stim = flash_train()
-    else:
-        stim = (natural_movie if kind == "natural" else white_noise)(frames, seed=seed)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@main.command()
+@click.argument("kind", metavar="KIND")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@click.option("--frames", type=click.IntRange(1), default=1000, show_default=True,
+              help="Length, for generators that take n_frames.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed, for random generators.")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Generator argument (JSON value), e.g. -p speed=0.14 -p reverse_at=25. Repeatable.")
+def stimulus(kind, output, frames, seed, params):
+    """Generate a stimulus movie of KIND and write it to HDF5.
+
+    KIND is one of: flash, step, flash_train, paired_flash, contrast_steps,
+    full_field_noise, white_noise, moving_bar, flashed_bar, reversing_grating,
+    natural_movie (alias: natural).
+    """
+    import inspect
+
+    from .io import save_stimulus
+    from .stimuli import GENERATORS
+
+    kind = "natural_movie" if kind == "natural" else kind
+    if kind not in GENERATORS:
+        raise click.BadParameter(f"must be one of {', '.join(GENERATORS)}; got {kind!r}", param_hint="KIND")
+    gen = GENERATORS[kind]
+    sig = inspect.signature(gen).parameters
+    kwargs = {}
+    for item in params:
+        name, sep, value = item.partition("=")
+        if not sep or name not in sig:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE with NAME one of {', '.join(sig)}",
+                                     param_hint="--param")
+        kwargs[name] = _parse_value(value)
+    if "n_frames" in sig and "n_frames" not in kwargs:
+        kwargs["n_frames"] = frames
+    if "seed" in sig and "seed" not in kwargs:
+        kwargs["seed"] = seed
+    try:
+        stim = gen(**kwargs)
+    except (TypeError, ValueError) as exc:
+        _fail(exc)
     save_stimulus(output, stim.movie, params=stim.params, events=stim.events)
     click.echo(f"wrote {output}: {stim.movie.shape}")
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(file_okay=False), default="insilico-data", show_default=True,
+              help="Directory for naturalscene.h5 and whitenoise.h5.")
+@click.option("--kind", type=click.Choice(["both", "naturalscene", "whitenoise"]), default="both",
+              show_default=True)
+@click.option("--natural-minutes", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True)
+@click.option("--noise-minutes", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True)
+@click.option("--test-clips", type=click.IntRange(0), default=30, show_default=True,
+              help="Held-out clips per file.")
+@click.option("--clip-seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
+@click.option("--repeats", type=click.IntRange(1), default=20, show_default=True,
+              help="Poisson repeats of each test clip.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--params", "params_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Simulator parameter JSON (default: the calibrated set).")
+@click.option("--lesion", multiple=True, type=click.Choice(["OFF", "ONf", "ONs", "A1", "depression", "linear"]),
+              help="Remove part of the circuit. Repeatable.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def simulate(output, kind, natural_minutes, noise_minutes, test_clips, clip_seconds, repeats, seed, params_path,
+             lesion, quiet):
+    """Simulate training and test sets with the in-silico retina (deep-retina HDF5 layout).
+
+    Writes OUTPUT/naturalscene.h5 and/or OUTPUT/whitenoise.h5, chunk by chunk:
+    an interrupted run resumes when rerun with the same options.
+    """
+    from .datasets import simulate_dataset
+    from .insilico import InSilicoRetina
+
+    _quiet(quiet)
+    os.makedirs(output, exist_ok=True)
+    sim = InSilicoRetina(params_path, lesion=list(lesion))
+    kinds = ["naturalscene", "whitenoise"] if kind == "both" else [kind]
+    for k in kinds:
+        minutes = natural_minutes if k == "naturalscene" else noise_minutes
+        t0 = time.time()
+        path = simulate_dataset(os.path.join(output, f"{k}.h5"), k, retina=sim, train_minutes=minutes,
+                                test_clips=test_clips, clip_s=clip_seconds, repeats=repeats, seed=seed,
+                                progress=not quiet)
+        if not quiet:
+            click.echo(f"wrote {path}: {minutes:g} min train, {test_clips} x {clip_seconds:g} s test clips "
+                       f"x {repeats} repeats, {sim.n_cells} cells ({time.time() - t0:.0f} s)")
 
 
 @main.command()

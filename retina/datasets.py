@@ -1,0 +1,341 @@
+"""Training and test sets in the deep-retina HDF5 layout: simulate them, and load them.
+
+Layout (one file per stimulus class, as the Baccus lab's ``naturalscene.h5`` and
+``whitenoise.h5``), with ``T`` frames of 10 ms and ``n`` cells::
+
+    /train/stimulus                    (T, H, W) uint8: contrast c = (value - 127.5) / 127.5
+    /train/time                        (T,) seconds
+    /train/response/binned             (n, T) spike counts per bin
+    /train/response/firing_rate_10ms   (n, T) counts smoothed by a 10 ms Gaussian, in Hz
+    /train/response/rate               (n, T) the simulator's noise-free rate (ground truth)
+    /test/...                          the same for the held-out clips, and
+    /test/repeats/cellNN               (repeats, T) spike counts of each repeat (noise ceilings)
+
+:func:`load_dataset` reads this layout whether we wrote it or the lab's
+pipeline did (any numeric stimulus dtype; ``rate`` and ``repeats`` optional) and
+z-scores the stimulus as deep-retina does.  :func:`simulate_dataset` writes it
+chunk by chunk, atomically (``PATH.partial`` then rename) and resumably (a
+rerun with the same settings continues after the last finished chunk).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from ._progress import progress_bar
+from ._validate import check_int
+from ._version import __version__
+from .insilico import DT, InSilicoRetina
+from .stimuli import natural_movie, white_noise
+
+__all__ = ["Dataset", "load_dataset", "simulate_dataset", "encode_uint8", "decode_uint8", "KINDS"]
+
+KINDS = {"naturalscene": "natural-like movie (insilico.md section 3)",
+         "whitenoise": "binary checkerboard, 1 px checks, +-0.35 contrast"}
+
+
+def encode_uint8(movie):
+    """Contrast in [-1, 1] to uint8 (values outside are clipped): ``round(127.5 + 127.5 c)``."""
+    return np.clip(np.rint(127.5 + 127.5 * np.asarray(movie, np.float64)), 0, 255).astype(np.uint8)
+
+
+def decode_uint8(u8):
+    """Inverse of :func:`encode_uint8`: float32 contrast."""
+    return ((np.asarray(u8, np.float32) - 127.5) / 127.5).astype(np.float32)
+
+
+def smooth_rate(counts, sigma_ms=10.0):
+    """Spike counts ``(..., T)`` to a rate in Hz smoothed by a Gaussian of ``sigma_ms`` (deep-retina's firing_rate_10ms)."""
+    return gaussian_filter1d(np.asarray(counts, np.float64), sigma_ms / (DT * 1e3), axis=-1, mode="nearest") / DT
+
+
+# ------------------------------------------------------------------ loading
+@dataclass
+class Dataset:
+    """One split of a recording: z-scored stimulus and responses.
+
+    Attributes
+    ----------
+    stimulus : ndarray (T, H, W) float32
+        z-scored with ``stats``.
+    rates : ndarray (T, n_cells) float32
+        The response used for fitting (``firing_rate_10ms`` unless asked otherwise).
+    binned : ndarray (T, n_cells) or None
+        Spike counts.
+    repeats : ndarray (n_cells, repeats, T) or None
+        Spike counts of each repeat (test split).
+    true_rate : ndarray (T, n_cells) or None
+        The simulator's noise-free rate, when the file has it.
+    stats : dict
+        ``mean`` and ``std`` used to z-score the stimulus.
+    """
+
+    stimulus: np.ndarray
+    rates: np.ndarray
+    binned: np.ndarray | None = None
+    repeats: np.ndarray | None = None
+    true_rate: np.ndarray | None = None
+    stats: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def n_cells(self):
+        return self.rates.shape[1]
+
+    def __len__(self):
+        return len(self.stimulus)
+
+
+def _read_stimulus(g, path, split, block=20000):
+    ds = g["stimulus"]
+    if ds.ndim != 3 or ds.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: '{split}/stimulus' must be a numeric (T, H, W) array, got shape {ds.shape} "
+                         f"and dtype {ds.dtype}")
+    out = np.empty(ds.shape, np.float32)
+    for s in range(0, ds.shape[0], block):
+        blk = ds[s:s + block]
+        out[s:s + block] = decode_uint8(blk) if ds.attrs.get("encoding") == "uint8-contrast" else blk
+    return out
+
+
+def load_dataset(path, split="train", *, response="firing_rate_10ms", cells=None, norm_stats=None):
+    """Read one split of a deep-retina-layout file and z-score its stimulus.
+
+    Parameters
+    ----------
+    path : str or Path
+        An HDF5 file in the layout above.
+    split : {"train", "test"}
+    response : str
+        Dataset under ``SPLIT/response`` to fit: ``"firing_rate_10ms"`` (default),
+        ``"binned"`` (counts per bin, converted to Hz) or ``"rate"`` (ground truth).
+    cells : sequence of int, optional
+        Cell indices to keep (default all).
+    norm_stats : dict or (mean, std), optional
+        Stimulus statistics; default the split's own mean and s.d. (as
+        deep-retina), pass the training split's for the test split.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Missing file, missing keys, mismatched lengths, NaN or negative rates:
+        each named, before any training starts.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no dataset file at {str(path)!r}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{str(path)!r} is not a readable HDF5 file ({exc})") from None
+    with f:
+        if split not in f:
+            raise ValueError(f"{str(path)!r} has no '{split}' group (found {sorted(f.keys())})")
+        g = f[split]
+        for key in ("stimulus", "response"):
+            if key not in g:
+                raise ValueError(f"{str(path)!r} is missing '{split}/{key}'")
+        if response not in g["response"]:
+            raise ValueError(f"{str(path)!r} has no '{split}/response/{response}' (found "
+                             f"{sorted(g['response'].keys())})")
+        stim = _read_stimulus(g, path, split)
+        resp = np.asarray(g["response"][response][()], np.float64)
+        if resp.ndim == 1:
+            resp = resp[None]
+        if resp.ndim != 2 or resp.shape[1] != len(stim):
+            raise ValueError(f"{str(path)!r}: '{split}/response/{response}' must be (n_cells, T) with T = "
+                             f"{len(stim)} stimulus frames, got shape {resp.shape}")
+        binned = np.asarray(g["response"]["binned"][()]) if "binned" in g["response"] else None
+        true_rate = np.asarray(g["response"]["rate"][()], np.float32) if "rate" in g["response"] else None
+        repeats = None
+        if "repeats" in g:
+            names = sorted(g["repeats"].keys())
+            repeats = np.stack([np.asarray(g["repeats"][k][()]) for k in names])
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    if response == "binned":
+        resp = resp / DT
+    if not np.isfinite(resp).all():
+        bad = np.argwhere(~np.isfinite(resp))[0]
+        raise ValueError(f"{str(path)!r}: '{split}/response/{response}' has {int((~np.isfinite(resp)).sum())} "
+                         f"NaN/inf values (first at cell {bad[0]}, bin {bad[1]})")
+    if (resp < 0).any():
+        bad = np.argwhere(resp < 0)[0]
+        raise ValueError(f"{str(path)!r}: '{split}/response/{response}' has negative rates (first "
+                         f"{resp[tuple(bad)]:.3g} at cell {bad[0]}, bin {bad[1]})")
+    if not np.isfinite(stim).all():
+        raise ValueError(f"{str(path)!r}: '{split}/stimulus' has NaN/inf values")
+    if cells is not None:
+        cells = np.atleast_1d(np.asarray(cells, np.int64))
+        if cells.size == 0 or cells.min() < 0 or cells.max() >= resp.shape[0]:
+            raise ValueError(f"cells must index the file's {resp.shape[0]} cells, got {cells.tolist()}")
+        resp = resp[cells]
+        binned = binned[cells] if binned is not None else None
+        true_rate = true_rate[cells] if true_rate is not None else None
+        repeats = repeats[cells] if repeats is not None else None
+    if norm_stats is None:
+        stats = {"mean": float(stim.mean(dtype=np.float64)), "std": float(stim.std(dtype=np.float64)) + 1e-7}
+    elif isinstance(norm_stats, dict):
+        stats = {"mean": float(norm_stats["mean"]), "std": float(norm_stats["std"])}
+    else:
+        stats = {"mean": float(norm_stats[0]), "std": float(norm_stats[1])}
+    if not stats["std"] > 0:
+        raise ValueError(f"the stimulus s.d. must be > 0, got {stats['std']}")
+    stim -= np.float32(stats["mean"])
+    stim /= np.float32(stats["std"])
+    return Dataset(stim, np.ascontiguousarray(resp.T, np.float32),
+                   None if binned is None else np.ascontiguousarray(binned.T),
+                   repeats, None if true_rate is None else np.ascontiguousarray(true_rate.T), stats, attrs)
+
+
+# ------------------------------------------------------------------ simulating
+def _movie(kind, n_frames, seed, frame_shape):
+    if kind == "naturalscene":
+        return natural_movie(n_frames, frame_shape, seed=seed).movie
+    return white_noise(n_frames, frame_shape, contrast=0.35, binary=True, seed=seed).movie
+
+
+def _seed(*keys):
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+def _save_state(g, state):
+    for k, v in state.items():
+        if k in g:
+            g[k][...] = v
+        else:
+            g.create_dataset(k, data=v)
+
+
+def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60.0, test_clips=30, clip_s=10.0,
+                     repeats=20, chunk_s=60.0, seed=0, progress=True):
+    """Simulate a training and test set and write it in the deep-retina layout.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file (written as ``PATH.partial``, renamed when complete).
+    kind : {"naturalscene", "whitenoise"}
+        Stimulus class (``insilico.md`` section 3).
+    retina : InSilicoRetina, optional
+        The simulator (default: the calibrated one).
+    train_minutes : float
+        Length of the continuous training stream.
+    test_clips, clip_s, repeats : int, float, int
+        Held-out test set: ``test_clips`` clips of ``clip_s`` seconds, each
+        simulated from the grey-adapted state with ``repeats`` Poisson repeats.
+    chunk_s : float
+        Seconds simulated and written per step; the unit of resumption.
+    seed : int
+        Stimuli and spikes follow from it.
+
+    Returns
+    -------
+    Path
+        The finished file.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {tuple(KINDS)}, got {kind!r}")
+    sim = retina if retina is not None else InSilicoRetina()
+    if not isinstance(sim, InSilicoRetina):
+        raise ValueError(f"retina must be an InSilicoRetina, got {type(sim).__name__}")
+    if not train_minutes > 0:
+        raise ValueError(f"train_minutes must be > 0, got {train_minutes!r}")
+    test_clips = check_int("test_clips", test_clips, minimum=0)
+    repeats = check_int("repeats", repeats, minimum=1)
+    chunk = max(1, int(round(chunk_s / DT)))
+    clip = max(1, int(round(clip_s / DT)))
+    n_train = int(round(train_minutes * 60 / DT))
+    n_test = test_clips * clip
+    n_cells = sim.n_cells
+    h, w = sim.frame_shape
+    settings = dict(kind=kind, train_frames=n_train, test_clips=test_clips, clip_frames=clip, repeats=repeats,
+                    chunk_frames=chunk, seed=int(seed), params=sim.params.to_dict(), lesion=list(sim.lesion),
+                    frame_shape=[h, w], retina_version=__version__)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    f = None
+    if partial.exists():
+        try:
+            f = h5py.File(partial, "a")
+            if f.attrs.get("settings_hash") != digest:
+                f.close()
+                f = None
+        except OSError:
+            f = None
+        if f is None:
+            partial.unlink()
+    if f is None:
+        f = h5py.File(partial, "w")
+        f.attrs.update(format="deep-retina", generator="retina simulate", retina_version=__version__,
+                       settings_hash=digest, settings=json.dumps(settings), kind=kind,
+                       cell_types=json.dumps(sim.cell_types),
+                       cell_positions=json.dumps([[c.y, c.x] for c in sim.cells]))
+        for split, n in (("train", n_train), ("test", n_test)):
+            g = f.create_group(split)
+            ds = g.create_dataset("stimulus", (n, h, w), np.uint8, chunks=(min(max(n, 1), 500), h, w),
+                                  compression="gzip", compression_opts=1)
+            ds.attrs["encoding"] = "uint8-contrast"
+            g.create_dataset("time", data=np.arange(n) * DT)
+            r = g.create_group("response")
+            r.create_dataset("binned", (n_cells, n), np.int16)
+            r.create_dataset("firing_rate_10ms", (n_cells, n), np.float32)
+            r.create_dataset("rate", (n_cells, n), np.float32)
+        rep = f["test"].create_group("repeats")
+        for j in range(n_cells):
+            rep.create_dataset(f"cell{j:02d}", (repeats, n_test), np.int16)
+        f.create_group("_resume").attrs.update(train_done=0, test_done=0)
+        _save_state(f["_resume"].create_group("state"), sim.initial_state())
+    try:
+        res = f["_resume"]
+        train_starts = list(range(0, n_train, chunk))
+        done = int(res.attrs["train_done"])
+        state = {k: res["state"][k][()] for k in res["state"]}
+        g = f["train"]
+        for i in progress_bar(range(done, len(train_starts)), total=len(train_starts), desc=f"{kind} train",
+                              unit="chunk", enabled=progress):
+            t0 = train_starts[i]
+            n = min(chunk, n_train - t0)
+            u8 = encode_uint8(_movie(kind, n, _seed(seed, 0, i), (h, w)))
+            rate = sim.rates(decode_uint8(u8), state=state)
+            counts = np.random.default_rng(_seed(seed, 1, i)).poisson(rate * DT)
+            g["stimulus"][t0:t0 + n] = u8
+            g["response/rate"][:, t0:t0 + n] = rate.T
+            g["response/binned"][:, t0:t0 + n] = counts.T
+            _save_state(res["state"], state)
+            res.attrs["train_done"] = i + 1
+            f.flush()
+        g = f["test"]
+        for i in progress_bar(range(int(res.attrs["test_done"]), test_clips), total=test_clips,
+                              desc=f"{kind} test", unit="clip", enabled=progress):
+            t0 = i * clip
+            u8 = encode_uint8(_movie(kind, clip, _seed(seed, 2, i), (h, w)))
+            rate = sim.rates(decode_uint8(u8))
+            counts = np.random.default_rng(_seed(seed, 3, i)).poisson(rate.T[:, None, :] * DT,
+                                                                       (n_cells, repeats, clip))
+            g["stimulus"][t0:t0 + clip] = u8
+            g["response/rate"][:, t0:t0 + clip] = rate.T
+            g["response/binned"][:, t0:t0 + clip] = counts[:, 0]
+            g["response/firing_rate_10ms"][:, t0:t0 + clip] = smooth_rate(counts.mean(1))
+            for j in range(n_cells):
+                g["repeats"][f"cell{j:02d}"][:, t0:t0 + clip] = counts[j]
+            res.attrs["test_done"] = i + 1
+            f.flush()
+        # the training rate is smoothed over the whole stream at the end (no seams at chunk borders)
+        tr = f["train/response"]
+        tr["firing_rate_10ms"][...] = smooth_rate(tr["binned"][()]).astype(np.float32)
+        del f["_resume"]
+    finally:
+        f.close()
+    os.replace(partial, path)
+    return path

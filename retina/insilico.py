@@ -1,0 +1,509 @@
+"""The in-silico retina: a simulated retina whose circuit is known (spec ``insilico.md``).
+
+A movie of Weber contrast ``(T, H, W)`` (10 ms frames, 55 um pixels, 0 = grey)
+goes through
+
+1. a centre-surround (difference-of-Gaussians) stage shared by all pathways;
+2. three bipolar pathways (OFF-fast, ON-fast, ON-slow), each a difference of
+   gamma filters (exact first-order cascades), a threshold-linear rectifier and
+   a depressing synapse (a vesicle pool ``R``);
+3. an OFF-driven amacrine (``A1``): narrow Gaussian pooling of the OFF release,
+   a low-pass and its own depressing synapse, inhibiting the ganglion cell
+   subtractively;
+4. two ganglion-cell types (``OFF`` and ``OSR``) on a mosaic: Gaussian pooling
+   of the bipolar release, a membrane low-pass, a softplus output in Hz, and
+   Poisson spikes.
+
+Everything is deterministic except the spikes.  Each pathway's contribution to
+the membrane potential is returned separately (``pathways``), so the exact
+ground-truth attribution of ``insilico.md`` section 4 is available
+(:meth:`InSilicoRetina.attribution`).  Lesions are parameters
+(:meth:`InSilicoParams.lesioned`).  State carries across blocks, so arbitrarily
+long movies stream through (:meth:`InSilicoRetina.initial_state`).
+
+The hot loops are the Numba kernels ``bipolar_block`` and ``ganglion_block`` of
+:mod:`retina.kernels.cpu`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import scipy.ndimage as ndi
+
+from ._validate import as_float_array, check_int
+
+__all__ = ["BipolarParams", "GanglionParams", "InSilicoParams", "InSilicoRetina", "Cell", "PATHWAYS",
+           "LESIONS"]
+
+DT = 0.01
+"""Frame duration in seconds."""
+
+PATHWAYS = ("OFF", "ONf", "ONs")
+"""Bipolar pathway names, in the order of every pathway axis."""
+
+LESIONS = ("OFF", "ONf", "ONs", "A1", "depression", "linear")
+"""Lesions :meth:`InSilicoParams.lesioned` knows: a pathway, the amacrine, all
+synaptic depression, or ``linear`` (amacrine and depression both removed)."""
+
+
+@dataclass
+class BipolarParams:
+    """One bipolar pathway: ``K(t) = Gamma(t; n, tau1) - a2 Gamma(t; n, 2 tau1)``, sign, threshold, depression."""
+
+    sign: float
+    n: int = 3
+    tau1_ms: float = 30.0
+    a2: float = 0.5
+    theta: float = 0.0
+    U: float = 10.0
+    """Release rate constant of the vesicle pool, 1/s (0: no depression)."""
+    tau_rec_s: float = 1.0
+
+
+@dataclass
+class GanglionParams:
+    """One ganglion-cell type: pathway weights, amacrine weight, threshold and peak rate."""
+
+    w_OFF: float
+    w_ONf: float
+    w_ONs: float
+    w_A1: float
+    theta: float
+    r_max: float
+
+    def weights(self):
+        return np.array([self.w_OFF, self.w_ONf, self.w_ONs])
+
+
+def _default_bipolars():
+    return {"OFF": BipolarParams(-1.0, 3, 30.0, 0.40, 0.03, 12.0, 0.55),
+            "ONf": BipolarParams(+1.0, 3, 30.0, 0.60, 0.06, 15.0, 1.0),
+            "ONs": BipolarParams(+1.0, 3, 55.0, 0.75, 0.00, 5.6, 1.1)}
+
+
+def _default_ganglia():
+    return {"OFF": GanglionParams(1.0, 0.8, 0.0, 1.2, 0.05, 400.0),
+            "OSR": GanglionParams(0.45, 0.2, 1.45, 1.0, -0.05, 150.0)}
+
+
+@dataclass
+class InSilicoParams:
+    """Every parameter of the simulated retina (units in the names; spec ``insilico.md`` section 1).
+
+    ``InSilicoParams()`` gives the spec's starting values; ``InSilicoParams.default()``
+    the calibrated set shipped with the package (``retina/data/insilico.json``,
+    written by ``scripts/calibrate_insilico.py``).  JSON round trip:
+    :meth:`to_json` / :meth:`from_json`.
+    """
+
+    sigma_center_px: float = 0.8
+    sigma_surround_px: float = 3.0
+    w_surround: float = 0.3
+    gain: float = 7.5
+    bipolar: dict = field(default_factory=_default_bipolars)
+    sigma_amacrine_px: float = 1.0
+    tau_amacrine_ms: float = 110.0
+    U_amacrine: float = 10.0
+    tau_rec_amacrine_s: float = 0.65
+    sigma_ganglion_px: float = 2.0
+    tau_membrane_ms: float = 20.0
+    beta: float = 20.0
+    ganglion: dict = field(default_factory=_default_ganglia)
+    mosaic: list = field(default_factory=lambda: [17, 25, 33])
+    """Cell centres (px) along each axis; every type sits on the grid mosaic x mosaic."""
+    gain_control: float = 0.0
+    """Berry-type output gain control ``r / (1 + A^4)``, ``A = LP(B r)``: this ``B``; 0 = off."""
+    tau_gain_control_s: float = 0.1
+    truncate: float = 4.0
+    """Gaussian pooling kernels are cut at this many s.d. and renormalised to sum 1."""
+
+    # -------------------------------------------------------------- construction
+    @classmethod
+    def from_dict(cls, d):
+        """Build from a plain dict (as read from JSON); unknown keys are an error."""
+        d = dict(d)
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown in-silico parameters {sorted(unknown)}; known: {sorted(known)}")
+        if "bipolar" in d:
+            bip = _default_bipolars()
+            for name, v in d["bipolar"].items():
+                if name not in PATHWAYS:
+                    raise ValueError(f"bipolar pathway must be one of {PATHWAYS}, got {name!r}")
+                bip[name] = BipolarParams(**v) if isinstance(v, dict) else v
+            d["bipolar"] = bip
+        if "ganglion" in d:
+            d["ganglion"] = {k: GanglionParams(**v) if isinstance(v, dict) else v for k, v in d["ganglion"].items()}
+        p = cls(**d)
+        p.validate()
+        return p
+
+    @classmethod
+    def from_json(cls, path):
+        """Read a parameter file written by :meth:`to_json`."""
+        with open(path) as fh:
+            return cls.from_dict(json.load(fh))
+
+    @classmethod
+    def default(cls):
+        """The calibrated parameters shipped with the package (spec values if none are bundled)."""
+        res = resources.files("retina") / "data" / "insilico.json"
+        if res.is_file():
+            return cls.from_dict(json.loads(res.read_text()))
+        return cls()
+
+    def to_dict(self):
+        return asdict(self)
+
+    def to_json(self, path=None, *, note=None):
+        """The parameters as JSON text; written atomically to ``path`` when given."""
+        d = self.to_dict()
+        text = json.dumps(d, indent=2, sort_keys=False) + "\n"
+        if path is not None:
+            path = Path(path)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+        return text
+
+    def copy(self):
+        return copy.deepcopy(self)
+
+    def validate(self):
+        """Raise ``ValueError`` naming the first parameter out of range."""
+        pos = ["sigma_center_px", "sigma_surround_px", "gain", "sigma_amacrine_px", "tau_amacrine_ms",
+               "tau_rec_amacrine_s", "sigma_ganglion_px", "tau_membrane_ms", "beta", "tau_gain_control_s",
+               "truncate"]
+        for name in pos:
+            v = getattr(self, name)
+            if not np.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        for name in ("w_surround", "U_amacrine", "gain_control"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be >= 0, got {v!r}")
+        for name, b in self.bipolar.items():
+            if b.n < 0 or b.n > 12 or int(b.n) != b.n:
+                raise ValueError(f"bipolar[{name!r}].n must be an integer in 0..12, got {b.n!r}")
+            for attr in ("tau1_ms", "tau_rec_s"):
+                if not getattr(b, attr) > 0:
+                    raise ValueError(f"bipolar[{name!r}].{attr} must be > 0, got {getattr(b, attr)!r}")
+            if b.U < 0:
+                raise ValueError(f"bipolar[{name!r}].U must be >= 0, got {b.U!r}")
+        if not self.ganglion:
+            raise ValueError("ganglion must define at least one cell type")
+        for name, g in self.ganglion.items():
+            if g.r_max <= 0:
+                raise ValueError(f"ganglion[{name!r}].r_max must be > 0, got {g.r_max!r}")
+        if len(self.mosaic) < 1:
+            raise ValueError("mosaic must list at least one position")
+        return self
+
+    def lesioned(self, *lesions):
+        """A copy with parts of the circuit removed.
+
+        Each lesion is a pathway name (``"OFF"``, ``"ONf"``, ``"ONs"``: its weight
+        onto every ganglion cell set to 0), ``"A1"`` (amacrine weight 0),
+        ``"depression"`` (every ``U`` set to 0, bipolar and amacrine), or
+        ``"linear"`` (``"A1"`` and ``"depression"``).
+        """
+        p = self.copy()
+        for lesion in lesions:
+            if lesion not in LESIONS:
+                raise ValueError(f"lesion must be one of {LESIONS}, got {lesion!r}")
+            if lesion in PATHWAYS:
+                for g in p.ganglion.values():
+                    setattr(g, f"w_{lesion}", 0.0)
+            if lesion in ("A1", "linear"):
+                for g in p.ganglion.values():
+                    g.w_A1 = 0.0
+            if lesion in ("depression", "linear"):
+                for b in p.bipolar.values():
+                    b.U = 0.0
+                p.U_amacrine = 0.0
+        return p
+
+
+class Cell(NamedTuple):
+    """A ganglion cell of the mosaic: its index, type and centre (px)."""
+
+    index: int
+    type: str
+    y: float
+    x: float
+
+
+def _pool_weights(sigma, centres, frame_shape, truncate):
+    """Normalised truncated Gaussian pooling ``(H*W, J)`` around each centre."""
+    h, w = frame_shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float64)
+    out = np.zeros((h * w, len(centres)))
+    for j, (cy, cx) in enumerate(centres):
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        g = np.exp(-0.5 * d2 / sigma ** 2)
+        g[d2 > (truncate * sigma) ** 2] = 0.0
+        out[:, j] = (g / g.sum()).ravel()
+    return out
+
+
+class InSilicoRetina:
+    """The simulated retina.
+
+    Parameters
+    ----------
+    params : InSilicoParams, dict, str or Path, optional
+        Parameters, a dict of them, or a JSON file; default the calibrated set
+        (:meth:`InSilicoParams.default`).
+    lesion : str or sequence of str, optional
+        Lesions applied on top of ``params`` (see :meth:`InSilicoParams.lesioned`).
+    frame_shape : (int, int)
+        Movie frame size (default 50 x 50).
+    block : int
+        Frames simulated per kernel call (bounds memory).
+
+    Examples
+    --------
+    >>> from retina import InSilicoRetina, stimuli
+    >>> sim = InSilicoRetina()
+    >>> rates = sim.rates(stimuli.flash(-1.0).movie)     # (T, 18) in Hz
+    """
+
+    def __init__(self, params=None, *, lesion=None, frame_shape=(50, 50), block=1000):
+        if params is None:
+            params = InSilicoParams.default()
+        elif isinstance(params, dict):
+            params = InSilicoParams.from_dict(params)
+        elif isinstance(params, (str, Path)):
+            params = InSilicoParams.from_json(params)
+        elif not isinstance(params, InSilicoParams):
+            raise ValueError(f"params must be InSilicoParams, a dict or a JSON path, got {type(params).__name__}")
+        params.validate()
+        if lesion:
+            params = params.lesioned(*([lesion] if isinstance(lesion, str) else lesion))
+        self.params = params
+        self.lesion = tuple([lesion] if isinstance(lesion, str) else (lesion or ()))
+        self.frame_shape = tuple(check_int("frame_shape[i]", v, minimum=1) for v in frame_shape)
+        self.block = check_int("block", block, minimum=1)
+        self._build()
+
+    # -------------------------------------------------------------- structure
+    def _build(self):
+        p = self.params
+        h, w = self.frame_shape
+        cells = []
+        for tname in p.ganglion:
+            for cy in p.mosaic:
+                for cx in p.mosaic:
+                    if not (0 <= cy < h and 0 <= cx < w):
+                        raise ValueError(f"mosaic position ({cy}, {cx}) lies outside the frame {self.frame_shape}")
+                    cells.append(Cell(len(cells), tname, float(cy), float(cx)))
+        self.cells = cells
+        centres = [(c.y, c.x) for c in cells]
+        wg = _pool_weights(p.sigma_ganglion_px, centres, self.frame_shape, p.truncate)
+        wa = _pool_weights(p.sigma_amacrine_px, centres, self.frame_shape, p.truncate)
+        support = np.flatnonzero((wg != 0).any(1) | (wa != 0).any(1))
+        self._pixels = support  # only pixels some cell pools from are simulated
+        self._wg = np.ascontiguousarray(wg[support])
+        self._wa = np.ascontiguousarray(wa[support])
+        bips = [p.bipolar[k] for k in PATHWAYS]
+        self._drive = np.array([b.sign * p.gain for b in bips])
+        self._decay = np.array([[np.exp(-DT * 1e3 / b.tau1_ms), np.exp(-DT * 1e3 / (2 * b.tau1_ms))] for b in bips])
+        self._stages = np.array([int(b.n) + 1 for b in bips], np.int64)
+        self._a2 = np.array([b.a2 for b in bips])
+        self._theta = np.array([b.theta for b in bips])
+        self._rec = np.array([np.exp(-DT / b.tau_rec_s) for b in bips])
+        self._use = np.array([b.U * DT for b in bips])
+        g = [p.ganglion[c.type] for c in cells]
+        self._w = np.ascontiguousarray([gi.weights() for gi in g])
+        self._w_inh = np.array([gi.w_A1 for gi in g])
+        self._gtheta = np.array([gi.theta for gi in g])
+        self._rmax = np.array([gi.r_max for gi in g])
+
+    @property
+    def n_cells(self):
+        return len(self.cells)
+
+    @property
+    def cell_types(self):
+        """Type name of each cell, in cell order."""
+        return [c.type for c in self.cells]
+
+    def cells_of(self, cell_type):
+        """Indices of the cells of one type."""
+        idx = [c.index for c in self.cells if c.type == cell_type]
+        if not idx:
+            raise ValueError(f"cell_type must be one of {sorted(self.params.ganglion)}, got {cell_type!r}")
+        return np.array(idx)
+
+    def __repr__(self):
+        types = ", ".join(f"{k}: {sum(c.type == k for c in self.cells)}" for k in self.params.ganglion)
+        les = f", lesion={self.lesion}" if self.lesion else ""
+        return f"InSilicoRetina({self.n_cells} cells ({types}), frame {self.frame_shape}{les})"
+
+    # -------------------------------------------------------------- state
+    def initial_state(self):
+        """The state of a retina adapted to grey (the exact fixed point of the dynamics).
+
+        A dict of float64 arrays, updated in place by :meth:`run` so that a long
+        movie can be fed block by block; save it to resume a stream.
+        """
+        n_px, n_k, n_j = len(self._pixels), 3, self.n_cells
+        s_max = int(self._stages.max())
+        n_rest = np.maximum(-self._theta, 0.0)  # release drive at grey (S = 0)
+        dep = np.exp(-self._use * n_rest)
+        pool = (1 - self._rec) * dep / (1 - self._rec * dep)
+        b_rest = n_rest * (1 - (1 - pool) * self._rec)  # release uses the pool after recovery
+        exc = np.repeat(b_rest[:, None], n_j, 1) * self._wg.sum(0)[None, :]
+        inh = b_rest[0] * self._wa.sum(0)
+        a_rest = np.maximum(inh, 0.0)
+        rec_a = np.exp(-DT / self.params.tau_rec_amacrine_s)
+        dep_a = np.exp(-self.params.U_amacrine * DT * a_rest)
+        res_a = (1 - rec_a) * dep_a / (1 - rec_a * dep_a)
+        u = np.vstack([self._w.T * exc, -self._w_inh * a_rest * (1 - (1 - res_a) * rec_a)])
+        return {"cascade": np.zeros((n_k, 2, s_max, n_px)),
+                "pool": np.repeat(pool[:, None], n_px, 1),
+                "amacrine": inh.copy(),
+                "amacrine_resource": np.full(n_j, 1.0) * res_a,
+                "membrane": np.ascontiguousarray(u),
+                "gain_control": np.zeros(n_j)}
+
+    def _check_state(self, state):
+        ref = self.initial_state()
+        if not isinstance(state, dict) or set(state) != set(ref):
+            raise ValueError(f"state must be a dict with keys {sorted(ref)} (from initial_state()), got "
+                             f"{type(state).__name__}")
+        for k, v in ref.items():
+            if not isinstance(state[k], np.ndarray) or state[k].shape != v.shape or state[k].dtype != np.float64:
+                raise ValueError(f"state[{k!r}] must be a float64 array of shape {v.shape}")
+
+    # -------------------------------------------------------------- simulation
+    def _centre_surround(self, movie):
+        p = self.params
+        c = ndi.gaussian_filter(movie, (0, p.sigma_center_px, p.sigma_center_px), mode="constant",
+                                truncate=p.truncate)
+        s = ndi.gaussian_filter(movie, (0, p.sigma_surround_px, p.sigma_surround_px), mode="constant",
+                                truncate=p.truncate)
+        return np.ascontiguousarray((c - p.w_surround * s).reshape(len(movie), -1)[:, self._pixels])
+
+    def run(self, movie, *, state=None, progress=False):
+        """Simulate a movie; the workhorse behind :meth:`rates` and :meth:`pathways`.
+
+        Parameters
+        ----------
+        movie : array_like, shape (T, H, W)
+            Contrast movie (any real dtype; computed in float64).
+        state : dict, optional
+            From :meth:`initial_state` or a previous call: the simulation
+            continues from it and it is updated in place.  Default: start
+            adapted to grey.
+        progress : bool
+            Show a progress bar over blocks.
+
+        Returns
+        -------
+        rates : ndarray (T, n_cells)
+            Firing rates in Hz, float64.
+        parts : ndarray (T, n_cells, 4)
+            Membrane potential split by source: OFF, ONf, ONs release and the
+            amacrine (negative); ``parts.sum(-1)`` is the membrane potential.
+        """
+        from .kernels import cpu
+
+        movie = as_float_array("movie", movie, ndim=3, dtype=np.float64)
+        if movie.shape[1:] != self.frame_shape:
+            raise ValueError(f"movie must have frames of shape {self.frame_shape}, got {movie.shape[1:]}")
+        if state is None:
+            state = self.initial_state()
+        else:
+            self._check_state(state)
+        p = self.params
+        t_len, n_j = len(movie), self.n_cells
+        rates = np.empty((t_len, n_j))
+        parts = np.empty((t_len, 4, n_j))
+        e_inh = np.exp(-DT * 1e3 / p.tau_amacrine_ms)
+        e_mem = np.exp(-DT * 1e3 / p.tau_membrane_ms)
+        rec_inh = np.exp(-DT / p.tau_rec_amacrine_s)
+        e_gc = np.exp(-DT / p.tau_gain_control_s)
+        from ._progress import progress_bar
+
+        starts = range(0, t_len, self.block)
+        for t0 in progress_bar(starts, total=len(starts), desc="simulate", unit="block", enabled=progress):
+            s = self._centre_surround(movie[t0:t0 + self.block])
+            b = np.empty((len(s), 3, len(self._pixels)))
+            cpu.bipolar_block(s, self._drive, self._decay, self._stages, self._a2, self._theta, self._rec,
+                              self._use, state["cascade"], state["pool"], b)
+            exc = np.ascontiguousarray((b.reshape(-1, b.shape[-1]) @ self._wg).reshape(len(s), 3, n_j))
+            inh = np.ascontiguousarray(b[:, 0, :] @ self._wa)
+            cpu.ganglion_block(exc, inh, self._w, self._w_inh, self._gtheta, self._rmax, float(p.beta), e_inh,
+                               e_mem, rec_inh, float(p.U_amacrine * DT), float(p.gain_control), e_gc,
+                               state["amacrine"], state["amacrine_resource"], state["membrane"],
+                               state["gain_control"], rates[t0:t0 + len(s)], parts[t0:t0 + len(s)])
+        return rates, np.ascontiguousarray(parts.transpose(0, 2, 1))
+
+    def rates(self, movie, *, state=None, progress=False):
+        """Firing rates ``(T, n_cells)`` in Hz (float64); see :meth:`run`."""
+        return self.run(movie, state=state, progress=progress)[0]
+
+    def spikes(self, movie, *, seed=0, rates=None, state=None):
+        """Poisson spike counts ``(T, n_cells)`` per 10 ms bin (int32), ``n ~ Poisson(r dt)``.
+
+        Pass ``rates`` to draw from already simulated rates (e.g. repeats).
+        """
+        if rates is None:
+            rates = self.rates(movie, state=state)
+        return np.random.default_rng(seed).poisson(np.asarray(rates) * DT).astype(np.int32)
+
+    def pathways(self, movie, *, state=None):
+        """Per-pathway input to each cell: ``(T, n_cells, 4)``, sources OFF, ONf, ONs, A1.
+
+        These are the membrane-potential contributions (each source's current
+        after the membrane low-pass, which is linear); the amacrine's is
+        negative.  They sum to the membrane potential.
+        """
+        return self.run(movie, state=state)[1]
+
+    def membrane(self, movie, *, state=None):
+        """Membrane potential ``(T, n_cells)``."""
+        return self.pathways(movie, state=state).sum(-1)
+
+    def output(self, u, cells=None):
+        """The output nonlinearity: rate in Hz for membrane potential ``u (..., n_cells)`` (no gain control)."""
+        u = np.asarray(u, np.float64)
+        idx = slice(None) if cells is None else cells
+        x = self.params.beta * (u - self._gtheta[idx])
+        return self._rmax[idx] * np.logaddexp(0.0, x) / self.params.beta
+
+    def attribution(self, movie, *, state=None):
+        """Exact ground-truth attribution of each cell's rate to its four sources (``insilico.md`` section 4).
+
+        With the output gain control off, ``r = F(u)`` with ``u = sum_k u_k``
+        linear in the sources, so integrated gradients along the straight path
+        from the grey state give ``A_k = (u_k - u_k0) (F(u) - F(u0)) / (u - u0)``
+        exactly (the limit ``F'(u) (u_k - u_k0)`` where ``u = u0``).
+
+        Returns
+        -------
+        ndarray (T, n_cells, 4)
+            Attribution to OFF, ONf, ONs and A1; sums to ``r - r0`` over the last axis.
+        """
+        if self.params.gain_control > 0:
+            raise ValueError("the closed-form attribution needs gain_control = 0 (insilico.md section 4)")
+        parts = self.pathways(movie, state=state)
+        rest = self.initial_state()["membrane"].T  # (n_cells, 4) grey contributions
+        du = parts - rest[None]
+        u, u0 = parts.sum(-1), rest.sum(-1)[None]
+        f, f0 = self.output(u), self.output(u0)
+        dd = u - u0
+        small = np.abs(dd) < 1e-9
+        x = self.params.beta * (u - self._gtheta)
+        slope = self._rmax / (1.0 + np.exp(-x))  # F'(u)
+        ratio = np.where(small, slope, (f - f0) / np.where(small, 1.0, dd))
+        return du * ratio[..., None]
