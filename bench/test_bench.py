@@ -36,3 +36,13 @@ def test_ig(benchmark, model, layer):
                               rounds=1, iterations=1, warmup_rounds=1)
     benchmark.extra_info["window_cells_per_s"] = attr.delta.size / benchmark.stats.stats.median
     assert np.isfinite(attr.values).all()
+
+
+def test_insilico_minute(benchmark):
+    from retina.insilico import InSilicoRetina
+
+    sim = InSilicoRetina()
+    movie = natural_movie(max(int(6000 * SCALE), 50), seed=1).movie
+    rates = benchmark(sim.rates, movie)
+    benchmark.extra_info["seconds_per_simulated_minute"] = benchmark.stats.stats.median * 6000 / len(movie)
+    assert np.isfinite(rates).all()

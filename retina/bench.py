@@ -116,7 +116,23 @@ def ig_input(scale=1.0, repeat=1, backend="cpu", rate=None):
     return _ig("input", scale, repeat, backend, rate)
 
 
-WORKLOADS = {"forward-movie": forward_movie, "ig-hidden": ig_hidden, "ig-input": ig_input}
+def insilico_minute(scale=1.0, repeat=3, backend="cpu", rate=None):
+    """The in-silico retina on one minute of 50x50 natural-like movie, 18 cells (issue: < 10 s)."""
+    from .insilico import InSilicoRetina
+
+    sim = InSilicoRetina()
+    n_frames = max(int(6000 * scale), 50)
+    movie = natural_movie(n_frames, seed=1).movie
+    sec, rates = _time(lambda: sim.rates(movie), repeat)
+    n_ref = min(n_frames, 300)
+    err = _relerr(rates[:n_ref], reference.insilico_rates(sim, movie[:n_ref]))
+    minutes = n_frames / 6000
+    return BenchResult("insilico-minute", "cpu", sec / minutes, "s per simulated minute", sec, float("nan"), err,
+                       f"{n_frames} frames, {sim.n_cells} cells, {len(sim._pixels)} simulated pixels")
+
+
+WORKLOADS = {"forward-movie": forward_movie, "ig-hidden": ig_hidden, "ig-input": ig_input,
+             "insilico-minute": insilico_minute}
 
 
 def run_workload(name, *, scale=1.0, repeat=None, backend="cpu", rate=None):

@@ -267,7 +267,7 @@ def attribute(model, stimulus_path, layer, cells, steps, method, pool, dataset, 
 
 @main.command()
 @click.option("--workload", "workloads", multiple=True,
-              type=click.Choice(["forward-movie", "ig-hidden", "ig-input"]),
+              type=click.Choice(["forward-movie", "ig-hidden", "ig-input", "insilico-minute"]),
               help="Workloads to run (repeatable); default all.")
 @click.option("--scale", type=click.FloatRange(0.01, 10), default=1.0, show_default=True,
               help="Scale the workload sizes (e.g. 0.1 for a quick look).")

@@ -3,7 +3,9 @@
 A movie of Weber contrast ``(T, H, W)`` (10 ms frames, 55 um pixels, 0 = grey)
 goes through
 
-1. a centre-surround (difference-of-Gaussians) stage shared by all pathways;
+1. a centre-surround (difference-of-Gaussians) stage shared by all pathways
+   (separable Gaussians cut at ``truncate`` s.d., radius ``int(truncate sigma + 0.5)``,
+   each 1-D kernel normalised; off-screen is grey);
 2. three bipolar pathways (OFF-fast, ON-fast, ON-slow), each a difference of
    gamma filters (exact first-order cascades), a threshold-linear rectifier and
    a depressing synapse (a vesicle pool ``R``);

@@ -63,3 +63,49 @@ def input_ig(model, movie, window, cell, n_steps=50):
         g_z1 = _grad_z1(model, _z1(model, a * win), cell) * model.scale1
         acc += sum(convolve(g_z1[c][None], model.w1[c], mode="full") for c in range(g_z1.shape[0])) / n_steps
     return win * acc
+
+
+def insilico_rates(sim, movie):
+    """The simulator's rates with its two Numba kernels replaced by plain numpy loops over time (float64).
+
+    Uses the simulator's own centre-surround stage and pooling weights; checks
+    the compiled dynamics (filters, rectification, depression, amacrine,
+    membrane, output) on a slice.
+    """
+    from scipy.signal import lfilter
+
+    p = sim.params
+    dt = 0.01
+    s = sim._centre_surround(np.asarray(movie, np.float64))
+    st = sim.initial_state()
+    b = np.empty((len(s), 3, s.shape[1]))
+    for k in range(3):
+        y = []
+        for i in range(2):
+            e = sim._decay[k, i]
+            x = s
+            for _ in range(sim._stages[k]):
+                x = lfilter([1 - e], [1, -e], x, axis=0)
+            y.append(x)
+        n = np.maximum(sim._drive[k] * (y[0] - sim._a2[k] * y[1]) - sim._theta[k], 0)
+        pool = st["pool"][k].copy()
+        for t in range(len(s)):
+            pool = 1 - (1 - pool) * sim._rec[k]
+            b[t, k] = n[t] * pool
+            pool = pool * np.exp(-sim._use[k] * n[t])
+    exc = np.einsum("tkp,pj->tkj", b, sim._wg)
+    inh = b[:, 0] @ sim._wa
+    e_a, e_m = np.exp(-dt * 1e3 / p.tau_amacrine_ms), np.exp(-dt * 1e3 / p.tau_membrane_ms)
+    rec_a = np.exp(-dt / p.tau_rec_amacrine_s)
+    a, dep, u = st["amacrine"].copy(), st["amacrine_resource"].copy(), st["membrane"].copy()
+    rates = np.empty((len(s), sim.n_cells))
+    for t in range(len(s)):
+        a = e_a * a + (1 - e_a) * inh[t]
+        ap = np.maximum(a, 0)
+        dep = 1 - (1 - dep) * rec_a
+        amac = ap * dep
+        dep = dep * np.exp(-p.U_amacrine * dt * ap)
+        u[:3] = e_m * u[:3] + (1 - e_m) * sim._w.T * exc[t]
+        u[3] = e_m * u[3] - (1 - e_m) * sim._w_inh * amac
+        rates[t] = sim.output(u.sum(0))
+    return rates

@@ -169,3 +169,88 @@ def input_ig_movie(model, movie, baseline, cellw, n_steps, method):
     per = np.stack([corr3d_movie_transpose(g[n:n + 1], model.w1, k, *diff.shape[1:]) * diff[n:n + k]
                     for n in range(g.shape[0])])
     return total, per
+
+
+# --------------------------------------------------------------------- in-silico retina
+def _gauss_pool(sigma, cy, cx, h, w, truncate=4.0):
+    yy, xx = np.mgrid[:h, :w]
+    d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+    g = np.exp(-d2 / (2 * sigma**2)) * (d2 <= (truncate * sigma) ** 2)
+    return g / g.sum()
+
+
+def insilico_rates(movie, p):
+    """The simulated retina of insilico.md section 1, written out step by step in float64.
+
+    ``p`` is an ``InSilicoParams``.  Spatial filtering by explicit 2-D Gaussian
+    convolution (scipy.signal), temporal filters as cascades of ``lfilter``
+    first-order stages, depression and ganglion dynamics in plain Python loops
+    over time with numpy over pixels.  Returns (rates (T, J), parts (T, J, 4)).
+    """
+    from scipy.signal import convolve2d, lfilter
+
+    dt = 0.01
+    movie = np.asarray(movie, np.float64)
+    t_n, h, w = movie.shape
+
+    def blur(sigma):
+        # separable Gaussian, each 1-D kernel of radius int(4 sigma + 0.5) normalised to sum 1
+        r = int(4.0 * sigma + 0.5)
+        g1 = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma**2))
+        g1 /= g1.sum()
+        k = np.outer(g1, g1)
+        return np.stack([convolve2d(f, k, mode="same", boundary="fill") for f in movie])
+
+    s = blur(p.sigma_center_px) - p.w_surround * blur(p.sigma_surround_px)
+    b = {}
+    for name in ("OFF", "ONf", "ONs"):
+        bp = p.bipolar[name]
+        out = []
+        for tau in (bp.tau1_ms, 2 * bp.tau1_ms):
+            e = np.exp(-dt * 1e3 / tau)
+            y = s
+            for _ in range(int(bp.n) + 1):
+                y = lfilter([1 - e], [1, -e], y, axis=0)
+            out.append(y)
+        v = bp.sign * p.gain * (out[0] - bp.a2 * out[1])
+        n = np.maximum(v - bp.theta, 0.0)
+        rec = np.exp(-dt / bp.tau_rec_s)
+        # grey-adapted start: N0 = max(-theta, 0) everywhere
+        n0 = max(-bp.theta, 0.0)
+        d0 = np.exp(-bp.U * dt * n0)
+        R = np.full((h, w), (1 - rec) * d0 / (1 - rec * d0))
+        bk = np.empty_like(n)
+        for t in range(t_n):
+            R = 1 - (1 - R) * rec
+            bk[t] = n[t] * R
+            R = R * np.exp(-bp.U * n[t] * dt)
+        b[name] = bk
+    cells = [(tname, cy, cx) for tname in p.ganglion for cy in p.mosaic for cx in p.mosaic]
+    rates = np.empty((t_n, len(cells)))
+    parts = np.empty((t_n, len(cells), 4))
+    e_a = np.exp(-dt * 1e3 / p.tau_amacrine_ms)
+    e_m = np.exp(-dt * 1e3 / p.tau_membrane_ms)
+    rec_a = np.exp(-dt / p.tau_rec_amacrine_s)
+    for j, (tname, cy, cx) in enumerate(cells):
+        gp = p.ganglion[tname]
+        wg = _gauss_pool(p.sigma_ganglion_px, cy, cx, h, w)
+        wa = _gauss_pool(p.sigma_amacrine_px, cy, cx, h, w)
+        exc = np.stack([(b[k] * wg).sum((1, 2)) for k in ("OFF", "ONf", "ONs")], 1)
+        inh = (b["OFF"] * wa).sum((1, 2))
+        # grey-adapted start
+        a = 0.0
+        nA = 1.0
+        u = np.zeros(4)
+        wts = np.array([gp.w_OFF, gp.w_ONf, gp.w_ONs])
+        for t in range(t_n):
+            a = e_a * a + (1 - e_a) * inh[t]
+            ap = max(a, 0.0)
+            nA = 1 - (1 - nA) * rec_a
+            amac = ap * nA
+            nA = nA * np.exp(-p.U_amacrine * dt * ap)
+            u[:3] = e_m * u[:3] + (1 - e_m) * wts * exc[t]
+            u[3] = e_m * u[3] - (1 - e_m) * gp.w_A1 * amac
+            parts[t, j] = u
+            x = p.beta * (u.sum() - gp.theta)
+            rates[t, j] = gp.r_max * np.logaddexp(0.0, x) / p.beta
+    return rates, parts

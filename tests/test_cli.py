@@ -75,3 +75,27 @@ def test_bench_command_quick():
     res = CliRunner().invoke(main, ["bench", "--workload", "forward-movie", "--scale", "0.02"])
     assert res.exit_code == 0, res.output
     assert "forward-movie" in res.output and "windows/s" in res.output
+
+
+def test_stimulus_command_any_generator(tmp_path):
+    r = CliRunner()
+    res = r.invoke(main, ["stimulus", "moving_bar", "-p", "speed=0.5", "-p", "reverse_at=25", "-p", "start=2",
+                          "-o", str(tmp_path / "bar.h5")])
+    assert res.exit_code == 0, res.output
+    with h5py.File(tmp_path / "bar.h5") as f:
+        assert "reversal_frame" in f["events"] and f["stimulus"].shape[1:] == (50, 50)
+    bad = r.invoke(main, ["stimulus", "moving_bar", "-p", "speed=0", "-o", str(tmp_path / "b.h5")])
+    assert bad.exit_code != 0 and "speed" in bad.output
+    bad = r.invoke(main, ["stimulus", "moving_bar", "-p", "colour=red", "-o", str(tmp_path / "b.h5")])
+    assert bad.exit_code != 0 and "NAME=VALUE" in bad.output
+    assert r.invoke(main, ["stimulus", "sunset", "-o", str(tmp_path / "b.h5")]).exit_code != 0
+
+
+def test_simulate_command(tmp_path):
+    res = CliRunner().invoke(main, ["simulate", "-o", str(tmp_path / "d"), "--kind", "whitenoise",
+                                    "--noise-minutes", "0.02", "--test-clips", "1", "--clip-seconds", "0.5",
+                                    "--repeats", "3", "-q"])
+    assert res.exit_code == 0, res.output
+    from retina.datasets import load_dataset
+    d = load_dataset(tmp_path / "d" / "whitenoise.h5", "test")
+    assert d.repeats.shape == (18, 3, 50)

@@ -1,0 +1,113 @@
+"""Simulated datasets in the deep-retina layout: writing, resuming, loading, refusing bad files."""
+
+import h5py
+import numpy as np
+import pytest
+
+from retina.datasets import decode_uint8, encode_uint8, load_dataset, simulate_dataset
+from retina.insilico import InSilicoRetina
+
+SMALL = dict(train_minutes=0.05, test_clips=2, clip_s=1.0, repeats=4, chunk_s=1.0, seed=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return InSilicoRetina()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, sim):
+    return simulate_dataset(tmp_path_factory.mktemp("d") / "naturalscene.h5", "naturalscene", retina=sim, **SMALL)
+
+
+def test_layout_and_consistency(dataset, sim):
+    with h5py.File(dataset) as f:
+        assert f["train/stimulus"].shape == (300, 50, 50) and f["train/stimulus"].dtype == np.uint8
+        assert f["train/response/firing_rate_10ms"].shape == (18, 300)
+        assert f["test/repeats/cell00"].shape == (4, 200)
+        stim = decode_uint8(f["train/stimulus"][()])
+        rate = f["train/response/rate"][()]
+    # the stored rates are the simulator's response to exactly the stored (quantised) stimulus
+    np.testing.assert_allclose(sim.rates(stim).T, rate, rtol=1e-5, atol=1e-4)
+    assert not dataset.with_name(dataset.name + ".partial").exists()
+
+
+def test_loader_zscores_and_returns_time_major(dataset):
+    d = load_dataset(dataset)
+    assert d.stimulus.dtype == np.float32 and d.stimulus.shape == (300, 50, 50)
+    assert abs(d.stimulus.mean()) < 1e-4 and d.stimulus.std() == pytest.approx(1.0, rel=1e-3)
+    assert d.rates.shape == (300, 18) and (d.rates >= 0).all()
+    t = load_dataset(dataset, "test", norm_stats=d.stats, cells=[0, 9])
+    assert t.repeats.shape == (2, 4, 200) and t.rates.shape == (200, 2)
+    # the test response is the repeat mean, smoothed
+    assert t.rates.mean() == pytest.approx(t.repeats.mean() / 0.01, rel=0.05)
+
+
+def test_interrupted_run_resumes_to_the_same_file(tmp_path, sim, dataset):
+    class Crash(Exception):
+        pass
+
+    calls = {"n": 0}
+    real = sim.rates
+
+    def flaky(movie, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Crash
+        return real(movie, **kw)
+
+    out = tmp_path / "naturalscene.h5"
+    sim.rates = flaky
+    try:
+        with pytest.raises(Crash):
+            simulate_dataset(out, "naturalscene", retina=sim, **SMALL)
+    finally:
+        del sim.rates
+    partial = out.with_name(out.name + ".partial")
+    assert partial.exists() and not out.exists()
+    with h5py.File(partial) as f:
+        assert f["_resume"].attrs["train_done"] == 1
+    simulate_dataset(out, "naturalscene", retina=sim, **SMALL)
+    with h5py.File(out) as a, h5py.File(dataset) as b:
+        for k in ("train/stimulus", "train/response/binned", "train/response/rate", "test/repeats/cell05"):
+            np.testing.assert_array_equal(a[k][()], b[k][()])
+        assert "_resume" not in a
+
+
+def test_uint8_round_trip():
+    c = np.linspace(-1, 1, 256)
+    assert np.abs(decode_uint8(encode_uint8(c)) - c).max() <= 0.5 / 127.5 + 1e-7
+    assert encode_uint8([-3.0, 3.0]).tolist() == [0, 255]
+
+
+def _write(path, **override):
+    n = 100
+    parts = {"train/stimulus": np.random.default_rng(0).standard_normal((n, 8, 8)).astype(np.float32),
+             "train/response/firing_rate_10ms": np.ones((3, n)), "train/response/binned": np.ones((3, n))}
+    parts.update(override)
+    with h5py.File(path, "w") as f:
+        for k, v in parts.items():
+            if v is not None:
+                f.create_dataset(k, data=v)
+    return path
+
+
+@pytest.mark.parametrize("override,match", [
+    ({"train/response/firing_rate_10ms": None}, "no 'train/response/firing_rate_10ms'"),
+    ({"train/response/firing_rate_10ms": np.ones((3, 99))}, "T = 100"),
+    ({"train/response/firing_rate_10ms": np.where(np.eye(3, 100) > 0, np.nan, 1.0)}, "NaN"),
+    ({"train/response/firing_rate_10ms": -np.ones((3, 100))}, "negative"),
+    ({"train/stimulus": None, "train/response/firing_rate_10ms": None, "train/response/binned": None,
+      "test/stimulus": np.zeros((3, 2, 2))}, "no 'train' group"),
+])
+def test_bad_files_get_clear_errors(tmp_path, override, match):
+    path = _write(tmp_path / "bad.h5", **override)
+    with pytest.raises(ValueError, match=match):
+        load_dataset(path)
+
+
+def test_lab_layout_without_extras_loads(tmp_path):
+    d = load_dataset(_write(tmp_path / "lab.h5"))
+    assert d.true_rate is None and d.repeats is None and d.rates.shape == (100, 3)
+    with pytest.raises(FileNotFoundError):
+        load_dataset(tmp_path / "missing.h5")

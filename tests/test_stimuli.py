@@ -1,0 +1,99 @@
+"""Stimulus generators: shapes, events, reproducibility, sub-pixel rendering, parameter errors."""
+
+import numpy as np
+import pytest
+
+from retina import stimuli as S
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("flash", {}), ("step", {}), ("flash_train", {}), ("paired_flash", {}), ("contrast_steps", {}),
+    ("full_field_noise", {"n_frames": 50}), ("white_noise", {"n_frames": 30}), ("moving_bar", {}),
+    ("flashed_bar", {"position": 20.3}), ("reversing_grating", {}), ("natural_movie", {"n_frames": 120}),
+])
+def test_every_generator_returns_float32_movies(name, kwargs):
+    st = S.GENERATORS[name](**kwargs)
+    assert isinstance(st, S.Stimulus)
+    assert st.movie.dtype == np.float32 and st.movie.ndim == 3 and st.movie.flags.c_contiguous
+    assert st.movie.shape[1:] == (50, 50)
+    assert st.params["kind"] == name
+    assert np.isfinite(st.movie).all()
+
+
+def test_random_generators_are_reproducible_from_seed():
+    for gen in (lambda s: S.natural_movie(200, seed=s), lambda s: S.white_noise(20, seed=s),
+                lambda s: S.contrast_steps(durations=(10, 10, 10), seed=s),
+                lambda s: S.full_field_noise(40, seed=s)):
+        a, b, c = gen(3).movie, gen(3).movie, gen(4).movie
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c)
+
+
+def test_flash_train_events_and_omission():
+    st = S.flash_train(10, 12, intensity=-1.0, duration=2, pre=100, post=100)
+    on = st.events["flash_frames"]
+    np.testing.assert_array_equal(on, 100 + 12 * np.arange(10))
+    assert int(st.events["omitted_frame"]) == on[-1] + 12
+    trace = st.movie[:, 0, 0]
+    assert np.all(trace[on] == -1) and np.all(trace[on + 1] == -1) and np.all(trace[on + 2] == 0)
+    assert np.all(trace[int(st.events["omitted_frame"]):] == 0)
+    assert np.ptp(st.movie, axis=(1, 2)).max() == 0  # full field
+    assert S.period_frames(6) == 17 and S.period_frames(16) == 6 and S.period_frames(10) == 10
+
+
+def test_moving_bar_subpixel_area_and_centre():
+    st = S.moving_bar(0.13, width=2.0, intensity=-1.0)
+    c = st.events["center"]
+    prof = -st.movie[:, 0, :].astype(np.float64)
+    x = np.arange(50)
+    inside = (c > 2) & (c < 47)
+    # every fully visible frame carries exactly width x intensity, centred on the event's centre
+    np.testing.assert_allclose(prof[inside].sum(1), 2.0, atol=1e-5)
+    np.testing.assert_allclose((prof[inside] * x).sum(1) / prof[inside].sum(1), c[inside], atol=1e-4)
+    np.testing.assert_allclose(np.diff(c[np.isfinite(c)]), 0.13, atol=1e-9)
+    assert np.all(st.movie == st.movie[:, :1, :])  # spans all rows
+
+
+def test_moving_bar_reversal_event():
+    st = S.moving_bar(0.14, start=2.0, reverse_at=25.0)
+    rev = int(st.events["reversal_frame"])
+    c = st.events["center"]
+    assert c[rev] == pytest.approx(25.0)
+    assert c[rev - 1] < 25 and c[rev + 1] < 25
+    assert np.all(np.diff(c[:rev + 1]) > 0) and np.all(np.diff(c[rev:]) < 0)
+
+
+def test_flashed_bar_and_grating():
+    st = S.flashed_bar(10.25, width=3.0, intensity=-1.0, duration=2, delay=5, post=5)
+    assert np.all(st.movie[:5] == 0) and np.all(st.movie[7:] == 0)
+    np.testing.assert_allclose(-st.movie[5, 0].sum(), 3.0, rtol=1e-6)
+    g = S.reversing_grating(4, half_period=10, n_reversals=3, pre=5)
+    np.testing.assert_array_equal(g.movie[5], -g.movie[15])
+    assert set(np.unique(g.movie[5])) <= {-1.0, 0.0, 1.0}
+
+
+def test_natural_movie_statistics_and_events():
+    st = S.natural_movie(3000, seed=2)
+    assert 0.15 < st.movie.std() < 0.5
+    sac = st.events["saccade_frames"]
+    gaps = np.diff(sac)
+    assert sac[0] == 0 and gaps.min() >= 50 and gaps.max() <= 150
+    assert st.events["object_frames"].shape[1] == 2
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: S.flash(duration=-2), "duration"),
+    (lambda: S.flash(intensity="dark"), "intensity"),
+    (lambda: S.flash_train(period=1, duration=2), "duration"),
+    (lambda: S.moving_bar(0.1, width=60), "width"),
+    (lambda: S.moving_bar(0.0), "speed"),
+    (lambda: S.moving_bar(0.1, start=30, reverse_at=20), "reverse_at"),
+    (lambda: S.white_noise(10, contrast=-1), "contrast"),
+    (lambda: S.natural_movie(10, frame_shape=(50,)), "frame_shape"),
+    (lambda: S.contrast_steps(sds=(0.1, 0.2), durations=(10,)), "equal length"),
+    (lambda: S.reversing_grating(kind="triangle"), "kind"),
+    (lambda: S.natural_movie(10, drift=float("nan")), "drift"),
+])
+def test_parameter_errors_are_clear(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
