@@ -377,6 +377,23 @@ class RetinaCNN:
             return be.to_host(out)
         return out
 
+    def rates(self, movie, *, pad=0.0, **kwargs):
+        """Firing rates aligned with the movie's frames: ``(T, n_cells)``.
+
+        The movie is preceded by ``history - 1`` frames of ``pad`` (grey by
+        default, as if the retina had been looking at grey), so row ``t`` is the
+        response to the window ending at frame ``t``.  This is the interface
+        the phenomenon measures expect (the simulator has the same method).
+        Keyword arguments go to :meth:`predict`.
+        """
+        xp = _backend.resolve(kwargs.get("backend", "auto"), movie).xp
+        movie = xp.asarray(movie)
+        if movie.ndim != 3:
+            raise ValueError(f"movie must have 3 dimensions (T, H, W), got shape {tuple(movie.shape)}")
+        lead = xp.full((self.history - 1,) + tuple(movie.shape[1:]), pad, dtype=movie.dtype
+                       if movie.dtype.kind == "f" else np.float32)
+        return self.predict(xp.concatenate([lead, movie.astype(lead.dtype)]), **kwargs)
+
     # ---------------------------------------------------------------------- io
     def save(self, path):
         """Write the model to an HDF5 file (atomically); see :mod:`retina.io`."""

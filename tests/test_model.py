@@ -91,3 +91,12 @@ def test_from_arrays_per_channel_vector_affine(rng):
         RetinaCNN(**arrays)  # non-square frame: cannot be inferred from per-channel affine
     m2 = RetinaCNN(**arrays, frame_shape=m.frame_shape)
     assert m2.scale1.shape == (m.shape1[0], 1, 1) and m2.frame_shape == m.frame_shape
+
+
+def test_rates_align_with_frames(tiny, rng):
+    movie = rng.standard_normal((30,) + tiny.frame_shape).astype(np.float32)
+    r = tiny.rates(movie)
+    assert r.shape == (30, tiny.n_cells)
+    full = tiny.predict(np.concatenate([np.zeros((tiny.history - 1,) + tiny.frame_shape, np.float32), movie]))
+    np.testing.assert_array_equal(r, full)
+    np.testing.assert_allclose(r[tiny.history - 1:], tiny.predict(movie), rtol=2e-5)  # other batching

@@ -35,6 +35,7 @@ __all__ = [
     "corr3d_movie_transpose",
     "corr3d_movie_transpose_fft",
     "corr3d_movie_weight_grad",
+    "corr3d_movie_weight_grad_fft",
     "dense",
     "pig_conv_relu_dense",
     "bipolar_block",
@@ -295,6 +296,24 @@ def corr3d_movie_transpose_fft(g, w, out, *, workers=None):
     ws = sfft.rfftn(w, s=shape, axes=(1, 2, 3), workers=workers)
     full = sfft.irfftn((gs * ws).sum(axis=0), s=shape, axes=(0, 1, 2), workers=workers)
     out[:] = full[:t_n, :h, :wd]
+    return out
+
+
+def corr3d_movie_weight_grad_fft(x, g, out, *, workers=None):
+    """``corr3d_movie_weight_grad`` by FFT: the correlation of the movie with the window gradients.
+
+    ``out[c, tau, u, v] = sum_{n,y,x} x[n+tau, y+u, x+v] g[n, c, y, x]``; with
+    the FFT length at least the movie's, the circular correlation has no
+    wrap-around at these lags, so the result is exact.
+    """
+    t_n, h, wd = x.shape
+    c_n, k_n, kh, kw = out.shape
+    workers = workers or -1
+    shape = _fft_shape(t_n, h, wd)
+    xs = sfft.rfftn(x, s=shape, axes=(0, 1, 2), workers=workers)
+    gs = sfft.rfftn(g.transpose(1, 0, 2, 3), s=shape, axes=(1, 2, 3), workers=workers)
+    full = sfft.irfftn(xs[None] * np.conj(gs), s=shape, axes=(1, 2, 3), workers=workers)
+    out[:] = full[:, :k_n, :kh, :kw]
     return out
 
 

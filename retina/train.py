@@ -1,0 +1,442 @@
+"""Training a retina CNN without a framework: hand-written gradients, Adam, batch norm, checkpoints.
+
+The network is the McIntosh BN-CNN of spec section 2 in its training form::
+
+    c1 = corr(movie, w1)                      (N, C1, H1, W1)
+    z1 = g1 * (c1 - mean) / sqrt(var + eps) + b1  (batch norm per unit over the batch)
+    h1 = relu(z1 + noise)                     (Gaussian noise, s.d. ``noise``, training only)
+    c2 = corr(h1, w2); z2 = BN(c2); h2 = relu(z2 + noise)
+    r  = softplus(w3 @ h2 + b3)               (Hz)
+
+Loss: Poisson ``mean(r - y log r)`` plus ``l2 * (|w1|^2 + |w2|^2)``.  At
+inference batch norm uses running statistics and folds into the model's
+``scale``/``shift`` (:func:`to_model`), so the trained network is an ordinary
+:class:`retina.RetinaCNN`.
+
+Mini-batches are ``segments`` runs of consecutive windows at random places in
+the training movie: layer 1 of a run is one FFT correlation over its frames and
+its weight gradient one more, never a window stack.  The gradients use the
+same kernels as the forward pass and attribution (``corr3d_movie_fft``,
+``corr3d_movie_weight_grad_fft``, ``corr2d`` and its adjoint and weight
+gradient); they are checked against finite differences in the tests.
+
+Targets follow deep-retina: the window of frames ``[i, i + history)`` is
+paired with the rate in bin ``i + history``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import _backend
+from ._progress import progress_bar
+from ._validate import as_float_array, check_int
+from ._version import __version__
+from .model import RetinaCNN
+
+__all__ = ["TrainConfig", "TrainResult", "train", "init_params", "loss_and_grads", "to_model", "pairs"]
+
+PARAMS = ("w1", "g1", "b1", "w2", "g2", "b2", "w3", "b3")
+RUNNING = ("m1", "v1", "m2", "v2")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (stored in checkpoints and model provenance)."""
+
+    channels: tuple = (8, 8)
+    kernel_sizes: tuple = (15, 11)
+    history: int = 40
+    epochs: int = 40
+    epoch_windows: int = 30000
+    batch: int = 500
+    segments: int = 10
+    """Runs of consecutive windows per batch (``batch / segments`` windows each)."""
+    lr: float = 2e-3
+    l2: float = 1e-3
+    noise: float = 0.05
+    bn_eps: float = 1e-3
+    bn_momentum: float = 0.05
+    val_fraction: float = 0.1
+    lr_patience: int = 2
+    lr_factor: float = 0.5
+    min_lr: float = 1e-5
+    patience: int = 6
+    seed: int = 0
+
+    def validate(self):
+        for name in ("history", "epochs", "epoch_windows", "batch", "segments", "lr_patience", "patience"):
+            check_int(name, getattr(self, name), minimum=1)
+        if self.batch % self.segments:
+            raise ValueError(f"batch ({self.batch}) must be a multiple of segments ({self.segments})")
+        for name in ("lr", "bn_eps", "min_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("l2", "noise"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if not 0 < self.lr_factor < 1 or not 0 < self.bn_momentum <= 1:
+            raise ValueError("lr_factor must be in (0, 1) and bn_momentum in (0, 1]")
+        self.channels = tuple(int(c) for c in self.channels)
+        self.kernel_sizes = tuple(int(k) for k in self.kernel_sizes)
+        return self
+
+
+@dataclass
+class TrainResult:
+    """The trained model (best validation epoch), the per-epoch log and where the run stopped."""
+
+    model: RetinaCNN
+    history: list = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_corr: float = float("nan")
+    stopped: str = ""
+    seconds: float = 0.0
+
+
+def pairs(n_frames, history):
+    """Window starts ``i`` and target bins ``i + history`` for a movie of ``n_frames``."""
+    i = np.arange(max(n_frames - history, 0))
+    return i, i + history
+
+
+# ------------------------------------------------------------------ parameters
+def init_params(cfg, n_cells, frame_shape, *, mean_rate=5.0, rng=None):
+    """He-initialised conv kernels, identity batch norm, small readout, softplus bias at ``mean_rate``."""
+    rng = np.random.default_rng(cfg.seed) if rng is None else rng
+    (c1, c2), (k1, k2) = cfg.channels, cfg.kernel_sizes
+    h, w = frame_shape
+    s1 = (c1, h - k1 + 1, w - k1 + 1)
+    s2 = (c2, s1[1] - k2 + 1, s1[2] - k2 + 1)
+    if min(s2[1:]) < 1:
+        raise ValueError(f"kernel_sizes {cfg.kernel_sizes} do not fit frames of {frame_shape}")
+    f32 = np.float32
+    p = {
+        "w1": (rng.standard_normal((c1, cfg.history, k1, k1)) * math.sqrt(2.0 / (cfg.history * k1 * k1))).astype(f32),
+        "g1": np.ones(s1, f32), "b1": np.zeros(s1, f32),
+        "w2": (rng.standard_normal((c2, c1, k2, k2)) * math.sqrt(2.0 / (c1 * k2 * k2))).astype(f32),
+        "g2": np.ones(s2, f32), "b2": np.zeros(s2, f32),
+        "w3": (rng.standard_normal((n_cells, int(np.prod(s2)))) * 0.1 / math.sqrt(np.prod(s2))).astype(f32),
+        "b3": np.full(n_cells, math.log(math.expm1(max(mean_rate, 1e-3))), f32),
+    }
+    running = {"m1": np.zeros(s1, f32), "v1": np.ones(s1, f32), "m2": np.zeros(s2, f32), "v2": np.ones(s2, f32)}
+    return p, running
+
+
+def to_model(params, running, cfg, *, frame_shape, norm_stats=None, cell_ids=None, metadata=None):
+    """Fold batch norm (running statistics) into ``scale``/``shift``: an inference :class:`RetinaCNN`."""
+    f64 = {k: np.asarray(v, np.float64) for k, v in {**params, **running}.items()}
+    scale1 = f64["g1"] / np.sqrt(f64["v1"] + cfg.bn_eps)
+    scale2 = f64["g2"] / np.sqrt(f64["v2"] + cfg.bn_eps)
+    n = f64["w3"].shape[0]
+    return RetinaCNN(f64["w1"], scale1, f64["b1"] - f64["m1"] * scale1, f64["w2"], scale2,
+                     f64["b2"] - f64["m2"] * scale2, f64["w3"], np.ones(n), f64["b3"], frame_shape=frame_shape,
+                     norm_stats=norm_stats, cell_ids=cell_ids, metadata=metadata)
+
+
+# ------------------------------------------------------------------ forward / backward
+def _bn_forward(c, g, b, eps):
+    mean = c.mean(0)
+    var = c.var(0)
+    inv = 1.0 / np.sqrt(var + eps)
+    xhat = (c - mean) * inv
+    return g * xhat + b, (xhat, inv, mean, var)
+
+
+def _bn_backward(dz, g, cache):
+    xhat, inv, _, _ = cache
+    n = dz.shape[0]
+    dg = (dz * xhat).sum(0)
+    db = dz.sum(0)
+    dx = g * dz
+    dc = inv / n * (n * dx - dx.sum(0) - xhat * (dx * xhat).sum(0))
+    return dc, dg, db
+
+
+def _softplus(u):
+    return np.logaddexp(0.0, u)
+
+
+def _sigmoid(u):
+    return 0.5 * (1.0 + np.tanh(0.5 * u))
+
+
+def loss_and_grads(params, segments, targets, cfg, *, rng=None, kernels=None, want_grads=True):
+    """Poisson loss and its gradient for one mini-batch.
+
+    Parameters
+    ----------
+    params : dict of float32 arrays
+        ``w1, g1, b1, w2, g2, b2, w3, b3``.
+    segments : list of arrays (L_j + history - 1, H, W)
+        Runs of frames; run ``j`` holds ``L_j`` consecutive windows.
+    targets : array (N, n_cells)
+        Rates paired with the windows (``N = sum L_j``), in run order.
+    rng : numpy Generator, optional
+        Source of the hidden-layer noise (none when ``None`` or ``cfg.noise == 0``).
+
+    Returns
+    -------
+    loss : float
+    grads : dict (same keys as ``params``)
+    stats : dict
+        Batch means and variances of both layers (for the running averages)
+        and the predicted rates.
+    """
+    kern = kernels if kernels is not None else _backend.resolve("cpu").kernels
+    w1, w2, w3 = params["w1"], params["w2"], params["w3"]
+    dt = w1.dtype  # float32 in training; float64 works too (gradient checks)
+    c1_n, k = w1.shape[0], w1.shape[1]
+    c1_parts = []
+    for seg in segments:
+        n = seg.shape[0] - k + 1
+        out = np.empty((n, c1_n, seg.shape[1] - w1.shape[2] + 1, seg.shape[2] - w1.shape[3] + 1), dt)
+        kern.corr3d_movie_fft(seg, w1, out, chunk=max(n, 1))
+        c1_parts.append(out)
+    c1 = np.concatenate(c1_parts)
+    n_b = c1.shape[0]
+    z1, bn1 = _bn_forward(c1, params["g1"], params["b1"], cfg.bn_eps)
+    if rng is not None and cfg.noise > 0:
+        z1 = z1 + dt.type(cfg.noise) * rng.standard_normal(z1.shape).astype(dt)
+    h1 = np.maximum(z1, 0).astype(dt)
+    c2 = np.empty((n_b,) + params["g2"].shape, dt)
+    kern.corr2d(np.ascontiguousarray(h1), w2, c2)
+    z2, bn2 = _bn_forward(c2, params["g2"], params["b2"], cfg.bn_eps)
+    if rng is not None and cfg.noise > 0:
+        z2 = z2 + dt.type(cfg.noise) * rng.standard_normal(z2.shape).astype(dt)
+    h2 = np.maximum(z2, 0).astype(dt).reshape(n_b, -1)
+    drive = h2 @ w3.T + params["b3"]
+    r = _softplus(drive.astype(np.float64))
+    y = np.asarray(targets, np.float64)
+    logr = np.log(np.maximum(r, 1e-8))
+    n_out = r.size
+    loss = float((r - y * logr).sum() / n_out + cfg.l2 * (np.vdot(w1, w1) + np.vdot(w2, w2)))
+    stats = {"m1": bn1[2], "v1": bn1[3], "m2": bn2[2], "v2": bn2[3], "rates": r}
+    if not want_grads:
+        return loss, None, stats
+    dr = (1.0 - y / np.maximum(r, 1e-8)) / n_out
+    dd = (dr * _sigmoid(drive.astype(np.float64))).astype(dt)
+    grads = {"w3": dd.T @ h2, "b3": dd.sum(0)}
+    dh2 = (dd @ w3).reshape(z2.shape) * (z2 > 0)
+    dc2, grads["g2"], grads["b2"] = _bn_backward(dh2, params["g2"], bn2)
+    dc2 = np.ascontiguousarray(dc2, dt)
+    gw2 = np.empty_like(w2)
+    kern.corr2d_weight_grad(np.ascontiguousarray(h1), dc2, gw2)
+    grads["w2"] = gw2 + dt.type(2 * cfg.l2) * w2
+    dh1 = np.empty_like(h1)
+    kern.corr2d_transpose(dc2, w2, dh1)
+    dh1 *= z1 > 0
+    dc1, grads["g1"], grads["b1"] = _bn_backward(dh1, params["g1"], bn1)
+    dc1 = np.ascontiguousarray(dc1, dt)
+    gw1 = np.zeros_like(w1)
+    tmp = np.empty_like(w1)
+    start = 0
+    for seg, part in zip(segments, c1_parts):
+        n = part.shape[0]
+        kern.corr3d_movie_weight_grad_fft(seg, dc1[start:start + n], tmp)
+        gw1 += tmp
+        start += n
+    grads["w1"] = gw1 + dt.type(2 * cfg.l2) * w1
+    grads = {k: np.asarray(v, dt) for k, v in grads.items()}
+    return loss, grads, stats
+
+
+# ------------------------------------------------------------------ the loop
+class _Adam:
+    def __init__(self, params, lr, b1=0.9, b2=0.999, eps=1e-8):
+        self.lr, self.b1, self.b2, self.eps = lr, b1, b2, eps
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self.t = 0
+
+    def step(self, params, grads):
+        self.t += 1
+        c1 = 1 - self.b1 ** self.t
+        c2 = 1 - self.b2 ** self.t
+        for k, g in grads.items():
+            self.m[k] *= self.b1
+            self.m[k] += (1 - self.b1) * g
+            self.v[k] *= self.b2
+            self.v[k] += (1 - self.b2) * g * g
+            params[k] -= (self.lr * (self.m[k] / c1) / (np.sqrt(self.v[k] / c2) + self.eps)).astype(np.float32)
+
+
+def _correlations(pred, y):
+    pc = pred - pred.mean(0)
+    yc = y - y.mean(0)
+    den = np.sqrt((pc ** 2).sum(0) * (yc ** 2).sum(0))
+    return np.where(den > 0, (pc * yc).sum(0) / np.where(den > 0, den, 1), 0.0)
+
+
+def evaluate(model, stimulus, rates, *, backend="cpu"):
+    """Per-cell correlation of ``model``'s prediction with ``rates`` (deep-retina pairing) and the Poisson loss."""
+    pred = np.asarray(model.predict(stimulus, backend=backend), np.float64)[:-1]
+    y = np.asarray(rates, np.float64)[model.history:]
+    loss = float((pred - y * np.log(np.maximum(pred, 1e-8))).mean())
+    return _correlations(pred, y), loss
+
+
+def _save_checkpoint(path, cfg, params, running, best, adam, state):
+    from .io import atomic_h5
+
+    with atomic_h5(path) as f:
+        f.attrs.update(format="retina-checkpoint", retina_version=__version__, config=json.dumps(asdict(cfg)),
+                       state=json.dumps(state))
+        for name, group in (("params", params), ("running", running), ("best", best), ("adam_m", adam.m),
+                            ("adam_v", adam.v)):
+            g = f.create_group(name)
+            for k, v in group.items():
+                g.create_dataset(k, data=v)
+        f.attrs["adam_t"] = adam.t
+
+
+def _load_checkpoint(path, cfg):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != "retina-checkpoint":
+            raise ValueError(f"{str(path)!r} is not a retina training checkpoint")
+        saved = json.loads(f.attrs["config"])
+        if {k: v for k, v in saved.items() if k != "epochs"} != \
+                {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k != "epochs"}:
+            raise ValueError(f"checkpoint {str(path)!r} was written with other settings: {saved}; "
+                             "delete it or use the same settings")
+        out = {name: {k: f[name][k][()] for k in f[name]} for name in ("params", "running", "best", "adam_m",
+                                                                       "adam_v")}
+        out["adam_t"] = int(f.attrs["adam_t"])
+        out["state"] = json.loads(f.attrs["state"])
+    return out
+
+
+def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_stats=None, cell_ids=None,
+          progress=True, backend="cpu", max_epochs=None, **overrides):
+    """Fit a CNN to a stimulus and firing rates.
+
+    Parameters
+    ----------
+    stimulus : array (T, H, W)
+        z-scored movie (see :func:`retina.datasets.load_dataset`).
+    rates : array (T, n_cells)
+        Firing rates in Hz, aligned with the frames.
+    config : TrainConfig, optional
+        Settings; keyword ``overrides`` replace single fields (``epochs=5``...).
+    valid : (stimulus, rates), optional
+        Validation data; default the last ``val_fraction`` of the movie.
+    checkpoint : path, optional
+        Written atomically after every epoch; if it exists with the same
+        settings, training resumes from it (same result as an uninterrupted run).
+    max_epochs : int, optional
+        Stop after this many epochs in this call (for tests of resumption).
+    backend : {"cpu", "gpu"}
+
+    Returns
+    -------
+    TrainResult
+    """
+    cfg = (TrainConfig(**overrides) if config is None else TrainConfig(**{**asdict(config), **overrides})).validate()
+    be = _backend.resolve(backend)
+    if be.name != "cpu":
+        raise RuntimeError("training on the GPU backend is not implemented yet; use backend='cpu'")
+    x = as_float_array("stimulus", stimulus, ndim=3, dtype=np.float32)
+    y = as_float_array("rates", rates, ndim=2, dtype=np.float32)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"rates must have one row per stimulus frame ({x.shape[0]}), got shape {y.shape}")
+    if (y < 0).any():
+        raise ValueError("rates must be >= 0 (Hz)")
+    if valid is None:
+        n_val = max(int(round(cfg.val_fraction * len(x))), cfg.history + 2)
+        if len(x) - n_val < cfg.history + cfg.batch // cfg.segments:
+            raise ValueError(f"the movie ({len(x)} frames) is too short for training with history {cfg.history}, "
+                             f"batch runs of {cfg.batch // cfg.segments} windows and a validation split")
+        xv, yv, x, y = x[-n_val:], y[-n_val:], x[:-n_val], y[:-n_val]
+    else:
+        xv = as_float_array("valid[0]", valid[0], ndim=3, dtype=np.float32)
+        yv = as_float_array("valid[1]", valid[1], ndim=2, dtype=np.float32)
+    frame_shape = x.shape[1:]
+    run_len = cfg.batch // cfg.segments
+    n_starts = len(x) - cfg.history - run_len + 1
+    if n_starts < 1:
+        raise ValueError(f"the training movie ({len(x)} frames) is shorter than one run of {run_len} windows")
+    rng = np.random.default_rng(cfg.seed)
+    params, running = init_params(cfg, y.shape[1], frame_shape, mean_rate=float(y.mean()), rng=rng)
+    adam = _Adam(params, cfg.lr)
+    best = {k: v.copy() for k, v in {**params, **running}.items()}
+    state = {"epoch": 0, "lr": cfg.lr, "best_val": -np.inf, "best_epoch": -1, "bad": 0, "lr_bad": 0,
+             "log": [], "rng": None, "seconds": 0.0}
+    if checkpoint is not None and Path(checkpoint).exists():
+        ck = _load_checkpoint(checkpoint, cfg)
+        params, running, best = ck["params"], ck["running"], ck["best"]
+        adam.m, adam.v, adam.t = ck["adam_m"], ck["adam_v"], ck["adam_t"]
+        state = ck["state"]
+        rng.bit_generator.state = state["rng"]
+    adam.lr = state["lr"]
+    meta = dict(trainer="retina.train", retina_version=__version__, config=json.dumps(asdict(cfg)))
+    steps = max(cfg.epoch_windows // cfg.batch, 1)
+    stopped = ""
+    done_here = 0
+    while state["epoch"] < cfg.epochs:
+        if max_epochs is not None and done_here >= max_epochs:
+            stopped = "max_epochs"
+            break
+        t0 = time.perf_counter()
+        losses = []
+        bar = progress_bar(range(steps), total=steps, desc=f"epoch {state['epoch'] + 1}/{cfg.epochs}",
+                           unit="batch", enabled=progress)
+        for _ in bar:
+            starts = rng.integers(0, n_starts, cfg.segments)
+            segs = [x[s:s + run_len + cfg.history - 1] for s in starts]
+            tgt = np.concatenate([y[s + cfg.history:s + cfg.history + run_len] for s in starts])
+            loss, grads, st = loss_and_grads(params, segs, tgt, cfg, rng=rng, kernels=be.kernels)
+            if not np.isfinite(loss):
+                raise FloatingPointError("the training loss became non-finite; lower lr")
+            adam.step(params, grads)
+            mom = cfg.bn_momentum
+            for k in RUNNING:
+                running[k] = ((1 - mom) * running[k] + mom * st[k]).astype(np.float32)
+            losses.append(loss)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        model = to_model(params, running, cfg, frame_shape=frame_shape, norm_stats=norm_stats, cell_ids=cell_ids,
+                         metadata=meta)
+        corr, vloss = evaluate(model, xv, yv)
+        val = float(np.mean(corr))
+        state["epoch"] += 1
+        state["seconds"] += time.perf_counter() - t0
+        state["log"].append({"epoch": state["epoch"], "train_loss": float(np.mean(losses)), "val_loss": vloss,
+                             "val_corr": val, "lr": adam.lr, "seconds": time.perf_counter() - t0})
+        if progress:
+            print(f"epoch {state['epoch']}: train loss {np.mean(losses):.4f}, val loss {vloss:.4f}, "
+                  f"val corr {val:.3f}, lr {adam.lr:.1e}", flush=True)
+        if val > state["best_val"]:
+            state.update(best_val=val, best_epoch=state["epoch"], bad=0, lr_bad=0)
+            best = {k: v.copy() for k, v in {**params, **running}.items()}
+        else:
+            state["bad"] += 1
+            state["lr_bad"] += 1
+            if state["lr_bad"] >= cfg.lr_patience and adam.lr > cfg.min_lr:
+                adam.lr = max(adam.lr * cfg.lr_factor, cfg.min_lr)
+                state["lr_bad"] = 0
+        state["lr"] = adam.lr
+        state["rng"] = rng.bit_generator.state
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, cfg, params, running, best, adam, state)
+        done_here += 1
+        if state["bad"] >= cfg.patience:
+            stopped = "early stopping"
+            break
+    else:
+        stopped = "epochs"
+    bp = {k: best[k] for k in PARAMS}
+    br = {k: best[k] for k in RUNNING}
+    meta.update(best_epoch=state["best_epoch"], best_val_corr=state["best_val"])
+    model = to_model(bp, br, cfg, frame_shape=frame_shape, norm_stats=norm_stats, cell_ids=cell_ids, metadata=meta)
+    return TrainResult(model, state["log"], state["best_epoch"], state["best_val"], stopped, state["seconds"])
+

@@ -1,0 +1,109 @@
+"""Training: hand-written gradients against finite differences, folding, a smoke fit, resumption, bad data."""
+
+import numpy as np
+import pytest
+
+from retina.train import TrainConfig, init_params, loss_and_grads, to_model, train
+
+CFG = TrainConfig(channels=(3, 2), kernel_sizes=(4, 3), history=5, batch=12, segments=3, noise=0.0, l2=0.01)
+
+
+def _batch(rng, cfg=CFG, frame=(9, 10), n_cells=2, dtype=np.float64):
+    params, running = init_params(cfg, n_cells, frame, mean_rate=3.0, rng=rng)
+    params = {k: v.astype(dtype) for k, v in params.items()}
+    params["w3"] *= 30  # a readout large enough that every layer matters
+    run = cfg.batch // cfg.segments
+    segs = [rng.standard_normal((run + cfg.history - 1,) + frame).astype(dtype) for _ in range(cfg.segments)]
+    y = rng.poisson(3.0, (cfg.batch, n_cells)).astype(dtype)
+    return params, segs, y
+
+
+def test_gradients_match_finite_differences(rng):
+    params, segs, y = _batch(rng)
+    loss, grads, _ = loss_and_grads(params, segs, y, CFG)
+    assert np.isfinite(loss)
+    for name in ("w1", "g1", "b1", "w2", "g2", "b2", "w3", "b3"):
+        for _ in range(3):
+            idx = tuple(int(rng.integers(0, s)) for s in params[name].shape)
+            h = 1e-5
+            p_plus = {k: v.copy() for k, v in params.items()}
+            p_minus = {k: v.copy() for k, v in params.items()}
+            p_plus[name][idx] += h
+            p_minus[name][idx] -= h
+            fd = (loss_and_grads(p_plus, segs, y, CFG, want_grads=False)[0]
+                  - loss_and_grads(p_minus, segs, y, CFG, want_grads=False)[0]) / (2 * h)
+            assert grads[name][idx] == pytest.approx(fd, rel=1e-4, abs=1e-9), (name, idx)
+
+
+def test_folded_model_equals_the_training_forward_in_eval_mode(rng):
+    params, segs, y = _batch(rng, dtype=np.float32)
+    _, running = init_params(CFG, 2, (9, 10), rng=rng)
+    running = {"m1": rng.standard_normal(running["m1"].shape).astype(np.float32),
+               "v1": rng.uniform(0.5, 2, running["v1"].shape).astype(np.float32),
+               "m2": rng.standard_normal(running["m2"].shape).astype(np.float32),
+               "v2": rng.uniform(0.5, 2, running["v2"].shape).astype(np.float32)}
+    model = to_model(params, running, CFG, frame_shape=(9, 10))
+    seg = segs[0].astype(np.float64)
+    # eval-mode forward written out directly
+    from numpy.lib.stride_tricks import sliding_window_view as swv
+    p = {k: v.astype(np.float64) for k, v in {**params, **running}.items()}
+    c1 = np.einsum("nyxtuv,ctuv->ncyx", swv(seg, p["w1"].shape[1:]), p["w1"])
+    h1 = np.maximum(p["g1"] * (c1 - p["m1"]) / np.sqrt(p["v1"] + CFG.bn_eps) + p["b1"], 0)
+    c2 = np.einsum("nbyxuv,cbuv->ncyx", swv(h1, p["w2"].shape[2:], axis=(2, 3)), p["w2"])
+    h2 = np.maximum(p["g2"] * (c2 - p["m2"]) / np.sqrt(p["v2"] + CFG.bn_eps) + p["b2"], 0)
+    r = np.logaddexp(0, h2.reshape(len(h2), -1) @ p["w3"].T + p["b3"])
+    np.testing.assert_allclose(model.predict(seg, dtype=np.float64), r, rtol=1e-10)
+
+
+def _toy_data(n=1600, frame=(12, 12), seed=0):
+    """A known linear-nonlinear cell as ground truth: the CNN must learn it."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n,) + frame).astype(np.float32)
+    k = np.zeros((5, 4, 4))
+    k[-2, 1:3, 1:3] = 1.0
+    k[-3, 1:3, 1:3] = 0.5
+    drive = np.zeros(n)
+    for t in range(4, n):
+        drive[t] = (x[t - 4:t + 1, 4:8, 4:8] * k).sum()
+    rate = 20 * np.logaddexp(0, drive - 1)
+    y = np.zeros((n, 1), np.float32)
+    y[1:, 0] = rate[:-1]  # bin t + 1 pairs with the window ending at t (deep-retina convention)
+    return x, y
+
+
+SMOKE = dict(channels=(4, 3), kernel_sizes=(5, 3), history=5, epochs=8, epoch_windows=1200, batch=60,
+             segments=6, lr=1e-2, noise=0.0, l2=1e-4, val_fraction=0.2, seed=1)
+
+
+def test_tiny_model_learns_a_known_cell():
+    x, y = _toy_data()
+    res = train(x, y, progress=False, **SMOKE)
+    assert res.best_val_corr > 0.8, res.history
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+
+
+def test_interrupted_training_resumes_to_the_same_model(tmp_path):
+    x, y = _toy_data(900)
+    kw = dict(SMOKE, epochs=3, epoch_windows=300)
+    full = train(x, y, progress=False, **kw)
+    ck = tmp_path / "ck.h5"
+    part = train(x, y, progress=False, checkpoint=ck, max_epochs=1, **kw)
+    assert part.stopped == "max_epochs" and ck.exists()
+    rest = train(x, y, progress=False, checkpoint=ck, **kw)
+    assert [h["epoch"] for h in rest.history] == [1, 2, 3]
+    np.testing.assert_array_equal(rest.model.w1, full.model.w1)
+    assert rest.best_val_corr == full.best_val_corr
+
+
+def test_bad_training_data_is_refused():
+    x, y = _toy_data(300)
+    with pytest.raises(ValueError, match="one row per stimulus frame"):
+        train(x, y[:-1], progress=False, **SMOKE)
+    bad = y.copy()
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        train(x, bad, progress=False, **SMOKE)
+    with pytest.raises(ValueError, match=">= 0"):
+        train(x, -y, progress=False, **SMOKE)
+    with pytest.raises(ValueError, match="multiple of segments"):
+        train(x, y, progress=False, **dict(SMOKE, batch=61))
