@@ -131,8 +131,34 @@ def insilico_minute(scale=1.0, repeat=3, backend="cpu", rate=None):
                        f"{n_frames} frames, {sim.n_cells} cells, {len(sim._pixels)} simulated pixels")
 
 
+def train_epoch(scale=1.0, repeat=1, backend="cpu", rate=None):
+    """One Adam epoch of 30,000 windows (batch 500) on a natural-like movie with the simulator's rates."""
+    from .insilico import InSilicoRetina
+    from .train import TrainConfig, init_params, loss_and_grads, train
+
+    movie = natural_movie(6000, seed=1).movie
+    y = InSilicoRetina().rates(movie).astype(np.float32)
+    x = (movie - movie.mean()) / movie.std()
+    windows = max(int(30000 * scale), 500)
+    cfg = TrainConfig(epochs=1, epoch_windows=windows, batch=500, segments=10, val_fraction=0.1)
+    sec, res = _time(lambda: train(x, y, config=cfg, progress=False), repeat)
+    # reference: one small batch's loss against a plain float64 einsum forward
+    rng = np.random.default_rng(0)
+    params, _ = init_params(cfg, y.shape[1], x.shape[1:], mean_rate=float(y.mean()), rng=rng)
+    segs = [x[s:s + 2 + cfg.history - 1] for s in (100, 2000)]
+    tgt = np.concatenate([y[s + cfg.history:s + cfg.history + 2] for s in (100, 2000)])
+    ref_cfg = TrainConfig(**{**cfg.__dict__, "noise": 0.0})
+    fast = loss_and_grads(params, segs, tgt, ref_cfg, want_grads=False)[0]
+    err = abs(fast - reference.train_loss(params, segs, tgt, ref_cfg)) / abs(reference.train_loss(params, segs,
+                                                                                                   tgt, ref_cfg))
+    macs = 3 * (MAC_L1 + MAC_L2) + 3 * 5408 * y.shape[1]  # forward + two backward products per window
+    frac = windows * 2 * macs / sec / rate if rate else float("nan")
+    return BenchResult("train-epoch", backend, sec * 30000 / windows, "s / epoch", sec, frac, err,
+                       f"{windows} windows, batch 500, {y.shape[1]} cells, val corr {res.best_val_corr:.2f}")
+
+
 WORKLOADS = {"forward-movie": forward_movie, "ig-hidden": ig_hidden, "ig-input": ig_input,
-             "insilico-minute": insilico_minute}
+             "insilico-minute": insilico_minute, "train-epoch": train_epoch}
 
 
 def run_workload(name, *, scale=1.0, repeat=None, backend="cpu", rate=None):

@@ -265,9 +265,79 @@ def attribute(model, stimulus_path, layer, cells, steps, method, pool, dataset, 
                    f"max |delta| {np.abs(attr.delta).max():.2e} -> {output}")
 
 
+def _int_list(text, name):
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=name) from None
+
+
+@main.command()
+@click.argument("data", metavar="DATA.h5", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="model.h5", show_default=True)
+@click.option("--response", type=click.Choice(["firing_rate_10ms", "rate", "binned"]), default="firing_rate_10ms",
+              show_default=True, help="Response dataset to fit ('rate': the simulator's noise-free rate).")
+@click.option("--cells", default=None, help="Comma-separated cell indices (default all).")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Use only the first MINUTES of the training movie.")
+@click.option("--epochs", type=click.IntRange(1), default=40, show_default=True)
+@click.option("--epoch-windows", type=click.IntRange(1), default=30000, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=500, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--l2", type=click.FloatRange(min=0), default=1e-3, show_default=True)
+@click.option("--noise", type=click.FloatRange(min=0), default=0.05, show_default=True)
+@click.option("--channels", default="8,8", show_default=True)
+@click.option("--kernel-sizes", default="15,11", show_default=True)
+@click.option("--history", type=click.IntRange(1), default=40, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint file (default OUTPUT.ckpt); an existing one with the same settings is resumed.")
+@click.option("--backend", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+def train(data, output, response, cells, minutes, epochs, epoch_windows, batch, lr, l2, noise, channels,
+          kernel_sizes, history, seed, checkpoint, backend, quiet):
+    """Fit a CNN to DATA.h5 (deep-retina layout) and write the model to OUTPUT."""
+    from .datasets import load_dataset
+    from .train import TrainConfig, evaluate
+    from .train import train as fit
+
+    _quiet(quiet)
+    cell_idx = _int_list(cells, "--cells") if cells else None
+    try:
+        tr = load_dataset(data, "train", response=response, cells=cell_idx)
+        cfg = TrainConfig(channels=_int_list(channels, "--channels"),
+                          kernel_sizes=_int_list(kernel_sizes, "--kernel-sizes"), history=history, epochs=epochs,
+                          epoch_windows=epoch_windows, batch=batch, segments=10 if batch % 10 == 0 else 1, lr=lr,
+                          l2=l2, noise=noise, seed=seed)
+        x, y = tr.stimulus, tr.rates
+        if minutes is not None:
+            n = int(minutes * 6000)
+            x, y = x[:n], y[:n]
+        ck = checkpoint or output + ".ckpt"
+        t0 = time.time()
+        res = fit(x, y, config=cfg, checkpoint=ck, norm_stats=tr.stats, progress=not quiet, backend=backend)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        _fail(exc)
+    model = res.model
+    model.metadata.update(data=os.path.abspath(data), response=response)
+    model.save(output)
+    if os.path.exists(ck):
+        os.remove(ck)
+    if quiet:
+        return
+    click.echo(f"trained {res.history[-1]['epoch']} epochs ({res.stopped}) in {time.time() - t0:.0f} s; "
+               f"best epoch {res.best_epoch}, validation correlation {res.best_val_corr:.3f} -> {output}")
+    try:
+        te = load_dataset(data, "test", response=response, cells=cell_idx, norm_stats=tr.stats)
+    except ValueError:
+        return
+    corr, _ = evaluate(model, te.stimulus, te.rates)
+    click.echo("test correlation per cell: " + " ".join(f"{c:.2f}" for c in corr) + f"  (mean {corr.mean():.3f})")
+
+
 @main.command()
 @click.option("--workload", "workloads", multiple=True,
-              type=click.Choice(["forward-movie", "ig-hidden", "ig-input", "insilico-minute"]),
+              type=click.Choice(["forward-movie", "ig-hidden", "ig-input", "insilico-minute", "train-epoch"]),
               help="Workloads to run (repeatable); default all.")
 @click.option("--scale", type=click.FloatRange(0.01, 10), default=1.0, show_default=True,
               help="Scale the workload sizes (e.g. 0.1 for a quick look).")

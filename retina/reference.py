@@ -109,3 +109,22 @@ def insilico_rates(sim, movie):
         u[3] = e_m * u[3] - (1 - e_m) * sim._w_inh * amac
         rates[t] = sim.output(u.sum(0))
     return rates
+
+
+def train_loss(params, segments, targets, cfg):
+    """The training-mode Poisson loss (batch-norm batch statistics, no noise) by einsum in float64."""
+    from numpy.lib.stride_tricks import sliding_window_view as swv
+
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    c1 = np.concatenate([np.einsum("nyxtuv,ctuv->ncyx", swv(np.asarray(s, np.float64), p["w1"].shape[1:]),
+                                   p["w1"]) for s in segments])
+
+    def bn(c, g, b):
+        return g * (c - c.mean(0)) / np.sqrt(c.var(0) + cfg.bn_eps) + b
+
+    h1 = np.maximum(bn(c1, p["g1"], p["b1"]), 0)
+    c2 = np.einsum("nbyxuv,cbuv->ncyx", swv(h1, p["w2"].shape[2:], axis=(2, 3)), p["w2"])
+    h2 = np.maximum(bn(c2, p["g2"], p["b2"]), 0)
+    r = np.logaddexp(0, h2.reshape(len(h2), -1) @ p["w3"].T + p["b3"])
+    y = np.asarray(targets, np.float64)
+    return float((r - y * np.log(np.maximum(r, 1e-8))).mean() + cfg.l2 * ((p["w1"] ** 2).sum() + (p["w2"] ** 2).sum()))

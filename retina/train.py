@@ -16,9 +16,9 @@ inference batch norm uses running statistics and folds into the model's
 Mini-batches are ``segments`` runs of consecutive windows at random places in
 the training movie: layer 1 of a run is one FFT correlation over its frames and
 its weight gradient one more, never a window stack.  The gradients use the
-same kernels as the forward pass and attribution (``corr3d_movie_fft``,
-``corr3d_movie_weight_grad_fft``, ``corr2d`` and its adjoint and weight
-gradient); they are checked against finite differences in the tests.
+same kernel module as the forward pass and attribution (``corr3d_movie_fft``,
+``corr3d_movie_weight_grad_fft``, and ``corr2d`` with its adjoint and weight
+gradient, by FFT for large kernels); they are checked against finite differences in the tests.
 
 Targets follow deep-retina: the window of frames ``[i, i + history)`` is
 paired with the rate in bin ``i + history``.
@@ -195,11 +195,11 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, kernels=None, wa
     w1, w2, w3 = params["w1"], params["w2"], params["w3"]
     dt = w1.dtype  # float32 in training; float64 works too (gradient checks)
     c1_n, k = w1.shape[0], w1.shape[1]
-    c1_parts = []
+    c1_parts, spectra, wcache = [], [], {}  # kernel spectrum shared by the runs, movie spectra reused below
     for seg in segments:
         n = seg.shape[0] - k + 1
         out = np.empty((n, c1_n, seg.shape[1] - w1.shape[2] + 1, seg.shape[2] - w1.shape[3] + 1), dt)
-        kern.corr3d_movie_fft(seg, w1, out, chunk=max(n, 1))
+        kern.corr3d_movie_fft(seg, w1, out, chunk=max(n, 1), cache=wcache, spectra=spectra)
         c1_parts.append(out)
     c1 = np.concatenate(c1_parts)
     n_b = c1.shape[0]
@@ -208,7 +208,8 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, kernels=None, wa
         z1 = z1 + dt.type(cfg.noise) * rng.standard_normal(z1.shape).astype(dt)
     h1 = np.maximum(z1, 0).astype(dt)
     c2 = np.empty((n_b,) + params["g2"].shape, dt)
-    kern.corr2d(np.ascontiguousarray(h1), w2, c2)
+    fft2 = w2.shape[2] * w2.shape[3] >= 36  # FFT beats direct loops from about 6x6 kernels
+    (kern.corr2d_fft if fft2 else kern.corr2d)(np.ascontiguousarray(h1), w2, c2)
     z2, bn2 = _bn_forward(c2, params["g2"], params["b2"], cfg.bn_eps)
     if rng is not None and cfg.noise > 0:
         z2 = z2 + dt.type(cfg.noise) * rng.standard_normal(z2.shape).astype(dt)
@@ -229,19 +230,19 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, kernels=None, wa
     dc2, grads["g2"], grads["b2"] = _bn_backward(dh2, params["g2"], bn2)
     dc2 = np.ascontiguousarray(dc2, dt)
     gw2 = np.empty_like(w2)
-    kern.corr2d_weight_grad(np.ascontiguousarray(h1), dc2, gw2)
+    (kern.corr2d_weight_grad_fft if fft2 else kern.corr2d_weight_grad)(np.ascontiguousarray(h1), dc2, gw2)
     grads["w2"] = gw2 + dt.type(2 * cfg.l2) * w2
     dh1 = np.empty_like(h1)
-    kern.corr2d_transpose(dc2, w2, dh1)
+    (kern.corr2d_transpose_fft if fft2 else kern.corr2d_transpose)(dc2, w2, dh1)
     dh1 *= z1 > 0
     dc1, grads["g1"], grads["b1"] = _bn_backward(dh1, params["g1"], bn1)
     dc1 = np.ascontiguousarray(dc1, dt)
     gw1 = np.zeros_like(w1)
     tmp = np.empty_like(w1)
     start = 0
-    for seg, part in zip(segments, c1_parts):
+    for seg, part, spec in zip(segments, c1_parts, spectra):
         n = part.shape[0]
-        kern.corr3d_movie_weight_grad_fft(seg, dc1[start:start + n], tmp)
+        kern.corr3d_movie_weight_grad_fft(seg, dc1[start:start + n], tmp, spectrum=spec)
         gw1 += tmp
         start += n
     grads["w1"] = gw1 + dt.type(2 * cfg.l2) * w1

@@ -99,3 +99,20 @@ def test_simulate_command(tmp_path):
     from retina.datasets import load_dataset
     d = load_dataset(tmp_path / "d" / "whitenoise.h5", "test")
     assert d.repeats.shape == (18, 3, 50)
+
+
+def test_train_command_smoke(tmp_path):
+    from retina.datasets import simulate_dataset
+    from retina.insilico import InSilicoRetina
+
+    data = simulate_dataset(tmp_path / "n.h5", retina=InSilicoRetina(),
+                            train_minutes=0.1, test_clips=1, clip_s=1.0, repeats=2, progress=False)
+    res = CliRunner().invoke(main, ["train", str(data), "-o", str(tmp_path / "m.h5"), "--epochs", "1",
+                                    "--epoch-windows", "40", "--batch", "20", "--channels", "2,2",
+                                    "--cells", "0,9", "-q"])
+    assert res.exit_code == 0, res.output
+    from retina import load_model
+    m = load_model(tmp_path / "m.h5")
+    assert m.n_cells == 2 and m.norm_stats is not None and not (tmp_path / "m.h5.ckpt").exists()
+    bad = CliRunner().invoke(main, ["train", str(tmp_path / "missing.h5"), "-o", str(tmp_path / "x.h5")])
+    assert bad.exit_code != 0 and "no dataset file" in bad.output

@@ -113,3 +113,22 @@ def test_affine_relu_and_dense(rng, dtype):
     d = np.full((7, 3), np.nan, dtype)
     cpu.dense(x, w, d)
     assert relerr(d, x.astype(float) @ w.T.astype(float)) < tol(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES2)
+def test_corr2d_fft_family(rng, dtype, shape):
+    n, ci, h, wd, co, kh, kw = shape
+    x = rng.standard_normal((n, ci, h, wd)).astype(dtype)
+    w = rng.standard_normal((co, ci, kh, kw)).astype(dtype)
+    ref = naive.corr2d(x, w)
+    g = rng.standard_normal(ref.shape).astype(dtype)
+    out = np.full(ref.shape, np.nan, dtype)
+    cpu.corr2d_fft(x, w, out)
+    assert relerr(out, ref) < 5 * tol(dtype)
+    out_t = np.full(x.shape, np.nan, dtype)
+    cpu.corr2d_transpose_fft(g, w, out_t)
+    assert relerr(out_t, naive.corr2d_transpose(g, w, h, wd)) < 5 * tol(dtype)
+    out_w = np.full(w.shape, np.nan, dtype)
+    cpu.corr2d_weight_grad_fft(x, g, out_w)
+    assert relerr(out_w, naive.corr2d_weight_grad(x, g, kh, kw)) < 5 * tol(dtype)

@@ -30,6 +30,9 @@ __all__ = [
     "corr2d",
     "corr2d_transpose",
     "corr2d_weight_grad",
+    "corr2d_fft",
+    "corr2d_transpose_fft",
+    "corr2d_weight_grad_fft",
     "corr3d_movie",
     "corr3d_movie_fft",
     "corr3d_movie_transpose",
@@ -256,7 +259,7 @@ def _fft_shape(t, h, w):
     return (sfft.next_fast_len(t, real=True), h, w)
 
 
-def corr3d_movie_fft(x, w, out, *, chunk=512, workers=None, cache=None):
+def corr3d_movie_fft(x, w, out, *, chunk=512, workers=None, cache=None, spectra=None):
     """``corr3d_movie`` by FFT over (time, y, x), chunked along time.
 
     Circular correlation of a block of length ``L`` equals the valid linear
@@ -264,7 +267,9 @@ def corr3d_movie_fft(x, w, out, *, chunk=512, workers=None, cache=None):
     ``K - 1`` frames and no padding beyond a fast FFT length is needed.
     Cost per frame: ``C + 1`` real 3-D FFTs instead of ``C*K*kh*kw`` MACs per
     output pixel.  ``cache`` (a dict owned by the caller, keyed by FFT shape)
-    keeps the kernel spectra between calls with the same ``w``.
+    keeps the kernel spectra between calls with the same ``w``; ``spectra``
+    (a list) receives the movie's spectrum of each chunk, for reuse by
+    :func:`corr3d_movie_weight_grad_fft`.
     """
     t_n, h, wd = x.shape
     c_n, k_n, kh, kw = w.shape
@@ -279,6 +284,8 @@ def corr3d_movie_fft(x, w, out, *, chunk=512, workers=None, cache=None):
             spec_cache[shape] = np.conj(sfft.rfftn(w, s=shape, axes=(1, 2, 3), workers=workers))
         wspec = spec_cache[shape]
         xs = sfft.rfftn(x[n0:n0 + nb + k_n - 1], s=shape, axes=(0, 1, 2), workers=workers)
+        if spectra is not None:
+            spectra.append(xs)
         prod = wspec * xs[None]
         full = sfft.irfftn(prod, s=shape, axes=(1, 2, 3), workers=workers)
         out[n0:n0 + nb] = full[:, :nb, :ho, :wo].transpose(1, 0, 2, 3)
@@ -299,21 +306,59 @@ def corr3d_movie_transpose_fft(g, w, out, *, workers=None):
     return out
 
 
-def corr3d_movie_weight_grad_fft(x, g, out, *, workers=None):
+def corr3d_movie_weight_grad_fft(x, g, out, *, workers=None, spectrum=None):
     """``corr3d_movie_weight_grad`` by FFT: the correlation of the movie with the window gradients.
 
     ``out[c, tau, u, v] = sum_{n,y,x} x[n+tau, y+u, x+v] g[n, c, y, x]``; with
     the FFT length at least the movie's, the circular correlation has no
-    wrap-around at these lags, so the result is exact.
+    wrap-around at these lags, so the result is exact.  ``spectrum``: the
+    movie's spectrum from :func:`corr3d_movie_fft` (same movie, one chunk).
     """
     t_n, h, wd = x.shape
     c_n, k_n, kh, kw = out.shape
     workers = workers or -1
     shape = _fft_shape(t_n, h, wd)
-    xs = sfft.rfftn(x, s=shape, axes=(0, 1, 2), workers=workers)
+    xs = sfft.rfftn(x, s=shape, axes=(0, 1, 2), workers=workers) if spectrum is None else spectrum
     gs = sfft.rfftn(g.transpose(1, 0, 2, 3), s=shape, axes=(1, 2, 3), workers=workers)
     full = sfft.irfftn(xs[None] * np.conj(gs), s=shape, axes=(1, 2, 3), workers=workers)
     out[:] = full[:, :k_n, :kh, :kw]
+    return out
+
+
+# --------------------------------------------------------------------------
+# layer 2 by 2-D FFT (batched over windows): ~10x fewer FLOPs than direct for 11x11 kernels
+# --------------------------------------------------------------------------
+def corr2d_fft(x, w, out, *, workers=None):
+    """``corr2d`` by FFT: x (N, Ci, H, W), w (Co, Ci, kh, kw) -> out (N, Co, Ho, Wo)."""
+    h, wd = x.shape[2], x.shape[3]
+    ho, wo = out.shape[2], out.shape[3]
+    workers = workers or -1
+    xs = sfft.rfft2(x, s=(h, wd), workers=workers)
+    ws = np.conj(sfft.rfft2(w, s=(h, wd), workers=workers))
+    full = sfft.irfft2(np.einsum("nchw,dchw->ndhw", xs, ws), s=(h, wd), workers=workers)
+    out[:] = full[:, :, :ho, :wo]
+    return out
+
+
+def corr2d_transpose_fft(g, w, out, *, workers=None):
+    """``corr2d_transpose`` by FFT: g (N, Co, Ho, Wo), w (Co, Ci, kh, kw) -> out (N, Ci, H, W)."""
+    h, wd = out.shape[2], out.shape[3]
+    workers = workers or -1
+    gs = sfft.rfft2(g, s=(h, wd), workers=workers)
+    ws = sfft.rfft2(w, s=(h, wd), workers=workers)
+    out[:] = sfft.irfft2(np.einsum("ndhw,dchw->nchw", gs, ws), s=(h, wd), workers=workers)
+    return out
+
+
+def corr2d_weight_grad_fft(x, g, out, *, workers=None):
+    """``corr2d_weight_grad`` by FFT: x (N, Ci, H, W), g (N, Co, Ho, Wo) -> out (Co, Ci, kh, kw)."""
+    h, wd = x.shape[2], x.shape[3]
+    kh, kw = out.shape[2], out.shape[3]
+    workers = workers or -1
+    xs = sfft.rfft2(x, s=(h, wd), workers=workers)
+    gs = np.conj(sfft.rfft2(g, s=(h, wd), workers=workers))
+    full = sfft.irfft2(np.einsum("nchw,ndhw->dchw", xs, gs), s=(h, wd), workers=workers)
+    out[:] = full[:, :, :kh, :kw]
     return out
 
 
