@@ -1,11 +1,16 @@
-"""retina: from deep-network models of the retina to mechanistic explanations.
+"""retina: deep-network models of the retina, attributed and reduced to mechanisms.
 
-Numba (CPU) and CuPy (GPU) kernels for the McIntosh et al. (2016) CNN,
-path-integrated gradients and model reduction after Tanaka et al. (2019).
+Tanaka, Nayebi, Maheswaranathan, McIntosh, Baccus & Ganguli (NeurIPS 2019) with
+compiled kernels (Numba on the CPU, CuPy on the GPU) and a numpy-level API.
 """
 
+from . import measures, phenomena, stimuli
 from ._version import __version__
+from .attribution import Attribution, attribute
+from .insilico import InSilicoParams, InSilicoRetina
 from .io import load_model, save_model
 from .model import RetinaCNN
+from .reduction import ReducedModel, reduce
 
-__all__ = ["RetinaCNN", "__version__", "load_model", "save_model"]
+__all__ = ["RetinaCNN", "load_model", "save_model", "attribute", "Attribution", "reduce", "ReducedModel",
+           "InSilicoRetina", "InSilicoParams", "stimuli", "measures", "phenomena", "__version__"]

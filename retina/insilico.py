@@ -42,13 +42,17 @@ import scipy.ndimage as ndi
 from ._validate import as_float_array, check_int
 
 __all__ = ["BipolarParams", "GanglionParams", "InSilicoParams", "InSilicoRetina", "Cell", "PATHWAYS",
-           "LESIONS"]
+           "LESIONS", "ROW"]
 
 DT = 0.01
 """Frame duration in seconds."""
 
 PATHWAYS = ("OFF", "ONf", "ONs")
 """Bipolar pathway names, in the order of every pathway axis."""
+
+ROW = tuple((25.0, float(x)) for x in range(15, 36))
+"""A dense row of cell positions (y = 25, x = 15..35): the population readout of the bar
+protocols of ``insilico.md`` section 2 (``InSilicoRetina(positions=ROW)``)."""
 
 LESIONS = ("OFF", "ONf", "ONs", "A1", "depression", "linear")
 """Lesions :meth:`InSilicoParams.lesioned` knows: a pathway, the amacrine, all
@@ -270,6 +274,9 @@ class InSilicoRetina:
         Movie frame size (default 50 x 50).
     block : int
         Frames simulated per kernel call (bounds memory).
+    positions : sequence of (y, x), optional
+        Cell centres (px) replacing the grid mosaic, e.g. a dense row of cells
+        for population readouts; every ganglion type sits at each position.
 
     Examples
     --------
@@ -278,7 +285,7 @@ class InSilicoRetina:
     >>> rates = sim.rates(stimuli.flash(-1.0).movie)     # (T, 18) in Hz
     """
 
-    def __init__(self, params=None, *, lesion=None, frame_shape=(50, 50), block=1000):
+    def __init__(self, params=None, *, lesion=None, frame_shape=(50, 50), block=1000, positions=None):
         if params is None:
             params = InSilicoParams.default()
         elif isinstance(params, dict):
@@ -294,6 +301,11 @@ class InSilicoRetina:
         self.lesion = tuple([lesion] if isinstance(lesion, str) else (lesion or ()))
         self.frame_shape = tuple(check_int("frame_shape[i]", v, minimum=1) for v in frame_shape)
         self.block = check_int("block", block, minimum=1)
+        if positions is None:
+            positions = [(float(y), float(x)) for y in params.mosaic for x in params.mosaic]
+        self.positions = [(float(y), float(x)) for y, x in positions]
+        if not self.positions:
+            raise ValueError("positions must list at least one (y, x)")
         self._build()
 
     # -------------------------------------------------------------- structure
@@ -302,11 +314,10 @@ class InSilicoRetina:
         h, w = self.frame_shape
         cells = []
         for tname in p.ganglion:
-            for cy in p.mosaic:
-                for cx in p.mosaic:
-                    if not (0 <= cy < h and 0 <= cx < w):
-                        raise ValueError(f"mosaic position ({cy}, {cx}) lies outside the frame {self.frame_shape}")
-                    cells.append(Cell(len(cells), tname, float(cy), float(cx)))
+            for cy, cx in self.positions:
+                if not (0 <= cy < h and 0 <= cx < w):
+                    raise ValueError(f"cell position ({cy}, {cx}) lies outside the frame {self.frame_shape}")
+                cells.append(Cell(len(cells), tname, cy, cx))
         self.cells = cells
         centres = [(c.y, c.x) for c in cells]
         wg = _pool_weights(p.sigma_ganglion_px, centres, self.frame_shape, p.truncate)

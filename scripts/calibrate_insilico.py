@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from retina import phenomena as P  # noqa: E402
 from retina import stimuli as S  # noqa: E402
-from retina.insilico import InSilicoParams, InSilicoRetina  # noqa: E402
+from retina.insilico import ROW, InSilicoParams, InSilicoRetina  # noqa: E402
 
 # (path, low, high, log-scale)
 KNOBS = [
@@ -114,23 +114,24 @@ def evaluate(p, *, detail=False):
                            + 0.5 * hinge(m["lat_com_delta_noA1"] / 5)
                            + 0.5 * hinge((abs(m["lat_delta_linear"]) - 3) / 5))
 
-        a = P.anticipation(sim, flash_positions=())
+        row = InSilicoRetina(p, positions=ROW)  # bar protocols read out a dense row of cells
+        a = P.anticipation(row, flash_positions=())
         offs = [a.measures[f"offset_px_{s:g}"] for s in (0.04, 0.08, 0.16)]
         m.update({f"ant_offset_{s:g}": o_ for s, o_ in zip((0.04, 0.08, 0.16), offs)})
-        al = P.anticipation(InSilicoRetina(p, lesion="linear"), speeds=(0.08,), flash_positions=())
+        al = P.anticipation(InSilicoRetina(p, lesion="linear", positions=ROW), speeds=(0.08,), flash_positions=())
         m["ant_offset_linear_0.08"] = al.measures["offset_px_0.08"]
         v["ant_sign"] = sum(hinge(o_ / 1.0) for o_ in offs)
         v["ant_order"] = hinge((offs[0] - offs[1]) / 0.5) + hinge((offs[1] - offs[2]) / 0.5)
         v["ant_lesion"] = hinge((offs[1] - (m["ant_offset_linear_0.08"] - 1.5)) / 1.0)
 
-        rv = P.reversal(sim)
+        rv = P.reversal(row)
         m["rev_sd"] = rv.measures["latency_sd_ms"]
         m["rev_latency"] = rv.measures["latency_mean_ms"]
         m["rev_min_ratio"] = rv.measures["min_ratio"]
         v["rev_sd"] = hinge((m["rev_sd"] - 20) / 20)
         v["rev_lat"] = hinge((150 - m["rev_latency"]) / 50) + hinge((m["rev_latency"] - 400) / 50)
         v["rev_ratio"] = 2 * hinge((1.5 - m["rev_min_ratio"]) / 1.5)
-        r2 = P.reversal(InSilicoRetina(p, lesion="ONf"))
+        r2 = P.reversal(InSilicoRetina(p, lesion="ONf", positions=ROW))
         m["rev_ratio_noONf"] = r2.measures["mean_ratio"]
         v["rev_lesion"] = hinge((m["rev_ratio_noONf"] - 1.0) / 0.5)
     except (FloatingPointError, ValueError, ZeroDivisionError) as exc:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from retina import phenomena as P
-from retina.insilico import InSilicoRetina
+from retina.insilico import ROW, InSilicoRetina
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,14 @@ def test_latency_lesions(sim, latency):
 
 
 @pytest.fixture(scope="module")
-def anticipation(sim):
-    return P.anticipation(sim, flash_positions=())
+def row(sim):
+    """The bar protocols read out a dense row of cells (insilico.md section 2)."""
+    return InSilicoRetina(sim.params, positions=ROW)
+
+
+@pytest.fixture(scope="module")
+def anticipation(row):
+    return P.anticipation(row, flash_positions=())
 
 
 def test_anticipation_intact_leads(anticipation):
@@ -69,13 +75,14 @@ def test_anticipation_intact_leads(anticipation):
 
 
 def test_anticipation_needs_gain_control(sim, anticipation):
-    lin = P.anticipation(InSilicoRetina(sim.params, lesion="linear"), speeds=(0.08,), flash_positions=())
+    lin = P.anticipation(InSilicoRetina(sim.params, lesion="linear", positions=ROW), speeds=(0.08,),
+                         flash_positions=())
     assert anticipation.measures["offset_px_0.08"] <= lin.measures["offset_px_0.08"] - 1.5
 
 
 @pytest.fixture(scope="module")
-def reversal(sim):
-    return P.reversal(sim)
+def reversal(row):
+    return P.reversal(row)
 
 
 def test_reversal_burst_latency_is_fixed(reversal):
@@ -89,6 +96,6 @@ def test_reversal_burst_exceeds_smooth_motion(reversal):
 
 
 def test_reversal_needs_the_fast_on_pathway(sim, reversal):
-    les = P.reversal(InSilicoRetina(sim.params, lesion="ONf"))
+    les = P.reversal(InSilicoRetina(sim.params, lesion="ONf", positions=ROW))
     assert les.measures["mean_ratio"] < reversal.measures["mean_ratio"]
     assert les.measures["mean_ratio"] <= 1.0

@@ -1,0 +1,225 @@
+"""Channel types and (later) the reduced model of spec section 5.
+
+:func:`channel_filters` gives each layer-1 channel's effective temporal filter
+for full-field stimuli, ``k_c(tau) = sum_{x,y} w1[c, tau, x, y]`` times the sign
+of the channel's scale; :func:`classify_channels` types each channel ON/OFF by
+the sign of its largest tap within the 25 newest frames and fast/slow by time
+to peak (fast <= 110 ms, slow >= 120 ms; ``insilico.md`` section 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["channel_filters", "classify_channels", "prune", "reduce", "ReducedModel"]
+
+FAST_MS, SLOW_MS = 110.0, 120.0
+
+
+def channel_filters(model):
+    """Effective full-field temporal filters ``(C1, history)``; column ``history - 1`` is the newest frame."""
+    w1 = np.asarray(model.w1, np.float64)
+    sign = np.sign(np.asarray(model.scale1, np.float64).reshape(w1.shape[0], -1).mean(1))
+    return w1.sum(axis=(2, 3)) * np.where(sign == 0, 1.0, sign)[:, None]
+
+
+def classify_channels(model, *, recent=25, frame_ms=10.0):
+    """Type every layer-1 channel.
+
+    Returns a list of dicts: ``channel``, ``polarity`` ("ON"/"OFF"),
+    ``ttp_ms`` (time to peak: lag of the largest tap within the ``recent``
+    newest frames, counted to the predicted bin one frame after the window),
+    ``speed`` ("fast", "slow" or "intermediate"), ``type`` (e.g. "OFF-fast"),
+    ``norm`` (filter norm, a rough importance).
+    """
+    k = channel_filters(model)
+    hist = k.shape[1]
+    out = []
+    for c in range(k.shape[0]):
+        taps = k[c, hist - recent:]
+        i = int(np.argmax(np.abs(taps)))
+        lag = recent - i  # frames from the tap to the bin after the window
+        ttp = lag * frame_ms
+        polarity = "ON" if taps[i] > 0 else "OFF"
+        speed = "fast" if ttp <= FAST_MS else ("slow" if ttp >= SLOW_MS else "intermediate")
+        out.append(dict(channel=c, polarity=polarity, ttp_ms=float(ttp), speed=speed,
+                        type=f"{polarity}-{speed}", norm=float(np.linalg.norm(k[c]))))
+    return out
+
+
+# ---------------------------------------------------------------------- the reduced model
+@dataclass
+class ReducedModel:
+    """The important layer-1 channels of a response and the models built from them (spec section 5).
+
+    Attributes
+    ----------
+    channels : list of dict
+        Kept channels, most important first: ``channel``, ``type``, ``polarity``,
+        ``speed``, ``ttp_ms``, ``share`` (of total pooled ``|A|``), ``filter``
+        (effective temporal filter, or space-time filter for row-pooled attributions).
+    kept : ndarray of int
+        Kept channel indices.
+    importance : ndarray (C1,)
+        Pooled ``|A_c|`` summed over the window of interest, per channel.
+    pooled : ndarray
+        The pooled attributions ``(windows, outputs, C1[, W1])`` they were ranked by.
+    pruned : RetinaCNN
+        The full CNN with every other layer-1 channel clamped to its baseline
+        activity: a real model for new stimuli.
+    attribution_sum : ndarray (windows, outputs)
+        ``r(s0) + sum_{c in kept} A_c``.
+    effective_weights : ndarray (windows, outputs, n_kept) or None
+        ``w_c(t) = A_c(t) / dz_c(t)`` (full-field case).
+    response, pruned_response : ndarray (windows, outputs)
+        Full model and pruned network on the stimulus (``pruned_response`` is
+        None when only an attribution was given).
+    fidelity : dict
+        ``corr``/``variance_explained`` of each view against the full response.
+    """
+
+    channels: list
+    kept: np.ndarray
+    importance: np.ndarray
+    pooled: np.ndarray
+    pruned: object
+    attribution_sum: np.ndarray
+    effective_weights: np.ndarray | None
+    response: np.ndarray
+    pruned_response: np.ndarray | None
+    fidelity: dict
+    share: float
+    window: tuple | None = None
+    attribution: object = field(default=None, repr=False)
+
+    def __repr__(self):
+        types = ", ".join(f"{c['channel']}:{c['type']}({c['share']:.0%})" for c in self.channels)
+        fid = ", ".join(f"{k}={v:.3f}" for k, v in self.fidelity.items())
+        return f"ReducedModel([{types}], {fid})"
+
+
+def _fit(reduced, full):
+    r = np.asarray(full, np.float64).ravel()
+    q = np.asarray(reduced, np.float64).ravel()
+    if r.size < 2 or np.ptp(r) == 0:
+        return float("nan"), float("nan")
+    corr = float(np.corrcoef(r, q)[0, 1]) if np.ptp(q) > 0 else 0.0
+    return corr, float(1.0 - np.var(r - q) / np.var(r))
+
+
+def prune(model, keep, *, baseline=0.0):
+    """A copy of ``model`` whose layer-1 channels outside ``keep`` sit at their baseline activity.
+
+    For a constant baseline movie ``b`` a channel's pre-activation is
+    ``scale1 * b * sum(w1[c]) + shift1``; clamping sets ``w1[c] = 0`` and moves
+    that constant into ``shift1``.
+    """
+    from .model import RetinaCNN
+
+    keep = np.atleast_1d(np.asarray(keep, np.int64))
+    c1 = model.w1.shape[0]
+    if keep.size and (keep.min() < 0 or keep.max() >= c1):
+        raise ValueError(f"keep must index the model's {c1} layer-1 channels, got {keep.tolist()}")
+    drop = np.setdiff1d(np.arange(c1), keep)
+    w1 = np.array(model.w1, np.float64)
+    shift1 = np.array(np.broadcast_to(model.shift1, model.shape1), np.float64)
+    scale1 = np.broadcast_to(np.asarray(model.scale1, np.float64), model.shape1)
+    for c in drop:
+        shift1[c] += scale1[c] * float(baseline) * w1[c].sum()
+        w1[c] = 0.0
+    a = dict(model.arrays)
+    a.update(w1=w1, shift1=shift1, scale1=np.array(scale1))
+    meta = dict(model.metadata, pruned_from=model.content_hash(), kept_channels=",".join(map(str, keep)))
+    return RetinaCNN(**a, frame_shape=model.frame_shape, norm_stats=model.norm_stats, cell_ids=model.cell_ids,
+                     metadata=meta)
+
+
+def reduce(model, attribution_or_stimulus, *, share=0.9, window=None, cells=None, n_steps=50, movie=None,
+           progress=False):
+    """Reduce a model's response to its important layer-1 channels.
+
+    Parameters
+    ----------
+    model : RetinaCNN
+    attribution_or_stimulus : Attribution or array (T, H, W) or Stimulus
+        A layer-1 attribution (pooled or not), or a stimulus to attribute
+        (pooled over space for full-field movies, over rows for bars, over
+        space otherwise).
+    share : float in (0, 1]
+        Keep the smallest set of channels carrying this share of the total
+        pooled ``|A|`` over ``window``.
+    window : (start, stop), optional
+        Windows (rows of the attribution) that define importance; default all.
+    cells : passed to :func:`retina.attribute` when a stimulus is given.
+    movie : array, optional
+        The stimulus of a given attribution, to run the pruned network on it.
+
+    Returns
+    -------
+    ReducedModel
+    """
+    from .attribution import Attribution, attribute
+    from .model import RetinaCNN, movie_invariance
+
+    if not isinstance(model, RetinaCNN):
+        raise ValueError(f"model must be a RetinaCNN, got {type(model).__name__}")
+    if not 0 < float(share) <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share!r}")
+    if isinstance(attribution_or_stimulus, Attribution):
+        attr = attribution_or_stimulus
+        if attr.layer != "conv1":
+            raise ValueError(f"the attribution must be to layer 'conv1', got {attr.layer!r}")
+    else:
+        movie = np.asarray(getattr(attribution_or_stimulus, "movie", attribution_or_stimulus), np.float32)
+        inv = movie_invariance(model.check_movie(movie))
+        pool = "rows" if inv == "rows" else "space"
+        attr = attribute(model, movie, layer="conv1", cells=cells, n_steps=n_steps, pool=pool, progress=progress)
+    vals = np.asarray(attr.values, np.float64)
+    if attr.pool is None:
+        vals = vals.sum(axis=(3, 4))
+    elif tuple(attr.pool) == (1,):
+        pass  # (windows, outputs, C, W1)
+    elif tuple(attr.pool) != (1, 2):
+        raise ValueError(f"the attribution must be unpooled or pooled over 'space' or 'rows', got {attr.pool}")
+    n_win = vals.shape[0]
+    lo, hi = (0, n_win) if window is None else (max(int(window[0]), 0), min(int(window[1]), n_win))
+    if hi <= lo:
+        raise ValueError(f"window {window!r} selects no windows of {n_win}")
+    sel = vals[lo:hi]
+    importance = np.abs(sel).sum(axis=tuple(i for i in range(sel.ndim) if i != 2))
+    total = importance.sum()
+    order = np.argsort(-importance)
+    cum = np.cumsum(importance[order]) / (total if total > 0 else 1.0)
+    n_keep = int(np.searchsorted(cum, float(share) - 1e-12) + 1)
+    kept = np.sort(order[:max(n_keep, 1)])
+    types = classify_channels(model)
+    filt = channel_filters(model)
+    w1 = np.asarray(model.w1, np.float64)
+    channels = []
+    for c in order[:max(n_keep, 1)]:
+        d = dict(types[c], share=float(importance[c] / total) if total > 0 else 0.0)
+        d["filter"] = filt[c] if vals.ndim == 3 else w1[c].sum(axis=1)
+        channels.append(d)
+    contrib = vals[:, :, kept]
+    attr_sum = attr.baseline_response + contrib.reshape(n_win, vals.shape[1], -1).sum(axis=2)
+    fidelity = {}
+    fidelity["attribution_sum_corr"], fidelity["attribution_sum_ve"] = _fit(attr_sum, attr.response)
+    base = 0.0
+    if movie is not None and attr.settings.get("baseline") is not None:
+        base = float(attr.settings["baseline"])
+    pruned = prune(model, kept, baseline=base)
+    pruned_resp = None
+    if movie is not None:
+        weights = attr.cell_weights
+        pruned_resp = np.asarray(pruned.predict(movie), np.float64) @ weights.T
+        fidelity["pruned_corr"], fidelity["pruned_ve"] = _fit(pruned_resp, attr.response)
+    eff = None
+    if movie is not None and vals.ndim == 3:
+        z = np.asarray(model.layer1(movie), np.float64) * np.broadcast_to(model.scale1, model.shape1)
+        dz = z.sum(axis=(2, 3))[:, kept]  # baseline zero: z(s0) has no stimulus term
+        with np.errstate(divide="ignore", invalid="ignore"):
+            eff = np.where(np.abs(dz[:, None, :]) > 1e-9, contrib / dz[:, None, :], np.nan)
+    return ReducedModel(channels, kept, importance, vals, pruned, attr_sum, eff, attr.response, pruned_resp,
+                        fidelity, float(share), None if window is None else (lo, hi), attr)

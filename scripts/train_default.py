@@ -1,0 +1,128 @@
+"""Recipe of the bundled default model (retina/data/default.h5).
+
+1. Simulate training data with the calibrated in-silico retina: natural-like
+   movies (default 60 min) and binary white noise (30 min), deep-retina layout.
+2. Train the McIntosh BN-CNN (8@15x15, 8@11x11, 40 frames) on both, z-scored by
+   the natural movie's statistics, Poisson loss on the smoothed spike rates.
+3. Evaluate on held-out natural and white-noise clips (new seeds) against the
+   simulator's noise-free rates, with the Poisson noise ceiling of the repeats;
+   type the layer-1 channels; measure the four phenomena on the CNN and the
+   simulator.  Writes the model, and a report (JSON + Markdown) beside it.
+
+    python scripts/train_default.py --out build/default --minutes 60 --noise-minutes 30
+
+Seeds are fixed; rerunning reproduces the model (up to floating-point
+summation order in threaded kernels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from retina import phenomena as P  # noqa: E402
+from retina.datasets import load_dataset, simulate_dataset  # noqa: E402
+from retina.insilico import InSilicoRetina  # noqa: E402
+from retina.reduction import classify_channels  # noqa: E402
+from retina.train import TrainConfig, evaluate, train  # noqa: E402
+
+
+def noise_ceiling(repeats, rate):
+    """Mean over cells of the correlation of a single Poisson repeat (smoothed) with the true rate."""
+    from retina.datasets import smooth_rate
+
+    one = smooth_rate(repeats[:, 0, :])  # (cells, T)
+    c = [np.corrcoef(one[j], rate[:, j])[0, 1] for j in range(rate.shape[1])]
+    return np.array(c)
+
+
+def phenomena_report(model, sim):
+    out = {}
+    for name in ("osr", "latency", "reversal", "anticipation"):
+        fn = getattr(P, name)
+        kw = {"flash_positions": ()} if name == "anticipation" else {}
+        out[name] = {"simulator": fn(sim, **kw).measures}
+        cells = sim.cells_of("OSR" if name == "osr" else "OFF")
+        if name == "reversal":
+            xs = np.array([sim.cells[i].x for i in cells])
+            cells = cells[(xs >= 15) & (xs <= 35)]
+        out[name]["cnn"] = fn(CNNWithCells(model, sim), cells=cells, **kw).measures
+    return out
+
+
+class CNNWithCells:
+    """A CNN measured in simulator contrast units, knowing the simulator's cell positions."""
+
+    def __init__(self, model, sim):
+        self.model, self.cells, self.frame_shape = model, sim.cells, model.frame_shape
+        self.n_cells = model.n_cells
+        self._mean, self._std = model.norm_stats["mean"], model.norm_stats["std"]
+
+    def rates(self, movie):
+        z = (np.asarray(movie, np.float32) - self._mean) / self._std
+        return self.model.rates(z, pad=(0.0 - self._mean) / self._std)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="build/default")
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--noise-minutes", type=float, default=30.0)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epoch-windows", type=int, default=30000)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--response", default="firing_rate_10ms")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    t_start = time.time()
+    sim = InSilicoRetina()
+    nat = simulate_dataset(os.path.join(args.out, "naturalscene.h5"), "naturalscene", retina=sim,
+                           train_minutes=args.minutes, seed=args.seed)
+    wn = simulate_dataset(os.path.join(args.out, "whitenoise.h5"), "whitenoise", retina=sim,
+                          train_minutes=args.noise_minutes, seed=args.seed + 1)
+    t_sim = time.time() - t_start
+    tr = load_dataset(nat, "train", response=args.response)
+    wtr = load_dataset(wn, "train", response=args.response, norm_stats=tr.stats)
+    # validation: the last 5 % of each stream
+    nv, wv = len(tr.stimulus) // 20, len(wtr.stimulus) // 20
+    xv = np.concatenate([tr.stimulus[-nv:], wtr.stimulus[-wv:]])
+    yv = np.concatenate([tr.rates[-nv:], wtr.rates[-wv:]])
+    xt = np.concatenate([tr.stimulus[:-nv], wtr.stimulus[:-wv]])
+    yt = np.concatenate([tr.rates[:-nv], wtr.rates[:-wv]])
+    del tr.stimulus, wtr.stimulus
+    cfg = TrainConfig(epochs=args.epochs, epoch_windows=args.epoch_windows, lr=args.lr, seed=args.seed)
+    t0 = time.time()
+    res = train(xt, yt, config=cfg, valid=(xv, yv), checkpoint=os.path.join(args.out, "train.ckpt"),
+                norm_stats=tr.stats, cell_ids=[f"{c.type}-{int(c.y)}-{int(c.x)}" for c in sim.cells])
+    t_train = time.time() - t0
+    model = res.model
+    model.metadata.update(recipe="scripts/train_default.py", seed=args.seed, minutes=args.minutes,
+                          noise_minutes=args.noise_minutes, cell_types=json.dumps(sim.cell_types),
+                          cell_positions=json.dumps([[c.y, c.x] for c in sim.cells]))
+    model.save(os.path.join(args.out, "default.h5"))
+    report = {"train_seconds": t_train, "simulate_seconds": t_sim, "epochs": res.history,
+              "best_epoch": res.best_epoch, "best_val_corr": res.best_val_corr}
+    for name, path in (("natural", nat), ("whitenoise", wn)):
+        te = load_dataset(path, "test", response="rate", norm_stats=tr.stats)
+        corr, _ = evaluate(model, te.stimulus, te.true_rate)
+        ceil = noise_ceiling(te.repeats, te.true_rate)
+        report[f"test_{name}"] = {"corr_per_cell": corr.tolist(), "mean_corr": float(corr.mean()),
+                                  "single_repeat_ceiling_per_cell": ceil.tolist()}
+    report["channels"] = classify_channels(model)
+    report["phenomena"] = phenomena_report(model, sim)
+    report["total_seconds"] = time.time() - t_start
+    with open(os.path.join(args.out, "report.json"), "w") as fh:
+        json.dump(report, fh, indent=1, default=float)
+    print(json.dumps({k: v for k, v in report.items() if k != "epochs"}, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
