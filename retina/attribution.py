@@ -274,9 +274,11 @@ def attribute(model, movie, *, layer="conv1", cells=None, n_steps=50, method="mi
 
     result = _run(work_model, xs, x0s, cw, alphas, weights, layer, axes, be, batch, progress, keep_windows)
     values, delta, r1, r0, per_window = result
+    base_setting = 0.0 if baseline is None else (float(baseline) if np.isscalar(baseline) else "movie")
     return Attribution(values=values, delta=delta, response=r1, baseline_response=r0, cell_weights=cw,
                        layer=layer, n_steps=int(n_steps), method=method, pool=axes, path=path,
-                       backend=be.name, dtype=dt.name, history=model.history, per_window=per_window)
+                       backend=be.name, dtype=dt.name, history=model.history, per_window=per_window,
+                       settings={"baseline": base_setting})
 
 
 def _run(model, x, x0, cw, alphas, weights, layer, axes, be, batch, progress, keep_windows):

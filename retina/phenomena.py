@@ -18,7 +18,8 @@ import numpy as np
 from . import measures as M
 from . import stimuli as S
 
-__all__ = ["PhenomenonResult", "osr", "latency", "reversal", "anticipation", "OSR_FREQUENCIES_HZ"]
+__all__ = ["PhenomenonResult", "CNNProbe", "probe", "osr", "latency", "reversal", "anticipation",
+           "OSR_FREQUENCIES_HZ"]
 
 OSR_FREQUENCIES_HZ = (6, 8, 10, 12, 16)
 
@@ -43,6 +44,10 @@ class PhenomenonResult:
         The phenomenon's summary numbers.
     cells : ndarray
         Indices of the analysed cells.
+    reduced : list of ReducedModel
+        Per condition, for CNNs (``explain=True``): important channels, pruned network, fidelity.
+    reduced_measures : list of dict
+        The measure of the pruned network's response, per condition.
     """
 
     name: str
@@ -53,10 +58,109 @@ class PhenomenonResult:
     measures: dict
     cells: np.ndarray
     params: dict = field(default_factory=dict)
+    reduced: list = field(default_factory=list)
+    reduced_measures: list = field(default_factory=list)
+
+    def add(self, condition, response, events, measure):
+        self.conditions.append(condition)
+        self.responses.append(response)
+        self.events.append(events)
+        self.per_condition.append(measure)
+
+    def add_reduced(self, reduced, measure):
+        if reduced is not None:
+            self.reduced.append(reduced)
+            self.reduced_measures.append(measure)
+
+    @property
+    def channel_types(self):
+        """Types of the channels the reductions kept, with their mean share of ``|A|``."""
+        return _summary_types(self.reduced)
 
     def __repr__(self):
         nums = ", ".join(f"{k}={v:.3g}" for k, v in self.measures.items() if isinstance(v, float))
         return f"PhenomenonResult({self.name!r}, {len(self.conditions)} conditions, {nums})"
+
+
+class CNNProbe:
+    """A :class:`retina.RetinaCNN` presented with stimuli in contrast units, aligned with the frames.
+
+    The movie is z-scored with the model's ``norm_stats`` (when it has them;
+    otherwise stimuli are taken in the model's own units) and preceded by
+    ``history - 1`` grey frames, so response row ``t`` belongs to frame ``t``.
+    Cell types and positions come from the model's metadata when it was trained
+    on the simulator (``cell_types``, ``cell_positions``).
+    """
+
+    def __init__(self, model, *, units="auto"):
+        from .insilico import Cell
+
+        self.model = model
+        stats = model.norm_stats if units in ("auto", "contrast") else None
+        if units == "contrast" and not stats:
+            raise ValueError("units='contrast' needs a model with norm_stats")
+        self.mean = float(stats["mean"]) if stats else 0.0
+        self.std = float(stats["std"]) if stats else 1.0
+        self.frame_shape = tuple(model.frame_shape)
+        self.n_cells = model.n_cells
+        meta = model.metadata or {}
+        self.cells = None
+        if "cell_types" in meta and "cell_positions" in meta:
+            import json
+
+            types, pos = json.loads(meta["cell_types"]), json.loads(meta["cell_positions"])
+            if len(types) == model.n_cells:
+                self.cells = [Cell(i, t, float(y), float(x)) for i, (t, (y, x)) in enumerate(zip(types, pos))]
+
+    def cells_of(self, cell_type):
+        if self.cells is None:
+            raise ValueError("the model does not know its cell types")
+        idx = [c.index for c in self.cells if c.type == cell_type]
+        if not idx:
+            raise ValueError(f"no cells of type {cell_type!r}")
+        return np.array(idx)
+
+    @property
+    def grey(self):
+        return (0.0 - self.mean) / self.std
+
+    def padded(self, movie):
+        z = (np.asarray(movie, np.float32) - np.float32(self.mean)) / np.float32(self.std)
+        lead = np.full((self.model.history - 1,) + z.shape[1:], self.grey, np.float32)
+        return np.concatenate([lead, z])
+
+    def rates(self, movie, model=None):
+        return np.asarray((model or self.model).predict(self.padded(movie)))
+
+    def reduce(self, movie, weights, window, *, share=0.9, n_steps=50):
+        """Attribute the weighted cells' response to layer-1 channels (pooled) and reduce it."""
+        from .attribution import attribute
+        from .model import movie_invariance
+        from .reduction import reduce
+
+        x = self.padded(movie)
+        pool = "rows" if movie_invariance(x) == "rows" else "space"
+        attr = attribute(self.model, x, layer="conv1", cells=np.asarray(weights, np.float64), pool=pool,
+                         baseline=self.grey, n_steps=n_steps, progress=False)
+        return reduce(self.model, attr, share=share, window=window, movie=x)
+
+
+def probe(model):
+    """Wrap a RetinaCNN in a :class:`CNNProbe`; anything else with ``rates(movie)`` is used as is."""
+    from .model import RetinaCNN
+
+    return CNNProbe(model) if isinstance(model, RetinaCNN) else model
+
+
+def _mechanism(model, movie, cells, window, share, n_steps, measure):
+    """Attribute and reduce the analysed cells' mean response; measure the pruned network too."""
+    if not isinstance(model, CNNProbe):
+        return None, None
+    weights = np.zeros(model.n_cells)
+    weights[cells] = 1.0 / len(cells)
+    red = model.reduce(movie, weights, window, share=share, n_steps=n_steps)
+    pruned = model.rates(movie, model=red.pruned)[:, cells]
+    return red, measure(pruned)
 
 
 def _rates(model, movie):
@@ -83,107 +187,154 @@ def _frame_shape(model):
     return tuple(getattr(model, "frame_shape", (50, 50)))
 
 
+def _summary_types(reduced):
+    """Channel types carrying the mechanism, across conditions: ``{type: mean share}``."""
+    out = {}
+    for red in reduced:
+        for ch in red.channels:
+            out[ch["type"]] = out.get(ch["type"], 0.0) + ch["share"] / len(reduced)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def osr(model, *, frequencies=OSR_FREQUENCIES_HZ, periods=None, intensity=-1.0, duration=2, n_flashes=10,
-        pre=100, post=100, cells=None, window_ms=450.0):
+        pre=100, post=100, cells=None, window_ms=450.0, explain=True, share=0.9, n_steps=50):
     """Omitted stimulus response: flash trains at several periods, then one flash omitted.
 
     ``periods`` (frames) overrides ``frequencies`` (Hz).  Measures: per-train
     ``osr`` measures, and over trains the slope of peak time after the last
     flash vs period (``slope``, target about 1), the mean latency after the
-    omitted flash, and the smallest OSR / last-flash ratio.
+    omitted flash, and the smallest OSR / last-flash ratio.  For a CNN with
+    ``explain``, each train's response in ``[omission, omission + window_ms)``
+    is attributed to layer-1 channels (pooled over space) and reduced
+    (``result.reduced``), and the pruned network is measured too.
     """
+    model = probe(model)
     if periods is None:
         periods = [S.period_frames(f) for f in frequencies]
     cells = _cells(model, cells, "OSR")
-    conds, resp, events, per = [], [], [], []
+    res = PhenomenonResult("osr", [], [], [], [], {}, cells,
+                           dict(intensity=intensity, duration=duration, n_flashes=n_flashes))
     for p in periods:
         st = S.flash_train(n_flashes, int(p), intensity=intensity, duration=duration, pre=pre, post=post,
                            frame_shape=_frame_shape(model))
         r = _rates(model, st.movie)[:, cells]
-        m = M.osr(r, st.events["flash_frames"], st.events["omitted_frame"], window_ms=window_ms)
-        conds.append(dict(period=int(p), intensity=intensity))
-        resp.append(r)
-        events.append(st.events)
-        per.append(m)
+
+        def measure(resp, st=st):
+            return M.osr(resp, st.events["flash_frames"], st.events["omitted_frame"], window_ms=window_ms)
+
+        res.add(dict(period=int(p), intensity=intensity), r, st.events, measure(r))
+        if explain:
+            om = int(st.events["omitted_frame"])
+            red, m = _mechanism(model, st.movie, cells, (om, om + int(window_ms / 10)), share, n_steps, measure)
+            res.add_reduced(red, m)
+    per = res.per_condition
     fit = M.osr_slope([m["period_ms"] for m in per], [m["peak_after_last_ms"] for m in per])
-    summary = dict(fit, min_ratio=float(min(m["ratio"] for m in per)),
-                   latency_after_omitted_ms=float(np.mean([m["peak_after_omitted_ms"] for m in per])),
-                   osr_peak_mean=float(np.mean([m["osr_peak"] for m in per])))
-    return PhenomenonResult("osr", conds, resp, events, per, summary, cells,
-                            dict(intensity=intensity, duration=duration, n_flashes=n_flashes))
+    res.measures = dict(fit, min_ratio=float(min(m["ratio"] for m in per)),
+                        latency_after_omitted_ms=float(np.mean([m["peak_after_omitted_ms"] for m in per])),
+                        osr_peak_mean=float(np.mean([m["osr_peak"] for m in per])))
+    if res.reduced_measures:
+        rm = res.reduced_measures
+        res.measures.update(reduced_osr_peak_mean=float(np.mean([m["osr_peak"] for m in rm])),
+                            reduced_latency_after_omitted_ms=float(np.mean([m["peak_after_omitted_ms"]
+                                                                            for m in rm])))
+    return res
 
 
 def latency(model, *, intensities=(-0.1, -0.2, -0.35, -0.5, -0.75, -1.0), duration=2, delay=50, post=60,
-            cells=None, window_ms=150.0):
+            cells=None, window_ms=150.0, explain=True, share=0.9, n_steps=50):
     """Latency coding: single full-field flashes of growing strength.
 
     Measures: per flash ``latency`` (peak and centre of mass); over flashes the
     ``latency_trend`` of each (``peak_delta_ms`` = weakest minus strongest, ...).
+    With ``explain`` (CNN), each flash response in ``[flash, flash + window_ms)``
+    is attributed and reduced.
     """
+    model = probe(model)
     cells = _cells(model, cells, "OFF")
-    conds, resp, events, per = [], [], [], []
+    res = PhenomenonResult("latency", [], [], [], [], {}, cells, dict(duration=duration, window_ms=window_ms))
     for c in intensities:
         st = S.flash(float(c), duration=duration, delay=delay, post=post, frame_shape=_frame_shape(model))
         r = _rates(model, st.movie)[:, cells]
-        per.append(M.latency(r, delay, window_ms=window_ms))
-        conds.append(dict(intensity=float(c)))
-        resp.append(r)
-        events.append(st.events)
-    pk = M.latency_trend(intensities, [m["peak_ms"] for m in per])
-    com = M.latency_trend(intensities, [m["com_ms"] for m in per])
-    summary = {f"peak_{k}": v for k, v in pk.items()}
-    summary.update({f"com_{k}": v for k, v in com.items()})
-    return PhenomenonResult("latency", conds, resp, events, per, summary, cells,
-                            dict(duration=duration, window_ms=window_ms))
+
+        def measure(resp):
+            return M.latency(resp, delay, window_ms=window_ms)
+
+        res.add(dict(intensity=float(c)), r, st.events, measure(r))
+        if explain:
+            red, m = _mechanism(model, st.movie, cells, (delay, delay + int(window_ms / 10)), share, n_steps,
+                                measure)
+            res.add_reduced(red, m)
+    pk = M.latency_trend(intensities, [m["peak_ms"] for m in res.per_condition])
+    com = M.latency_trend(intensities, [m["com_ms"] for m in res.per_condition])
+    res.measures = {f"peak_{k}": v for k, v in pk.items()}
+    res.measures.update({f"com_{k}": v for k, v in com.items()})
+    if res.reduced_measures:
+        res.measures["reduced_peak_delta_ms"] = M.latency_trend(
+            intensities, [m["peak_ms"] for m in res.reduced_measures])["delta_ms"]
+    return res
 
 
 def reversal(model, *, flips=(21, 23, 25, 27, 29), speed=0.14, width=2.0, intensity=-1.0, start=2.0, post=50,
-             cells=None, population_x=(15, 35)):
+             cells=None, population_x=(15, 35), explain=True, share=0.9, n_steps=50):
     """Motion reversal: a dark bar moves right from ``start`` and reverses at each of ``flips`` (px).
 
     The population response (mean over the analysed cells whose centre x lies
     in ``population_x``, when the model knows its cells' positions) is aligned
     on the reversal.  Measures: per flip ``reversal``; over flips the burst
-    latency mean and s.d., and the smallest burst / smooth-motion ratio.
+    latency mean and s.d., and the smallest burst / smooth-motion ratio.  With
+    ``explain`` (CNN), the burst window (reversal + 150..400 ms) is attributed
+    (pooled over rows: channel x position maps) and reduced.
     """
+    model = probe(model)
     cells = _cells(model, cells, "OFF")
-    if hasattr(model, "cells"):
+    if getattr(model, "cells", None) is not None:
         xs = np.array([model.cells[i].x for i in cells])
         keep = (xs >= population_x[0]) & (xs <= population_x[1])
         if keep.any():
             cells = cells[keep]
-    conds, resp, events, per = [], [], [], []
+    res = PhenomenonResult("reversal", [], [], [], [], {}, cells,
+                           dict(speed=speed, width=width, intensity=intensity, start=start))
     for x in flips:
         st = S.moving_bar(speed, width=width, intensity=intensity, start=start, reverse_at=float(x), post=post,
                           frame_shape=_frame_shape(model))
         r = _rates(model, st.movie)[:, cells]
-        per.append(M.reversal(r, st.events["reversal_frame"]))
-        conds.append(dict(reverse_at=float(x), speed=speed))
-        resp.append(r)
-        events.append(st.events)
-    summary = M.reversal_spread([m["latency_ms"] for m in per])
-    summary.update(min_ratio=float(min(m["ratio"] for m in per)),
-                   mean_ratio=float(np.mean([m["ratio"] for m in per])))
-    return PhenomenonResult("reversal", conds, resp, events, per, summary, cells,
-                            dict(speed=speed, width=width, intensity=intensity, start=start))
+
+        def measure(resp, st=st):
+            return M.reversal(resp, st.events["reversal_frame"])
+
+        res.add(dict(reverse_at=float(x), speed=speed), r, st.events, measure(r))
+        if explain:
+            rev = int(st.events["reversal_frame"])
+            red, m = _mechanism(model, st.movie, cells, (rev + 15, rev + 40), share, n_steps, measure)
+            res.add_reduced(red, m)
+    per = res.per_condition
+    res.measures = M.reversal_spread([m["latency_ms"] for m in per])
+    res.measures.update(min_ratio=float(min(m["ratio"] for m in per)),
+                        mean_ratio=float(np.mean([m["ratio"] for m in per])))
+    if res.reduced_measures:
+        res.measures["reduced_mean_ratio"] = float(np.mean([m["ratio"] for m in res.reduced_measures]))
+    return res
 
 
 def anticipation(model, *, speeds=(0.04, 0.08, 0.16), width=2.0, intensity=-1.0, cells=None,
-                 flash_positions=None, flash_duration=2):
+                 flash_positions=None, flash_duration=2, explain=True, share=0.9, n_steps=50):
     """Motion anticipation: bars moving at several speeds, against flashed bars as the reference.
 
     For each analysed cell the reference position is its receptive-field
     centre when the model knows it (``model.cells[i].x``), else the peak of its
     flashed-bar response profile.  Measures: per speed the mean ``offset_px``
     (negative = the cell peaks before the bar centre arrives) and ``lead_um``
-    against the flashed-bar peak; summary ``offset_<speed>`` and
-    ``lead_um_<speed>``.
+    against the flashed-bar peak; summary ``offset_px_<speed>`` and
+    ``lead_um_<speed>``.  With ``explain`` (CNN), 400 ms around the mean
+    response peak are attributed (rows pooled) and reduced.
     """
+    model = probe(model)
     cells = _cells(model, cells, "OFF")
     fs = _frame_shape(model)
     if flash_positions is None:
         flash_positions = np.arange(0, fs[1], 1.0)
-    rf_x = np.array([model.cells[i].x for i in cells]) if hasattr(model, "cells") else None
+    known = getattr(model, "cells", None) is not None
+    rf_x = np.array([model.cells[i].x for i in cells]) if known else None
     if len(flash_positions) == 0 and rf_x is None:
         raise ValueError("flash_positions must not be empty for a model that does not know its cells' positions")
     peaks = []
@@ -196,21 +347,27 @@ def anticipation(model, *, speeds=(0.04, 0.08, 0.16), width=2.0, intensity=-1.0,
                if len(flash_positions) else rf_x)
     if rf_x is None:
         rf_x = flash_x
-    conds, resp, events, per = [], [], [], []
-    summary = {}
+    res = PhenomenonResult("anticipation", [], [], [], [], {}, cells,
+                           dict(width=width, intensity=intensity, flash_x=flash_x.tolist(), rf_x=rf_x.tolist()))
+
+    def measure(resp, st):
+        offs = [M.anticipation(resp[:, j], st.events["center"], rf_x[j]) for j in range(len(cells))]
+        leads = [M.anticipation(resp[:, j], st.events["center"], flash_x[j]) for j in range(len(cells))]
+        return {"offset_px": float(np.mean([o["offset_px"] for o in offs])),
+                "lead_um": float(np.mean([o["lead_um"] for o in leads]))}
+
     for v in speeds:
         st = S.moving_bar(v, width=width, intensity=intensity, frame_shape=fs)
         r = _rates(model, st.movie)[:, cells]
-        offs = [M.anticipation(r[:, j], st.events["center"], rf_x[j]) for j in range(len(cells))]
-        leads = [M.anticipation(r[:, j], st.events["center"], flash_x[j]) for j in range(len(cells))]
-        m = {"offset_px": float(np.mean([o["offset_px"] for o in offs])),
-             "lead_um": float(np.mean([o["lead_um"] for o in leads])), "speed": float(v)}
-        per.append(m)
-        summary[f"offset_px_{v:g}"] = m["offset_px"]
-        summary[f"lead_um_{v:g}"] = m["lead_um"]
-        conds.append(dict(speed=float(v)))
-        resp.append(r)
-        events.append(st.events)
-    return PhenomenonResult("anticipation", conds, resp, events, per, summary, cells,
-                            dict(width=width, intensity=intensity, flash_x=flash_x.tolist(),
-                                 rf_x=rf_x.tolist()))
+        m = dict(measure(r, st), speed=float(v))
+        res.add(dict(speed=float(v)), r, st.events, m)
+        res.measures[f"offset_px_{v:g}"] = m["offset_px"]
+        res.measures[f"lead_um_{v:g}"] = m["lead_um"]
+        if explain:
+            t_pk = int(np.nanargmax(r.mean(1)))
+            red, rm = _mechanism(model, st.movie, cells, (max(t_pk - 30, 0), t_pk + 10), share, n_steps,
+                                 lambda resp, st=st: measure(resp, st))
+            res.add_reduced(red, rm)
+            if rm is not None:
+                res.measures[f"reduced_offset_px_{v:g}"] = rm["offset_px"]
+    return res

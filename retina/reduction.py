@@ -206,9 +206,9 @@ def reduce(model, attribution_or_stimulus, *, share=0.9, window=None, cells=None
     attr_sum = attr.baseline_response + contrib.reshape(n_win, vals.shape[1], -1).sum(axis=2)
     fidelity = {}
     fidelity["attribution_sum_corr"], fidelity["attribution_sum_ve"] = _fit(attr_sum, attr.response)
-    base = 0.0
-    if movie is not None and attr.settings.get("baseline") is not None:
-        base = float(attr.settings["baseline"])
+    base = attr.settings.get("baseline", 0.0)
+    if not isinstance(base, (int, float)):
+        raise ValueError("reduce() needs an attribution with a constant (grey) baseline")
     pruned = prune(model, kept, baseline=base)
     pruned_resp = None
     if movie is not None:
@@ -217,8 +217,10 @@ def reduce(model, attribution_or_stimulus, *, share=0.9, window=None, cells=None
         fidelity["pruned_corr"], fidelity["pruned_ve"] = _fit(pruned_resp, attr.response)
     eff = None
     if movie is not None and vals.ndim == 3:
-        z = np.asarray(model.layer1(movie), np.float64) * np.broadcast_to(model.scale1, model.shape1)
-        dz = z.sum(axis=(2, 3))[:, kept]  # baseline zero: z(s0) has no stimulus term
+        scale = np.broadcast_to(np.asarray(model.scale1, np.float64), model.shape1)
+        z = np.asarray(model.layer1(movie), np.float64) * scale
+        z0 = float(base) * w1[kept].sum(axis=(1, 2, 3)) * scale[kept].sum(axis=(1, 2))  # grey baseline
+        dz = z.sum(axis=(2, 3))[:, kept] - z0[None]  # pooled change of the kept channels' pre-activation
         with np.errstate(divide="ignore", invalid="ignore"):
             eff = np.where(np.abs(dz[:, None, :]) > 1e-9, contrib / dz[:, None, :], np.nan)
     return ReducedModel(channels, kept, importance, vals, pruned, attr_sum, eff, attr.response, pruned_resp,
