@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 import click
 import numpy as np
@@ -333,6 +334,46 @@ def train(data, output, response, cells, minutes, epochs, epoch_windows, batch, 
         return
     corr, _ = evaluate(model, te.stimulus, te.rates)
     click.echo("test correlation per cell: " + " ".join(f"{c:.2f}" for c in corr) + f"  (mean {corr.mean():.3f})")
+
+
+@main.command()
+@click.argument("model", default="default")
+@click.option("-o", "--output", type=click.Path(file_okay=False), default="results", show_default=True,
+              help="Directory for results.h5, one PNG per phenomenon and summary.txt.")
+@click.option("--phenomenon", "names", multiple=True,
+              type=click.Choice(["osr", "latency", "reversal", "anticipation"]),
+              help="Phenomena to run (repeatable); default all four.")
+@click.option("--steps", type=click.IntRange(1), default=50, show_default=True, help="Integrated-gradient steps.")
+@click.option("--share", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
+              help="Share of pooled |attribution| the kept channels must carry.")
+@click.option("--params", "params_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Simulator parameters for the ground truth (default: the calibrated set).")
+@click.option("--no-truth", is_flag=True, help="Skip the comparison with the in-silico retina.")
+@click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
+@click.option("-q", "--quiet", is_flag=True)
+def explain(model, output, names, steps, share, params_path, no_truth, no_figures, quiet):
+    """Explain MODEL's OSR, latency coding, motion reversal and anticipation (default: the bundled model).
+
+    Attributes each phenomenon to layer-1 channels, reduces the model to the
+    important ones, and compares the result with the simulator's known circuit.
+    """
+    from .explain import PHENOMENA
+    from .explain import explain as run
+    from .insilico import InSilicoRetina
+
+    _quiet(quiet)
+    try:
+        net = _load_model(model, 0, 5)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    t0 = time.time()
+    report = run(net, output, sim=InSilicoRetina(params_path), phenomena=names or PHENOMENA, n_steps=steps,
+                 share=share, figures=not no_figures, progress=not quiet, truth=not no_truth)
+    if not quiet:
+        click.echo((Path(output) / "summary.txt").read_text())
+        click.echo(f"wrote {output}/ (results.h5, summary.txt{', figures' if not no_figures else ''}) in "
+                   f"{time.time() - t0:.0f} s")
+    return report
 
 
 @main.command()

@@ -56,6 +56,9 @@ def atomic_h5(path, **kwargs):
             yield f
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide results from collaborators
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

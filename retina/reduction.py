@@ -78,6 +78,10 @@ class ReducedModel:
         None when only an attribution was given).
     fidelity : dict
         ``corr``/``variance_explained`` of each view against the full response.
+    window : (start, stop)
+        The windows that defined importance.
+    types : list of dict
+        :func:`classify_channels` of every layer-1 channel of the full model.
     """
 
     channels: list
@@ -92,6 +96,7 @@ class ReducedModel:
     fidelity: dict
     share: float
     window: tuple | None = None
+    types: list = field(default_factory=list)
     attribution: object = field(default=None, repr=False)
 
     def __repr__(self):
@@ -224,4 +229,4 @@ def reduce(model, attribution_or_stimulus, *, share=0.9, window=None, cells=None
         with np.errstate(divide="ignore", invalid="ignore"):
             eff = np.where(np.abs(dz[:, None, :]) > 1e-9, contrib / dz[:, None, :], np.nan)
     return ReducedModel(channels, kept, importance, vals, pruned, attr_sum, eff, attr.response, pruned_resp,
-                        fidelity, float(share), None if window is None else (lo, hi), attr)
+                        fidelity, float(share), (lo, hi), types, attr)

@@ -1,0 +1,95 @@
+"""Figures in the paper's style (optional extra ``plot``: matplotlib).
+
+:func:`phenomenon_figure` draws one phenomenon: the full and reduced responses,
+the pooled layer-1 attribution (channel x time for full-field stimuli; channel
+x position x time for bars), the important channels' filters and the share of
+each channel type.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["phenomenon_figure"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def phenomenon_figure(result, path=None, *, reference=None):
+    """Draw a :class:`retina.phenomena.PhenomenonResult`; save to ``path`` (PNG) when given.
+
+    ``reference`` picks the condition whose attribution is shown (default the
+    middle one).  Returns the matplotlib figure.
+    """
+    plt = _plt()
+    n = len(result.conditions)
+    ref = n // 2 if reference is None else int(reference)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    t_ms = np.arange(len(result.responses[ref])) * 10.0
+    ax = axes[0, 0]
+    cmap = plt.get_cmap("viridis")
+    for i, (cond, r) in enumerate(zip(result.conditions, result.responses)):
+        label = ", ".join(f"{k}={v:g}" for k, v in cond.items() if isinstance(v, (int, float)))
+        ax.plot(np.arange(len(r)) * 10.0, r.mean(1), color=cmap(i / max(n - 1, 1)), lw=1.2, label=label)
+        if i < len(result.reduced) and result.reduced[i].pruned_response is not None:
+            pr = result.reduced[i].pruned_response[:, 0]
+            ax.plot(np.arange(len(pr)) * 10.0, pr, color=cmap(i / max(n - 1, 1)), lw=1, ls="--")
+    ax.set(xlabel="time (ms)", ylabel="rate (Hz)", title=f"{result.name}: full (solid) and reduced (dashed)")
+    ax.legend(fontsize=7, loc="upper left")
+    if result.reduced:
+        red = result.reduced[min(ref, len(result.reduced) - 1)]
+        vals = red.pooled[:, 0]
+        ax = axes[0, 1]
+        if vals.ndim == 2:  # (windows, C): channel x time heat map
+            lim = np.abs(vals).max() or 1.0
+            im = ax.imshow(vals.T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                           extent=(0, len(vals) * 10.0, vals.shape[1] - 0.5, -0.5), interpolation="nearest")
+            ax.set(xlabel="time (ms)", ylabel="layer-1 channel",
+                   yticks=range(vals.shape[1]),
+                   yticklabels=[f"{c} {red.types[c]['type']}" for c in range(vals.shape[1])])
+        else:  # (windows, C, X): position x time for the most important channel
+            c = int(red.kept[np.argmax(red.importance[red.kept])])
+            m = vals[:, c]
+            lim = np.abs(m).max() or 1.0
+            im = ax.imshow(m.T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                           extent=(0, len(m) * 10.0, m.shape[1] - 0.5, -0.5), interpolation="nearest")
+            ax.set(xlabel="time (ms)", ylabel="position (px)")
+        lo, hi = red.window
+        ax.axvspan(lo * 10.0, hi * 10.0, color="k", alpha=0.08)
+        ax.set_title("pooled layer-1 attribution (shaded: window of interest)")
+        fig.colorbar(im, ax=ax, label="attribution (Hz)")
+        ax = axes[1, 0]
+        for ch in red.channels:
+            f = np.asarray(ch["filter"])
+            if f.ndim == 1:
+                lag = (len(f) - np.arange(len(f))) * 10.0
+                ax.plot(lag, f, label=f"{ch['channel']} {ch['type']} ({ch['share']:.0%})")
+            else:
+                ax.plot((f.shape[0] - np.arange(f.shape[0])) * 10.0, f.sum(1),
+                        label=f"{ch['channel']} {ch['type']} ({ch['share']:.0%})")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set(xlabel="lag (ms)", ylabel="filter (a.u.)", title="important channels' temporal filters")
+        ax.invert_xaxis()
+        ax.legend(fontsize=7)
+        ax = axes[1, 1]
+        types = result.channel_types
+        ax.bar(range(len(types)), list(types.values()), color="0.4")
+        ax.set_xticks(range(len(types)), list(types.keys()), rotation=30)
+        fid = np.nanmean([r.fidelity.get("pruned_corr", np.nan) for r in result.reduced])
+        ax.set(ylabel="mean share of |A| (kept channels)", title=f"channel types; pruned-model corr {fid:.3f}")
+    else:
+        for ax in axes.ravel()[1:]:
+            ax.axis("off")
+    meas = ", ".join(f"{k}={v:.3g}" for k, v in list(result.measures.items())[:4] if isinstance(v, float))
+    fig.suptitle(f"{result.name}: {meas}", fontsize=10)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
