@@ -32,7 +32,6 @@ def phenomenon_figure(result, path=None, *, reference=None):
     n = len(result.conditions)
     ref = n // 2 if reference is None else int(reference)
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
-    t_ms = np.arange(len(result.responses[ref])) * 10.0
     ax = axes[0, 0]
     cmap = plt.get_cmap("viridis")
     for i, (cond, r) in enumerate(zip(result.conditions, result.responses)):

@@ -82,7 +82,7 @@ def hinge(x):
     return float(max(0.0, x)) if np.isfinite(x) else 5.0
 
 
-def evaluate(p, *, detail=False):
+def evaluate(p):
     """Score (0 = every test passes) and the measures behind it."""
     m = {}
     v = {}
@@ -137,7 +137,7 @@ def evaluate(p, *, detail=False):
     except (FloatingPointError, ValueError, ZeroDivisionError) as exc:
         return 1e3, {"error": str(exc)}, {}
     score = float(sum(v.values()))
-    return (score, m, v) if detail else (score, m, v)
+    return score, m, v
 
 
 def scale_rates(p, seconds=60, seed=123):

@@ -5,7 +5,6 @@ CNNs later.  The parameters are the shipped calibration
 (retina/data/insilico.json, written by scripts/calibrate_insilico.py).
 """
 
-import numpy as np
 import pytest
 
 from retina import phenomena as P
