@@ -84,10 +84,11 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     t_start = time.time()
     sim = InSilicoRetina()
-    nat = simulate_dataset(os.path.join(args.out, "naturalscene.h5"), "naturalscene", retina=sim,
-                           train_minutes=args.minutes, seed=args.seed)
-    wn = simulate_dataset(os.path.join(args.out, "whitenoise.h5"), "whitenoise", retina=sim,
-                          train_minutes=args.noise_minutes, seed=args.seed + 1)
+    nat, wn = (os.path.join(args.out, f"{k}.h5") for k in ("naturalscene", "whitenoise"))
+    if not os.path.exists(nat):  # finished files are reused (delete them to re-simulate)
+        simulate_dataset(nat, "naturalscene", retina=sim, train_minutes=args.minutes, seed=args.seed)
+    if not os.path.exists(wn):
+        simulate_dataset(wn, "whitenoise", retina=sim, train_minutes=args.noise_minutes, seed=args.seed + 1)
     t_sim = time.time() - t_start
     tr = load_dataset(nat, "train", response=args.response)
     wtr = load_dataset(wn, "train", response=args.response, norm_stats=tr.stats)
