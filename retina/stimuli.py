@@ -92,6 +92,13 @@ def _positive(name, value):
     return _number(name, value, minimum=0.0, strict=True)
 
 
+def _bar_width(width, frame_width):
+    width = _positive("width", width)
+    if width > frame_width:
+        raise ValueError(f"width ({width} px) must not exceed the frame width ({frame_width} px)")
+    return width
+
+
 def _full_field(values, frame_shape):
     h, w = frame_shape
     return np.ascontiguousarray(np.broadcast_to(np.asarray(values, np.float32)[:, None, None],
@@ -287,9 +294,7 @@ def moving_bar(speed=0.08, *, width=2.0, intensity=-1.0, start=None, stop=None, 
     if speed == 0:
         raise ValueError("speed must be non-zero (px/frame); use flashed_bar for a static bar")
     h, w = _frame(frame_shape)
-    width = _positive("width", width)
-    if width > w:
-        raise ValueError(f"width ({width} px) must not exceed the frame width ({w} px)")
+    width = _bar_width(width, w)
     intensity = _number("intensity", intensity)
     pre = check_int("pre", pre, minimum=0)
     post = check_int("post", post, minimum=0)
@@ -333,9 +338,7 @@ def flashed_bar(position, *, width=2.0, intensity=-1.0, duration=2, delay=50, po
     """
     h, w = _frame(frame_shape)
     position = _number("position", position)
-    width = _positive("width", width)
-    if width > w:
-        raise ValueError(f"width ({width} px) must not exceed the frame width ({w} px)")
+    width = _bar_width(width, w)
     intensity = _number("intensity", intensity)
     duration = check_int("duration", duration, minimum=1)
     delay = check_int("delay", delay, minimum=0)
