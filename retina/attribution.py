@@ -163,15 +163,15 @@ def _pool_axes(pool):
     return axes or None
 
 
-def _baseline(baseline, movie, model, dtype):
+def _baseline(baseline, movie, model, dtype, xp=np):
     if baseline is None:
-        return np.zeros_like(movie)
+        return xp.zeros_like(movie)
     if np.isscalar(baseline) and not isinstance(baseline, (str, bytes)):
         value = float(baseline)
         if not np.isfinite(value):
             raise ValueError(f"baseline must be finite, got {baseline!r}")
-        return np.full_like(movie, value)
-    base = model.check_movie(baseline, "baseline", dtype=dtype)
+        return xp.full_like(movie, value)
+    base = model.check_movie(baseline, "baseline", dtype=dtype, xp=xp)
     if base.shape != movie.shape:
         raise ValueError(f"baseline must be None, a scalar or a movie of the stimulus' shape {movie.shape}, "
                          f"got {describe(base)}")
@@ -244,12 +244,12 @@ def attribute(model, movie, *, layer="conv1", cells=None, n_steps=50, method="mi
     check_choice("layer", layer, LAYERS)
     alphas, weights = quadrature(n_steps, method)
     be = _backend.resolve(backend, movie)
-    if be.name != "cpu":
-        raise RuntimeError("attribute() on the GPU backend is not implemented yet; use backend='cpu'")
+    on_device = _backend._is_device_array(movie)
     dt = compute_dtype(dtype)
     batch = 64 if batch is None else check_int("batch", batch, minimum=1)
-    x = model.check_movie(movie, dtype=dt)
-    x0 = _baseline(baseline, x, model, dt)
+    x = model.check_movie(movie, dtype=dt, xp=be.xp if on_device else np)
+    xp_in = be.xp if on_device else np
+    x0 = _baseline(baseline, x, model, dt, xp_in)
     cw = _cell_weights(cells, model.n_cells)
     axes = _pool_axes(pool)
     if keep_windows and layer != "input":
@@ -258,7 +258,7 @@ def attribute(model, movie, *, layer="conv1", cells=None, n_steps=50, method="mi
     # invariance shortcuts: collapse the network along axes that are both invariant and pooled
     path = "general"
     work_model, xs, x0s = model, x, x0
-    inv = movie_invariance(np.concatenate([x, x0]))
+    inv = movie_invariance(xp_in.concatenate([x, x0]), xp_in)
     if inv is not None:
         path = f"general+collapsed-layer1-{inv}"
         for kind in (("space", "rows") if inv == "space" else ("rows",)):
@@ -268,12 +268,15 @@ def attribute(model, movie, *, layer="conv1", cells=None, n_steps=50, method="mi
                             for k in ("scale1", "shift1", "scale2", "shift2"))):
                 work_model = _collapse(model, kind)
                 take = (slice(None), slice(0, 1), slice(0, 1) if kind == "space" else slice(None))
-                xs, x0s = np.ascontiguousarray(x[take]), np.ascontiguousarray(x0[take])
+                xs, x0s = xp_in.ascontiguousarray(x[take]), xp_in.ascontiguousarray(x0[take])
                 path = f"collapsed-{kind}"
                 break
 
     result = _run(work_model, xs, x0s, cw, alphas, weights, layer, axes, be, batch, progress, keep_windows)
     values, delta, r1, r0, per_window = result
+    if not on_device:  # NumPy in, NumPy out (CuPy in, CuPy out)
+        values = be.to_host(values)
+        per_window = None if per_window is None else be.to_host(per_window)
     base_setting = 0.0 if baseline is None else (float(baseline) if np.isscalar(baseline) else "movie")
     return Attribution(values=values, delta=delta, response=r1, baseline_response=r0, cell_weights=cw,
                        layer=layer, n_steps=int(n_steps), method=method, pool=axes, path=path,
@@ -282,7 +285,8 @@ def attribute(model, movie, *, layer="conv1", cells=None, n_steps=50, method="mi
 
 
 def _run(model, x, x0, cw, alphas, weights, layer, axes, be, batch, progress, keep_windows):
-    kern = be.kernels
+    kern, xp = be.kernels, be.xp
+    x, x0 = be.asarray(x), be.asarray(x0)
     dt = x.dtype
     p = model.params(dt, be)
     hist = model.history
@@ -304,9 +308,9 @@ def _run(model, x, x0, cw, alphas, weights, layer, axes, be, batch, progress, ke
     per_window = None
     if layer == "input":
         diff = (x.astype(np.float64) - x0)
-        values = np.zeros((n_out,) + x.shape)
+        values = xp.zeros((n_out,) + x.shape)
         if keep_windows:
-            per_window = np.empty((n_win, n_out, hist) + x.shape[1:], dtype=dt)
+            per_window = xp.empty((n_win, n_out, hist) + x.shape[1:], dtype=dt)
 
     starts = range(0, n_win, batch)
     for n0 in progress_bar(starts, total=len(starts), desc=f"attribute {layer}", unit="batch", enabled=progress):
@@ -315,11 +319,11 @@ def _run(model, x, x0, cw, alphas, weights, layer, axes, be, batch, progress, ke
         z_s = model._layer1(x[sl], be)
         z_0 = model._layer1(x0[sl], be)
         z_s = z_s * p["scale1"] + p["shift1"]
-        z_0 = np.ascontiguousarray(z_0 * p["scale1"] + p["shift1"])
-        dz = np.ascontiguousarray(z_s - z_0)
-        g1 = np.empty((nb, n_out) + model.shape1, dtype=dt)
+        z_0 = xp.ascontiguousarray(z_0 * p["scale1"] + p["shift1"])
+        dz = xp.ascontiguousarray(z_s - z_0)
+        g1 = xp.empty((nb, n_out) + model.shape1, dtype=dt)
         want_a2 = layer == "conv2"
-        a2 = np.empty((nb, n_out) + (model.shape2 if want_a2 else (1, 1, 1)), dtype=dt)
+        a2 = xp.empty((nb, n_out) + (model.shape2 if want_a2 else (1, 1, 1)), dtype=dt)
         r0 = np.empty((nb, len(cells_idx)), dtype=np.float64)
         r1 = np.empty((nb, len(cells_idx)), dtype=np.float64)
         kern.pig_conv_relu_dense(z_0, dz, alphas, weights, p["w2"], p["scale2"], p["shift2"], p["v3"],
@@ -327,24 +331,24 @@ def _run(model, x, x0, cw, alphas, weights, layer, axes, be, batch, progress, ke
         r1_all[n0:n0 + nb] = r1 @ cw_sub.T
         r0_all[n0:n0 + nb] = r0 @ cw_sub.T
         a1 = a2 if want_a2 else dz[:, None] * g1       # the conductance whose sum is checked
-        total = a1.reshape(nb, n_out, -1).sum(axis=2, dtype=np.float64)
+        total = be.to_host(a1.reshape(nb, n_out, -1).sum(axis=2, dtype=np.float64))
         delta[n0:n0 + nb] = total - (r1_all[n0:n0 + nb] - r0_all[n0:n0 + nb])
         if layer != "input":
             chunk = pooled(a1, 2)
         else:
             gbar = g1 * p["scale1"]                       # d out / d corr1, path-averaged
-            grad = np.empty((nb + hist - 1,) + x.shape[1:], dtype=dt)
+            grad = xp.empty((nb + hist - 1,) + x.shape[1:], dtype=dt)
             for o in range(n_out):
-                kern.corr3d_movie_transpose_fft(np.ascontiguousarray(gbar[:, o]), p["w1"], grad)
+                kern.corr3d_movie_transpose_fft(xp.ascontiguousarray(gbar[:, o]), p["w1"], grad)
                 values[o, sl] += grad
                 if keep_windows:
-                    one = np.empty((hist,) + x.shape[1:], dtype=dt)
+                    one = xp.empty((hist,) + x.shape[1:], dtype=dt)
                     for b in range(nb):
-                        kern.corr3d_movie_transpose(np.ascontiguousarray(gbar[b:b + 1, o]), p["w1"], one)
+                        kern.corr3d_movie_transpose(xp.ascontiguousarray(gbar[b:b + 1, o]), p["w1"], one)
                         per_window[n0 + b, o] = one * diff[n0 + b:n0 + b + hist]
             continue
         if values is None:
-            values = np.empty((n_win,) + chunk.shape[1:], dtype=dt)
+            values = xp.empty((n_win,) + chunk.shape[1:], dtype=dt)
         values[n0:n0 + nb] = chunk
     if layer == "input":
         values = values * diff[None]

@@ -260,7 +260,7 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
     h, w = sim.frame_shape
     settings = dict(kind=kind, train_frames=n_train, test_clips=test_clips, clip_frames=clip, repeats=repeats,
                     chunk_frames=chunk, seed=int(seed), params=sim.params.to_dict(), lesion=list(sim.lesion),
-                    frame_shape=[h, w], retina_version=__version__)
+                    frame_shape=[h, w], positions=[list(q) for q in sim.positions], retina_version=__version__)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     path = Path(path)
     partial = path.with_name(path.name + ".partial")

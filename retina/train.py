@@ -69,6 +69,9 @@ class TrainConfig:
     min_lr: float = 1e-5
     patience: int = 6
     seed: int = 0
+    stream_weights: tuple = None
+    """Share of the runs drawn from each training stream when ``train`` gets several movies
+    (default: proportional to their lengths)."""
 
     def validate(self):
         for name in ("history", "epochs", "epoch_windows", "batch", "segments", "lr_patience", "patience"):
@@ -87,6 +90,11 @@ class TrainConfig:
             raise ValueError("lr_factor must be in (0, 1) and bn_momentum in (0, 1]")
         self.channels = tuple(int(c) for c in self.channels)
         self.kernel_sizes = tuple(int(k) for k in self.kernel_sizes)
+        if self.stream_weights is not None:
+            sw = [float(v) for v in self.stream_weights]
+            if not sw or min(sw) < 0 or sum(sw) <= 0:
+                raise ValueError(f"stream_weights must be non-negative with a positive sum, got {self.stream_weights!r}")
+            self.stream_weights = sw
         return self
 
 
@@ -323,9 +331,11 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
 
     Parameters
     ----------
-    stimulus : array (T, H, W)
-        z-scored movie (see :func:`retina.datasets.load_dataset`).
-    rates : array (T, n_cells)
+    stimulus : array (T, H, W), or a list of them
+        z-scored movie (see :func:`retina.datasets.load_dataset`); several
+        streams (e.g. natural movie and white noise) are sampled with
+        ``config.stream_weights`` and no run crosses from one to the next.
+    rates : array (T, n_cells), or a list of them
         Firing rates in Hz, aligned with the frames.
     config : TrainConfig, optional
         Settings; keyword ``overrides`` replace single fields (``epochs=5``...).
@@ -346,28 +356,48 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
     be = _backend.resolve(backend)
     if be.name != "cpu":
         raise RuntimeError("training on the GPU backend is not implemented yet; use backend='cpu'")
-    x = as_float_array("stimulus", stimulus, ndim=3, dtype=np.float32)
-    y = as_float_array("rates", rates, ndim=2, dtype=np.float32)
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"rates must have one row per stimulus frame ({x.shape[0]}), got shape {y.shape}")
-    if (y < 0).any():
-        raise ValueError("rates must be >= 0 (Hz)")
+    several = isinstance(stimulus, (list, tuple))
+    xs = list(stimulus) if several else [stimulus]
+    ys = list(rates) if isinstance(rates, (list, tuple)) else [rates]
+    if len(xs) != len(ys):
+        raise ValueError(f"stimulus and rates must list the same number of streams, got {len(xs)} and {len(ys)}")
+    xs = [as_float_array(f"stimulus[{i}]" if several else "stimulus", a, ndim=3, dtype=np.float32)
+          for i, a in enumerate(xs)]
+    ys = [as_float_array(f"rates[{i}]" if several else "rates", a, ndim=2, dtype=np.float32)
+          for i, a in enumerate(ys)]
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"rates must have one row per stimulus frame ({x.shape[0]}), got shape {y.shape}"
+                             + (f" (stream {i})" if several else ""))
+        if (y < 0).any():
+            raise ValueError("rates must be >= 0 (Hz)")
+        if x.shape[1:] != xs[0].shape[1:] or y.shape[1] != ys[0].shape[1]:
+            raise ValueError("every stream must have the same frame shape and number of cells")
+    if cfg.stream_weights is not None and len(cfg.stream_weights) != len(xs):
+        raise ValueError(f"stream_weights has {len(cfg.stream_weights)} entries for {len(xs)} streams")
     if valid is None:
+        if several:
+            raise ValueError("pass valid=(stimulus, rates) when training on several streams")
+        x, y = xs[0], ys[0]
         n_val = max(int(round(cfg.val_fraction * len(x))), cfg.history + 2)
         if len(x) - n_val < cfg.history + cfg.batch // cfg.segments:
             raise ValueError(f"the movie ({len(x)} frames) is too short for training with history {cfg.history}, "
                              f"batch runs of {cfg.batch // cfg.segments} windows and a validation split")
-        xv, yv, x, y = x[-n_val:], y[-n_val:], x[:-n_val], y[:-n_val]
+        xv, yv, xs, ys = x[-n_val:], y[-n_val:], [x[:-n_val]], [y[:-n_val]]
     else:
         xv = as_float_array("valid[0]", valid[0], ndim=3, dtype=np.float32)
         yv = as_float_array("valid[1]", valid[1], ndim=2, dtype=np.float32)
-    frame_shape = x.shape[1:]
+    frame_shape = xs[0].shape[1:]
     run_len = cfg.batch // cfg.segments
-    n_starts = len(x) - cfg.history - run_len + 1
-    if n_starts < 1:
-        raise ValueError(f"the training movie ({len(x)} frames) is shorter than one run of {run_len} windows")
+    n_starts = np.array([len(x) - cfg.history - run_len + 1 for x in xs])
+    if (n_starts < 1).any():
+        raise ValueError(f"a training movie ({min(len(x) for x in xs)} frames) is shorter than one run of "
+                         f"{run_len} windows")
+    share = np.asarray(cfg.stream_weights if cfg.stream_weights is not None else n_starts, np.float64)
+    share = share / share.sum()
+    y_mean = float(sum(y.sum() for y in ys) / sum(y.size for y in ys))
     rng = np.random.default_rng(cfg.seed)
-    params, running = init_params(cfg, y.shape[1], frame_shape, mean_rate=float(y.mean()), rng=rng)
+    params, running = init_params(cfg, ys[0].shape[1], frame_shape, mean_rate=y_mean, rng=rng)
     adam = _Adam(params, cfg.lr)
     best = {k: v.copy() for k, v in {**params, **running}.items()}
     state = {"epoch": 0, "lr": cfg.lr, "best_val": -np.inf, "best_epoch": -1, "bad": 0, "lr_bad": 0,
@@ -392,9 +422,10 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
         bar = progress_bar(range(steps), total=steps, desc=f"epoch {state['epoch'] + 1}/{cfg.epochs}",
                            unit="batch", enabled=progress)
         for _ in bar:
-            starts = rng.integers(0, n_starts, cfg.segments)
-            segs = [x[s:s + run_len + cfg.history - 1] for s in starts]
-            tgt = np.concatenate([y[s + cfg.history:s + cfg.history + run_len] for s in starts])
+            streams = rng.choice(len(xs), cfg.segments, p=share) if len(xs) > 1 else np.zeros(cfg.segments, int)
+            starts = rng.integers(0, n_starts[streams])
+            segs = [xs[i][s:s + run_len + cfg.history - 1] for i, s in zip(streams, starts)]
+            tgt = np.concatenate([ys[i][s + cfg.history:s + cfg.history + run_len] for i, s in zip(streams, starts)])
             loss, grads, st = loss_and_grads(params, segs, tgt, cfg, rng=rng, kernels=be.kernels)
             if not np.isfinite(loss):
                 raise FloatingPointError("the training loss became non-finite; lower lr")

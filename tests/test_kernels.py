@@ -1,4 +1,8 @@
-"""Every CPU kernel against the float64 references of ``naive.py``."""
+"""Every kernel of every backend against the float64 references of ``naive.py``.
+
+The ``kb`` fixture runs each test on the CPU kernels and, where CuPy and a
+CUDA device are present, on the GPU kernels (outputs poisoned with NaN first,
+so an element a kernel forgets to write fails the test)."""
 
 import numpy as np
 import pytest
@@ -15,29 +19,29 @@ SHAPES2 = [(3, 2, 12, 12, 3, 5, 5), (1, 4, 9, 14, 2, 3, 6), (2, 1, 7, 5, 1, 1, 2
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES3)
-def test_corr3d_movie_direct_and_fft(rng, dtype, shape):
+def test_corr3d_movie_direct_and_fft(kb, rng, dtype, shape):
     t, h, wd, c, k, kh, kw = shape
     x = rng.standard_normal((t, h, wd)).astype(dtype)
     w = rng.standard_normal((c, k, kh, kw)).astype(dtype)
     ref = naive.corr3d_movie(x, w)
     out = np.full(ref.shape, np.nan, dtype)
-    cpu.corr3d_movie(x, w, out)
+    kb.corr3d_movie(x, w, out)
     assert relerr(out, ref) < tol(dtype)
     for chunk in (1, 3, 1000):
         out = np.full(ref.shape, np.nan, dtype)
-        cpu.corr3d_movie_fft(x, w, out, chunk=chunk)
+        kb.corr3d_movie_fft(x, w, out, chunk=chunk)
         assert out.dtype == dtype
         assert relerr(out, ref) < tol(dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES3)
-def test_corr3d_movie_transpose(rng, dtype, shape):
+def test_corr3d_movie_transpose(kb, rng, dtype, shape):
     t, h, wd, c, k, kh, kw = shape
     w = rng.standard_normal((c, k, kh, kw)).astype(dtype)
     g = rng.standard_normal((t - k + 1, c, h - kh + 1, wd - kw + 1)).astype(dtype)
     ref = naive.corr3d_movie_transpose(g, w, t, h, wd)
-    for f in (cpu.corr3d_movie_transpose, cpu.corr3d_movie_transpose_fft):
+    for f in (kb.corr3d_movie_transpose, kb.corr3d_movie_transpose_fft):
         out = np.full(ref.shape, np.nan, dtype)
         f(g, w, out)
         assert relerr(out, ref) < tol(dtype)
@@ -48,16 +52,16 @@ def test_corr3d_movie_transpose(rng, dtype, shape):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES3[:3])
-def test_corr3d_movie_weight_grad(rng, dtype, shape):
+def test_corr3d_movie_weight_grad(kb, rng, dtype, shape):
     t, h, wd, c, k, kh, kw = shape
     x = rng.standard_normal((t, h, wd)).astype(dtype)
     g = rng.standard_normal((t - k + 1, c, h - kh + 1, wd - kw + 1)).astype(dtype)
     ref = naive.corr3d_movie_weight_grad(x, g, k, kh, kw)
     out = np.full(ref.shape, np.nan, dtype)
-    cpu.corr3d_movie_weight_grad(x, g, out)
+    kb.corr3d_movie_weight_grad(x, g, out)
     assert relerr(out, ref) < tol(dtype)
     out_fft = np.full(ref.shape, np.nan, dtype)
-    cpu.corr3d_movie_weight_grad_fft(x, g, out_fft)
+    kb.corr3d_movie_weight_grad_fft(x, g, out_fft)
     assert relerr(out_fft, ref) < 5 * tol(dtype)  # FFT rounding grows with the transform length
     # finite differences of L(w) = <corr(x, w), g> (linear, so central differences are exact up to rounding)
     w = rng.standard_normal((c, k, kh, kw))
@@ -70,25 +74,25 @@ def test_corr3d_movie_weight_grad(rng, dtype, shape):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES2)
-def test_corr2d_forward_transpose_weight_grad(rng, dtype, shape):
+def test_corr2d_forward_transpose_weight_grad(kb, rng, dtype, shape):
     n, ci, h, wd, co, kh, kw = shape
     x = rng.standard_normal((n, ci, h, wd)).astype(dtype)
     w = rng.standard_normal((co, ci, kh, kw)).astype(dtype)
     ref = naive.corr2d(x, w)
     out = np.full(ref.shape, np.nan, dtype)
-    cpu.corr2d(x, w, out)
+    kb.corr2d(x, w, out)
     assert relerr(out, ref) < tol(dtype)
 
     g = rng.standard_normal(ref.shape).astype(dtype)
     ref_t = naive.corr2d_transpose(g, w, h, wd)
     out_t = np.full(ref_t.shape, np.nan, dtype)
-    cpu.corr2d_transpose(g, w, out_t)
+    kb.corr2d_transpose(g, w, out_t)
     assert relerr(out_t, ref_t) < tol(dtype)
     assert np.isclose(np.vdot(ref, g), np.vdot(x.astype(float), ref_t), rtol=1e-9)
 
     ref_w = naive.corr2d_weight_grad(x, g, kh, kw)
     out_w = np.full(ref_w.shape, np.nan, dtype)
-    cpu.corr2d_weight_grad(x, g, out_w)
+    kb.corr2d_weight_grad(x, g, out_w)
     assert relerr(out_w, ref_w) < tol(dtype)
     idx = tuple(rng.integers(0, s) for s in w.shape)
     e = np.zeros(w.shape)
@@ -99,36 +103,105 @@ def test_corr2d_forward_transpose_weight_grad(rng, dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_affine_relu_and_dense(rng, dtype):
+def test_affine_relu_and_dense(kb, rng, dtype):
     z = rng.standard_normal((5, 3, 4, 6)).astype(dtype)
     sc = rng.standard_normal((3, 4, 6)).astype(dtype)
     sh = rng.standard_normal((3, 4, 6)).astype(dtype)
     out = np.full_like(z, np.nan)
-    cpu.affine_relu(z, sc, sh, out)
+    kb.affine_relu(z, sc, sh, out)
     ref = np.maximum(sc.astype(float) * z + sh, 0)
     assert relerr(out, ref) < tol(dtype)
     assert (out == 0).any() and (out > 0).any()
     x = rng.standard_normal((7, 11)).astype(dtype)
     w = rng.standard_normal((3, 11)).astype(dtype)
     d = np.full((7, 3), np.nan, dtype)
-    cpu.dense(x, w, d)
+    kb.dense(x, w, d)
     assert relerr(d, x.astype(float) @ w.T.astype(float)) < tol(dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES2)
-def test_corr2d_fft_family(rng, dtype, shape):
+def test_corr2d_fft_family(kb, rng, dtype, shape):
     n, ci, h, wd, co, kh, kw = shape
     x = rng.standard_normal((n, ci, h, wd)).astype(dtype)
     w = rng.standard_normal((co, ci, kh, kw)).astype(dtype)
     ref = naive.corr2d(x, w)
     g = rng.standard_normal(ref.shape).astype(dtype)
     out = np.full(ref.shape, np.nan, dtype)
-    cpu.corr2d_fft(x, w, out)
+    kb.corr2d_fft(x, w, out)
     assert relerr(out, ref) < 5 * tol(dtype)
     out_t = np.full(x.shape, np.nan, dtype)
-    cpu.corr2d_transpose_fft(g, w, out_t)
+    kb.corr2d_transpose_fft(g, w, out_t)
     assert relerr(out_t, naive.corr2d_transpose(g, w, h, wd)) < 5 * tol(dtype)
     out_w = np.full(w.shape, np.nan, dtype)
-    cpu.corr2d_weight_grad_fft(x, g, out_w)
+    kb.corr2d_weight_grad_fft(x, g, out_w)
     assert relerr(out_w, naive.corr2d_weight_grad(x, g, kh, kw)) < 5 * tol(dtype)
+
+
+def _pig_inputs(rng, dtype, b=3, c1=3, h1=9, wd1=8, c2=2, kh=4, kw=3, n_cells=4, n_steps=7):
+    h2, wd2 = h1 - kh + 1, wd1 - kw + 1
+    f = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    alphas = (np.arange(n_steps) + 0.5) / n_steps
+    return dict(z0=f(b, c1, h1, wd1), dz=f(b, c1, h1, wd1), alphas=alphas, weights=np.full(n_steps, 1 / n_steps),
+                w2=f(c2, c1, kh, kw), scale2=f(c2, h2, wd2), shift2=f(c2, h2, wd2),
+                v3=0.3 * f(n_cells, c2, h2, wd2), shift3=f(n_cells), cw=rng.standard_normal((2, 3)),
+                cells=np.array([0, 2, 3]))
+
+
+def _pig_outputs(args, dtype):
+    b, c1, h1, wd1 = args["z0"].shape
+    return dict(g1=np.full((b, 2, c1, h1, wd1), np.nan, dtype), a2=np.full((b, 2) + args["scale2"].shape, np.nan, dtype),
+                r0=np.full((b, 3), np.nan), r1=np.full((b, 3), np.nan))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batched_path_integration_equals_event_driven_kernel(kb, rng, dtype):
+    """The GPU's data-parallel path integration (``_pig``: every path point evaluated in full, in blocks)
+    gives the CPU's event-driven results; checked with NumPy here and with each backend's kernel."""
+    from retina.kernels import _pig
+
+    args = _pig_inputs(rng, dtype)
+    ref = _pig_outputs(args, dtype)
+    cpu.pig_conv_relu_dense(*args.values(), *ref.values(), True)
+    got = _pig_outputs(args, dtype)
+    _pig.pig_conv_relu_dense(np, cpu.corr2d, cpu.corr2d_transpose, *args.values(), *got.values(), True,
+                             max_elements=500)  # several step blocks
+    back = _pig_outputs(args, dtype)
+    kb.pig_conv_relu_dense(*args.values(), *back.values(), True)
+    for k in ref:
+        assert np.isfinite(ref[k]).all()
+        assert relerr(got[k], ref[k]) < 10 * tol(dtype), k
+        assert relerr(back[k], ref[k]) < 10 * tol(dtype), k
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_simulator_kernels_agree_with_cpu(kb, rng, dtype):
+    """``bipolar_block`` / ``ganglion_block`` on this backend against the CPU kernels (random state)."""
+    if kb.name == "cpu":
+        pytest.skip("the CPU simulator kernels are checked against tests/naive.py in test_insilico.py")
+    t, n_px, n_k, n_s, n_j = 30, 37, 3, 4, 5
+    f = lambda *s: rng.uniform(0.1, 0.9, s).astype(dtype)  # noqa: E731
+    s = rng.standard_normal((t, n_px)).astype(dtype)
+    fixed = (rng.standard_normal(n_k).astype(dtype), f(n_k, 2), np.array([2, 4, 3], np.int64), f(n_k),
+             0.1 * f(n_k), f(n_k), 0.1 * f(n_k))
+    state = (f(n_k, 2, n_s, n_px), f(n_k, n_px))
+    runs = []
+    for run in (cpu.bipolar_block, kb.bipolar_block):
+        st = tuple(a.copy() for a in state)
+        out = np.full((t, n_k, n_px), np.nan, dtype)
+        run(s, *fixed, *st, out)
+        runs.append((out,) + st)
+    for a, b in zip(*runs):
+        assert relerr(b, a) < 10 * tol(dtype)
+    exc, inh = f(t, n_k, n_j), f(t, n_j)
+    pars = (f(n_j, n_k), f(n_j), 0.1 * f(n_j), 50 * f(n_j), 2.0, 0.8, 0.7, 0.9, 0.05, 0.3, 0.95)
+    state = (f(n_j), f(n_j), f(n_k + 1, n_j), f(n_j))
+    runs = []
+    for run in (cpu.ganglion_block, kb.ganglion_block):
+        st = tuple(a.copy() for a in state)
+        rates, parts = np.full((t, n_j), np.nan, dtype), np.full((t, n_k + 1, n_j), np.nan, dtype)
+        run(exc, inh, *pars, *st, rates, parts)
+        runs.append((rates, parts) + st)
+    for a, b in zip(*runs):
+        assert relerr(b, a) < 10 * tol(dtype)

@@ -25,6 +25,8 @@ import numpy as np
 import scipy.fft as sfft
 from numba import njit, prange
 
+from . import _fft
+
 __all__ = [
     "affine_relu",
     "corr2d",
@@ -255,8 +257,8 @@ def corr3d_movie_weight_grad(x, g, out):
                 out[c, tau, u, v] = acc[u, v]
 
 
-def _fft_shape(t, h, w):
-    return (sfft.next_fast_len(t, real=True), h, w)
+def _kw(workers):
+    return {"workers": workers or -1}
 
 
 def corr3d_movie_fft(x, w, out, *, chunk=512, workers=None, cache=None, spectra=None):
@@ -269,41 +271,15 @@ def corr3d_movie_fft(x, w, out, *, chunk=512, workers=None, cache=None, spectra=
     output pixel.  ``cache`` (a dict owned by the caller, keyed by FFT shape)
     keeps the kernel spectra between calls with the same ``w``; ``spectra``
     (a list) receives the movie's spectrum of each chunk, for reuse by
-    :func:`corr3d_movie_weight_grad_fft`.
+    :func:`corr3d_movie_weight_grad_fft`.  (Algorithm shared with the GPU:
+    :mod:`retina.kernels._fft`.)
     """
-    t_n, h, wd = x.shape
-    c_n, k_n, kh, kw = w.shape
-    n_win, ho, wo = out.shape[0], out.shape[2], out.shape[3]
-    workers = workers or -1
-    step = max(int(chunk), 1)
-    spec_cache = {} if cache is None else cache
-    for n0 in range(0, n_win, step):
-        nb = min(step, n_win - n0)
-        shape = _fft_shape(nb + k_n - 1, h, wd)
-        if shape not in spec_cache:
-            spec_cache[shape] = np.conj(sfft.rfftn(w, s=shape, axes=(1, 2, 3), workers=workers))
-        wspec = spec_cache[shape]
-        xs = sfft.rfftn(x[n0:n0 + nb + k_n - 1], s=shape, axes=(0, 1, 2), workers=workers)
-        if spectra is not None:
-            spectra.append(xs)
-        prod = wspec * xs[None]
-        full = sfft.irfftn(prod, s=shape, axes=(1, 2, 3), workers=workers)
-        out[n0:n0 + nb] = full[:, :nb, :ho, :wo].transpose(1, 0, 2, 3)
-    return out
+    return _fft.corr3d_movie_fft(np, sfft, _kw(workers), x, w, out, chunk, cache, spectra)
 
 
 def corr3d_movie_transpose_fft(g, w, out, *, workers=None):
     """``corr3d_movie_transpose`` by FFT: a full 3-D convolution summed over channels."""
-    n_win, c_n, ho, wo = g.shape
-    k_n = w.shape[1]
-    t_n, h, wd = out.shape
-    workers = workers or -1
-    shape = _fft_shape(n_win + k_n - 1, h, wd)
-    gs = sfft.rfftn(g.transpose(1, 0, 2, 3), s=shape, axes=(1, 2, 3), workers=workers)
-    ws = sfft.rfftn(w, s=shape, axes=(1, 2, 3), workers=workers)
-    full = sfft.irfftn((gs * ws).sum(axis=0), s=shape, axes=(0, 1, 2), workers=workers)
-    out[:] = full[:t_n, :h, :wd]
-    return out
+    return _fft.corr3d_movie_transpose_fft(np, sfft, _kw(workers), g, w, out)
 
 
 def corr3d_movie_weight_grad_fft(x, g, out, *, workers=None, spectrum=None):
@@ -314,15 +290,7 @@ def corr3d_movie_weight_grad_fft(x, g, out, *, workers=None, spectrum=None):
     wrap-around at these lags, so the result is exact.  ``spectrum``: the
     movie's spectrum from :func:`corr3d_movie_fft` (same movie, one chunk).
     """
-    t_n, h, wd = x.shape
-    c_n, k_n, kh, kw = out.shape
-    workers = workers or -1
-    shape = _fft_shape(t_n, h, wd)
-    xs = sfft.rfftn(x, s=shape, axes=(0, 1, 2), workers=workers) if spectrum is None else spectrum
-    gs = sfft.rfftn(g.transpose(1, 0, 2, 3), s=shape, axes=(1, 2, 3), workers=workers)
-    full = sfft.irfftn(xs[None] * np.conj(gs), s=shape, axes=(1, 2, 3), workers=workers)
-    out[:] = full[:, :k_n, :kh, :kw]
-    return out
+    return _fft.corr3d_movie_weight_grad_fft(np, sfft, _kw(workers), x, g, out, spectrum)
 
 
 # --------------------------------------------------------------------------
@@ -330,36 +298,17 @@ def corr3d_movie_weight_grad_fft(x, g, out, *, workers=None, spectrum=None):
 # --------------------------------------------------------------------------
 def corr2d_fft(x, w, out, *, workers=None):
     """``corr2d`` by FFT: x (N, Ci, H, W), w (Co, Ci, kh, kw) -> out (N, Co, Ho, Wo)."""
-    h, wd = x.shape[2], x.shape[3]
-    ho, wo = out.shape[2], out.shape[3]
-    workers = workers or -1
-    xs = sfft.rfft2(x, s=(h, wd), workers=workers)
-    ws = np.conj(sfft.rfft2(w, s=(h, wd), workers=workers))
-    full = sfft.irfft2(np.einsum("nchw,dchw->ndhw", xs, ws), s=(h, wd), workers=workers)
-    out[:] = full[:, :, :ho, :wo]
-    return out
+    return _fft.corr2d_fft(np, sfft, _kw(workers), x, w, out)
 
 
 def corr2d_transpose_fft(g, w, out, *, workers=None):
     """``corr2d_transpose`` by FFT: g (N, Co, Ho, Wo), w (Co, Ci, kh, kw) -> out (N, Ci, H, W)."""
-    h, wd = out.shape[2], out.shape[3]
-    workers = workers or -1
-    gs = sfft.rfft2(g, s=(h, wd), workers=workers)
-    ws = sfft.rfft2(w, s=(h, wd), workers=workers)
-    out[:] = sfft.irfft2(np.einsum("ndhw,dchw->nchw", gs, ws), s=(h, wd), workers=workers)
-    return out
+    return _fft.corr2d_transpose_fft(np, sfft, _kw(workers), g, w, out)
 
 
 def corr2d_weight_grad_fft(x, g, out, *, workers=None):
     """``corr2d_weight_grad`` by FFT: x (N, Ci, H, W), g (N, Co, Ho, Wo) -> out (Co, Ci, kh, kw)."""
-    h, wd = x.shape[2], x.shape[3]
-    kh, kw = out.shape[2], out.shape[3]
-    workers = workers or -1
-    xs = sfft.rfft2(x, s=(h, wd), workers=workers)
-    gs = np.conj(sfft.rfft2(g, s=(h, wd), workers=workers))
-    full = sfft.irfft2(np.einsum("nchw,ndhw->dchw", xs, gs), s=(h, wd), workers=workers)
-    out[:] = full[:, :, :kh, :kw]
-    return out
+    return _fft.corr2d_weight_grad_fft(np, sfft, _kw(workers), x, g, out)
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,88 @@
+"""FFT correlations written once for any array module (NumPy + scipy.fft, CuPy + cupyx.scipy.fft).
+
+Each function takes ``xp`` (the array module) and ``fft`` (a module with
+``rfftn``/``irfftn``/``rfft2``/``irfft2`` in the ``scipy.fft`` signature) and a
+dict ``kw`` of extra keywords for the transforms (``workers`` on the CPU).  The
+backends bind them (``retina.kernels.cpu``, ``retina.kernels.gpu``), so the
+CPU tests exercise the same algorithm the GPU runs.
+"""
+
+from __future__ import annotations
+
+import scipy.fft as _sfft
+
+
+def fft_shape(t, h, w):
+    """FFT shape of a movie block: a fast length in time, the frame as is (circular in space is exact)."""
+    return (_sfft.next_fast_len(t, real=True), h, w)
+
+
+def corr3d_movie_fft(xp, fft, kw, x, w, out, chunk, cache, spectra):
+    t_n, h, wd = x.shape
+    c_n, k_n, kh, kwd = w.shape
+    n_win, ho, wo = out.shape[0], out.shape[2], out.shape[3]
+    step = max(int(chunk), 1)
+    spec_cache = {} if cache is None else cache
+    for n0 in range(0, n_win, step):
+        nb = min(step, n_win - n0)
+        shape = fft_shape(nb + k_n - 1, h, wd)
+        if shape not in spec_cache:
+            spec_cache[shape] = xp.conj(fft.rfftn(w, s=shape, axes=(1, 2, 3), **kw))
+        wspec = spec_cache[shape]
+        xs = fft.rfftn(x[n0:n0 + nb + k_n - 1], s=shape, axes=(0, 1, 2), **kw)
+        if spectra is not None:
+            spectra.append(xs)
+        full = fft.irfftn(wspec * xs[None], s=shape, axes=(1, 2, 3), **kw)
+        out[n0:n0 + nb] = full[:, :nb, :ho, :wo].transpose(1, 0, 2, 3)
+    return out
+
+
+def corr3d_movie_transpose_fft(xp, fft, kw, g, w, out):
+    n_win, c_n, ho, wo = g.shape
+    k_n = w.shape[1]
+    t_n, h, wd = out.shape
+    shape = fft_shape(n_win + k_n - 1, h, wd)
+    gs = fft.rfftn(g.transpose(1, 0, 2, 3), s=shape, axes=(1, 2, 3), **kw)
+    ws = fft.rfftn(w, s=shape, axes=(1, 2, 3), **kw)
+    full = fft.irfftn((gs * ws).sum(axis=0), s=shape, axes=(0, 1, 2), **kw)
+    out[:] = full[:t_n, :h, :wd]
+    return out
+
+
+def corr3d_movie_weight_grad_fft(xp, fft, kw, x, g, out, spectrum):
+    t_n, h, wd = x.shape
+    c_n, k_n, kh, kwd = out.shape
+    shape = fft_shape(t_n, h, wd)
+    xs = fft.rfftn(x, s=shape, axes=(0, 1, 2), **kw) if spectrum is None else spectrum
+    gs = fft.rfftn(g.transpose(1, 0, 2, 3), s=shape, axes=(1, 2, 3), **kw)
+    full = fft.irfftn(xs[None] * xp.conj(gs), s=shape, axes=(1, 2, 3), **kw)
+    out[:] = full[:, :k_n, :kh, :kwd]
+    return out
+
+
+def corr2d_fft(xp, fft, kw, x, w, out):
+    h, wd = x.shape[2], x.shape[3]
+    ho, wo = out.shape[2], out.shape[3]
+    xs = fft.rfft2(x, s=(h, wd), **kw)
+    ws = xp.conj(fft.rfft2(w, s=(h, wd), **kw))
+    full = fft.irfft2(xp.einsum("nchw,dchw->ndhw", xs, ws), s=(h, wd), **kw)
+    out[:] = full[:, :, :ho, :wo]
+    return out
+
+
+def corr2d_transpose_fft(xp, fft, kw, g, w, out):
+    h, wd = out.shape[2], out.shape[3]
+    gs = fft.rfft2(g, s=(h, wd), **kw)
+    ws = fft.rfft2(w, s=(h, wd), **kw)
+    out[:] = fft.irfft2(xp.einsum("ndhw,dchw->nchw", gs, ws), s=(h, wd), **kw)
+    return out
+
+
+def corr2d_weight_grad_fft(xp, fft, kw, x, g, out):
+    h, wd = x.shape[2], x.shape[3]
+    kh, kwd = out.shape[2], out.shape[3]
+    xs = fft.rfft2(x, s=(h, wd), **kw)
+    gs = xp.conj(fft.rfft2(g, s=(h, wd), **kw))
+    full = fft.irfft2(xp.einsum("nchw,ndhw->dchw", xs, gs), s=(h, wd), **kw)
+    out[:] = full[:, :, :kh, :kwd]
+    return out

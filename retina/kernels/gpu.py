@@ -1,0 +1,224 @@
+"""CuPy GPU kernels: the twins of :mod:`retina.kernels.cpu`, same names, signatures and semantics.
+
+* Direct correlations (layer 1 over movies, layer 2, their adjoints and weight
+  gradients) and the simulator's loops are raw CUDA kernels, kept as readable
+  sources beside this file (``cuda/conv.cu``, ``cuda/insilico.cu``) and
+  compiled by CuPy (NVRTC) on first use, per float type.
+* FFT correlations run the same algorithm as the CPU (:mod:`retina.kernels._fft`)
+  on cuFFT through ``cupyx.scipy.fft``.
+* ``dense`` is cuBLAS; ``affine_relu`` an elementwise kernel.
+* ``pig_conv_relu_dense`` evaluates every path point of a block of windows at
+  once (:mod:`retina.kernels._pig`): one batched layer-2 forward and one
+  backward launch per block instead of the CPU's event-driven loop.
+
+Every function takes C-contiguous CuPy arrays of one float dtype (float32 or
+float64) and writes into the caller's ``out``; nothing is copied to the host.
+Importing this module needs CuPy; :func:`retina._backend.resolve` decides
+whether it can be used.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import cupy as cp
+import cupyx.scipy.fft as cfft
+
+from . import _fft, _pig
+
+__all__ = [
+    "affine_relu",
+    "corr2d",
+    "corr2d_transpose",
+    "corr2d_weight_grad",
+    "corr2d_fft",
+    "corr2d_transpose_fft",
+    "corr2d_weight_grad_fft",
+    "corr3d_movie",
+    "corr3d_movie_fft",
+    "corr3d_movie_transpose",
+    "corr3d_movie_transpose_fft",
+    "corr3d_movie_weight_grad",
+    "corr3d_movie_weight_grad_fft",
+    "dense",
+    "pig_conv_relu_dense",
+    "bipolar_block",
+    "ganglion_block",
+    "SOURCES",
+]
+
+SOURCES = Path(__file__).with_name("cuda")
+_THREADS = 256
+_REDUCE_THREADS = 256  # power of two (block_sum in conv.cu)
+_CTYPE = {"float32": "float", "float64": "double"}
+_KERNELS = {"conv.cu": ("corr2d_fwd", "corr2d_t", "corr2d_wgrad", "corr3d_movie_fwd", "corr3d_movie_t",
+                        "corr3d_movie_wgrad"),
+            "insilico.cu": ("bipolar_block", "ganglion_block")}
+
+
+@functools.lru_cache(maxsize=None)
+def _module(source):
+    names = [f"{k}<{t}>" for k in _KERNELS[source] for t in _CTYPE.values()]
+    code = (SOURCES / source).read_text()
+    return cp.RawModule(code=code, options=("-std=c++14",), name_expressions=names)
+
+
+def _kernel(source, name, dtype):
+    ctype = _CTYPE.get(cp.dtype(dtype).name)
+    if ctype is None:
+        raise TypeError(f"GPU kernels take float32 or float64 arrays, got {cp.dtype(dtype).name}")
+    return _module(source).get_function(f"{name}<{ctype}>")
+
+
+def _grid(total):
+    return (max(1, min((int(total) + _THREADS - 1) // _THREADS, 65535 * 32)),)
+
+
+def _i(*vals):
+    return tuple(cp.int32(v) for v in vals)
+
+
+# ------------------------------------------------------------------ layer 2
+def corr2d(x, w, out):
+    """Batched valid 2-D correlation: x (N, Ci, H, W), w (Co, Ci, kh, kw) -> out (N, Co, Ho, Wo)."""
+    n, ci, h, wd = x.shape
+    co, _, kh, kw = w.shape
+    ho, wo = out.shape[2], out.shape[3]
+    _kernel("conv.cu", "corr2d_fwd", x.dtype)(_grid(out.size), (_THREADS,),
+                                              (x, w, out) + _i(n, ci, h, wd, co, kh, kw, ho, wo))
+    return out
+
+
+def corr2d_transpose(g, w, out):
+    """Adjoint of ``corr2d``: g (N, Co, Ho, Wo), w (Co, Ci, kh, kw) -> out (N, Ci, H, W)."""
+    n, co, ho, wo = g.shape
+    ci, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    h, wd = out.shape[2], out.shape[3]
+    _kernel("conv.cu", "corr2d_t", g.dtype)(_grid(out.size), (_THREADS,),
+                                            (g, w, out) + _i(n, ci, h, wd, co, kh, kw, ho, wo))
+    return out
+
+
+def corr2d_weight_grad(x, g, out):
+    """Weight gradient of ``corr2d`` summed over the batch -> out (Co, Ci, kh, kw) (double accumulation)."""
+    n, ci, h, wd = x.shape
+    co, ho, wo = g.shape[1], g.shape[2], g.shape[3]
+    kh, kw = out.shape[2], out.shape[3]
+    _kernel("conv.cu", "corr2d_wgrad", x.dtype)((out.size,), (_REDUCE_THREADS,),
+                                                (x, g, out) + _i(n, ci, h, wd, co, kh, kw, ho, wo))
+    return out
+
+
+# ------------------------------------------------------------------ layer 1
+def corr3d_movie(x, w, out):
+    """Direct valid 3-D correlation of a movie: x (T, H, W), w (C, K, kh, kw) -> out (T-K+1, C, Ho, Wo)."""
+    t, h, wd = x.shape
+    c, k, kh, kw = w.shape
+    ho, wo = out.shape[2], out.shape[3]
+    _kernel("conv.cu", "corr3d_movie_fwd", x.dtype)(_grid(out.size), (_THREADS,),
+                                                    (x, w, out) + _i(t, h, wd, c, k, kh, kw, ho, wo))
+    return out
+
+
+def corr3d_movie_transpose(g, w, out):
+    """Adjoint of ``corr3d_movie``: g (N, C, Ho, Wo), w (C, K, kh, kw) -> out (N+K-1, H, W)."""
+    n, c, ho, wo = g.shape
+    k, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    h, wd = out.shape[1], out.shape[2]
+    _kernel("conv.cu", "corr3d_movie_t", g.dtype)(_grid(out.size), (_THREADS,),
+                                                  (g, w, out) + _i(n, c, k, kh, kw, ho, wo, h, wd))
+    return out
+
+
+def corr3d_movie_weight_grad(x, g, out):
+    """Weight gradient of ``corr3d_movie`` summed over windows -> out (C, K, kh, kw)."""
+    h, wd = x.shape[1], x.shape[2]
+    n, c, ho, wo = g.shape
+    k, kh, kw = out.shape[1], out.shape[2], out.shape[3]
+    _kernel("conv.cu", "corr3d_movie_wgrad", x.dtype)((out.size,), (_REDUCE_THREADS,),
+                                                      (x, g, out) + _i(n, c, k, kh, kw, ho, wo, h, wd))
+    return out
+
+
+# ------------------------------------------------------------------ FFT paths (cuFFT, shared algorithm)
+def corr3d_movie_fft(x, w, out, *, chunk=512, workers=None, cache=None, spectra=None):
+    """``corr3d_movie`` by FFT (see the CPU twin); ``workers`` is accepted and ignored."""
+    return _fft.corr3d_movie_fft(cp, cfft, {}, x, w, out, chunk, cache, spectra)
+
+
+def corr3d_movie_transpose_fft(g, w, out, *, workers=None):
+    return _fft.corr3d_movie_transpose_fft(cp, cfft, {}, g, w, out)
+
+
+def corr3d_movie_weight_grad_fft(x, g, out, *, workers=None, spectrum=None):
+    return _fft.corr3d_movie_weight_grad_fft(cp, cfft, {}, x, g, out, spectrum)
+
+
+def corr2d_fft(x, w, out, *, workers=None):
+    return _fft.corr2d_fft(cp, cfft, {}, x, w, out)
+
+
+def corr2d_transpose_fft(g, w, out, *, workers=None):
+    return _fft.corr2d_transpose_fft(cp, cfft, {}, g, w, out)
+
+
+def corr2d_weight_grad_fft(x, g, out, *, workers=None):
+    return _fft.corr2d_weight_grad_fft(cp, cfft, {}, x, g, out)
+
+
+# ------------------------------------------------------------------ pointwise and dense
+_affine_relu = cp.ElementwiseKernel("T z, T scale, T shift", "T out",
+                                    "T v = scale * z + shift; out = v > 0 ? v : (T)0", "retina_affine_relu")
+
+
+def affine_relu(z, scale, shift, out):
+    """out = max(scale * z + shift, 0); scale/shift broadcast over the leading (batch) axis."""
+    _affine_relu(z, scale, shift, out)
+    return out
+
+
+def dense(x, w, out):
+    """out (N, n) = x (N, D) @ w (n, D).T through cuBLAS."""
+    cp.matmul(x, w.T, out=out)
+    return out
+
+
+def pig_conv_relu_dense(z0, dz, alphas, weights, w2, scale2, shift2, v3, shift3, cw, cells,
+                        g1, a2, r0, r1, want_a2):
+    """Path-integrated gradients of the layer-2/readout head; see :func:`retina.kernels.cpu.pig_conv_relu_dense`.
+
+    Host arrays among the small arguments (``alphas``, ``weights``, ``cw``,
+    ``cells``, ``r0``, ``r1``) are accepted; ``r0``/``r1`` are filled in place
+    whichever side they live on.
+    """
+    d0, d1 = cp.empty(r0.shape, cp.float64), cp.empty(r1.shape, cp.float64)
+    _pig.pig_conv_relu_dense(cp, corr2d, corr2d_transpose, z0, dz, cp.asarray(alphas), cp.asarray(weights), w2,
+                             scale2, shift2, v3, shift3, cp.asarray(cw), cp.asarray(cells), g1, a2, d0, d1,
+                             bool(want_a2))
+    for dst, src in ((r0, d0), (r1, d1)):
+        dst[...] = src if isinstance(dst, cp.ndarray) else src.get()
+    return g1, a2, r0, r1
+
+
+# ------------------------------------------------------------------ the simulator's loops
+def bipolar_block(s, drive, decay, n_stages, a2, theta, rec, use, cascade, pool, out):
+    """GPU twin of :func:`retina.kernels.cpu.bipolar_block` (one thread per pathway x pixel)."""
+    t_len, n_px = s.shape
+    n_k = drive.shape[0]
+    f = _kernel("insilico.cu", "bipolar_block", s.dtype)
+    f(_grid(n_k * n_px), (_THREADS,), (s, drive, decay, cp.asarray(n_stages, cp.int64), a2, theta, rec, use,
+                                       cascade, pool, out) + _i(t_len, n_px, n_k, cascade.shape[2]))
+    return out
+
+
+def ganglion_block(exc, inh, w, w_inh, theta, r_max, beta, e_inh, e_mem, rec_inh, use_inh, gc_gain, e_gc,
+                   state_inh, state_dep, state_u, state_gc, rates, parts):
+    """GPU twin of :func:`retina.kernels.cpu.ganglion_block` (one thread per cell)."""
+    t_len, n_k, n_j = exc.shape
+    ft = exc.dtype.type
+    scalars = tuple(ft(v) for v in (beta, e_inh, e_mem, rec_inh, use_inh, gc_gain, e_gc))
+    f = _kernel("insilico.cu", "ganglion_block", exc.dtype)
+    f(_grid(n_j), (_THREADS,), (exc, inh, w, w_inh, theta, r_max) + scalars
+      + (state_inh, state_dep, state_u, state_gc, rates, parts) + _i(t_len, n_k, n_j))
+    return rates
