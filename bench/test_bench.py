@@ -46,3 +46,11 @@ def test_insilico_minute(benchmark):
     rates = benchmark(sim.rates, movie)
     benchmark.extra_info["seconds_per_simulated_minute"] = benchmark.stats.stats.median * 6000 / len(movie)
     assert np.isfinite(rates).all()
+
+
+def test_osr_sweep(benchmark):
+    from retina.bench import osr_sweep
+
+    res = benchmark.pedantic(osr_sweep, kwargs=dict(scale=SCALE, repeat=1), rounds=1, iterations=1)
+    benchmark.extra_info["seconds_total"] = res.seconds
+    assert res.max_rel_error < 1e-4

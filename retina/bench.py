@@ -157,8 +157,37 @@ def train_epoch(scale=1.0, repeat=1, backend="cpu", rate=None):
                        f"{windows} windows, batch 500, {y.shape[1]} cells, val corr {res.best_val_corr:.2f}")
 
 
+def osr_sweep(scale=1.0, repeat=1, backend="cpu", rate=None):
+    """OSR sweep: flash trains with periods 2..20 frames x 10 intensities, pooled layer-1 attribution,
+    100 midpoint steps, 5 cells each attributed separately (performance.md)."""
+    from .stimuli import flash_train
+
+    model = RetinaCNN.random(5, seed=0)
+    intensities = np.linspace(-1.0, -0.1, max(int(round(10 * scale)), 1))
+    movies = [flash_train(10, p, intensity=float(c), duration=1, pre=model.history, post=40).movie
+              for p in range(2, 21) for c in intensities]
+
+    def run():
+        out = []
+        for m in movies:
+            model.predict(m, backend=backend)
+            out.append(attribute(model, m, layer="conv1", pool="space", n_steps=100, backend=backend,
+                                 progress=False))
+        return out
+
+    sec, attrs = _time(run, repeat)
+    a = attrs[-1]
+    w, cell = a.delta.shape[0] // 2, 3
+    ref = reference.conductance_conv1(model, movies[-1], w, cell, n_steps=100).sum(axis=(1, 2))
+    err = _relerr(a.values[w, cell], ref)
+    n_wc = sum(x.delta.size for x in attrs)
+    return BenchResult("osr-sweep", backend, sec, "s total", sec, float("nan"), err,
+                       f"{len(movies)} flash trains, {n_wc} window-cells, 100 steps, path {a.path}, "
+                       f"max|delta|/range {max(x.relative_delta for x in attrs):.1e}")
+
+
 WORKLOADS = {"forward-movie": forward_movie, "ig-hidden": ig_hidden, "ig-input": ig_input,
-             "insilico-minute": insilico_minute, "train-epoch": train_epoch}
+             "osr-sweep": osr_sweep, "insilico-minute": insilico_minute, "train-epoch": train_epoch}
 
 
 def run_workload(name, *, scale=1.0, repeat=None, backend="cpu", rate=None):

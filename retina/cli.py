@@ -376,9 +376,71 @@ def explain(model, output, names, steps, share, params_path, no_truth, no_figure
     return report
 
 
+def _values(text):
+    """``"4,6,8"`` or ``"2:20"`` (inclusive integer range) or ``"-1:-0.1:10"`` (linspace) -> list."""
+    parts = text.split(":")
+    if len(parts) == 2:
+        return list(range(int(parts[0]), int(parts[1]) + 1))
+    if len(parts) == 3:
+        return np.linspace(float(parts[0]), float(parts[1]), int(parts[2])).round(6).tolist()
+    out = []
+    for v in text.split(","):
+        v = v.strip()
+        out.append(int(v) if v.lstrip("-").isdigit() else float(v))
+    return out
+
+
+@main.command()
+@click.argument("model", default="default")
+@click.argument("phenomenon", type=click.Choice(["osr", "latency", "reversal", "anticipation"]))
+@click.option("-p", "--param", "params", multiple=True, required=True, metavar="NAME=VALUES",
+              help="A swept parameter: NAME=v1,v2,... or NAME=a:b (integers a..b) or NAME=a:b:n (n values "
+                   "from a to b). Repeat for a grid, e.g. -p periods=2:20 -p intensity=-1:-0.1:10.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="sweep.h5", show_default=True,
+              help="HDF5 file; an interrupted sweep resumes from OUTPUT.partial.")
+@click.option("--steps", type=click.IntRange(1), default=50, show_default=True, help="Integrated-gradient steps.")
+@click.option("--no-explain", is_flag=True, help="Measure only (no attribution and reduction).")
+@click.option("-q", "--quiet", is_flag=True)
+def sweep(model, phenomenon, params, output, steps, no_explain, quiet):
+    """Sweep PHENOMENON over stimulus parameters on MODEL ('default', a model file, 'random' or 'insilico').
+
+    Writes every point's measures, responses and pooled attributions to OUTPUT
+    and prints a table of the main measures.
+    """
+    from .sweep import sweep as run
+
+    _quiet(quiet)
+    grid = {}
+    for item in params:
+        name, sep, vals = item.partition("=")
+        if not sep or not vals:
+            _fail(ValueError(f"--param must look like NAME=VALUES, got {item!r}"))
+        try:
+            grid[name.strip()] = _values(vals)
+        except ValueError:
+            _fail(ValueError(f"cannot read the values of --param {item!r}"))
+    try:
+        if model == "insilico":
+            from .insilico import InSilicoRetina
+            net = InSilicoRetina()
+        else:
+            net = _load_model(model, 0, 5)
+        res = run(net, phenomenon, grid, out=output, progress=not quiet, explain=not no_explain, n_steps=steps)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    if not quiet:
+        keys = [k for k in res.measures[0] if not k.startswith(("reduced", "ablated"))][:4]
+        click.echo("  ".join(f"{k:>14}" for k in list(grid) + keys))
+        for pt, m in zip(res.points, res.measures):
+            click.echo("  ".join([f"{pt[k]!s:>14}" for k in grid] + [f"{m.get(k, float('nan')):>14.4g}"
+                                                                     for k in keys]))
+        click.echo(f"wrote {output}")
+
+
 @main.command()
 @click.option("--workload", "workloads", multiple=True,
-              type=click.Choice(["forward-movie", "ig-hidden", "ig-input", "insilico-minute", "train-epoch"]),
+              type=click.Choice(["forward-movie", "ig-hidden", "ig-input", "osr-sweep", "insilico-minute",
+                                 "train-epoch"]),
               help="Workloads to run (repeatable); default all.")
 @click.option("--scale", type=click.FloatRange(0.01, 10), default=1.0, show_default=True,
               help="Scale the workload sizes (e.g. 0.1 for a quick look).")

@@ -136,15 +136,28 @@ def _criteria(name, cnn, truth, result):
     if name == "osr":
         c["slow ON carries >= 50% of positive IG after the omission"] = ps["ONs"] >= 0.5
         c["OFF share < 20% after the omission"] = ps["OFF"] < 0.2
-        full, red = result.measures.get("osr_peak_mean"), result.measures.get("reduced_osr_peak_mean")
+        m = result.measures
+        full, red = m.get("osr_peak_mean"), m.get("reduced_osr_peak_mean")
         if red is not None:
             c["reduced model keeps >= 70% of the OSR"] = red >= 0.7 * full
+        if "ablated_on_slow_osr_amplitude" in m:
+            c["ablating the slow-ON channels removes >= 70% of the OSR"] = (
+                m["ablated_on_slow_osr_amplitude"] <= 0.3 * m["osr_amplitude"])
     elif name == "latency":
         c["OFF-fast >= 80% of layer-1 IG"] = cnn.get("OFF-fast", 0.0) >= 0.8
+        c["a delayed (20-60 ms) inhibitory layer-2 term"] = any(20 <= d["delay_ms"] <= 60 for d in result.inhibitory)
+        full, abl = result.measures.get("peak_delta_ms"), result.measures.get("ablated_inhibition_peak_delta_ms")
+        if abl is not None:
+            c["ablating the inhibitory layer-2 channels cuts the latency shift by >= 50%"] = abl <= 0.5 * full
     elif name == "reversal":
         c["fast ON >= 40% of IG in the burst window"] = ps["ONf"] >= 0.4
+        if "ablated_on_fast_mean_ratio" in result.measures:
+            c["ablating fast ON removes the burst (ratio < 1)"] = result.measures["ablated_on_fast_mean_ratio"] < 1
     else:
         c["OFF carries the anticipation response"] = ps["OFF"] >= 0.5
+        full, abl = result.measures.get("offset_px_0.08"), result.measures.get("ablated_inhibition_offset_px_0.08")
+        if abl is not None:
+            c["ablating the inhibitory units shifts the 0.08 px/frame offset by >= +1.5 px"] = abl - full >= 1.5
     top_truth = max((s for s in ("OFF", "ONf", "ONs")), key=lambda s: truth["shares"][s])
     top_cnn = max(ps, key=ps.get)
     c[f"dominant pathway matches the simulator ({top_truth})"] = top_cnn == top_truth
@@ -178,7 +191,9 @@ def explain(model, out_dir, *, sim=None, phenomena=PHENOMENA, n_steps=50, share=
         entry = {"measures": res.measures, "cnn_type_shares": shares,
                  "important_channels": [[dict((k, v) for k, v in ch.items() if k != "filter")
                                          for ch in red.channels] for red in res.reduced],
-                 "fidelity": [red.fidelity for red in res.reduced]}
+                 "fidelity": [red.fidelity for red in res.reduced],
+                 "inhibitory_conv2": res.inhibitory,
+                 "ablated": res.ablated_measures, "ablated_conv1": res.params.get("ablated_conv1", [])}
         if truth:
             gt = ground_truth(name, sim)
             entry["truth"] = gt
@@ -264,6 +279,9 @@ def summary_table(report):
             lines.append(f"{name}:")
             for k, v in report[name]["criteria"].items():
                 lines.append(f"  [{'x' if v else ' '}] {k}")
+            for d in report[name].get("inhibitory_conv2", []):
+                lines.append(f"  CNN inhibitory layer-2 channel {d['channel']}: {d['share']:.0%} of |IG|, "
+                             f"{d['delay_ms']:+.0f} ms after the excitation peak ({d['conditions']} conditions)")
             for les, d in report[name]["truth"]["lesions"].items():
                 lines.append(f"  simulator without {les}: {report[name]['truth']['key']} "
                              f"{d['value']:.3g} (change {d['change']:+.3g})")

@@ -398,15 +398,19 @@ class InSilicoRetina:
                 raise ValueError(f"state[{k!r}] must be a float64 array of shape {v.shape}")
 
     # -------------------------------------------------------------- simulation
-    def _centre_surround(self, movie):
+    def _centre_surround(self, movie, be=None):
         p = self.params
-        c = ndi.gaussian_filter(movie, (0, p.sigma_center_px, p.sigma_center_px), mode="constant",
-                                truncate=p.truncate)
-        s = ndi.gaussian_filter(movie, (0, p.sigma_surround_px, p.sigma_surround_px), mode="constant",
-                                truncate=p.truncate)
-        return np.ascontiguousarray((c - p.w_surround * s).reshape(len(movie), -1)[:, self._pixels])
+        if be is None or be.name == "cpu":
+            filt, xp = ndi.gaussian_filter, np
+        else:
+            import cupyx.scipy.ndimage as cndi
 
-    def run(self, movie, *, state=None, progress=False):
+            filt, xp = cndi.gaussian_filter, be.xp
+        c = filt(movie, (0, p.sigma_center_px, p.sigma_center_px), mode="constant", truncate=p.truncate)
+        s = filt(movie, (0, p.sigma_surround_px, p.sigma_surround_px), mode="constant", truncate=p.truncate)
+        return xp.ascontiguousarray((c - p.w_surround * s).reshape(len(movie), -1)[:, self._pixels])
+
+    def run(self, movie, *, state=None, progress=False, backend="cpu"):
         """Simulate a movie; the workhorse behind :meth:`rates` and :meth:`pathways`.
 
         Parameters
@@ -419,6 +423,9 @@ class InSilicoRetina:
             adapted to grey.
         progress : bool
             Show a progress bar over blocks.
+        backend : {"cpu", "gpu", "auto"}
+            Where the kernels run (float64 on both); results and ``state``
+            come back as NumPy arrays.
 
         Returns
         -------
@@ -428,8 +435,10 @@ class InSilicoRetina:
             Membrane potential split by source: OFF, ONf, ONs release and the
             amacrine (negative); ``parts.sum(-1)`` is the membrane potential.
         """
-        from .kernels import cpu
+        from . import _backend
 
+        be = _backend.resolve(backend)
+        kern, xp = be.kernels, be.xp
         movie = as_float_array("movie", movie, ndim=3, dtype=np.float64)
         if movie.shape[1:] != self.frame_shape:
             raise ValueError(f"movie must have frames of shape {self.frame_shape}, got {movie.shape[1:]}")
@@ -439,31 +448,39 @@ class InSilicoRetina:
             self._check_state(state)
         p = self.params
         t_len, n_j = len(movie), self.n_cells
-        rates = np.empty((t_len, n_j))
-        parts = np.empty((t_len, 4, n_j))
         e_inh = np.exp(-DT * 1e3 / p.tau_amacrine_ms)
         e_mem = np.exp(-DT * 1e3 / p.tau_membrane_ms)
         rec_inh = np.exp(-DT / p.tau_rec_amacrine_s)
         e_gc = np.exp(-DT / p.tau_gain_control_s)
         from ._progress import progress_bar
 
+        dev = be.asarray
+        st = {k: dev(v) for k, v in state.items()}
+        consts = {k: dev(getattr(self, k)) for k in ("_drive", "_decay", "_a2", "_theta", "_rec", "_use", "_wg",
+                                                      "_wa", "_w", "_w_inh", "_gtheta", "_rmax")}
+        rates = xp.empty((t_len, n_j))
+        parts = xp.empty((t_len, 4, n_j))
         starts = range(0, t_len, self.block)
         for t0 in progress_bar(starts, total=len(starts), desc="simulate", unit="block", enabled=progress):
-            s = self._centre_surround(movie[t0:t0 + self.block])
-            b = np.empty((len(s), 3, len(self._pixels)))
-            cpu.bipolar_block(s, self._drive, self._decay, self._stages, self._a2, self._theta, self._rec,
-                              self._use, state["cascade"], state["pool"], b)
-            exc = np.ascontiguousarray((b.reshape(-1, b.shape[-1]) @ self._wg).reshape(len(s), 3, n_j))
-            inh = np.ascontiguousarray(b[:, 0, :] @ self._wa)
-            cpu.ganglion_block(exc, inh, self._w, self._w_inh, self._gtheta, self._rmax, float(p.beta), e_inh,
-                               e_mem, rec_inh, float(p.U_amacrine * DT), float(p.gain_control), e_gc,
-                               state["amacrine"], state["amacrine_resource"], state["membrane"],
-                               state["gain_control"], rates[t0:t0 + len(s)], parts[t0:t0 + len(s)])
+            s = self._centre_surround(dev(movie[t0:t0 + self.block]), be)
+            b = xp.empty((len(s), 3, len(self._pixels)))
+            kern.bipolar_block(s, consts["_drive"], consts["_decay"], self._stages, consts["_a2"], consts["_theta"],
+                               consts["_rec"], consts["_use"], st["cascade"], st["pool"], b)
+            exc = xp.ascontiguousarray((b.reshape(-1, b.shape[-1]) @ consts["_wg"]).reshape(len(s), 3, n_j))
+            inh = xp.ascontiguousarray(b[:, 0, :] @ consts["_wa"])
+            kern.ganglion_block(exc, inh, consts["_w"], consts["_w_inh"], consts["_gtheta"], consts["_rmax"],
+                                float(p.beta), e_inh, e_mem, rec_inh, float(p.U_amacrine * DT),
+                                float(p.gain_control), e_gc, st["amacrine"], st["amacrine_resource"],
+                                st["membrane"], st["gain_control"], rates[t0:t0 + len(s)], parts[t0:t0 + len(s)])
+        for k, v in st.items():
+            if v is not state[k]:  # copies (the GPU, or a non-contiguous state): write the state back
+                state[k][...] = be.to_host(v)
+        rates, parts = be.to_host(rates), be.to_host(parts)
         return rates, np.ascontiguousarray(parts.transpose(0, 2, 1))
 
-    def rates(self, movie, *, state=None, progress=False):
+    def rates(self, movie, *, state=None, progress=False, backend="cpu"):
         """Firing rates ``(T, n_cells)`` in Hz (float64); see :meth:`run`."""
-        return self.run(movie, state=state, progress=progress)[0]
+        return self.run(movie, state=state, progress=progress, backend=backend)[0]
 
     def spikes(self, movie, *, seed=0, rates=None, state=None):
         """Poisson spike counts ``(T, n_cells)`` per 10 ms bin (int32), ``n ~ Poisson(r dt)``.

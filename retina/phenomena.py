@@ -48,6 +48,12 @@ class PhenomenonResult:
         Per condition, for CNNs (``explain=True``): important channels, pruned network, fidelity.
     reduced_measures : list of dict
         The measure of the pruned network's response, per condition.
+    inhibitory : list of dict
+        Latency and anticipation, CNNs: the layer-2 channels with a negative
+        net effect in some condition (``channel``, ``conditions``,
+        ``share``, ``delay_ms`` averaged over them).
+    ablated_measures : list of dict
+        The measure per condition with those channels clamped to baseline.
     """
 
     name: str
@@ -60,6 +66,8 @@ class PhenomenonResult:
     params: dict = field(default_factory=dict)
     reduced: list = field(default_factory=list)
     reduced_measures: list = field(default_factory=list)
+    inhibitory: list = field(default_factory=list)
+    ablated_measures: list = field(default_factory=list)
 
     def add(self, condition, response, events, measure):
         self.conditions.append(condition)
@@ -144,6 +152,13 @@ class CNNProbe:
                          baseline=self.grey, n_steps=n_steps, progress=False)
         return reduce(self.model, attr, share=share, window=window, movie=x)
 
+    def inhibition(self, movie, weights, window, *, n_steps=50):
+        """Layer-2 channels with a negative net effect on the weighted cells in ``window`` (frames)."""
+        from .reduction import inhibitory_channels
+
+        return inhibitory_channels(self.model, self.padded(movie), cells=np.asarray(weights, np.float64),
+                                   window=window, baseline=self.grey, n_steps=n_steps)
+
 
 def probe(model):
     """Wrap a RetinaCNN in a :class:`CNNProbe`; anything else with ``rates(movie)`` is used as is."""
@@ -161,6 +176,48 @@ def _mechanism(model, movie, cells, window, share, n_steps, measure):
     red = model.reduce(movie, weights, window, share=share, n_steps=n_steps)
     pruned = model.rates(movie, model=red.pruned)[:, cells]
     return red, measure(pruned)
+
+
+def _ablate_inhibition(model, res, movies, windows, cells, n_steps, measure):
+    """Find each condition's inhibitory layer-2 channels, clamp their union to baseline, measure again.
+
+    Fills ``res.inhibitory`` and ``res.ablated_measures``; does nothing for
+    models other than CNNs.
+    """
+    if not isinstance(model, CNNProbe):
+        return
+    from .reduction import ablate
+
+    weights = np.zeros(model.n_cells)
+    weights[cells] = 1.0 / len(cells)
+    found = {}
+    for movie, window in zip(movies, windows):
+        for ch in model.inhibition(movie, weights, window, n_steps=n_steps):
+            found.setdefault(ch["channel"], []).append(ch)
+    res.inhibitory = [dict(channel=c, conditions=len(v), share=float(np.mean([d["share"] for d in v])),
+                           delay_ms=float(np.mean([d["delay_ms"] for d in v]))) for c, v in sorted(found.items())]
+    if not found:
+        return
+    lesioned = ablate(model.model, sorted(found), baseline=model.grey)
+    res.ablated_measures = [measure(i, model.rates(movie, model=lesioned)[:, cells])
+                            for i, movie in enumerate(movies)]
+
+
+def _ablate_types(model, movies, cells, types, measure):
+    """Measures per condition with the layer-1 channels of ``types`` clamped to baseline (CNNs only).
+
+    Returns ``(channels, measures)``; ``([], [])`` when the model is not a CNN
+    or has no channel of those types.
+    """
+    if not isinstance(model, CNNProbe):
+        return [], []
+    from .reduction import ablate, classify_channels
+
+    chans = [t["channel"] for t in classify_channels(model.model) if t["type"] in types]
+    if not chans:
+        return [], []
+    lesioned = ablate(model.model, chans, layer="conv1", baseline=model.grey)
+    return chans, [measure(i, model.rates(movie, model=lesioned)[:, cells]) for i, movie in enumerate(movies)]
 
 
 def _rates(model, movie):
@@ -214,9 +271,11 @@ def osr(model, *, frequencies=OSR_FREQUENCIES_HZ, periods=None, intensity=-1.0, 
     cells = _cells(model, cells, "OSR")
     res = PhenomenonResult("osr", [], [], [], [], {}, cells,
                            dict(intensity=intensity, duration=duration, n_flashes=n_flashes))
+    trains = []
     for p in periods:
         st = S.flash_train(n_flashes, int(p), intensity=intensity, duration=duration, pre=pre, post=post,
                            frame_shape=_frame_shape(model))
+        trains.append(st)
         r = _rates(model, st.movie)[:, cells]
 
         def measure(resp, st=st):
@@ -231,12 +290,23 @@ def osr(model, *, frequencies=OSR_FREQUENCIES_HZ, periods=None, intensity=-1.0, 
     fit = M.osr_slope([m["period_ms"] for m in per], [m["peak_after_last_ms"] for m in per])
     res.measures = dict(fit, min_ratio=float(min(m["ratio"] for m in per)),
                         latency_after_omitted_ms=float(np.mean([m["peak_after_omitted_ms"] for m in per])),
-                        osr_peak_mean=float(np.mean([m["osr_peak"] for m in per])))
+                        osr_peak_mean=float(np.mean([m["osr_peak"] for m in per])),
+                        osr_amplitude=float(np.mean([m["osr_peak"] - m["baseline"] for m in per])))
     if res.reduced_measures:
         rm = res.reduced_measures
         res.measures.update(reduced_osr_peak_mean=float(np.mean([m["osr_peak"] for m in rm])),
                             reduced_latency_after_omitted_ms=float(np.mean([m["peak_after_omitted_ms"]
                                                                             for m in rm])))
+    if explain:  # in-silico lesion of the CNN's slow ON channels
+        chans, am = _ablate_types(model, [st.movie for st in trains], cells, ("ON-slow",),
+                                  lambda i, resp: M.osr(resp, trains[i].events["flash_frames"],
+                                                        trains[i].events["omitted_frame"], window_ms=window_ms))
+        if am:
+            res.ablated_measures = am
+            res.params["ablated_conv1"] = chans
+            res.measures["ablated_on_slow_osr_peak_mean"] = float(np.mean([m["osr_peak"] for m in am]))
+            res.measures["ablated_on_slow_osr_amplitude"] = float(np.mean([m["osr_peak"] - m["baseline"]
+                                                                           for m in am]))
     return res
 
 
@@ -252,8 +322,10 @@ def latency(model, *, intensities=(-0.1, -0.2, -0.35, -0.5, -0.75, -1.0), durati
     model = probe(model)
     cells = _cells(model, cells, "OFF")
     res = PhenomenonResult("latency", [], [], [], [], {}, cells, dict(duration=duration, window_ms=window_ms))
+    movies = []
     for c in intensities:
         st = S.flash(float(c), duration=duration, delay=delay, post=post, frame_shape=_frame_shape(model))
+        movies.append(st.movie)
         r = _rates(model, st.movie)[:, cells]
 
         def measure(resp):
@@ -271,6 +343,16 @@ def latency(model, *, intensities=(-0.1, -0.2, -0.35, -0.5, -0.75, -1.0), durati
     if res.reduced_measures:
         res.measures["reduced_peak_delta_ms"] = M.latency_trend(
             intensities, [m["peak_ms"] for m in res.reduced_measures])["delta_ms"]
+    if explain:
+        win = (delay, delay + int(window_ms / 10))
+        _ablate_inhibition(model, res, movies, [win] * len(movies), cells, n_steps,
+                           lambda i, resp: M.latency(resp, delay, window_ms=window_ms))
+        if res.ablated_measures:
+            am = res.ablated_measures
+            res.measures["ablated_inhibition_peak_delta_ms"] = M.latency_trend(
+                intensities, [m["peak_ms"] for m in am])["delta_ms"]
+            res.measures["ablated_inhibition_com_delta_ms"] = M.latency_trend(
+                intensities, [m["com_ms"] for m in am])["delta_ms"]
     return res
 
 
@@ -294,9 +376,11 @@ def reversal(model, *, flips=(21, 23, 25, 27, 29), speed=0.14, width=2.0, intens
             cells = cells[keep]
     res = PhenomenonResult("reversal", [], [], [], [], {}, cells,
                            dict(speed=speed, width=width, intensity=intensity, start=start))
+    bars = []
     for x in flips:
         st = S.moving_bar(speed, width=width, intensity=intensity, start=start, reverse_at=float(x), post=post,
                           frame_shape=_frame_shape(model))
+        bars.append(st)
         r = _rates(model, st.movie)[:, cells]
 
         def measure(resp, st=st):
@@ -313,6 +397,13 @@ def reversal(model, *, flips=(21, 23, 25, 27, 29), speed=0.14, width=2.0, intens
                         mean_ratio=float(np.mean([m["ratio"] for m in per])))
     if res.reduced_measures:
         res.measures["reduced_mean_ratio"] = float(np.mean([m["ratio"] for m in res.reduced_measures]))
+    if explain:  # in-silico lesion of the CNN's fast ON channels
+        chans, am = _ablate_types(model, [st.movie for st in bars], cells, ("ON-fast",),
+                                  lambda i, resp: M.reversal(resp, bars[i].events["reversal_frame"]))
+        if am:
+            res.ablated_measures = am
+            res.params["ablated_conv1"] = chans
+            res.measures["ablated_on_fast_mean_ratio"] = float(np.mean([m["ratio"] for m in am]))
     return res
 
 
@@ -356,18 +447,26 @@ def anticipation(model, *, speeds=(0.04, 0.08, 0.16), width=2.0, intensity=-1.0,
         return {"offset_px": float(np.mean([o["offset_px"] for o in offs])),
                 "lead_um": float(np.mean([o["lead_um"] for o in leads]))}
 
+    bars, windows = [], []
     for v in speeds:
         st = S.moving_bar(v, width=width, intensity=intensity, frame_shape=fs)
         r = _rates(model, st.movie)[:, cells]
+        t_pk = int(np.nanargmax(r.mean(1)))
+        bars.append(st)
+        windows.append((max(t_pk - 30, 0), t_pk + 10))
         m = dict(measure(r, st), speed=float(v))
         res.add(dict(speed=float(v)), r, st.events, m)
         res.measures[f"offset_px_{v:g}"] = m["offset_px"]
         res.measures[f"lead_um_{v:g}"] = m["lead_um"]
         if explain:
-            t_pk = int(np.nanargmax(r.mean(1)))
-            red, rm = _mechanism(model, st.movie, cells, (max(t_pk - 30, 0), t_pk + 10), share, n_steps,
+            red, rm = _mechanism(model, st.movie, cells, windows[-1], share, n_steps,
                                  lambda resp, st=st: measure(resp, st))
             res.add_reduced(red, rm)
             if rm is not None:
                 res.measures[f"reduced_offset_px_{v:g}"] = rm["offset_px"]
+    if explain:
+        _ablate_inhibition(model, res, [st.movie for st in bars], windows, cells, n_steps,
+                           lambda i, resp: measure(resp, bars[i]))
+        for v, am in zip(speeds, res.ablated_measures):
+            res.measures[f"ablated_inhibition_offset_px_{v:g}"] = am["offset_px"]
     return res

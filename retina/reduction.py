@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["channel_filters", "classify_channels", "prune", "reduce", "ReducedModel"]
+__all__ = ["channel_filters", "classify_channels", "prune", "reduce", "ReducedModel", "baseline_activity",
+           "ablate", "inhibitory_channels"]
 
 FAST_MS, SLOW_MS = 110.0, 120.0
 
@@ -139,6 +140,90 @@ def prune(model, keep, *, baseline=0.0):
     meta = dict(model.metadata, pruned_from=model.content_hash(), kept_channels=",".join(map(str, keep)))
     return RetinaCNN(**a, frame_shape=model.frame_shape, norm_stats=model.norm_stats, cell_ids=model.cell_ids,
                      metadata=meta)
+
+
+def baseline_activity(model, baseline=0.0):
+    """Hidden activity (after the ReLUs) under a constant movie: ``(h1 (C1, H1, W1), h2 (C2, H2, W2))``, float64."""
+    from . import _backend
+
+    still = np.full((model.history,) + tuple(model.frame_shape), float(baseline))
+    corr1 = np.asarray(model.layer1(still, dtype=np.float64), np.float64)
+    h1 = np.ascontiguousarray(np.maximum(model.scale1 * corr1 + model.shift1, 0))
+    corr2 = np.empty((1,) + model.shape2)
+    _backend.resolve("cpu").kernels.corr2d(h1, np.ascontiguousarray(model.w2, np.float64), corr2)
+    h2 = np.maximum(model.scale2 * corr2 + model.shift2, 0)
+    return h1[0], h2[0]
+
+
+def ablate(model, channels, *, layer="conv2", baseline=0.0):
+    """A copy of ``model`` with ``channels`` of ``layer`` clamped to their activity under the baseline.
+
+    ``layer="conv1"`` is :func:`prune` of the complement.  For ``"conv2"``
+    the channel's kernel is zeroed and its shift set to the unit's baseline
+    activity, so it outputs that constant whatever the stimulus: the
+    in-silico lesion of a hidden cell type.
+    """
+    from .model import RetinaCNN
+
+    channels = np.atleast_1d(np.asarray(channels, np.int64))
+    if layer == "conv1":
+        return prune(model, np.setdiff1d(np.arange(model.w1.shape[0]), channels), baseline=baseline)
+    if layer != "conv2":
+        raise ValueError(f"layer must be 'conv1' or 'conv2', got {layer!r}")
+    c2 = model.w2.shape[0]
+    if channels.size and (channels.min() < 0 or channels.max() >= c2):
+        raise ValueError(f"channels must index the model's {c2} layer-2 channels, got {channels.tolist()}")
+    _, h2 = baseline_activity(model, baseline)
+    w2 = np.array(model.w2, np.float64)
+    scale2 = np.array(np.broadcast_to(model.scale2, model.shape2), np.float64)
+    shift2 = np.array(np.broadcast_to(model.shift2, model.shape2), np.float64)
+    for o in channels:
+        w2[o] = 0.0
+        shift2[o] = h2[o]
+    a = dict(model.arrays)
+    a.update(w2=w2, scale2=scale2, shift2=shift2)
+    meta = dict(model.metadata, ablated_from=model.content_hash(), ablated_conv2=",".join(map(str, channels)))
+    return RetinaCNN(**a, frame_shape=model.frame_shape, norm_stats=model.norm_stats, cell_ids=model.cell_ids,
+                     metadata=meta)
+
+
+def inhibitory_channels(model, movie, *, cells=None, window=None, baseline=0.0, n_steps=50, min_share=0.05,
+                        attribution=None):
+    """Layer-2 channels whose net effect on the response is negative (spec: "A1 appears as layer-2
+    units with negative net effect, delayed 20-60 ms after OFF excitation").
+
+    The response (cells or weighted sum of cells) over ``window`` is attributed
+    to layer-2 units, pooled over space.  A channel is inhibitory when its
+    summed attribution over the window is negative and carries at least
+    ``min_share`` of the total ``|A|``.
+
+    Returns
+    -------
+    list of dict, most inhibitory first
+        ``channel``, ``net`` (summed attribution, Hz x windows), ``share``,
+        ``delay_ms`` (time of its most negative attribution after the time of
+        the largest positive attribution of any channel).
+    """
+    from .attribution import attribute
+
+    if attribution is None:
+        attribution = attribute(model, movie, layer="conv2", cells=cells, n_steps=n_steps, pool="space",
+                                baseline=baseline, progress=False)
+    vals = np.asarray(attribution.values, np.float64).sum(axis=1)  # (windows, C2), outputs summed
+    lo, hi = (0, len(vals)) if window is None else (max(int(window[0]), 0), min(int(window[1]), len(vals)))
+    sel = vals[lo:hi]
+    if not len(sel):
+        raise ValueError(f"window {window!r} selects no windows of {len(vals)}")
+    net = sel.sum(axis=0)
+    total = np.abs(sel).sum()
+    t_exc = int(np.argmax(sel.max(axis=1)))
+    out = []
+    for o in np.argsort(net):
+        share = float(np.abs(sel[:, o]).sum() / total) if total > 0 else 0.0
+        if net[o] < 0 and share >= min_share:
+            out.append(dict(channel=int(o), net=float(net[o]), share=share,
+                            delay_ms=float((int(np.argmin(sel[:, o])) - t_exc) * 10.0)))
+    return out
 
 
 def reduce(model, attribution_or_stimulus, *, share=0.9, window=None, cells=None, n_steps=50, movie=None,

@@ -116,3 +116,18 @@ def test_train_command_smoke(tmp_path):
     assert m.n_cells == 2 and m.norm_stats is not None and not (tmp_path / "m.h5.ckpt").exists()
     bad = CliRunner().invoke(main, ["train", str(tmp_path / "missing.h5"), "-o", str(tmp_path / "x.h5")])
     assert bad.exit_code != 0 and "no dataset file" in bad.output
+
+
+def test_sweep_command(tmp_path):
+    out = tmp_path / "lat.h5"
+    r = CliRunner().invoke(main, ["sweep", "insilico", "latency", "-p", "intensities=-1,-0.5", "-o", str(out),
+                                  "--no-explain", "-q"])
+    assert r.exit_code == 0, r.output
+    from retina.sweep import load_sweep
+
+    res = load_sweep(out)
+    assert [p["intensities"] for p in res.points] == [-1, -0.5]
+    # a stronger flash gives an earlier OFF response in the simulator
+    assert res.measures[0]["peak_ms"] < res.measures[1]["peak_ms"]
+    r = CliRunner().invoke(main, ["sweep", "insilico", "latency", "-p", "intensities"])
+    assert r.exit_code != 0 and "NAME=VALUES" in r.output

@@ -131,3 +131,20 @@ def test_rates_are_in_the_specified_range():
     for t in ("OFF", "OSR"):
         assert 3.0 <= r[:, sim.cells_of(t)].mean() <= 10.0
     assert 40 <= r.max() <= 400
+
+
+@pytest.mark.gpu
+def test_gpu_simulation_equals_cpu(rng):
+    from retina import _backend
+
+    if _backend._gpu_unavailable_reason() is not None:
+        pytest.skip(f"no GPU: {_backend._gpu_unavailable_reason()}")
+    sim = InSilicoRetina(block=37)
+    movie = 0.3 * rng.standard_normal((120, 50, 50))
+    s_cpu, s_gpu = sim.initial_state(), sim.initial_state()
+    r_cpu = sim.rates(movie, state=s_cpu)
+    r_gpu = sim.rates(movie, state=s_gpu, backend="gpu")
+    assert isinstance(r_gpu, np.ndarray)
+    np.testing.assert_allclose(r_gpu, r_cpu, rtol=1e-9, atol=1e-9)
+    for k in s_cpu:
+        np.testing.assert_allclose(s_gpu[k], s_cpu[k], rtol=1e-9, atol=1e-12)

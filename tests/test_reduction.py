@@ -66,3 +66,50 @@ def test_reduce_keeps_the_smallest_set_and_accepts_attributions():
         reduce(m, attr, share=0)
     with pytest.raises(ValueError, match="window"):
         reduce(m, attr, window=(50, 10))
+
+
+def _layer2(model, movie):
+    """Post-ReLU layer-2 activity (float64, plain numpy) for every window."""
+    import naive
+
+    corr1 = np.asarray(model.layer1(movie, dtype=np.float64))
+    h1 = np.maximum(np.broadcast_to(model.scale1, model.shape1) * corr1 + model.shift1, 0)
+    return np.maximum(np.broadcast_to(model.scale2, model.shape2) * naive.corr2d(h1, model.w2) + model.shift2, 0)
+
+
+def test_ablate_conv2_clamps_channels_to_baseline_activity(rng):
+    from retina.reduction import ablate, baseline_activity
+
+    m = small_model()
+    movie = rng.standard_normal((15,) + m.frame_shape).astype(np.float32)
+    np.testing.assert_allclose(ablate(m, []).predict(movie), m.predict(movie), rtol=1e-6)
+    a = ablate(m, [1, 3], baseline=0.3)
+    full, lesioned = _layer2(m, movie), _layer2(a, movie)
+    grey = _layer2(m, np.full((m.history,) + m.frame_shape, 0.3))[0]
+    np.testing.assert_allclose(baseline_activity(m, 0.3)[1], grey, atol=1e-12)
+    for o in range(m.shape2[0]):
+        expect = np.broadcast_to(grey[o], full[:, o].shape) if o in (1, 3) else full[:, o]
+        np.testing.assert_allclose(lesioned[:, o], expect, atol=1e-9)
+    assert np.abs(lesioned[:, 1] - full[:, 1]).max() > 1e-3  # the movie did drive the channel
+    with pytest.raises(ValueError, match="layer-2 channels"):
+        ablate(m, [9])
+
+
+def test_inhibitory_channels_find_a_channel_whose_readout_is_flipped(rng):
+    from retina.reduction import inhibitory_channels
+
+    m = small_model(per_unit=False)
+    movie = 2.0 * rng.standard_normal((30,) + m.frame_shape).astype(np.float32)
+    net = attribute(m, movie, layer="conv2", cells=0, pool="space", progress=False).values[:, 0].sum(axis=0)
+    o = int(np.argmax(net))
+    assert net[o] > 0
+    assert o not in [d["channel"] for d in inhibitory_channels(m, movie, cells=0, min_share=0.0)]
+    # flipping the channel's readout flips the sign of its gradient, not its activity: it now inhibits
+    w3 = np.array(m.w3, np.float64).reshape((m.n_cells,) + m.shape2)
+    w3[:, o] *= -1.0
+    flipped = RetinaCNN(**dict(m.arrays, w3=w3.reshape(m.n_cells, -1)), frame_shape=m.frame_shape)
+    found = inhibitory_channels(flipped, movie, cells=0, min_share=0.0)
+    assert o in [d["channel"] for d in found]
+    net_f = attribute(flipped, movie, layer="conv2", cells=0, pool="space", progress=False).values[:, 0].sum(0)
+    assert [d["channel"] for d in found] == [int(c) for c in np.argsort(net_f) if net_f[c] < 0]
+    assert all(d["net"] < 0 for d in found)

@@ -1,0 +1,202 @@
+"""Stimulus sweeps: one phenomenon over a grid of stimulus parameters, resumable, in one HDF5 file.
+
+:func:`sweep` calls a phenomenon of :mod:`retina.phenomena` once per grid
+point (the Cartesian product of ``grid``), keeps every point's measures,
+responses and (for CNNs) pooled attributions and kept channels, and writes
+them to ``out`` as it goes: the file grows as ``OUT.partial`` (one group per
+finished point, flushed) and is renamed to ``OUT`` when the sweep is complete.
+Rerunning an interrupted sweep with the same model, phenomenon, grid and
+options skips the finished points.
+
+    >>> res = sweep(model, "osr", {"periods": range(4, 21, 2), "intensity": [-1.0, -0.5]}, out="osr.h5")
+    >>> res.table("osr_peak_mean")          # (9, 2) array over the grid
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import phenomena as P
+from ._progress import progress_bar
+from ._version import __version__
+
+__all__ = ["sweep", "SweepResult", "load_sweep", "LIST_PARAMS"]
+
+LIST_PARAMS = {"osr": ("periods", "frequencies"), "latency": ("intensities",), "reversal": ("flips",),
+               "anticipation": ("speeds", "flash_positions")}
+"""Parameters that a phenomenon takes as a list of conditions; a scalar grid value becomes a one-item list."""
+
+
+@dataclass
+class SweepResult:
+    """The grid and each point's measures (plain numbers), in grid order.
+
+    A point with a single stimulus condition also carries that condition's own
+    measure (e.g. ``peak_ms`` of one flash), besides the phenomenon's summary.
+    """
+
+    phenomenon: str
+    grid: dict
+    points: list
+    measures: list
+    path: Path | None = None
+    results: list = field(default_factory=list, repr=False)
+
+    @property
+    def shape(self):
+        return tuple(len(v) for v in self.grid.values())
+
+    def table(self, key):
+        """One measure over the grid: an array of shape :attr:`shape` (NaN where a point lacks it)."""
+        vals = [float(m.get(key, np.nan)) if isinstance(m.get(key, np.nan), (int, float)) else np.nan
+                for m in self.measures]
+        return np.array(vals).reshape(self.shape)
+
+
+def _jsonable(v):
+    if isinstance(v, (np.integer, np.floating)):
+        return v.item()
+    if isinstance(v, (range, tuple, np.ndarray)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def _model_id(model):
+    return model.content_hash() if hasattr(model, "content_hash") else type(model).__name__ + json.dumps(
+        getattr(getattr(model, "params", None), "to_dict", lambda: {})(), sort_keys=True, default=str)
+
+
+def sweep(model, phenomenon, grid, *, out=None, progress=True, **options):
+    """Run ``phenomenon`` at every point of ``grid``; resumable when ``out`` is given.
+
+    Parameters
+    ----------
+    model : RetinaCNN or any object with ``rates(movie)``
+    phenomenon : {"osr", "latency", "reversal", "anticipation"}
+    grid : dict of name -> sequence
+        Keyword arguments of the phenomenon and the values to sweep, e.g.
+        ``{"periods": range(2, 21), "intensity": np.linspace(-1, -0.1, 10)}``.
+        List parameters (``periods``, ``intensities``, ``speeds``...) given
+        as scalars are wrapped into one-condition lists.
+    out : path, optional
+        HDF5 file of the sweep (written atomically; an existing
+        ``OUT.partial`` from the same settings is resumed).
+    **options
+        Fixed keyword arguments of the phenomenon (``n_steps``, ``explain``, ``cells``...).
+
+    Returns
+    -------
+    SweepResult
+    """
+    if phenomenon not in LIST_PARAMS:
+        raise ValueError(f"phenomenon must be one of {tuple(LIST_PARAMS)}, got {phenomenon!r}")
+    fn = getattr(P, phenomenon)
+    if not isinstance(grid, dict) or not grid:
+        raise ValueError(f"grid must be a non-empty dict of parameter -> values, got {grid!r}")
+    accepted = set(inspect.signature(fn).parameters) - {"model"}
+    for name in list(grid) + list(options):
+        if name not in accepted:
+            raise ValueError(f"{phenomenon}() has no parameter {name!r}; it takes {sorted(accepted)}")
+    grid = {k: [_jsonable(v) for v in vals] for k, vals in grid.items()}
+    for k, vals in grid.items():
+        if not vals:
+            raise ValueError(f"grid[{k!r}] is empty")
+    points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+    settings = dict(phenomenon=phenomenon, grid=grid, options=_jsonable(options), model=_model_id(model))
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+    f = None
+    if out is not None:
+        f = _open_partial(Path(out), digest, settings)
+    measures, results = [], []
+    try:
+        for i in progress_bar(range(len(points)), total=len(points), desc=f"sweep {phenomenon}", unit="point",
+                              enabled=progress):
+            key = f"point{i:05d}"
+            if f is not None and key in f and f[key].attrs.get("done", False):
+                measures.append(json.loads(f[key].attrs["measures"]))
+                results.append(None)
+                continue
+            kwargs = dict(options)
+            for k, v in points[i].items():
+                kwargs[k] = [v] if k in LIST_PARAMS[phenomenon] and np.isscalar(v) else v
+            res = fn(model, **kwargs)
+            found = dict(res.per_condition[0]) if len(res.per_condition) == 1 else {}
+            found.update(res.measures)  # one condition per point: its own measure first, then the summary
+            m = {k: float(v) for k, v in found.items() if isinstance(v, (int, float, np.floating, np.integer))}
+            measures.append(m)
+            results.append(res)
+            if f is not None:
+                _write_point(f, key, points[i], m, res)
+    finally:
+        if f is not None:
+            f.close()
+    path = None
+    if out is not None:
+        path = Path(out)
+        os.replace(path.with_name(path.name + ".partial"), path)
+    return SweepResult(phenomenon, grid, points, measures, path, results)
+
+
+def _open_partial(path, digest, settings):
+    import h5py
+
+    partial = path.with_name(path.name + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if partial.exists():
+        try:
+            f = h5py.File(partial, "a")
+            if f.attrs.get("settings_hash") == digest:
+                return f
+            f.close()
+        except OSError:
+            pass
+        partial.unlink()
+    f = h5py.File(partial, "w")
+    f.attrs.update(format="retina-sweep", retina_version=__version__, settings_hash=digest,
+                   settings=json.dumps(settings, default=str))
+    return f
+
+
+def _write_point(f, key, point, measures, res):
+    if key in f:  # a point interrupted while being written
+        del f[key]
+    g = f.create_group(key)
+    g.attrs["params"] = json.dumps(point)
+    g.attrs["measures"] = json.dumps(measures)
+    g.create_dataset("cells", data=np.asarray(res.cells))
+    for j, resp in enumerate(res.responses):
+        c = g.create_group(f"condition{j:02d}")
+        c.attrs["condition"] = json.dumps(_jsonable(res.conditions[j]))
+        c.create_dataset("response", data=np.asarray(resp, np.float32))
+        if j < len(res.reduced):
+            red = res.reduced[j]
+            c.create_dataset("pooled_attribution", data=np.asarray(red.pooled, np.float32), compression="gzip",
+                             compression_opts=1)
+            c.create_dataset("kept_channels", data=np.asarray(red.kept))
+    g.attrs["done"] = True
+    f.flush()
+
+
+def load_sweep(path):
+    """Read a finished sweep file back as a :class:`SweepResult` (measures and grid; no arrays)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != "retina-sweep":
+            raise ValueError(f"{str(path)!r} is not a retina sweep file")
+        settings = json.loads(f.attrs["settings"])
+        keys = sorted(k for k in f if k.startswith("point"))
+        points = [json.loads(f[k].attrs["params"]) for k in keys]
+        measures = [json.loads(f[k].attrs["measures"]) for k in keys]
+    return SweepResult(settings["phenomenon"], settings["grid"], points, measures, Path(path))
