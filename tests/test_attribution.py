@@ -176,3 +176,24 @@ def test_save(tmp_path, rng, model):
     with h5py.File(tmp_path / "a.h5") as f:
         np.testing.assert_array_equal(f["values"][()], a.values)
         assert f["settings"].attrs["method"] == "midpoint" and f["settings"].attrs["pool"] == "1,2"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layer", ["conv1", "conv2", "input"])
+def test_gpu_attribution_equals_cpu_and_keeps_arrays_on_the_device(rng, layer):
+    from retina import _backend
+
+    if _backend._gpu_unavailable_reason() is not None:
+        pytest.skip(f"no GPU: {_backend._gpu_unavailable_reason()}")
+    import cupy
+
+    m = small_model()
+    movie = rng.standard_normal((14,) + m.frame_shape).astype(np.float32)
+    ref = attribute(m, movie, layer=layer, n_steps=20, backend="cpu", progress=False)
+    got = attribute(m, movie, layer=layer, n_steps=20, backend="gpu", progress=False)
+    assert isinstance(got.values, np.ndarray) and got.backend == "gpu"
+    assert np.abs(got.values - ref.values).max() <= 1e-4 * np.abs(ref.values).max()
+    np.testing.assert_allclose(got.delta, ref.delta, atol=1e-4 * np.abs(ref.response).max())
+    dev = attribute(m, cupy.asarray(movie), layer=layer, n_steps=20, progress=False)
+    assert isinstance(dev.values, cupy.ndarray)
+    np.testing.assert_allclose(dev.values.get(), got.values, rtol=1e-6, atol=1e-6)

@@ -100,3 +100,25 @@ def test_rates_align_with_frames(tiny, rng):
     full = tiny.predict(np.concatenate([np.zeros((tiny.history - 1,) + tiny.frame_shape, np.float32), movie]))
     np.testing.assert_array_equal(r, full)
     np.testing.assert_allclose(r[tiny.history - 1:], tiny.predict(movie), rtol=2e-5)  # other batching
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["direct", "fft"])
+def test_gpu_predict_equals_cpu_numpy_in_numpy_out_cupy_in_cupy_out(method):
+    from retina import _backend
+
+    if _backend._gpu_unavailable_reason() is not None:
+        pytest.skip(f"no GPU: {_backend._gpu_unavailable_reason()}")
+    import cupy
+
+    m = RetinaCNN.random(3, seed=5)
+    movie = np.random.default_rng(5).standard_normal((90, 50, 50)).astype(np.float32)
+    ref = m.predict(movie, backend="cpu", layer1_method=method)
+    got = m.predict(movie, backend="gpu", layer1_method=method)
+    assert isinstance(got, np.ndarray)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    dev = m.predict(cupy.asarray(movie), layer1_method=method)
+    assert isinstance(dev, cupy.ndarray)
+    np.testing.assert_allclose(dev.get(), got, rtol=1e-6)
+    with pytest.raises(ValueError, match="CuPy"):
+        m.predict(cupy.asarray(movie), backend="cpu")

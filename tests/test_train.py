@@ -107,3 +107,24 @@ def test_bad_training_data_is_refused():
         train(x, -y, progress=False, **SMOKE)
     with pytest.raises(ValueError, match="multiple of segments"):
         train(x, y, progress=False, **dict(SMOKE, batch=61))
+
+
+def test_several_streams_with_weights():
+    x, y = _toy_data(1600)
+    xs, ys = [x[:700], x[700:1400]], [y[:700], y[700:1400]]
+    valid = (x[1400:], y[1400:])
+    res = train(xs, ys, valid=valid, progress=False, **dict(SMOKE, stream_weights=(0.3, 0.7)))
+    assert res.best_val_corr > 0.8, res.history
+    assert res.model.metadata["config"].count("stream_weights") == 1
+    # a stream with zero weight is never drawn: poisoning it changes nothing
+    poisoned = [np.full_like(xs[0], 50.0), xs[1]]
+    kw = dict(SMOKE, epochs=1, stream_weights=(0.0, 1.0))
+    a = train(poisoned, ys, valid=valid, progress=False, **kw)
+    b = train(xs, ys, valid=valid, progress=False, **kw)
+    np.testing.assert_array_equal(a.model.w1, b.model.w1)
+    with pytest.raises(ValueError, match="stream_weights has 3 entries"):
+        train(xs, ys, valid=valid, progress=False, **dict(SMOKE, stream_weights=(1, 1, 1)))
+    with pytest.raises(ValueError, match="same number of streams"):
+        train(xs, ys[:1], valid=valid, progress=False, **SMOKE)
+    with pytest.raises(ValueError, match="pass valid="):
+        train(xs, ys, progress=False, **SMOKE)
