@@ -21,7 +21,7 @@ from ._progress import progress_bar
 from ._version import __version__
 from .insilico import ROW, InSilicoRetina
 
-__all__ = ["explain", "ground_truth", "cnn_shares", "TYPE_TO_PATHWAY", "PHENOMENA"]
+__all__ = ["explain", "ground_truth", "cnn_shares", "channel_matches", "TYPE_TO_PATHWAY", "PHENOMENA"]
 
 PHENOMENA = ("osr", "latency", "reversal", "anticipation")
 TYPE_TO_PATHWAY = {"OFF-fast": "OFF", "ON-fast": "ONf", "ON-slow": "ONs", "OFF-slow": "OFF",
@@ -122,6 +122,27 @@ def cnn_shares(result):
     return {k: v / total if total > 0 else 0.0 for k, v in sorted(per_type.items(), key=lambda kv: -kv[1])}
 
 
+def channel_matches(result, truth):
+    """Each recovered channel (kept in any condition) paired with the simulator pathway its type stands for.
+
+    Returns a list, most important first, of ``channel``, ``type``, ``share``
+    (mean share of pooled |IG| over the conditions), ``pathway`` and
+    ``truth_share`` (that pathway's share of the simulator's positive
+    attribution), ``match`` (the pathway carries >= 20 % in the simulator).
+    """
+    acc = {}
+    for red in result.reduced:
+        for ch in red.channels:
+            d = acc.setdefault(ch["channel"], dict(channel=int(ch["channel"]), type=ch["type"], share=0.0))
+            d["share"] += ch["share"] / len(result.reduced)
+    out = []
+    for d in sorted(acc.values(), key=lambda d: -d["share"]):
+        pw = TYPE_TO_PATHWAY.get(d["type"], "OFF")
+        ts = float(truth["shares"].get(pw, 0.0))
+        out.append(dict(d, pathway=pw, truth_share=ts, match=ts >= 0.2))
+    return out
+
+
 def _pathway_shares(type_shares):
     out = {p: 0.0 for p in ("OFF", "ONf", "ONs")}
     for t, s in type_shares.items():
@@ -198,6 +219,7 @@ def explain(model, out_dir, *, sim=None, phenomena=PHENOMENA, n_steps=50, share=
             gt = ground_truth(name, sim)
             entry["truth"] = gt
             entry["criteria"] = _criteria(name, shares, gt, res)
+            entry["matches"] = channel_matches(res, gt)
         entry["seconds"] = time.time() - t0
         report[name] = entry
     report["_meta"] = {"seconds": time.time() - t_start, "retina_version": __version__,
@@ -279,6 +301,10 @@ def summary_table(report):
             lines.append(f"{name}:")
             for k, v in report[name]["criteria"].items():
                 lines.append(f"  [{'x' if v else ' '}] {k}")
+            for d in report[name].get("matches", []):
+                lines.append(f"  channel {d['channel']} {d['type']:<15} {d['share']:>4.0%} of |IG|  ->  simulator "
+                             f"{d['pathway']:<3} ({d['truth_share']:.0%} of its +IG) "
+                             f"{'match' if d['match'] else 'no match'}")
             for d in report[name].get("inhibitory_conv2", []):
                 lines.append(f"  CNN inhibitory layer-2 channel {d['channel']}: {d['share']:.0%} of |IG|, "
                              f"{d['delay_ms']:+.0f} ms after the excitation peak ({d['conditions']} conditions)")

@@ -19,8 +19,12 @@ def test_explain_writes_results_figures_and_summary(tmp_path):
         assert abs(sum(e["cnn_type_shares"].values()) - 1.0) < 1e-9
         assert abs(sum(e["truth"]["shares"].values()) - 1.0) < 1e-9
         assert all(isinstance(v, bool) for v in e["criteria"].values())
+        # each recovered channel is paired with the simulator pathway its type stands for
+        assert e["matches"] and all(m["pathway"] in ("OFF", "ONf", "ONs") for m in e["matches"])
+        assert sum(m["share"] for m in e["matches"]) <= 1.0 + 1e-9
+        assert any("ablating" in k for k in e["criteria"])
     text = (tmp_path / "summary.txt").read_text()
-    assert "osr" in text and "reversal" in text and "criteria" in text
+    assert "osr" in text and "reversal" in text and "criteria" in text and "->  simulator" in text
     with h5py.File(tmp_path / "results.h5") as f:
         c = f["osr/condition00"]
         assert c["pooled_attribution"].shape[-1] == 8 and c["response"].ndim == 2
@@ -43,6 +47,9 @@ def test_cnn_shares_sum_to_one_per_phenomenon():
     shares = cnn_shares(res)
     assert abs(sum(shares.values()) - 1.0) < 1e-9 and all(v >= 0 for v in shares.values())
     assert np.isfinite(res.measures["peak_delta_ms"])
+    # the inhibitory layer-2 search ran; where it found channels, the ablated network was measured
+    assert all(d["share"] > 0 and d["conditions"] >= 1 for d in res.inhibitory)
+    assert len(res.ablated_measures) == (2 if res.inhibitory else 0)
 
 
 def test_explain_command(tmp_path):
