@@ -205,3 +205,15 @@ def test_simulator_kernels_agree_with_cpu(kb, rng, dtype):
         runs.append((rates, parts) + st)
     for a, b in zip(*runs):
         assert relerr(b, a) < 10 * tol(dtype)
+
+
+def test_gpu_module_mirrors_the_cpu_signatures():
+    """Identical names and signatures (checked wherever CuPy imports, a device or not)."""
+    import inspect
+
+    gpu = pytest.importorskip("retina.kernels.gpu", reason="CuPy is not installed")
+    assert set(cpu.__all__) <= set(gpu.__all__)
+    for name in cpu.__all__:
+        c, g = getattr(cpu, name), getattr(gpu, name)
+        c = getattr(c, "py_func", c)  # the Python function behind a Numba dispatcher
+        assert list(inspect.signature(g).parameters) == list(inspect.signature(c).parameters), name
