@@ -72,6 +72,9 @@ class TrainConfig:
     stream_weights: tuple = None
     """Share of the runs drawn from each training stream when ``train`` gets several movies
     (default: proportional to their lengths)."""
+    stream_loss_weights: tuple = None
+    """Weight of each stream's windows in the loss (default 1 each): white noise drives the
+    rates far less than natural movies, so its errors need a larger weight to matter."""
 
     def validate(self):
         for name in ("history", "epochs", "epoch_windows", "batch", "segments", "lr_patience", "patience"):
@@ -90,11 +93,12 @@ class TrainConfig:
             raise ValueError("lr_factor must be in (0, 1) and bn_momentum in (0, 1]")
         self.channels = tuple(int(c) for c in self.channels)
         self.kernel_sizes = tuple(int(k) for k in self.kernel_sizes)
-        if self.stream_weights is not None:
-            sw = [float(v) for v in self.stream_weights]
-            if not sw or min(sw) < 0 or sum(sw) <= 0:
-                raise ValueError(f"stream_weights must be non-negative with a positive sum, got {self.stream_weights!r}")
-            self.stream_weights = sw
+        for name in ("stream_weights", "stream_loss_weights"):
+            if getattr(self, name) is not None:
+                sw = [float(v) for v in getattr(self, name)]
+                if not sw or min(sw) < 0 or sum(sw) <= 0:
+                    raise ValueError(f"{name} must be non-negative with a positive sum, got {getattr(self, name)!r}")
+                setattr(self, name, sw)
         return self
 
 
@@ -177,7 +181,8 @@ def _sigmoid(u):
     return 0.5 * (1.0 + np.tanh(0.5 * u))
 
 
-def loss_and_grads(params, segments, targets, cfg, *, rng=None, kernels=None, want_grads=True):
+def loss_and_grads(params, segments, targets, cfg, *, rng=None, kernels=None, want_grads=True,
+                   sample_weights=None):
     """Poisson loss and its gradient for one mini-batch.
 
     Parameters
@@ -190,6 +195,8 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, kernels=None, wa
         Rates paired with the windows (``N = sum L_j``), in run order.
     rng : numpy Generator, optional
         Source of the hidden-layer noise (none when ``None`` or ``cfg.noise == 0``).
+    sample_weights : array (N,), optional
+        Weight of each window in the Poisson loss (default 1).
 
     Returns
     -------
@@ -227,11 +234,12 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, kernels=None, wa
     y = np.asarray(targets, np.float64)
     logr = np.log(np.maximum(r, 1e-8))
     n_out = r.size
-    loss = float((r - y * logr).sum() / n_out + cfg.l2 * (np.vdot(w1, w1) + np.vdot(w2, w2)))
+    sw = np.ones((len(r), 1)) if sample_weights is None else np.asarray(sample_weights, np.float64)[:, None]
+    loss = float((sw * (r - y * logr)).sum() / n_out + cfg.l2 * (np.vdot(w1, w1) + np.vdot(w2, w2)))
     stats = {"m1": bn1[2], "v1": bn1[3], "m2": bn2[2], "v2": bn2[3], "rates": r}
     if not want_grads:
         return loss, None, stats
-    dr = (1.0 - y / np.maximum(r, 1e-8)) / n_out
+    dr = sw * (1.0 - y / np.maximum(r, 1e-8)) / n_out
     dd = (dr * _sigmoid(drive.astype(np.float64))).astype(dt)
     grads = {"w3": dd.T @ h2, "b3": dd.sum(0)}
     dh2 = (dd @ w3).reshape(z2.shape) * (z2 > 0)
@@ -373,8 +381,10 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
             raise ValueError("rates must be >= 0 (Hz)")
         if x.shape[1:] != xs[0].shape[1:] or y.shape[1] != ys[0].shape[1]:
             raise ValueError("every stream must have the same frame shape and number of cells")
-    if cfg.stream_weights is not None and len(cfg.stream_weights) != len(xs):
-        raise ValueError(f"stream_weights has {len(cfg.stream_weights)} entries for {len(xs)} streams")
+    for name in ("stream_weights", "stream_loss_weights"):
+        if getattr(cfg, name) is not None and len(getattr(cfg, name)) != len(xs):
+            raise ValueError(f"{name} has {len(getattr(cfg, name))} entries for {len(xs)} streams")
+    loss_w = np.ones(len(xs)) if cfg.stream_loss_weights is None else np.asarray(cfg.stream_loss_weights)
     if valid is None:
         if several:
             raise ValueError("pass valid=(stimulus, rates) when training on several streams")
@@ -426,7 +436,9 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
             starts = rng.integers(0, n_starts[streams])
             segs = [xs[i][s:s + run_len + cfg.history - 1] for i, s in zip(streams, starts)]
             tgt = np.concatenate([ys[i][s + cfg.history:s + cfg.history + run_len] for i, s in zip(streams, starts)])
-            loss, grads, st = loss_and_grads(params, segs, tgt, cfg, rng=rng, kernels=be.kernels)
+            sw = None if cfg.stream_loss_weights is None else np.repeat(loss_w[streams], run_len)
+            loss, grads, st = loss_and_grads(params, segs, tgt, cfg, rng=rng, kernels=be.kernels,
+                                             sample_weights=sw)
             if not np.isfinite(loss):
                 raise FloatingPointError("the training loss became non-finite; lower lr")
             adam.step(params, grads)

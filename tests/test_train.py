@@ -128,3 +128,21 @@ def test_several_streams_with_weights():
         train(xs, ys[:1], valid=valid, progress=False, **SMOKE)
     with pytest.raises(ValueError, match="pass valid="):
         train(xs, ys, progress=False, **SMOKE)
+
+
+def test_sample_weighted_loss_gradients_match_finite_differences(rng):
+    params, segs, y = _batch(rng)
+    sw = rng.uniform(0.1, 5.0, len(y))
+    loss, grads, _ = loss_and_grads(params, segs, y, CFG, sample_weights=sw)
+    plain = loss_and_grads(params, segs, y, CFG)[0]
+    assert loss != pytest.approx(plain)
+    for name in ("w1", "w3"):
+        idx = tuple(int(rng.integers(0, s)) for s in params[name].shape)
+        h = 1e-5
+        pp = {k: v.copy() for k, v in params.items()}
+        pm = {k: v.copy() for k, v in params.items()}
+        pp[name][idx] += h
+        pm[name][idx] -= h
+        fd = (loss_and_grads(pp, segs, y, CFG, want_grads=False, sample_weights=sw)[0]
+              - loss_and_grads(pm, segs, y, CFG, want_grads=False, sample_weights=sw)[0]) / (2 * h)
+        assert grads[name][idx] == pytest.approx(fd, rel=1e-4, abs=1e-9), name
