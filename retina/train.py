@@ -322,8 +322,14 @@ def _load_checkpoint(path, cfg):
         if f.attrs.get("format") != "retina-checkpoint":
             raise ValueError(f"{str(path)!r} is not a retina training checkpoint")
         saved = json.loads(f.attrs["config"])
-        if {k: v for k, v in saved.items() if k != "epochs"} != \
-                {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k != "epochs"}:
+        # settings added to TrainConfig after the checkpoint was written take their defaults
+        defaults = asdict(TrainConfig())
+
+        def norm(v):
+            return list(v) if isinstance(v, tuple) else v
+
+        current = {k: norm(v) for k, v in asdict(cfg).items() if k != "epochs"}
+        if {k: norm(saved.get(k, defaults[k])) for k in current} != current or set(saved) - set(defaults):
             raise ValueError(f"checkpoint {str(path)!r} was written with other settings: {saved}; "
                              "delete it or use the same settings")
         out = {name: {k: f[name][k][()] for k in f[name]} for name in ("params", "running", "best", "adam_m",
