@@ -113,3 +113,23 @@ def test_inhibitory_channels_find_a_channel_whose_readout_is_flipped(rng):
     net_f = attribute(flipped, movie, layer="conv2", cells=0, pool="space", progress=False).values[:, 0].sum(0)
     assert [d["channel"] for d in found] == [int(c) for c in np.argsort(net_f) if net_f[c] < 0]
     assert all(d["net"] < 0 for d in found)
+
+
+def test_bundled_model_reduces_a_flash_response_faithfully():
+    """The shipped model (retina/data/default.h5): the OFF cells' flash response, reduced to the channels
+    carrying 90 % of |IG|, is kept by the pruned network, and the full share reproduces it."""
+    from retina import load_model
+    from retina.phenomena import CNNProbe
+
+    model = load_model("default")
+    probe = CNNProbe(model)
+    st = S.flash(-1.0, duration=2, delay=50, post=60)
+    weights = np.zeros(model.n_cells)
+    off = probe.cells_of("OFF")
+    weights[off] = 1.0 / len(off)
+    red = probe.reduce(st.movie, weights, (50, 65), share=0.9, n_steps=50)
+    assert 1 <= len(red.kept) < model.w1.shape[0]
+    assert red.fidelity["pruned_corr"] > 0.8, red.fidelity
+    full = probe.reduce(st.movie, weights, (50, 65), share=1.0, n_steps=50)
+    assert full.fidelity["pruned_corr"] == pytest.approx(1.0, abs=1e-6)
+    assert np.abs(full.attribution.delta).max() < 1e-2 * np.ptp(full.attribution.response)
