@@ -156,8 +156,11 @@ class CNNProbe:
         """Layer-2 channels with a negative net effect on the weighted cells in ``window`` (frames)."""
         from .reduction import inhibitory_channels
 
-        return inhibitory_channels(self.model, self.padded(movie), cells=np.asarray(weights, np.float64),
-                                   window=window, baseline=self.grey, n_steps=n_steps)
+        x = self.padded(movie)
+        lo, hi = max(int(window[0]), 0), min(int(window[1]), len(movie))
+        # only the windows of interest are attributed: frames [lo, hi + history - 1) of the padded movie
+        return inhibitory_channels(self.model, x[lo:hi + self.model.history - 1],
+                                   cells=np.asarray(weights, np.float64), baseline=self.grey, n_steps=n_steps)
 
 
 def probe(model):
