@@ -340,7 +340,7 @@ def _load_checkpoint(path, cfg):
 
 
 def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_stats=None, cell_ids=None,
-          progress=True, backend="cpu", max_epochs=None, **overrides):
+          progress=True, backend="cpu", max_epochs=None, init_from=None, **overrides):
     """Fit a CNN to a stimulus and firing rates.
 
     Parameters
@@ -353,13 +353,20 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
         Firing rates in Hz, aligned with the frames.
     config : TrainConfig, optional
         Settings; keyword ``overrides`` replace single fields (``epochs=5``...).
-    valid : (stimulus, rates), optional
-        Validation data; default the last ``val_fraction`` of the movie.
+    valid : (stimulus, rates) or list of them, optional
+        Validation data; default the last ``val_fraction`` of the movie.  With
+        several sets (e.g. natural movie and white noise) the validation
+        correlation is the mean of their mean per-cell correlations, so each
+        stimulus class counts equally in model selection.
     checkpoint : path, optional
         Written atomically after every epoch; if it exists with the same
         settings, training resumes from it (same result as an uninterrupted run).
     max_epochs : int, optional
         Stop after this many epochs in this call (for tests of resumption).
+    init_from : path, optional
+        Start from the best parameters (and batch-norm statistics) of another
+        run's checkpoint, e.g. to fine-tune with other settings; the
+        architecture must match.
     backend : {"cpu", "gpu"}
 
     Returns
@@ -399,10 +406,17 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
         if len(x) - n_val < cfg.history + cfg.batch // cfg.segments:
             raise ValueError(f"the movie ({len(x)} frames) is too short for training with history {cfg.history}, "
                              f"batch runs of {cfg.batch // cfg.segments} windows and a validation split")
-        xv, yv, xs, ys = x[-n_val:], y[-n_val:], [x[:-n_val]], [y[:-n_val]]
+        vsets = [(x[-n_val:], y[-n_val:])]
+        xs, ys = [x[:-n_val]], [y[:-n_val]]
     else:
-        xv = as_float_array("valid[0]", valid[0], ndim=3, dtype=np.float32)
-        yv = as_float_array("valid[1]", valid[1], ndim=2, dtype=np.float32)
+        pairs_ = list(valid) if isinstance(valid, list) else [valid]
+        vsets = []
+        for i, pair in enumerate(pairs_):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError("valid must be (stimulus, rates) or a list of such pairs")
+            tag = f"valid[{i}]" if isinstance(valid, list) else "valid"
+            vsets.append((as_float_array(f"{tag}[0]", pair[0], ndim=3, dtype=np.float32),
+                          as_float_array(f"{tag}[1]", pair[1], ndim=2, dtype=np.float32)))
     frame_shape = xs[0].shape[1:]
     run_len = cfg.batch // cfg.segments
     n_starts = np.array([len(x) - cfg.history - run_len + 1 for x in xs])
@@ -414,6 +428,18 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
     y_mean = float(sum(y.sum() for y in ys) / sum(y.size for y in ys))
     rng = np.random.default_rng(cfg.seed)
     params, running = init_params(cfg, ys[0].shape[1], frame_shape, mean_rate=y_mean, rng=rng)
+    if init_from is not None:
+        import h5py
+
+        with h5py.File(init_from, "r") as f:
+            if f.attrs.get("format") != "retina-checkpoint":
+                raise ValueError(f"init_from: {str(init_from)!r} is not a retina training checkpoint")
+            for group, target in ((PARAMS, params), (RUNNING, running)):
+                for k in group:
+                    if f["best"][k].shape != target[k].shape:
+                        raise ValueError(f"init_from: {k} has shape {f['best'][k].shape}, this run needs "
+                                         f"{target[k].shape}")
+                    target[k] = f["best"][k][()].astype(np.float32)
     adam = _Adam(params, cfg.lr)
     best = {k: v.copy() for k, v in {**params, **running}.items()}
     state = {"epoch": 0, "lr": cfg.lr, "best_val": -np.inf, "best_epoch": -1, "bad": 0, "lr_bad": 0,
@@ -456,8 +482,9 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         model = to_model(params, running, cfg, frame_shape=frame_shape, norm_stats=norm_stats, cell_ids=cell_ids,
                          metadata=meta)
-        corr, vloss = evaluate(model, xv, yv)
-        val = float(np.mean(corr))
+        scores = [evaluate(model, xv, yv) for xv, yv in vsets]
+        val = float(np.mean([np.mean(c) for c, _ in scores]))  # each validation set counts equally
+        vloss = float(np.mean([v for _, v in scores]))
         state["epoch"] += 1
         state["seconds"] += time.perf_counter() - t0
         state["log"].append({"epoch": state["epoch"], "train_loss": float(np.mean(losses)), "val_loss": vloss,

@@ -146,3 +146,16 @@ def test_sample_weighted_loss_gradients_match_finite_differences(rng):
         fd = (loss_and_grads(pp, segs, y, CFG, want_grads=False, sample_weights=sw)[0]
               - loss_and_grads(pm, segs, y, CFG, want_grads=False, sample_weights=sw)[0]) / (2 * h)
         assert grads[name][idx] == pytest.approx(fd, rel=1e-4, abs=1e-9), name
+
+
+def test_several_validation_sets_count_equally():
+    x, y = _toy_data(1600)
+    sets = [(x[1000:1300], y[1000:1300]), (x[1300:], 3 * y[1300:])]
+    kw = dict(SMOKE, epochs=2)
+    res = train(x[:1000], y[:1000], valid=sets, progress=False, **kw)
+    from retina.train import evaluate
+
+    expect = np.mean([evaluate(res.model, xv, yv)[0].mean() for xv, yv in sets])
+    assert res.best_val_corr == pytest.approx(expect, rel=1e-6)
+    with pytest.raises(ValueError, match="list of such pairs"):
+        train(x[:1000], y[:1000], valid=[x[1000:]], progress=False, **kw)
