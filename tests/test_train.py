@@ -25,14 +25,18 @@ def test_gradients_match_finite_differences(rng):
     for name in ("w1", "g1", "b1", "w2", "g2", "b2", "w3", "b3"):
         for _ in range(3):
             idx = tuple(int(rng.integers(0, s)) for s in params[name].shape)
-            h = 1e-5
-            p_plus = {k: v.copy() for k, v in params.items()}
-            p_minus = {k: v.copy() for k, v in params.items()}
-            p_plus[name][idx] += h
-            p_minus[name][idx] -= h
-            fd = (loss_and_grads(p_plus, segs, y, CFG, want_grads=False)[0]
-                  - loss_and_grads(p_minus, segs, y, CFG, want_grads=False)[0]) / (2 * h)
-            assert grads[name][idx] == pytest.approx(fd, rel=1e-4, abs=1e-9), (name, idx)
+            assert grads[name][idx] == pytest.approx(_fd(params, segs, y, name, idx), rel=1e-4, abs=1e-9), (name,
+                                                                                                           idx)
+
+
+def _fd(params, segs, y, name, idx, h=1e-5, **kw):
+    """Central finite difference of the loss in one parameter."""
+    plus = {k: v.copy() for k, v in params.items()}
+    minus = {k: v.copy() for k, v in params.items()}
+    plus[name][idx] += h
+    minus[name][idx] -= h
+    return (loss_and_grads(plus, segs, y, CFG, want_grads=False, **kw)[0]
+            - loss_and_grads(minus, segs, y, CFG, want_grads=False, **kw)[0]) / (2 * h)
 
 
 def test_folded_model_equals_the_training_forward_in_eval_mode(rng):
@@ -138,13 +142,7 @@ def test_sample_weighted_loss_gradients_match_finite_differences(rng):
     assert loss != pytest.approx(plain)
     for name in ("w1", "w3"):
         idx = tuple(int(rng.integers(0, s)) for s in params[name].shape)
-        h = 1e-5
-        pp = {k: v.copy() for k, v in params.items()}
-        pm = {k: v.copy() for k, v in params.items()}
-        pp[name][idx] += h
-        pm[name][idx] -= h
-        fd = (loss_and_grads(pp, segs, y, CFG, want_grads=False, sample_weights=sw)[0]
-              - loss_and_grads(pm, segs, y, CFG, want_grads=False, sample_weights=sw)[0]) / (2 * h)
+        fd = _fd(params, segs, y, name, idx, sample_weights=sw)
         assert grads[name][idx] == pytest.approx(fd, rel=1e-4, abs=1e-9), name
 
 
