@@ -7,6 +7,13 @@ layer-2 input is kept as ``P + a Q`` and updated only where a unit switches
 (see :func:`retina.kernels.cpu.pig_conv_relu_dense`); the backward map through
 layer 2 is updated likewise.  Input IG needs one transposed correlation of the
 path-averaged layer-1 gradient per window, after the path average.
+
+Quadrature and ReLU kinks: the integrand jumps wherever a ReLU switches, so
+derivatives taken at the nodes converge only as ``1/K`` (``kinks="node"``).
+By default (``kinks="secant"``) each node owns a cell of the path and every
+ReLU derivative is the ReLU's secant slope over that cell; the units' exact
+increments then telescope, and only the readout's smooth softplus is left to
+the quadrature rule.
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ from ._progress import progress_bar
 from ._validate import as_float_array, check_choice, check_int, compute_dtype, describe
 from .model import RetinaCNN, movie_invariance
 
-__all__ = ["Attribution", "attribute", "quadrature", "LAYERS", "METHODS"]
+__all__ = ["Attribution", "attribute", "quadrature", "quadrature_cells", "LAYERS", "METHODS", "KINKS"]
 
 LAYERS = ("input", "conv1", "conv2")
 METHODS = ("midpoint", "trapezoid", "left", "right", "gauss-legendre")
+KINKS = ("secant", "node")
 POOLS = {"space": (1, 2), "rows": (1,)}
 
 
@@ -50,6 +58,21 @@ def quadrature(n_steps, method="midpoint"):
         return a, w
     x, w = np.polynomial.legendre.leggauss(n)
     return (x + 1.0) / 2.0, w / 2.0
+
+
+def quadrature_cells(alphas, weights):
+    """Each node's cell of [0, 1]: boundaries ``c`` (K+1,), ``c[k+1] - c[k] = weights[k]``.
+
+    The cells tile [0, 1] in node order and each node lies in its own cell
+    (for every rule of :func:`quadrature`; for Gauss-Legendre this is the
+    separation theorem of Chebyshev, Markov and Stieltjes).
+    """
+    c = np.concatenate([[0.0], np.cumsum(weights)])
+    c[-1] = 1.0
+    tol = 1e-12
+    if not (np.all(np.diff(alphas) > 0) and np.all(c[:-1] - tol <= alphas) and np.all(alphas <= c[1:] + tol)):
+        raise ValueError("quadrature nodes must increase and each lie in its cell of cumulative weights")
+    return c
 
 
 @dataclass
@@ -203,7 +226,8 @@ def _collapse(model, kind):
 
 # ------------------------------------------------------------------- entry
 def attribute(model, movie, *, layer="conv1", cells=None, n_steps=50, method="midpoint", baseline=None,
-              pool=None, backend="auto", batch=None, progress=True, keep_windows=False, dtype=None):
+              pool=None, backend="auto", batch=None, progress=True, keep_windows=False, dtype=None,
+              kinks="secant"):
     """Integrated gradients of model responses to the stimulus or to hidden units.
 
     Parameters
@@ -232,6 +256,19 @@ def attribute(model, movie, *, layer="conv1", cells=None, n_steps=50, method="mi
         For ``layer="input"``, also keep each window's attribution in ``per_window``.
     dtype : {None, float32, float64}
         Compute type; default float32.
+    kinks : {"secant", "node"}
+        How the quadrature treats ReLU kinks that fall between nodes.  Each
+        node ``a_k`` owns the cell ``[c_k, c_{k+1}]`` of length ``weight_k``
+        (cumulative weights; for midpoint ``[k/n, (k+1)/n]``).  ``"secant"``
+        (default) replaces every ReLU derivative at the node by the ReLU's
+        secant slope over the cell, ``(relu(z(c_{k+1})) - relu(z(c_k))) /
+        (z(c_{k+1}) - z(c_k))``, and the softplus derivative is taken at the
+        node: the rule is unchanged wherever no unit switches inside a cell,
+        the kinks cost no error, and ``delta`` falls as ``n_steps**-2`` (about
+        1e-6 of the response range at 50 midpoint steps on random models,
+        against 1e-3..1e-2 for ``"node"``).  ``"node"`` takes every derivative
+        at the node, the textbook Riemann sum; with ``method="right"`` it is
+        the authors' formula ``sum_k g(a_k) (z(a_k) - z(a_{k-1}))``.
 
     Returns
     -------
@@ -242,7 +279,9 @@ def attribute(model, movie, *, layer="conv1", cells=None, n_steps=50, method="mi
     if not isinstance(model, RetinaCNN):
         raise ValueError(f"model must be a RetinaCNN, got {type(model).__name__}")
     check_choice("layer", layer, LAYERS)
+    check_choice("kinks", kinks, KINKS)
     alphas, weights = quadrature(n_steps, method)
+    bounds = quadrature_cells(alphas, weights) if kinks == "secant" else np.empty(0)
     be = _backend.resolve(backend, movie)
     on_device = _backend._is_device_array(movie)
     dt = compute_dtype(dtype)
@@ -272,7 +311,8 @@ def attribute(model, movie, *, layer="conv1", cells=None, n_steps=50, method="mi
                 path = f"collapsed-{kind}"
                 break
 
-    result = _run(work_model, xs, x0s, cw, alphas, weights, layer, axes, be, batch, progress, keep_windows)
+    result = _run(work_model, xs, x0s, cw, (alphas, weights, bounds), layer, axes, be, batch, progress,
+                  keep_windows)
     values, delta, r1, r0, per_window = result
     if not on_device:  # NumPy in, NumPy out (CuPy in, CuPy out)
         values = be.to_host(values)
@@ -281,10 +321,10 @@ def attribute(model, movie, *, layer="conv1", cells=None, n_steps=50, method="mi
     return Attribution(values=values, delta=delta, response=r1, baseline_response=r0, cell_weights=cw,
                        layer=layer, n_steps=int(n_steps), method=method, pool=axes, path=path,
                        backend=be.name, dtype=dt.name, history=model.history, per_window=per_window,
-                       settings={"baseline": base_setting})
+                       settings={"baseline": base_setting, "kinks": kinks})
 
 
-def _run(model, x, x0, cw, alphas, weights, layer, axes, be, batch, progress, keep_windows):
+def _run(model, x, x0, cw, rule, layer, axes, be, batch, progress, keep_windows):
     kern, xp = be.kernels, be.xp
     x, x0 = be.asarray(x), be.asarray(x0)
     dt = x.dtype
@@ -295,8 +335,7 @@ def _run(model, x, x0, cw, alphas, weights, layer, axes, be, batch, progress, ke
     involved = np.flatnonzero(np.abs(cw).sum(axis=0) > 0)
     cw_sub = np.ascontiguousarray(cw[:, involved], dtype=np.float64)
     cells_idx = involved.astype(np.int64)
-    alphas = np.ascontiguousarray(alphas, np.float64)
-    weights = np.ascontiguousarray(weights, np.float64)
+    alphas, weights, bounds = (np.ascontiguousarray(r, np.float64) for r in rule)
 
     def pooled(a, lead):
         return a if axes is None else a.sum(axis=tuple(lead + ax for ax in axes))
@@ -326,7 +365,7 @@ def _run(model, x, x0, cw, alphas, weights, layer, axes, be, batch, progress, ke
         a2 = xp.empty((nb, n_out) + (model.shape2 if want_a2 else (1, 1, 1)), dtype=dt)
         r0 = np.empty((nb, len(cells_idx)), dtype=np.float64)
         r1 = np.empty((nb, len(cells_idx)), dtype=np.float64)
-        kern.pig_conv_relu_dense(z_0, dz, alphas, weights, p["w2"], p["scale2"], p["shift2"], p["v3"],
+        kern.pig_conv_relu_dense(z_0, dz, alphas, weights, bounds, p["w2"], p["scale2"], p["shift2"], p["v3"],
                                  p["shift3"], cw_sub, cells_idx, g1, a2, r0, r1, want_a2)
         r1_all[n0:n0 + nb] = r1 @ cw_sub.T
         r0_all[n0:n0 + nb] = r0 @ cw_sub.T

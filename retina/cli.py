@@ -236,6 +236,8 @@ def _parse_cells(text, n_cells):
 @click.option("--steps", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--method", type=click.Choice(["midpoint", "trapezoid", "left", "right", "gauss-legendre"]),
               default="midpoint", show_default=True)
+@click.option("--kinks", type=click.Choice(["secant", "node"]), default="secant", show_default=True,
+              help="ReLU derivatives as secant slopes over each step's cell, or at the nodes (textbook rule).")
 @click.option("--pool", type=click.Choice(["none", "space", "rows"]), default="none", show_default=True)
 @click.option("--dataset", default=None, help="Dataset in STIMULUS.h5 (default: stimulus, test/stimulus...).")
 @click.option("--backend", type=BACKEND, default="auto", show_default=True)
@@ -243,8 +245,8 @@ def _parse_cells(text, n_cells):
 @click.option("--batch", type=click.IntRange(1), default=None)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
 @click.option("-q", "--quiet", is_flag=True)
-def attribute(model, stimulus_path, layer, cells, steps, method, pool, dataset, backend, dtype, batch, output,
-              quiet):
+def attribute(model, stimulus_path, layer, cells, steps, method, kinks, pool, dataset, backend, dtype, batch,
+              output, quiet):
     """Integrated-gradient attributions of MODEL's responses to STIMULUS.h5, written to HDF5."""
     from .attribution import attribute as run
     from .io import load_stimulus
@@ -255,7 +257,7 @@ def attribute(model, stimulus_path, layer, cells, steps, method, pool, dataset, 
         movie = load_stimulus(stimulus_path, dataset=dataset)
         attr = run(net, movie, layer=layer, cells=_parse_cells(cells, net.n_cells), n_steps=steps,
                    method=method, pool=None if pool == "none" else pool, backend=backend, batch=batch,
-                   dtype=dtype, progress=not quiet)
+                   dtype=dtype, progress=not quiet, kinks=kinks)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(exc)
     attr.settings.update({"model": model, "model_hash": net.content_hash(),

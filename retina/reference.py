@@ -32,37 +32,58 @@ def forward(model, movie, windows):
     return np.stack([_head(model, _z1(model, movie[i:i + model.history]))[0] for i in windows])
 
 
-def _grad_z1(model, z1, cell):
+def _secant(zl, zr):
+    """The ReLU's slope over [zl, zr]: its secant, or its derivative where zl == zr."""
+    span = zr - zl
+    d = np.maximum(zr, 0) - np.maximum(zl, 0)
+    return np.where(span == 0, zr > 0, d / np.where(span == 0, 1.0, span))
+
+
+def _grad_z1(model, z1, cell, cell_ends=None):
+    """d r_cell / d z1 at ``z1``; with ``cell_ends = (z1_lo, z1_hi)`` every ReLU derivative is the
+    ReLU's secant slope between the two ends (the ``kinks="secant"`` rule)."""
     r, z2, u = _head(model, z1)
-    g_z2 = (model.scale3[cell] / (1 + np.exp(-u[cell]))) * model.w3[cell].reshape(z2.shape) * (z2 > 0)
+    if cell_ends is None:
+        slope1, slope2 = z1 > 0, z2 > 0
+    else:
+        lo, hi = cell_ends
+        slope1 = _secant(lo, hi)
+        slope2 = _secant(_head(model, lo)[1], _head(model, hi)[1])
+    g_z2 = (model.scale3[cell] / (1 + np.exp(-u[cell]))) * model.w3[cell].reshape(z2.shape) * slope2
     g_c2 = g_z2 * model.scale2
     g_h1 = np.stack([sum(convolve(g_c2[o], model.w2[o, c], mode="full") for o in range(g_c2.shape[0]))
                      for c in range(z1.shape[0])])
-    return g_h1 * (z1 > 0)
+    return g_h1 * slope1
 
 
-def conductance_conv1(model, movie, window, cell, n_steps=50):
+def _path_grad(model, z_0, z_s, cell, n_steps, kinks):
+    """Midpoint path average of d r / d z1 along z_0 -> z_s."""
+    acc = np.zeros_like(z_s)
+    for k in range(n_steps):
+        a = (k + 0.5) / n_steps
+        ends = None
+        if kinks == "secant":
+            ends = (z_0 + (k / n_steps) * (z_s - z_0), z_0 + ((k + 1) / n_steps) * (z_s - z_0))
+        acc += _grad_z1(model, z_0 + a * (z_s - z_0), cell, ends) / n_steps
+    return acc
+
+
+def conductance_conv1(model, movie, window, cell, n_steps=50, kinks="secant"):
     """Midpoint layer-1 conductance of one window and cell, zero baseline: (C1, H1, W1)."""
     movie = np.asarray(movie, np.float64)
     z_s = _z1(model, movie[window:window + model.history])
     z_0 = np.broadcast_to(model.shift1, z_s.shape)
-    acc = np.zeros_like(z_s)
-    for k in range(n_steps):
-        a = (k + 0.5) / n_steps
-        acc += _grad_z1(model, z_0 + a * (z_s - z_0), cell) / n_steps
-    return (z_s - z_0) * acc
+    return (z_s - z_0) * _path_grad(model, z_0, z_s, cell, n_steps, kinks)
 
 
-def input_ig(model, movie, window, cell, n_steps=50):
+def input_ig(model, movie, window, cell, n_steps=50, kinks="secant"):
     """Midpoint input IG of one window and cell, zero baseline: (history, H, W)."""
     movie = np.asarray(movie, np.float64)
     win = movie[window:window + model.history]
-    acc = np.zeros_like(win)
-    for k in range(n_steps):
-        a = (k + 0.5) / n_steps
-        g_z1 = _grad_z1(model, _z1(model, a * win), cell) * model.scale1
-        acc += sum(convolve(g_z1[c][None], model.w1[c], mode="full") for c in range(g_z1.shape[0])) / n_steps
-    return win * acc
+    z_s = _z1(model, win)
+    z_0 = np.broadcast_to(model.shift1, z_s.shape)
+    g_z1 = _path_grad(model, z_0, z_s, cell, n_steps, kinks) * model.scale1
+    return win * sum(convolve(g_z1[c][None], model.w1[c], mode="full") for c in range(g_z1.shape[0]))
 
 
 def insilico_rates(sim, movie):

@@ -126,6 +126,42 @@ def conductance_conv1(model, movie, baseline, cellw, n_steps, method):
     return (z_s - z_0) * acc, acc, r_s, r_0
 
 
+def secant_relu(zl, zr):
+    """relu(zr) - relu(zl) and the ReLU's secant slope over [zl, zr] (its 0/1 derivative if zl == zr)."""
+    dh = np.maximum(zr, 0) - np.maximum(zl, 0)
+    span = zr - zl
+    same = span == 0
+    return dh, np.where(same, zr > 0, dh / np.where(same, 1.0, span))
+
+
+def conductance_secant(model, movie, baseline, cellw, n_steps, method):
+    """The secant-kink rule, by brute force: per node a full forward at the node (softplus') and at both
+    ends of its cell (cumulative weights), ReLU derivatives replaced by secant slopes over the cell.
+
+    Returns layer-1 conductance (N, C1, H1, W1), the path-summed gradient g with A1 = dz * g,
+    layer-2 conductance (N, C2, H2, W2), r(s), r(s0).
+    """
+    z_s = model.scale1 * corr3d_movie(movie, model.w1) + model.shift1
+    z_0 = model.scale1 * corr3d_movie(baseline, model.w1) + model.shift1
+    dz = z_s - z_0
+    alphas, weights = quadrature(n_steps, method)
+    ends = np.concatenate([[0.0], np.cumsum(weights)])
+    a1, g, a2 = np.zeros_like(z_s), np.zeros_like(z_s), 0.0
+    for k, a in enumerate(alphas):
+        u = head(model, z_0 + a * dz)[1][2]
+        lo, hi = z_0 + ends[k] * dz, z_0 + ends[k + 1] * dz
+        dh1, s1 = secant_relu(lo, hi)
+        dh2, s2 = secant_relu(head(model, lo)[1][1], head(model, hi)[1][1])
+        g_h2 = ((sigmoid(u) * model.scale3 * cellw) @ model.w3).reshape(dh2.shape)
+        g_h1 = corr2d_transpose(g_h2 * s2 * model.scale2, model.w2, z_s.shape[2], z_s.shape[3])
+        a2 = a2 + g_h2 * dh2
+        a1 += g_h1 * dh1
+        g += weights[k] * g_h1 * s1
+    r_s = head(model, z_s)[0] @ cellw
+    r_0 = head(model, z_0)[0] @ cellw
+    return a1, g, a2, r_s, r_0
+
+
 def conductance_right_riemann(model, movie, baseline, cellw, n_steps):
     """The authors' formula: sum_k g(a_k) * (z(a_k) - z(a_{k-1})), a_k = k / n_steps."""
     z_s = model.scale1 * corr3d_movie(movie, model.w1) + model.shift1
@@ -159,9 +195,12 @@ def conductance_conv2(model, movie, baseline, cellw, n_steps, method):
     return acc
 
 
-def input_ig_movie(model, movie, baseline, cellw, n_steps, method):
+def input_ig_movie(model, movie, baseline, cellw, n_steps, method, kinks="node"):
     """Input IG accumulated onto the movie's frames: (T, H, W), and per window (N, K, H, W)."""
-    _, acc, _, _ = conductance_conv1(model, movie, baseline, cellw, n_steps, method)
+    if kinks == "node":
+        _, acc, _, _ = conductance_conv1(model, movie, baseline, cellw, n_steps, method)
+    else:
+        _, acc, _, _, _ = conductance_secant(model, movie, baseline, cellw, n_steps, method)
     g = acc * model.scale1
     diff = np.asarray(movie, np.float64) - baseline
     total = corr3d_movie_transpose(g, model.w1, *diff.shape) * diff

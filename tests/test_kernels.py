@@ -138,11 +138,13 @@ def test_corr2d_fft_family(kb, rng, dtype, shape):
     assert relerr(out_w, naive.corr2d_weight_grad(x, g, kh, kw)) < 5 * tol(dtype)
 
 
-def _pig_inputs(rng, dtype, b=3, c1=3, h1=9, wd1=8, c2=2, kh=4, kw=3, n_cells=4, n_steps=7):
+def _pig_inputs(rng, dtype, secant, b=3, c1=3, h1=9, wd1=8, c2=2, kh=4, kw=3, n_cells=4, n_steps=7):
     h2, wd2 = h1 - kh + 1, wd1 - kw + 1
     f = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
     alphas = (np.arange(n_steps) + 0.5) / n_steps
+    bounds = np.arange(n_steps + 1) / n_steps if secant else np.empty(0)
     return dict(z0=f(b, c1, h1, wd1), dz=f(b, c1, h1, wd1), alphas=alphas, weights=np.full(n_steps, 1 / n_steps),
+                bounds=bounds,
                 w2=f(c2, c1, kh, kw), scale2=f(c2, h2, wd2), shift2=f(c2, h2, wd2),
                 v3=0.3 * f(n_cells, c2, h2, wd2), shift3=f(n_cells), cw=rng.standard_normal((2, 3)),
                 cells=np.array([0, 2, 3]))
@@ -154,13 +156,14 @@ def _pig_outputs(args, dtype):
                 r0=np.full((b, 3), np.nan), r1=np.full((b, 3), np.nan))
 
 
+@pytest.mark.parametrize("secant", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_batched_path_integration_equals_event_driven_kernel(kb, rng, dtype):
+def test_batched_path_integration_equals_event_driven_kernel(kb, rng, dtype, secant):
     """The GPU's data-parallel path integration (``_pig``: every path point evaluated in full, in blocks)
     gives the CPU's event-driven results; checked with NumPy here and with each backend's kernel."""
     from retina.kernels import _pig
 
-    args = _pig_inputs(rng, dtype)
+    args = _pig_inputs(rng, dtype, secant)
     ref = _pig_outputs(args, dtype)
     cpu.pig_conv_relu_dense(*args.values(), *ref.values(), True)
     got = _pig_outputs(args, dtype)

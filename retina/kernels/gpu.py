@@ -184,16 +184,17 @@ def dense(x, w, out):
     return out
 
 
-def pig_conv_relu_dense(z0, dz, alphas, weights, w2, scale2, shift2, v3, shift3, cw, cells,
+def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw, cells,
                         g1, a2, r0, r1, want_a2):
     """Path-integrated gradients of the layer-2/readout head; see :func:`retina.kernels.cpu.pig_conv_relu_dense`.
 
-    Host arrays among the small arguments (``alphas``, ``weights``, ``cw``,
+    Host arrays among the small arguments (``alphas``, ``weights``, ``bounds``, ``cw``,
     ``cells``, ``r0``, ``r1``) are accepted; ``r0``/``r1`` are filled in place
     whichever side they live on.
     """
     d0, d1 = cp.empty(r0.shape, cp.float64), cp.empty(r1.shape, cp.float64)
-    _pig.pig_conv_relu_dense(cp, corr2d, corr2d_transpose, z0, dz, cp.asarray(alphas), cp.asarray(weights), w2,
+    _pig.pig_conv_relu_dense(cp, corr2d, corr2d_transpose, z0, dz, cp.asarray(alphas), cp.asarray(weights),
+                             cp.asarray(bounds), w2,
                              scale2, shift2, v3, shift3, cp.asarray(cw), cp.asarray(cells), g1, a2, d0, d1,
                              bool(want_a2))
     for dst, src in ((r0, d0), (r1, d1)):
