@@ -157,10 +157,12 @@ def stimulus(kind, output, frames, seed, params):
 @main.command()
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="insilico-data", show_default=True,
               help="Directory for naturalscene.h5 and whitenoise.h5.")
-@click.option("--kind", type=click.Choice(["both", "naturalscene", "whitenoise"]), default="both",
-              show_default=True)
+@click.option("--kind", type=click.Choice(["both", "naturalscene", "whitenoise", "fullfield", "bars"]),
+              default="both", show_default=True,
+              help="'both': naturalscene and whitenoise; fullfield: full-field flicker; bars: flickering bars.")
 @click.option("--natural-minutes", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True)
-@click.option("--noise-minutes", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True)
+@click.option("--noise-minutes", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Minutes of white noise (or of full-field flicker).")
 @click.option("--test-clips", type=click.IntRange(0), default=30, show_default=True,
               help="Held-out clips per file.")
 @click.option("--clip-seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)

@@ -34,12 +34,14 @@ from ._progress import progress_bar
 from ._validate import check_int
 from ._version import __version__
 from .insilico import DT, InSilicoRetina
-from .stimuli import natural_movie, white_noise
+from .stimuli import bar_noise, full_field_noise, natural_movie, white_noise
 
 __all__ = ["Dataset", "load_dataset", "simulate_dataset", "encode_uint8", "decode_uint8", "KINDS"]
 
 KINDS = {"naturalscene": "natural-like movie (insilico.md section 3)",
-         "whitenoise": "binary checkerboard, 1 px checks, +-0.35 contrast"}
+         "whitenoise": "binary checkerboard, 1 px checks, +-0.35 contrast",
+         "fullfield": "full-field Gaussian flicker, s.d. 0.35 contrast, 20 ms frames",
+         "bars": "flickering 2 px bars spanning all rows, binary +-0.35 contrast, 20 ms frames"}
 
 
 def encode_uint8(movie):
@@ -201,6 +203,10 @@ def load_dataset(path, split="train", *, response="firing_rate_10ms", cells=None
 def _movie(kind, n_frames, seed, frame_shape):
     if kind == "naturalscene":
         return natural_movie(n_frames, frame_shape, seed=seed).movie
+    if kind == "fullfield":
+        return full_field_noise(n_frames, contrast=0.35, hold=2, seed=seed, frame_shape=frame_shape).movie
+    if kind == "bars":
+        return bar_noise(n_frames, frame_shape, contrast=0.35, width=2, hold=2, seed=seed).movie
     return white_noise(n_frames, frame_shape, contrast=0.35, binary=True, seed=seed).movie
 
 
@@ -224,7 +230,7 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
     ----------
     path : str or Path
         Output file (written as ``PATH.partial``, renamed when complete).
-    kind : {"naturalscene", "whitenoise"}
+    kind : {"naturalscene", "whitenoise", "fullfield", "bars"}
         Stimulus class (``insilico.md`` section 3).
     retina : InSilicoRetina, optional
         The simulator (default: the calibrated one).

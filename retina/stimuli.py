@@ -24,7 +24,7 @@ import numpy as np
 from ._validate import check_int
 
 __all__ = ["Stimulus", "flash", "step", "flash_train", "paired_flash", "contrast_steps", "full_field_noise",
-           "white_noise", "moving_bar", "flashed_bar", "reversing_grating", "natural_movie", "period_frames",
+           "white_noise", "bar_noise", "moving_bar", "flashed_bar", "reversing_grating", "natural_movie", "period_frames",
            "GENERATORS"]
 
 FRAME_MS = 10.0
@@ -246,6 +246,19 @@ def white_noise(n_frames, frame_shape=(50, 50), *, contrast=1.0, binary=False, c
     return Stimulus(np.ascontiguousarray(movie), dict(kind="white_noise", n_frames=n, frame_shape=(h, w),
                                                       contrast=contrast, binary=bool(binary), check=check,
                                                       hold=hold, seed=seed))
+
+
+def bar_noise(n_frames, frame_shape=(50, 50), *, contrast=0.35, binary=True, width=2, hold=2, seed=0):
+    """Flickering bars: full-height bars of ``width`` px, each column group an independent binary
+    (``+-contrast``) or Gaussian (s.d. ``contrast``) sequence refreshed every ``hold`` frames;
+    every frame is constant along rows (the invariance of the bar protocols)."""
+    n = check_int("n_frames", n_frames, minimum=1)
+    h, w = _frame(frame_shape)
+    st = white_noise(n, (1, w), contrast=contrast, binary=binary, check=check_int("width", width, minimum=1),
+                     hold=hold, seed=seed)
+    movie = np.ascontiguousarray(np.broadcast_to(st.movie, (n, h, w)))
+    params = {k: v for k, v in st.params.items() if k != "check"}
+    return Stimulus(movie, dict(params, kind="bar_noise", frame_shape=(h, w), width=st.params["check"]))
 
 
 def _bar_profile(centres, width, n_px):
@@ -525,6 +538,6 @@ def natural_movie(n_frames, frame_shape=(50, 50), *, seed=0, contrast=0.3, drift
 
 GENERATORS = {"flash": flash, "step": step, "flash_train": flash_train, "paired_flash": paired_flash,
               "contrast_steps": contrast_steps, "full_field_noise": full_field_noise, "white_noise": white_noise,
-              "moving_bar": moving_bar, "flashed_bar": flashed_bar, "reversing_grating": reversing_grating,
+              "bar_noise": bar_noise, "moving_bar": moving_bar, "flashed_bar": flashed_bar, "reversing_grating": reversing_grating,
               "natural_movie": natural_movie}
 """Every generator by name (used by the CLI's ``retina stimulus``)."""

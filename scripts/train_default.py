@@ -123,9 +123,15 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--response", default="rate", choices=("rate", "firing_rate_10ms"))
     ap.add_argument("--noise-share", type=float, default=0.5, help="share of training runs from white noise")
-    ap.add_argument("--finetune", action="append", default=[], metavar="WEIGHT:EPOCHS",
-                    help="a fine-tuning stage after the main run (repeatable), white-noise loss weight and epochs; "
-                         "a trial of 10:8 then 30:10 (selected on the pooled validation set) gave 0.88 natural / 0.79 white noise")
+    ap.add_argument("--finetune", action="append", default=[], metavar="WEIGHT:EPOCHS[:FF[:BARS]]",
+                    help="a fine-tuning stage after the main run (repeatable): white-noise loss weight, epochs, "
+                         "and optionally the shares of runs drawn from full-field flicker and from flickering bars "
+                         "(need --fullfield-minutes / --bars-minutes); a trial of 10:8 then 30:10 (selected on "
+                         "the pooled validation set) gave 0.89 natural / 0.79 white noise")
+    ap.add_argument("--fullfield-minutes", type=float, default=0.0,
+                    help="also simulate full-field Gaussian flicker for the fine-tuning stages (0: none)")
+    ap.add_argument("--bars-minutes", type=float, default=0.0,
+                    help="also simulate flickering bars for the fine-tuning stages (0: none)")
     ap.add_argument("--noise-loss-weight", type=float, default=1.0,
                     help="loss weight of white-noise windows (1: none)")
     args = ap.parse_args()
@@ -137,6 +143,12 @@ def main():
         simulate_dataset(nat, "naturalscene", retina=sim, train_minutes=args.minutes, seed=args.seed)
     if not os.path.exists(wn):
         simulate_dataset(wn, "whitenoise", retina=sim, train_minutes=args.noise_minutes, seed=args.seed + 1)
+    extra = {}   # the fine-tuning stages' further streams, by dataset kind
+    for i, (kind, minutes) in enumerate((("fullfield", args.fullfield_minutes), ("bars", args.bars_minutes))):
+        if minutes > 0:
+            extra[kind] = os.path.join(args.out, f"{kind}.h5")
+            if not os.path.exists(extra[kind]):
+                simulate_dataset(extra[kind], kind, retina=sim, train_minutes=minutes, seed=args.seed + 2 + i)
     t_sim = time.time() - t_start
     tr = load_dataset(nat, "train", response=args.response)
     wtr = load_dataset(wn, "train", response=args.response, norm_stats=tr.stats)
@@ -156,13 +168,27 @@ def main():
     # optional fine-tuning stages: white-noise windows weighted in the loss, low learning rate, model
     # selection by natural and white-noise validation counting equally
     vsets = [(tr.stimulus[-nv:], tr.rates[-nv:]), (wtr.stimulus[-wv:], wtr.rates[-wv:])]
+    etr = {k: load_dataset(p, "train", response=args.response, norm_stats=tr.stats) for k, p in extra.items()}
     for i, stage in enumerate(args.finetune):
-        weight, epochs = (float(v) for v in stage.split(":"))
+        weight, epochs, *rest = (float(v) for v in stage.split(":"))
+        more = dict(zip(("fullfield", "bars"), rest))
+        for kind, share in more.items():
+            if share > 0 and kind not in etr:
+                raise SystemExit(f"--finetune {stage}: a {kind} share needs --{kind}-minutes")
+        xs, ys = list(xt), list(yt)
+        shares = [(1 - sum(more.values())) * w for w in cfg.stream_weights]
+        losses = [1.0, weight]
+        for kind, share in more.items():
+            if share > 0:
+                xs.append(etr[kind].stimulus)
+                ys.append(etr[kind].rates)
+                shares.append(share)
+                losses.append(1.0)
         fcfg = TrainConfig(epochs=int(epochs), epoch_windows=args.epoch_windows, lr=2.5e-4, seed=args.seed + 1 + i,
-                           stream_weights=cfg.stream_weights, stream_loss_weights=(1.0, weight),
+                           stream_weights=tuple(shares), stream_loss_weights=tuple(losses),
                            patience=int(epochs), lr_patience=int(epochs))
         nxt = os.path.join(args.out, f"finetune{i + 1}.ckpt")
-        res = train(xt, yt, config=fcfg, valid=vsets, checkpoint=nxt, norm_stats=tr.stats, cell_ids=ids,
+        res = train(xs, ys, config=fcfg, valid=vsets, checkpoint=nxt, norm_stats=tr.stats, cell_ids=ids,
                     init_from=ck)
         ck = nxt
     t_train = time.time() - t0
@@ -173,7 +199,7 @@ def main():
     model.save(os.path.join(args.out, "default.h5"))
     report = {"train_seconds": t_train, "simulate_seconds": t_sim, "epochs": res.history,
               "best_epoch": res.best_epoch, "best_val_corr": res.best_val_corr}
-    for name, path in (("natural", nat), ("whitenoise", wn)):
+    for name, path in [("natural", nat), ("whitenoise", wn)] + list(extra.items()):
         te = load_dataset(path, "test", response="rate", norm_stats=tr.stats)
         corr, _ = evaluate(model, te.stimulus, te.true_rate)
         ceil = noise_ceiling(te.repeats, te.true_rate)

@@ -111,3 +111,20 @@ def test_lab_layout_without_extras_loads(tmp_path):
     assert d.true_rate is None and d.repeats is None and d.rates.shape == (100, 3)
     with pytest.raises(FileNotFoundError):
         load_dataset(tmp_path / "missing.h5")
+
+
+def test_fullfield_and_bars_kinds(tmp_path, sim):
+    path = simulate_dataset(tmp_path / "fullfield.h5", "fullfield", retina=sim, **SMALL)
+    with h5py.File(path) as f:
+        stim = decode_uint8(f["train/stimulus"][()])
+        assert f.attrs["kind"] == "fullfield"
+    assert np.ptp(stim, axis=(1, 2)).max() == 0            # every frame uniform
+    trace = stim[:, 0, 0]
+    assert np.all(trace[0::2] == trace[1::2])               # 20 ms frames: each value held 2 frames
+    assert 0.25 < trace.std() < 0.45
+    bars = simulate_dataset(tmp_path / "bars.h5", "bars", retina=sim, **SMALL)
+    with h5py.File(bars) as f:
+        stim = decode_uint8(f["train/stimulus"][()])
+    assert np.ptp(stim, axis=1).max() == 0 and np.ptp(stim[:, 0, :], axis=1).max() > 0   # bars along rows
+    with pytest.raises(ValueError, match="kind"):
+        simulate_dataset(tmp_path / "x.h5", "flicker", retina=sim, **SMALL)

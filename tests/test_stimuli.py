@@ -8,7 +8,8 @@ from retina import stimuli as S
 
 @pytest.mark.parametrize("name,kwargs", [
     ("flash", {}), ("step", {}), ("flash_train", {}), ("paired_flash", {}), ("contrast_steps", {}),
-    ("full_field_noise", {"n_frames": 50}), ("white_noise", {"n_frames": 30}), ("moving_bar", {}),
+    ("full_field_noise", {"n_frames": 50}), ("white_noise", {"n_frames": 30}), ("bar_noise", {"n_frames": 30}),
+    ("moving_bar", {}),
     ("flashed_bar", {"position": 20.3}), ("reversing_grating", {}), ("natural_movie", {"n_frames": 120}),
 ])
 def test_every_generator_returns_float32_movies(name, kwargs):
@@ -23,7 +24,7 @@ def test_every_generator_returns_float32_movies(name, kwargs):
 def test_random_generators_are_reproducible_from_seed():
     for gen in (lambda s: S.natural_movie(200, seed=s), lambda s: S.white_noise(20, seed=s),
                 lambda s: S.contrast_steps(durations=(10, 10, 10), seed=s),
-                lambda s: S.full_field_noise(40, seed=s)):
+                lambda s: S.full_field_noise(40, seed=s), lambda s: S.bar_noise(40, seed=s)):
         a, b, c = gen(3).movie, gen(3).movie, gen(4).movie
         np.testing.assert_array_equal(a, b)
         assert not np.array_equal(a, c)
@@ -97,3 +98,16 @@ def test_natural_movie_statistics_and_events():
 def test_parameter_errors_are_clear(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_bar_noise_is_constant_along_rows_with_bars_of_the_given_width():
+    st = S.bar_noise(60, (12, 21), contrast=0.5, width=3, hold=2, seed=1)
+    m = st.movie
+    assert m.shape == (60, 12, 21) and np.ptp(m, axis=1).max() == 0          # every column uniform
+    assert np.all(m[0::2] == m[1::2])                                      # held 2 frames
+    cols = m[:, 0, :]
+    assert np.all(cols[:, 0:18:3] == cols[:, 1:18:3]) and np.all(cols[:, 0:18:3] == cols[:, 2:18:3])
+    assert set(np.unique(m)) == {-0.5, 0.5}
+    assert st.params["width"] == 3
+    with pytest.raises(ValueError, match="width"):
+        S.bar_noise(10, width=0)

@@ -28,7 +28,7 @@ def _secant_relu(xp, zl, zr):
     d = xp.maximum(zr, 0) - xp.maximum(zl, 0)
     span = zr - zl
     flat = span == 0
-    slope = xp.where(flat, zr > 0, d / xp.where(flat, 1, span))
+    slope = xp.where(flat, zr > 0, d / (span + flat))      # span + flat: no division by zero
     return d, slope.astype(zr.dtype)
 
 
