@@ -18,7 +18,16 @@
    type the layer-1 channels; measure the four phenomena on the CNN and the
    simulator.  Writes the model, and a report (JSON + Markdown) beside it.
 
-    python scripts/train_default.py --out build/default --minutes 60 --noise-minutes 30
+    python scripts/train_default.py --out build/default --minutes 60 --noise-minutes 30 --epochs 40 \
+        --fullfield-minutes 20 --finetune 10:8:0.3
+
+is the bundled model (stage 1: 40 epochs on natural + white noise; then 8 fine-tuning epochs with
+white noise weighted 10x in the loss and 30 % of the runs from full-field flicker).  Its report is
+scripts/default_report.json: natural 0.905, white noise 0.770, full-field flicker 0.886; OSR, latency
+and reversal in the simulator's direction, anticipation not (the CNN lags the bar).  Measured trials
+(2026-11-24): without the flicker stage OSR and latency fail (natural 0.926, white noise 0.709); adding
+a second stage 30:10:0.25:0.15 (--bars-minutes 20) lifts white noise to 0.804 (natural 0.893) but loses
+the reversal burst (ratio 0.985) and anticipation still fails (-162 um).
 
 Seeds are fixed; rerunning reproduces the model (up to floating-point
 summation order in threaded kernels).
