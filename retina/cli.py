@@ -347,7 +347,9 @@ def train(data, output, response, cells, minutes, epochs, epoch_windows, batch, 
 @click.option("--phenomenon", "names", multiple=True,
               type=click.Choice(["osr", "latency", "reversal", "anticipation"]),
               help="Phenomena to run (repeatable); default all four.")
-@click.option("--steps", type=click.IntRange(1), default=50, show_default=True, help="Integrated-gradient steps.")
+@click.option("--steps", type=click.IntRange(1), default=25, show_default=True,
+              help="Integrated-gradient steps (secant rule: 25 are closer to the exact attributions than 50 "
+                   "node-rule steps, and keep the whole job under 5 minutes on two cores).")
 @click.option("--share", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
               help="Share of pooled |attribution| the kept channels must carry.")
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, exists=True), default=None,

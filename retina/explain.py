@@ -185,7 +185,7 @@ def _criteria(name, cnn, truth, result):
     return c
 
 
-def explain(model, out_dir, *, sim=None, phenomena=PHENOMENA, n_steps=50, share=0.9, figures=True,
+def explain(model, out_dir, *, sim=None, phenomena=PHENOMENA, n_steps=25, share=0.9, figures=True,
             progress=True, truth=True):
     """Run the four phenomena on ``model``, compare with the simulator, write results to ``out_dir``.
 
