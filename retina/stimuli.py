@@ -24,8 +24,8 @@ import numpy as np
 from ._validate import check_int
 
 __all__ = ["Stimulus", "flash", "step", "flash_train", "paired_flash", "contrast_steps", "full_field_noise",
-           "white_noise", "bar_noise", "moving_bar", "flashed_bar", "reversing_grating", "natural_movie", "period_frames",
-           "GENERATORS"]
+           "white_noise", "bar_noise", "moving_bar", "flashed_bar", "reversing_grating", "natural_movie",
+           "period_frames", "GENERATORS"]
 
 FRAME_MS = 10.0
 """Duration of one frame in milliseconds."""
@@ -538,6 +538,7 @@ def natural_movie(n_frames, frame_shape=(50, 50), *, seed=0, contrast=0.3, drift
 
 GENERATORS = {"flash": flash, "step": step, "flash_train": flash_train, "paired_flash": paired_flash,
               "contrast_steps": contrast_steps, "full_field_noise": full_field_noise, "white_noise": white_noise,
-              "bar_noise": bar_noise, "moving_bar": moving_bar, "flashed_bar": flashed_bar, "reversing_grating": reversing_grating,
+              "bar_noise": bar_noise, "moving_bar": moving_bar, "flashed_bar": flashed_bar,
+              "reversing_grating": reversing_grating,
               "natural_movie": natural_movie}
 """Every generator by name (used by the CLI's ``retina stimulus``)."""
