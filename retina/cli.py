@@ -349,15 +349,20 @@ def train(data, output, response, cells, minutes, epochs, epoch_windows, batch, 
               help="Phenomena to run (repeatable); default all four.")
 @click.option("--steps", type=click.IntRange(1), default=25, show_default=True,
               help="Integrated-gradient steps (secant rule: 25 are closer to the exact attributions than 50 "
-                   "node-rule steps, and keep the whole job under 5 minutes on two cores).")
+                   "node-rule steps).")
 @click.option("--share", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
               help="Share of pooled |attribution| the kept channels must carry.")
+@click.option("--context-ms", type=click.FloatRange(0), default=500.0, show_default=True,
+              help="Response attributed either side of each window of interest (ms).")
+@click.option("--whole-movies", is_flag=True,
+              help="Attribute every frame of every stimulus instead (about 3x slower).")
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Simulator parameters for the ground truth (default: the calibrated set).")
 @click.option("--no-truth", is_flag=True, help="Skip the comparison with the in-silico retina.")
 @click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
 @click.option("-q", "--quiet", is_flag=True)
-def explain(model, output, names, steps, share, params_path, no_truth, no_figures, quiet):
+def explain(model, output, names, steps, share, context_ms, whole_movies, params_path, no_truth, no_figures,
+            quiet):
     """Explain MODEL's OSR, latency coding, motion reversal and anticipation (default: the bundled model).
 
     Attributes each phenomenon to layer-1 channels, reduces the model to the
@@ -374,7 +379,8 @@ def explain(model, output, names, steps, share, params_path, no_truth, no_figure
         _fail(exc)
     t0 = time.time()
     report = run(net, output, sim=InSilicoRetina(params_path), phenomena=names or PHENOMENA, n_steps=steps,
-                 share=share, figures=not no_figures, progress=not quiet, truth=not no_truth)
+                 share=share, figures=not no_figures, progress=not quiet, truth=not no_truth,
+                 context_ms=None if whole_movies else context_ms)
     if not quiet:
         click.echo((Path(output) / "summary.txt").read_text())
         click.echo(f"wrote {output}/ (results.h5, summary.txt{', figures' if not no_figures else ''}) in "

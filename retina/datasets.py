@@ -55,7 +55,10 @@ def decode_uint8(u8):
 
 
 def smooth_rate(counts, sigma_ms=10.0):
-    """Spike counts ``(..., T)`` to a rate in Hz smoothed by a Gaussian of ``sigma_ms`` (deep-retina's firing_rate_10ms)."""
+    """Spike counts ``(..., T)`` to a rate in Hz smoothed by a Gaussian of ``sigma_ms``.
+
+    The same smoothing as deep-retina's ``firing_rate_10ms``.
+    """
     return gaussian_filter1d(np.asarray(counts, np.float64), sigma_ms / (DT * 1e3), axis=-1, mode="nearest") / DT
 
 

@@ -186,12 +186,14 @@ def _criteria(name, cnn, truth, result):
 
 
 def explain(model, out_dir, *, sim=None, phenomena=PHENOMENA, n_steps=25, share=0.9, figures=True,
-            progress=True, truth=True):
+            progress=True, truth=True, context_ms=P.CONTEXT_MS):
     """Run the four phenomena on ``model``, compare with the simulator, write results to ``out_dir``.
 
     Returns a dict per phenomenon: measures, channel-type shares, reduced-model
     fidelity, ground truth and pass criteria.  Files: ``results.h5``,
     ``<phenomenon>.png`` (with the ``plot`` extra) and ``summary.txt``.
+    ``context_ms`` is the response attributed either side of each window of
+    interest (None: whole movies; see :mod:`retina.phenomena`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -206,7 +208,7 @@ def explain(model, out_dir, *, sim=None, phenomena=PHENOMENA, n_steps=25, share=
         probe = P.CNNProbe(model)
         if name in ("reversal", "anticipation") and probe.cells is None:
             kw = {}
-        res = fn(probe, n_steps=n_steps, share=share, **kw)
+        res = fn(probe, n_steps=n_steps, share=share, context_ms=context_ms, **kw)
         results[name] = res
         shares = cnn_shares(res)
         entry = {"measures": res.measures, "cnn_type_shares": shares,
@@ -223,7 +225,8 @@ def explain(model, out_dir, *, sim=None, phenomena=PHENOMENA, n_steps=25, share=
         entry["seconds"] = time.time() - t0
         report[name] = entry
     report["_meta"] = {"seconds": time.time() - t_start, "retina_version": __version__,
-                       "model_hash": model.content_hash(), "n_steps": n_steps, "share": share}
+                       "model_hash": model.content_hash(), "n_steps": n_steps, "share": share,
+                       "context_ms": context_ms}
     _write_h5(out / "results.h5", results, report)
     (out / "summary.txt").write_text(summary_table(report))
     if figures:
@@ -263,6 +266,8 @@ def _write_h5(path, results, report):
                     if red.pruned_response is not None:
                         c.create_dataset("pruned_response", data=red.pruned_response)
                     c.attrs["fidelity"] = json.dumps(red.fidelity, default=_json_default)
+                    c.attrs["attribution_start_frame"] = int(red.start)
+                    c.attrs["window_of_interest"] = np.asarray(red.window, np.int64)
 
 
 def _json_default(o):

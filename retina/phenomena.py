@@ -7,6 +7,14 @@ in-silico retina, or a :class:`retina.RetinaCNN`), measures the phenomenon with
 ``measures`` is a dict of plain numbers.  Protocol defaults follow
 ``insilico.md`` section 2 (contrast units of the simulator); every one is a
 parameter, so each experiment can be swept.
+
+For a CNN with ``explain=True`` each condition's window of interest is
+attributed to layer-1 channels with ``context_ms`` (default 500 ms) of response
+either side, not the whole movie: the attribution, the reduced model's
+fidelity and the figures cover that stretch (``ReducedModel.start`` is its
+first frame), the pruned network is measured on the whole movie.  Pass
+``context_ms=None`` to attribute whole movies (several times slower for the
+long bar sweeps).
 """
 
 from __future__ import annotations
@@ -19,9 +27,12 @@ from . import measures as M
 from . import stimuli as S
 
 __all__ = ["PhenomenonResult", "CNNProbe", "probe", "osr", "latency", "reversal", "anticipation",
-           "OSR_FREQUENCIES_HZ"]
+           "OSR_FREQUENCIES_HZ", "CONTEXT_MS"]
 
 OSR_FREQUENCIES_HZ = (6, 8, 10, 12, 16)
+FRAME_MS = 10.0
+#: Response attributed either side of each window of interest (ms); ``context_ms=None`` attributes whole movies.
+CONTEXT_MS = 500.0
 
 
 @dataclass
@@ -140,17 +151,29 @@ class CNNProbe:
     def rates(self, movie, model=None):
         return np.asarray((model or self.model).predict(self.padded(movie)))
 
-    def reduce(self, movie, weights, window, *, share=0.9, n_steps=50):
-        """Attribute the weighted cells' response to layer-1 channels (pooled) and reduce it."""
+    def reduce(self, movie, weights, window, *, share=0.9, n_steps=50, context=None):
+        """Attribute the weighted cells' response to layer-1 channels (pooled) and reduce it.
+
+        ``window`` (frames) defines importance.  With ``context`` (frames), only
+        the response in ``[window[0] - context, window[1] + context)`` is
+        attributed (the reduced model's rows then start at ``result.start``);
+        ``None`` attributes the whole movie.
+        """
         from .attribution import attribute
         from .model import movie_invariance
         from .reduction import reduce
 
-        x = self.padded(movie)
+        lo, hi = int(window[0]), int(window[1])
+        start, stop = 0, len(movie)
+        if context is not None:
+            start, stop = max(lo - int(context), 0), min(hi + int(context), len(movie))
+        x = self.padded(movie)[start:stop + self.model.history - 1]
         pool = "rows" if movie_invariance(x) == "rows" else "space"
         attr = attribute(self.model, x, layer="conv1", cells=np.asarray(weights, np.float64), pool=pool,
                          baseline=self.grey, n_steps=n_steps, progress=False)
-        return reduce(self.model, attr, share=share, window=window, movie=x)
+        red = reduce(self.model, attr, share=share, window=(lo - start, hi - start), movie=x)
+        red.start = start
+        return red
 
     def inhibition(self, movie, weights, window, *, n_steps=50):
         """Layer-2 channels with a negative net effect on the weighted cells in ``window`` (frames)."""
@@ -170,13 +193,19 @@ def probe(model):
     return CNNProbe(model) if isinstance(model, RetinaCNN) else model
 
 
-def _mechanism(model, movie, cells, window, share, n_steps, measure):
-    """Attribute and reduce the analysed cells' mean response; measure the pruned network too."""
+def _mechanism(model, movie, cells, window, share, n_steps, measure, context_ms):
+    """Attribute and reduce the analysed cells' mean response; measure the pruned network too.
+
+    The attributed stretch is the window of interest with ``context_ms`` either
+    side (the whole movie when None); the pruned network is measured on the
+    whole movie.
+    """
     if not isinstance(model, CNNProbe):
         return None, None
     weights = np.zeros(model.n_cells)
     weights[cells] = 1.0 / len(cells)
-    red = model.reduce(movie, weights, window, share=share, n_steps=n_steps)
+    context = None if context_ms is None else int(round(float(context_ms) / FRAME_MS))
+    red = model.reduce(movie, weights, window, share=share, n_steps=n_steps, context=context)
     pruned = model.rates(movie, model=red.pruned)[:, cells]
     return red, measure(pruned)
 
@@ -257,7 +286,8 @@ def _summary_types(reduced):
 
 
 def osr(model, *, frequencies=OSR_FREQUENCIES_HZ, periods=None, intensity=-1.0, duration=2, n_flashes=10,
-        pre=100, post=100, cells=None, window_ms=450.0, explain=True, share=0.9, n_steps=50):
+        pre=100, post=100, cells=None, window_ms=450.0, explain=True, share=0.9, n_steps=50,
+        context_ms=CONTEXT_MS):
     """Omitted stimulus response: flash trains at several periods, then one flash omitted.
 
     ``periods`` (frames) overrides ``frequencies`` (Hz).  Measures: per-train
@@ -287,7 +317,8 @@ def osr(model, *, frequencies=OSR_FREQUENCIES_HZ, periods=None, intensity=-1.0, 
         res.add(dict(period=int(p), intensity=intensity), r, st.events, measure(r))
         if explain:
             om = int(st.events["omitted_frame"])
-            red, m = _mechanism(model, st.movie, cells, (om, om + int(window_ms / 10)), share, n_steps, measure)
+            red, m = _mechanism(model, st.movie, cells, (om, om + int(window_ms / 10)), share, n_steps, measure,
+                                context_ms)
             res.add_reduced(red, m)
     per = res.per_condition
     fit = M.osr_slope([m["period_ms"] for m in per], [m["peak_after_last_ms"] for m in per])
@@ -314,7 +345,7 @@ def osr(model, *, frequencies=OSR_FREQUENCIES_HZ, periods=None, intensity=-1.0, 
 
 
 def latency(model, *, intensities=(-0.1, -0.2, -0.35, -0.5, -0.75, -1.0), duration=2, delay=50, post=60,
-            cells=None, window_ms=150.0, explain=True, share=0.9, n_steps=50):
+            cells=None, window_ms=150.0, explain=True, share=0.9, n_steps=50, context_ms=CONTEXT_MS):
     """Latency coding: single full-field flashes of growing strength.
 
     Measures: per flash ``latency`` (peak and centre of mass); over flashes the
@@ -337,7 +368,7 @@ def latency(model, *, intensities=(-0.1, -0.2, -0.35, -0.5, -0.75, -1.0), durati
         res.add(dict(intensity=float(c)), r, st.events, measure(r))
         if explain:
             red, m = _mechanism(model, st.movie, cells, (delay, delay + int(window_ms / 10)), share, n_steps,
-                                measure)
+                                measure, context_ms)
             res.add_reduced(red, m)
     pk = M.latency_trend(intensities, [m["peak_ms"] for m in res.per_condition])
     com = M.latency_trend(intensities, [m["com_ms"] for m in res.per_condition])
@@ -360,7 +391,8 @@ def latency(model, *, intensities=(-0.1, -0.2, -0.35, -0.5, -0.75, -1.0), durati
 
 
 def reversal(model, *, flips=(21, 23, 25, 27, 29), speed=0.14, width=2.0, intensity=-1.0, start=2.0, post=50,
-             cells=None, population_x=(15, 35), explain=True, share=0.9, n_steps=50):
+             cells=None, population_x=(15, 35), explain=True, share=0.9, n_steps=50,
+             context_ms=CONTEXT_MS):
     """Motion reversal: a dark bar moves right from ``start`` and reverses at each of ``flips`` (px).
 
     The population response (mean over the analysed cells whose centre x lies
@@ -392,7 +424,8 @@ def reversal(model, *, flips=(21, 23, 25, 27, 29), speed=0.14, width=2.0, intens
         res.add(dict(reverse_at=float(x), speed=speed), r, st.events, measure(r))
         if explain:
             rev = int(st.events["reversal_frame"])
-            red, m = _mechanism(model, st.movie, cells, (rev + 15, rev + 40), share, n_steps, measure)
+            red, m = _mechanism(model, st.movie, cells, (rev + 15, rev + 40), share, n_steps, measure,
+                                context_ms)
             res.add_reduced(red, m)
     per = res.per_condition
     res.measures = M.reversal_spread([m["latency_ms"] for m in per])
@@ -411,7 +444,8 @@ def reversal(model, *, flips=(21, 23, 25, 27, 29), speed=0.14, width=2.0, intens
 
 
 def anticipation(model, *, speeds=(0.04, 0.08, 0.16), width=2.0, intensity=-1.0, cells=None,
-                 flash_positions=None, flash_duration=2, explain=True, share=0.9, n_steps=50):
+                 flash_positions=None, flash_duration=2, explain=True, share=0.9, n_steps=50,
+                 context_ms=CONTEXT_MS):
     """Motion anticipation: bars moving at several speeds, against flashed bars as the reference.
 
     For each analysed cell the reference position is its receptive-field
@@ -463,7 +497,7 @@ def anticipation(model, *, speeds=(0.04, 0.08, 0.16), width=2.0, intensity=-1.0,
         res.measures[f"lead_um_{v:g}"] = m["lead_um"]
         if explain:
             red, rm = _mechanism(model, st.movie, cells, windows[-1], share, n_steps,
-                                 lambda resp, st=st: measure(resp, st))
+                                 lambda resp, st=st: measure(resp, st), context_ms)
             res.add_reduced(red, rm)
             if rm is not None:
                 res.measures[f"reduced_offset_px_{v:g}"] = rm["offset_px"]

@@ -38,18 +38,20 @@ def phenomenon_figure(result, path=None, *, reference=None):
         label = ", ".join(f"{k}={v:g}" for k, v in cond.items() if isinstance(v, (int, float)))
         ax.plot(np.arange(len(r)) * 10.0, r.mean(1), color=cmap(i / max(n - 1, 1)), lw=1.2, label=label)
         if i < len(result.reduced) and result.reduced[i].pruned_response is not None:
-            pr = result.reduced[i].pruned_response[:, 0]
-            ax.plot(np.arange(len(pr)) * 10.0, pr, color=cmap(i / max(n - 1, 1)), lw=1, ls="--")
+            red = result.reduced[i]
+            pr = red.pruned_response[:, 0]
+            ax.plot((red.start + np.arange(len(pr))) * 10.0, pr, color=cmap(i / max(n - 1, 1)), lw=1, ls="--")
     ax.set(xlabel="time (ms)", ylabel="rate (Hz)", title=f"{result.name}: full (solid) and reduced (dashed)")
     ax.legend(fontsize=7, loc="upper left")
     if result.reduced:
         red = result.reduced[min(ref, len(result.reduced) - 1)]
         vals = red.pooled[:, 0]
+        t0 = red.start * 10.0
         ax = axes[0, 1]
         if vals.ndim == 2:  # (windows, C): channel x time heat map
             lim = np.abs(vals).max() or 1.0
             im = ax.imshow(vals.T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
-                           extent=(0, len(vals) * 10.0, vals.shape[1] - 0.5, -0.5), interpolation="nearest")
+                           extent=(t0, t0 + len(vals) * 10.0, vals.shape[1] - 0.5, -0.5), interpolation="nearest")
             ax.set(xlabel="time (ms)", ylabel="layer-1 channel",
                    yticks=range(vals.shape[1]),
                    yticklabels=[f"{c} {red.types[c]['type']}" for c in range(vals.shape[1])])
@@ -58,10 +60,10 @@ def phenomenon_figure(result, path=None, *, reference=None):
             m = vals[:, c]
             lim = np.abs(m).max() or 1.0
             im = ax.imshow(m.T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
-                           extent=(0, len(m) * 10.0, m.shape[1] - 0.5, -0.5), interpolation="nearest")
+                           extent=(t0, t0 + len(m) * 10.0, m.shape[1] - 0.5, -0.5), interpolation="nearest")
             ax.set(xlabel="time (ms)", ylabel="position (px)")
         lo, hi = red.window
-        ax.axvspan(lo * 10.0, hi * 10.0, color="k", alpha=0.08)
+        ax.axvspan(t0 + lo * 10.0, t0 + hi * 10.0, color="k", alpha=0.08)
         ax.set_title("pooled layer-1 attribution (shaded: window of interest)")
         fig.colorbar(im, ax=ax, label="attribution (Hz)")
         ax = axes[1, 0]

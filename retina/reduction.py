@@ -80,7 +80,10 @@ class ReducedModel:
     fidelity : dict
         ``corr``/``variance_explained`` of each view against the full response.
     window : (start, stop)
-        The windows that defined importance.
+        The windows (rows of ``pooled``) that defined importance.
+    start : int
+        Frame of the stimulus that row 0 belongs to (non-zero when only a
+        stretch around the window of interest was attributed).
     types : list of dict
         :func:`classify_channels` of every layer-1 channel of the full model.
     """
@@ -97,6 +100,7 @@ class ReducedModel:
     fidelity: dict
     share: float
     window: tuple | None = None
+    start: int = 0
     types: list = field(default_factory=list)
     attribution: object = field(default=None, repr=False)
 
@@ -314,4 +318,4 @@ def reduce(model, attribution_or_stimulus, *, share=0.9, window=None, cells=None
         with np.errstate(divide="ignore", invalid="ignore"):
             eff = np.where(np.abs(dz[:, None, :]) > 1e-9, contrib / dz[:, None, :], np.nan)
     return ReducedModel(channels, kept, importance, vals, pruned, attr_sum, eff, attr.response, pruned_resp,
-                        fidelity, float(share), (lo, hi), types, attr)
+                        fidelity, float(share), (lo, hi), 0, types, attr)

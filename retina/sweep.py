@@ -184,6 +184,7 @@ def _write_point(f, key, point, measures, res):
             c.create_dataset("pooled_attribution", data=np.asarray(red.pooled, np.float32), compression="gzip",
                              compression_opts=1)
             c.create_dataset("kept_channels", data=np.asarray(red.kept))
+            c.attrs["attribution_start_frame"] = int(red.start)
     g.attrs["done"] = True
     f.flush()
 

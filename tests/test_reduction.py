@@ -133,3 +133,27 @@ def test_bundled_model_reduces_a_flash_response_faithfully():
     full = probe.reduce(st.movie, weights, (50, 65), share=1.0, n_steps=50)
     assert full.fidelity["pruned_corr"] == pytest.approx(1.0, abs=1e-6)
     assert np.abs(full.attribution.delta).max() < 1e-2 * np.ptp(full.attribution.response)
+
+
+def test_reduce_with_context_attributes_only_the_stretch_around_the_window():
+    """A window's attribution depends on its own frames only: attributing the window of interest with
+    ``context`` frames either side gives the whole-movie rows (float32 kernels: 1e-5 of the largest value),
+    the same kept channels, and the window and ``start`` in movie frames."""
+    from retina.phenomena import CNNProbe
+
+    model = RetinaCNN.random(3, seed=4, per_unit=False)
+    probe = CNNProbe(model)
+    st = S.moving_bar(0.3, width=2.0, intensity=-1.0)
+    weights = np.array([0.5, 0.25, 0.25])
+    whole = probe.reduce(st.movie, weights, (60, 80), n_steps=10)
+    part = probe.reduce(st.movie, weights, (60, 80), n_steps=10, context=15)
+    assert whole.start == 0 and part.start == 45
+    assert part.window == (15, 35) and whole.window == (60, 80)
+    assert part.pooled.shape[0] == 50 and part.pooled.ndim == 4  # bars: pooled over rows
+    ref = whole.pooled[45:95]
+    np.testing.assert_allclose(part.pooled, ref, atol=1e-5 * np.abs(ref).max())
+    np.testing.assert_array_equal(part.kept, whole.kept)
+    np.testing.assert_allclose(part.pruned_response, whole.pruned_response[45:95], rtol=1e-5, atol=1e-6)
+    # near the start of the movie the stretch is clipped
+    early = probe.reduce(st.movie, weights, (5, 20), n_steps=10, context=15)
+    assert early.start == 0 and early.window == (5, 20) and early.pooled.shape[0] == 35
