@@ -24,7 +24,7 @@ import numpy as np
 from ._validate import check_int
 
 __all__ = ["Stimulus", "flash", "step", "flash_train", "paired_flash", "contrast_steps", "full_field_noise",
-           "white_noise", "bar_noise", "moving_bar", "flashed_bar", "reversing_grating", "natural_movie",
+           "white_noise", "bar_noise", "bar_motion", "moving_bar", "flashed_bar", "reversing_grating", "natural_movie",
            "period_frames", "GENERATORS"]
 
 FRAME_MS = 10.0
@@ -344,6 +344,61 @@ def moving_bar(speed=0.08, *, width=2.0, intensity=-1.0, start=None, stop=None, 
                     events)
 
 
+def bar_motion(n_frames, frame_shape=(50, 50), *, speeds=(0.02, 0.6), widths=(1.0, 4.0), contrasts=(0.3, 1.0),
+               p_reverse=0.3, gaps=(10, 50), max_segment=600, seed=0):
+    """A stream of moving bars: the generic moving-bar protocol of retinal physiology, for training.
+
+    Segments follow each other with grey gaps of ``gaps`` frames (uniform).  In
+    each, one full-height bar of width uniform in ``widths`` (px), contrast
+    ``+-`` uniform in ``contrasts`` (either polarity equally), moves left or
+    right at a speed log-uniform in ``speeds`` (px/frame) from a random start,
+    for at most ``max_segment`` frames or until it leaves the frame; with
+    probability ``p_reverse`` it turns back at a random point of its path.
+    Every frame is constant along rows.  Events: ``center`` (bar centre per
+    frame, NaN in the gaps) and ``velocity``.
+    """
+    n = check_int("n_frames", n_frames, minimum=1)
+    h, w = _frame(frame_shape)
+    lo_v, hi_v = (_positive("speeds", v) for v in speeds)
+    lo_w, hi_w = (_bar_width(v, w) for v in widths)
+    lo_c, hi_c = (_positive("contrasts", v) for v in contrasts)
+    p_reverse = _number("p_reverse", p_reverse, minimum=0, maximum=1)
+    gap_lo, gap_hi = (check_int("gaps", g, minimum=0) for g in gaps)
+    max_segment = check_int("max_segment", max_segment, minimum=1)
+    if lo_v > hi_v or lo_w > hi_w or lo_c > hi_c or gap_lo > gap_hi:
+        raise ValueError(f"ranges must be (low, high); got speeds={speeds}, widths={widths}, "
+                         f"contrasts={contrasts}, gaps={gaps}")
+    rng = np.random.default_rng(seed)
+    centre = np.full(n, np.nan)
+    width = np.ones(n)
+    level = np.zeros(n)
+    t = 0
+    while t < n:
+        t += int(rng.integers(gap_lo, gap_hi + 1))
+        if t >= n:
+            break
+        v = float(np.exp(rng.uniform(np.log(lo_v), np.log(hi_v)))) * (1 if rng.random() < 0.5 else -1)
+        bw = float(rng.uniform(lo_w, hi_w))
+        x0 = float(rng.uniform(-bw / 2, w - 1 + bw / 2))
+        k = min(max_segment, n - t)
+        path = x0 + v * np.arange(k)
+        if rng.random() < p_reverse and k > 2:
+            turn = int(rng.integers(1, k - 1))
+            path[turn:] = path[turn] - v * np.arange(k - turn)
+        inside = (path > -bw / 2 - 0.5) & (path < w - 1 + bw / 2 + 0.5)
+        k = int(np.argmin(inside)) if not inside.all() else k  # until it first leaves the frame
+        centre[t:t + k], width[t:t + k] = path[:k], bw
+        level[t:t + k] = float(rng.uniform(lo_c, hi_c)) * (1 if rng.random() < 0.5 else -1)
+        t += k
+    prof = _bar_profile(np.nan_to_num(centre, nan=-1e9), width[:, None], w)  # one width per frame
+    movie = np.ascontiguousarray(np.broadcast_to((level[:, None] * prof).astype(np.float32)[:, None, :], (n, h, w)))
+    velocity = np.nan_to_num(np.concatenate([[0.0], np.diff(centre)]))
+    return Stimulus(movie, dict(kind="bar_motion", speeds=(lo_v, hi_v), widths=(lo_w, hi_w),
+                                contrasts=(lo_c, hi_c), p_reverse=p_reverse, gaps=(gap_lo, gap_hi),
+                                max_segment=max_segment, seed=seed, frame_shape=(h, w)),
+                    dict(center=centre, velocity=velocity))
+
+
 def flashed_bar(position, *, width=2.0, intensity=-1.0, duration=2, delay=50, post=100, frame_shape=(50, 50)):
     """A bar spanning all rows, centred at ``position`` px, flashed for ``duration`` frames.
 
@@ -538,7 +593,7 @@ def natural_movie(n_frames, frame_shape=(50, 50), *, seed=0, contrast=0.3, drift
 
 GENERATORS = {"flash": flash, "step": step, "flash_train": flash_train, "paired_flash": paired_flash,
               "contrast_steps": contrast_steps, "full_field_noise": full_field_noise, "white_noise": white_noise,
-              "bar_noise": bar_noise, "moving_bar": moving_bar, "flashed_bar": flashed_bar,
+              "bar_noise": bar_noise, "bar_motion": bar_motion, "moving_bar": moving_bar, "flashed_bar": flashed_bar,
               "reversing_grating": reversing_grating,
               "natural_movie": natural_movie}
 """Every generator by name (used by the CLI's ``retina stimulus``)."""

@@ -132,15 +132,18 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--response", default="rate", choices=("rate", "firing_rate_10ms"))
     ap.add_argument("--noise-share", type=float, default=0.5, help="share of training runs from white noise")
-    ap.add_argument("--finetune", action="append", default=[], metavar="WEIGHT:EPOCHS[:FF[:BARS]]",
+    ap.add_argument("--finetune", action="append", default=[], metavar="WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]]",
                     help="a fine-tuning stage after the main run (repeatable): white-noise loss weight, epochs, "
-                         "and optionally the shares of runs drawn from full-field flicker and from flickering bars "
-                         "(need --fullfield-minutes / --bars-minutes); a trial of 10:8 then 30:10 (selected on "
-                         "the pooled validation set) gave 0.89 natural / 0.79 white noise")
+                         "and optionally the shares of runs drawn from full-field flicker, flickering bars and "
+                         "moving bars (need --fullfield-minutes / --bars-minutes / --motion-minutes); a trial of "
+                         "10:8 then 30:10 (selected on the pooled validation set) gave 0.89 natural / 0.79 white "
+                         "noise")
     ap.add_argument("--fullfield-minutes", type=float, default=0.0,
                     help="also simulate full-field Gaussian flicker for the fine-tuning stages (0: none)")
     ap.add_argument("--bars-minutes", type=float, default=0.0,
                     help="also simulate flickering bars for the fine-tuning stages (0: none)")
+    ap.add_argument("--motion-minutes", type=float, default=0.0,
+                    help="also simulate moving bars (stimuli.bar_motion) for the fine-tuning stages (0: none)")
     ap.add_argument("--noise-loss-weight", type=float, default=1.0,
                     help="loss weight of white-noise windows (1: none)")
     args = ap.parse_args()
@@ -153,7 +156,8 @@ def main():
     if not os.path.exists(wn):
         simulate_dataset(wn, "whitenoise", retina=sim, train_minutes=args.noise_minutes, seed=args.seed + 1)
     extra = {}   # the fine-tuning stages' further streams, by dataset kind
-    for i, (kind, minutes) in enumerate((("fullfield", args.fullfield_minutes), ("bars", args.bars_minutes))):
+    streams = (("fullfield", args.fullfield_minutes), ("bars", args.bars_minutes), ("motion", args.motion_minutes))
+    for i, (kind, minutes) in enumerate(streams):
         if minutes > 0:
             extra[kind] = os.path.join(args.out, f"{kind}.h5")
             if not os.path.exists(extra[kind]):
@@ -180,7 +184,7 @@ def main():
     etr = {k: load_dataset(p, "train", response=args.response, norm_stats=tr.stats) for k, p in extra.items()}
     for i, stage in enumerate(args.finetune):
         weight, epochs, *rest = (float(v) for v in stage.split(":"))
-        more = dict(zip(("fullfield", "bars"), rest))
+        more = dict(zip(("fullfield", "bars", "motion"), rest))
         for kind, share in more.items():
             if share > 0 and kind not in etr:
                 raise SystemExit(f"--finetune {stage}: a {kind} share needs --{kind}-minutes")

@@ -126,5 +126,11 @@ def test_fullfield_and_bars_kinds(tmp_path, sim):
     with h5py.File(bars) as f:
         stim = decode_uint8(f["train/stimulus"][()])
     assert np.ptp(stim, axis=1).max() == 0 and np.ptp(stim[:, 0, :], axis=1).max() > 0   # bars along rows
+    motion = simulate_dataset(tmp_path / "motion.h5", "motion", retina=sim, **SMALL)
+    with h5py.File(motion) as f:
+        stim = decode_uint8(f["train/stimulus"][()])
+        rates = f["train/response/rate"][()]
+    assert np.ptp(stim, axis=1).max() == 0 and np.ptp(stim[:, 0, :], axis=1).max() > 0.3  # a bar along rows
+    assert (np.abs(stim[:, 0, :]) < 0.01).mean() > 0.5 and np.isfinite(rates).all()       # on a grey field
     with pytest.raises(ValueError, match="kind"):
         simulate_dataset(tmp_path / "x.h5", "flicker", retina=sim, **SMALL)

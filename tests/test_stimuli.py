@@ -9,7 +9,7 @@ from retina import stimuli as S
 @pytest.mark.parametrize("name,kwargs", [
     ("flash", {}), ("step", {}), ("flash_train", {}), ("paired_flash", {}), ("contrast_steps", {}),
     ("full_field_noise", {"n_frames": 50}), ("white_noise", {"n_frames": 30}), ("bar_noise", {"n_frames": 30}),
-    ("moving_bar", {}),
+    ("bar_motion", {"n_frames": 300}), ("moving_bar", {}),
     ("flashed_bar", {"position": 20.3}), ("reversing_grating", {}), ("natural_movie", {"n_frames": 120}),
 ])
 def test_every_generator_returns_float32_movies(name, kwargs):
@@ -24,7 +24,8 @@ def test_every_generator_returns_float32_movies(name, kwargs):
 def test_random_generators_are_reproducible_from_seed():
     for gen in (lambda s: S.natural_movie(200, seed=s), lambda s: S.white_noise(20, seed=s),
                 lambda s: S.contrast_steps(durations=(10, 10, 10), seed=s),
-                lambda s: S.full_field_noise(40, seed=s), lambda s: S.bar_noise(40, seed=s)):
+                lambda s: S.full_field_noise(40, seed=s), lambda s: S.bar_noise(40, seed=s),
+                lambda s: S.bar_motion(400, seed=s)):
         a, b, c = gen(3).movie, gen(3).movie, gen(4).movie
         np.testing.assert_array_equal(a, b)
         assert not np.array_equal(a, c)
@@ -111,3 +112,30 @@ def test_bar_noise_is_constant_along_rows_with_bars_of_the_given_width():
     assert st.params["width"] == 3
     with pytest.raises(ValueError, match="width"):
         S.bar_noise(10, width=0)
+
+
+def test_bar_motion_draws_single_moving_bars_within_its_ranges():
+    st = S.bar_motion(6000, (8, 30), speeds=(0.05, 0.5), widths=(2.0, 3.0), contrasts=(0.4, 0.8), gaps=(5, 20),
+                      seed=2)
+    m, c, v = st.movie, st.events["center"], st.events["velocity"]
+    assert m.shape == (6000, 8, 30) and np.ptp(m, axis=1).max() == 0          # constant along rows
+    present = np.isfinite(c)
+    assert 0.05 < (~present).mean() < 0.5 and np.all(m[~present] == 0)      # grey gaps between bars
+    lum = m[:, 0, :]
+    on = present & (np.abs(lum).max(1) > 0)
+    # one polarity per frame; inside the frame a bar of >= 2 px covers a whole pixel at its contrast,
+    # and its area is its width times its contrast
+    assert np.all((lum[on] >= 0).all(1) | (lum[on] <= 0).all(1))
+    inside = on & (c > 3) & (c < 26)
+    peak = np.abs(lum[inside]).max(1)
+    assert peak.min() >= 0.4 - 1e-6 and peak.max() <= 0.8 + 1e-6
+    area = np.abs(lum[inside]).sum(1) / peak
+    assert area.min() >= 2.0 - 1e-4 and area.max() <= 3.0 + 1e-4
+    speed = np.abs(v[1:][present[1:] & present[:-1]])
+    speed = speed[speed > 0]
+    assert speed.min() >= 0.05 - 1e-9 and speed.max() <= 0.5 + 1e-9
+    assert (v[1:][present[1:] & present[:-1]] > 0).any() and (v[1:][present[1:] & present[:-1]] < 0).any()
+    with pytest.raises(ValueError, match="speeds"):
+        S.bar_motion(10, speeds=(0.5, 0.1))
+    with pytest.raises(ValueError, match="width"):
+        S.bar_motion(10, widths=(1.0, 99.0))
