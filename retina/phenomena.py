@@ -272,6 +272,19 @@ def _cells(model, cells, cell_type):
     return np.arange(getattr(model, "n_cells", 1))
 
 
+def _row(model, cells, given):
+    """The bar protocols record a row of cells (``phenomena.md``): unless ``cells`` were given, keep the
+    analysed cells on the most populated row (ties: nearest the frame's centre) of a model that knows
+    its cells' positions."""
+    if given is not None or getattr(model, "cells", None) is None or not len(cells):
+        return cells
+    ys = np.array([model.cells[i].y for i in cells])
+    rows, counts = np.unique(ys, return_counts=True)
+    mid = (_frame_shape(model)[0] - 1) / 2
+    best = max(zip(counts, -np.abs(rows - mid), rows))[2]
+    return cells[ys == best]
+
+
 def _frame_shape(model):
     return tuple(getattr(model, "frame_shape", (50, 50)))
 
@@ -396,14 +409,15 @@ def reversal(model, *, flips=(21, 23, 25, 27, 29), speed=0.14, width=2.0, intens
     """Motion reversal: a dark bar moves right from ``start`` and reverses at each of ``flips`` (px).
 
     The population response (mean over the analysed cells whose centre x lies
-    in ``population_x``, when the model knows its cells' positions) is aligned
+    in ``population_x`` on the most populated row, when the model knows its
+    cells' positions and ``cells`` is not given) is aligned
     on the reversal.  Measures: per flip ``reversal``; over flips the burst
     latency mean and s.d., and the smallest burst / smooth-motion ratio.  With
     ``explain`` (CNN), the burst window (reversal + 150..400 ms) is attributed
     (pooled over rows: channel x position maps) and reduced.
     """
     model = probe(model)
-    cells = _cells(model, cells, "OFF")
+    cells = _row(model, _cells(model, cells, "OFF"), cells)
     if getattr(model, "cells", None) is not None:
         xs = np.array([model.cells[i].x for i in cells])
         keep = (xs >= population_x[0]) & (xs <= population_x[1])
@@ -448,6 +462,8 @@ def anticipation(model, *, speeds=(0.04, 0.08, 0.16), width=2.0, intensity=-1.0,
                  context_ms=CONTEXT_MS):
     """Motion anticipation: bars moving at several speeds, against flashed bars as the reference.
 
+    The analysed cells (default: the OFF cells; for a model that knows its
+    cells' positions, those on the most populated row) are recorded as a row.
     For each analysed cell the reference position is its receptive-field
     centre when the model knows it (``model.cells[i].x``), else the peak of its
     flashed-bar response profile.  Measures: per speed the mean ``offset_px``
@@ -457,7 +473,7 @@ def anticipation(model, *, speeds=(0.04, 0.08, 0.16), width=2.0, intensity=-1.0,
     response peak are attributed (rows pooled) and reduced.
     """
     model = probe(model)
-    cells = _cells(model, cells, "OFF")
+    cells = _row(model, _cells(model, cells, "OFF"), cells)
     fs = _frame_shape(model)
     if flash_positions is None:
         flash_positions = np.arange(0, fs[1], 1.0)

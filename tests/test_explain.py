@@ -58,3 +58,30 @@ def test_explain_command(tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "out" / "latency.png").stat().st_size > 10_000
     assert (tmp_path / "out" / "summary.txt").exists()
+
+
+def test_bar_protocols_record_the_most_populated_row():
+    """phenomena.md: the bar protocols record a row of cells; a model knowing its cells' positions is read
+    out on its most populated row (here y = 25: four cells against two at y = 17)."""
+    from retina import phenomena as P
+    from retina.insilico import Cell
+
+    class Recorded:
+        frame_shape = (50, 50)
+        cells = [Cell(0, "OFF", 17.0, 20.0), Cell(1, "OFF", 17.0, 30.0), Cell(2, "ON", 25.0, 22.0)] + [
+            Cell(3 + k, "OFF", 25.0, 16.0 + 5 * k) for k in range(4)]
+        n_cells = len(cells)
+
+        def cells_of(self, t):
+            return np.array([c.index for c in self.cells if c.type == t])
+
+        def rates(self, movie):  # a cell that fires when the bar darkens its column
+            return np.stack([np.clip(-movie[:, 25, int(c.x)], 0, None) * 20 + 1 for c in self.cells], axis=1)
+
+    rev = P.reversal(Recorded(), flips=(25,), explain=False)
+    np.testing.assert_array_equal(rev.cells, [3, 4, 5, 6])
+    ant = P.anticipation(Recorded(), speeds=(0.2,), flash_positions=(), explain=False)
+    np.testing.assert_array_equal(ant.cells, [3, 4, 5, 6])
+    # cells given explicitly are kept as given
+    np.testing.assert_array_equal(P.anticipation(Recorded(), cells=[0, 1], speeds=(0.2,), flash_positions=(),
+                                                 explain=False).cells, [0, 1])
