@@ -30,7 +30,6 @@ __all__ = ["PhenomenonResult", "CNNProbe", "probe", "osr", "latency", "reversal"
            "OSR_FREQUENCIES_HZ", "CONTEXT_MS"]
 
 OSR_FREQUENCIES_HZ = (6, 8, 10, 12, 16)
-FRAME_MS = 10.0
 #: Response attributed either side of each window of interest (ms); ``context_ms=None`` attributes whole movies.
 CONTEXT_MS = 500.0
 
@@ -204,7 +203,7 @@ def _mechanism(model, movie, cells, window, share, n_steps, measure, context_ms)
         return None, None
     weights = np.zeros(model.n_cells)
     weights[cells] = 1.0 / len(cells)
-    context = None if context_ms is None else int(round(float(context_ms) / FRAME_MS))
+    context = None if context_ms is None else int(round(float(context_ms) / S.FRAME_MS))
     red = model.reduce(movie, weights, window, share=share, n_steps=n_steps, context=context)
     pruned = model.rates(movie, model=red.pruned)[:, cells]
     return red, measure(pruned)
