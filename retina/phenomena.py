@@ -203,7 +203,11 @@ def _mechanism(model, movie, cells, window, share, n_steps, measure, context_ms)
         return None, None
     weights = np.zeros(model.n_cells)
     weights[cells] = 1.0 / len(cells)
-    context = None if context_ms is None else int(round(float(context_ms) / S.FRAME_MS))
+    context = None
+    if context_ms is not None:
+        if not float(context_ms) >= 0:
+            raise ValueError(f"context_ms must be >= 0 (ms) or None (whole movies), got {context_ms!r}")
+        context = int(round(float(context_ms) / S.FRAME_MS))
     red = model.reduce(movie, weights, window, share=share, n_steps=n_steps, context=context)
     pruned = model.rates(movie, model=red.pruned)[:, cells]
     return red, measure(pruned)

@@ -157,3 +157,10 @@ def test_reduce_with_context_attributes_only_the_stretch_around_the_window():
     # near the start of the movie the stretch is clipped
     early = probe.reduce(st.movie, weights, (5, 20), n_steps=10, context=15)
     assert early.start == 0 and early.window == (5, 20) and early.pooled.shape[0] == 35
+
+
+def test_phenomena_reject_a_negative_context():
+    from retina import phenomena as P
+
+    with pytest.raises(ValueError, match="context_ms"):
+        P.latency(RetinaCNN.random(2, seed=1, per_unit=False), intensities=(-1.0,), n_steps=4, context_ms=-10)
