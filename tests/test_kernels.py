@@ -177,6 +177,30 @@ def test_batched_path_integration_equals_event_driven_kernel(kb, rng, dtype, sec
         assert relerr(back[k], ref[k]) < 10 * tol(dtype), k
 
 
+@pytest.mark.parametrize("secant", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_path_integration_with_one_shared_baseline(kb, rng, dtype, secant):
+    """``z0`` of shape (1, ...) (a constant baseline: its start state computed once) gives the results of
+    the same baseline repeated for every window, in the event-driven kernel, ``_pig`` and this backend."""
+    from retina.kernels import _pig
+
+    args = _pig_inputs(rng, dtype, secant, b=4)
+    args["z0"] = np.repeat(args["z0"][:1], 4, axis=0)
+    ref = _pig_outputs(args, dtype)
+    cpu.pig_conv_relu_dense(*args.values(), *ref.values(), True)
+    one = dict(args, z0=np.ascontiguousarray(args["z0"][:1]))
+    runs = [lambda o: cpu.pig_conv_relu_dense(*one.values(), *o.values(), True),
+            lambda o: _pig.pig_conv_relu_dense(np, cpu.corr2d, cpu.corr2d_transpose, *one.values(), *o.values(),
+                                               True, max_elements=500),
+            lambda o: kb.pig_conv_relu_dense(*one.values(), *o.values(), True)]
+    for run in runs:
+        got = _pig_outputs(args, dtype)
+        run(got)
+        for k in ref:
+            assert np.isfinite(ref[k]).all()
+            assert relerr(got[k], ref[k]) < 10 * tol(dtype), k
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_simulator_kernels_agree_with_cpu(kb, rng, dtype):

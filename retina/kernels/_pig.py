@@ -42,7 +42,8 @@ def pig_conv_relu_dense(xp, corr2d, corr2d_transpose, z0, dz, alphas, weights, b
     network is also evaluated at the ``S + 1`` cell boundaries of the block.
     """
     dt = z0.dtype
-    n_b, c1, h1, wd1 = z0.shape
+    n_b = dz.shape[0]                                      # z0 may be one baseline for all windows
+    c1, h1, wd1 = z0.shape[1:]
     c2, h2, wd2 = scale2.shape
     n1, n2 = c1 * h1 * wd1, c2 * h2 * wd2
     cells = xp.asarray(cells)

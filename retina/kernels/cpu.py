@@ -394,9 +394,35 @@ def _readout(h2f, vsel, shift3, cells, u):
 
 
 @njit(**_JIT)
+def _pig_start(z0, w2, scale2, shift2, v3, cells, p, graw):
+    """The path's start, which depends on the baseline only: ``p = corr(relu(z0), w2)`` and the backward
+    maps ``graw[j] = corr2^T(v3_j * scale2 * [layer-2 unit on])`` of the involved cells."""
+    c1, h1, wd1 = z0.shape
+    c2, h2, wd2 = scale2.shape
+    n2 = c2 * h2 * wd2
+    hz = np.empty((c1, h1, wd1), dtype=p.dtype)
+    hzf = hz.reshape(c1 * h1 * wd1)
+    z0f = z0.reshape(c1 * h1 * wd1)
+    for i in range(hzf.shape[0]):
+        hzf[i] = z0f[i] if z0f[i] > 0 else 0
+    _corr2d_one(hz, w2, p)
+    pf = p.reshape(n2)
+    s2f = scale2.reshape(n2)
+    b2f = shift2.reshape(n2)
+    gtmp = np.empty((c2, h2, wd2), dtype=p.dtype)
+    gtf = gtmp.reshape(n2)
+    for jj in range(cells.shape[0]):
+        vf = v3[cells[jj]].reshape(n2)
+        for i in range(n2):
+            gtf[i] = vf[i] * s2f[i] if s2f[i] * pf[i] + b2f[i] > 0 else 0
+        _corr2d_t_one(gtmp, w2, graw[jj])
+
+
+@njit(**_JIT)
 def _pig_one(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw, cells,
-             g1, a2, r0, r1, want_a2):
-    """One window of ``pig_conv_relu_dense`` (see there)."""
+             g1, a2, r0, r1, want_a2, p0, graw0, shared):
+    """One window of ``pig_conv_relu_dense`` (see there); with ``shared`` the start state ``p0``,
+    ``graw0`` (:func:`_pig_start` of the common baseline) is copied instead of computed."""
     c1, h1, wd1 = z0.shape
     c2, _, kh, kw = w2.shape
     h2, wd2 = scale2.shape[1], scale2.shape[2]
@@ -408,21 +434,23 @@ def _pig_one(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw
     secant = bounds.shape[0] > 0
 
     # state at a = 0
-    hz = np.empty((c1, h1, wd1), dtype=dt)
     hd = np.empty((c1, h1, wd1), dtype=dt)
     m1 = np.empty(n1, dtype=np.bool_)
     z0f = z0.reshape(n1)
     dzf = dz.reshape(n1)
-    hzf = hz.reshape(n1)
     hdf = hd.reshape(n1)
     for i in range(n1):
         m1[i] = z0f[i] > 0
-        hzf[i] = z0f[i] if m1[i] else 0
         hdf[i] = dzf[i] if m1[i] else 0
     mb1 = m1.copy()                      # layer-1 state at the current cell's left boundary
     p = np.empty((c2, h2, wd2), dtype=dt)
     q = np.empty((c2, h2, wd2), dtype=dt)
-    _corr2d_one(hz, w2, p)
+    graw = np.empty((n_j, c1, h1, wd1), dtype=dt)   # raw backward maps corr2^T(v3_j * scale2 * slope2)
+    if shared:
+        p[...] = p0
+        graw[...] = graw0
+    else:
+        _pig_start(z0, w2, scale2, shift2, v3, cells, p, graw)
     _corr2d_one(hd, w2, q)
     pf = p.reshape(n2)
     qf = q.reshape(n2)
@@ -447,14 +475,6 @@ def _pig_one(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw
     _readout(h2f, vsel, shift3, cells, u)
     for jj in range(n_j):
         r0[jj] = _softplus(u[jj])
-    # raw backward maps G_j = corr2^T(v3_j * scale2 * slope2) for the involved cells
-    graw = np.empty((n_j, c1, h1, wd1), dtype=dt)
-    gtmp = np.empty((c2, h2, wd2), dtype=dt)
-    gtf = gtmp.reshape(n2)
-    for jj in range(n_j):
-        for i in range(n2):
-            gtf[i] = vsel[jj, i] * s2f[i] * sl2[i]
-        _corr2d_t_one(gtmp, w2, graw[jj])
     grf = graw.reshape(n_j, n1)
 
     g1f = g1.reshape(n_out, n1)
@@ -548,7 +568,9 @@ def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3,
     along the straight path ``z(a) = z0 + a*dz`` of the pre-activation ``z``.
 
     Parameters (one row of the batch per window; ``B`` windows):
-    z0, dz : (B, C1, H1, W1) pre-ReLU layer-1 activity at the baseline and its change.
+    z0, dz : (B, C1, H1, W1) pre-ReLU layer-1 activity at the baseline and its change; ``z0`` may
+        be (1, C1, H1, W1), one baseline shared by every window (a constant baseline stimulus),
+        whose start state (``corr(relu(z0))`` and the backward maps) is then computed once.
     alphas, weights : (K,) quadrature nodes in [0, 1] (increasing) and weights.
     bounds : (K+1,) or (0,)
         Each node's quadrature cell ``[bounds[k], bounds[k+1]]`` (``bounds[0] = 0``,
@@ -579,9 +601,15 @@ def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3,
     to ``sigma(u(a_k)) * (u(hi) - u(lo))``, so the completeness error is only
     the readout's smooth curvature (O(K^-2)) instead of the ReLU kinks' O(1/K).
     """
-    for b in prange(z0.shape[0]):
-        _pig_one(z0[b], dz[b], alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw, cells,
-                 g1[b], a2[b], r0[b], r1[b], want_a2)
+    shared = z0.shape[0] == 1 and dz.shape[0] > 1
+    p0 = np.empty(scale2.shape, dtype=g1.dtype)
+    graw0 = np.empty((cells.shape[0],) + z0.shape[1:], dtype=g1.dtype)
+    if shared:  # one baseline for every window (a constant stimulus): its start state is computed once
+        _pig_start(z0[0], w2, scale2, shift2, v3, cells, p0, graw0)
+    nz = z0.shape[0]
+    for b in prange(dz.shape[0]):
+        _pig_one(z0[b % nz], dz[b], alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw,
+                 cells, g1[b], a2[b], r0[b], r1[b], want_a2, p0, graw0, shared)
 
 
 # ----------------------------------------------------------------------------
