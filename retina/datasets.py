@@ -21,6 +21,7 @@ rerun with the same settings continues after the last finished chunk).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from dataclasses import dataclass, field
@@ -204,16 +205,35 @@ def load_dataset(path, split="train", *, response="firing_rate_10ms", cells=None
 
 
 # ------------------------------------------------------------------ simulating
-def _movie(kind, n_frames, seed, frame_shape):
-    if kind == "naturalscene":
-        return natural_movie(n_frames, frame_shape, seed=seed).movie
-    if kind == "fullfield":
-        return full_field_noise(n_frames, contrast=0.35, hold=2, seed=seed, frame_shape=frame_shape).movie
-    if kind == "bars":
-        return bar_noise(n_frames, frame_shape, contrast=0.35, width=2, hold=2, seed=seed).movie
-    if kind == "motion":
-        return bar_motion(n_frames, frame_shape, seed=seed).movie
-    return white_noise(n_frames, frame_shape, contrast=0.35, binary=True, seed=seed).movie
+_GENERATORS = {
+    "naturalscene": (natural_movie, {}),
+    "fullfield": (full_field_noise, dict(contrast=0.35, hold=2)),
+    "bars": (bar_noise, dict(contrast=0.35, width=2, hold=2)),
+    "motion": (bar_motion, {}),
+    "whitenoise": (white_noise, dict(contrast=0.35, binary=True)),
+}
+
+
+def _movie(kind, n_frames, seed, frame_shape, options=None):
+    fn, defaults = _GENERATORS[kind]
+    return fn(n_frames, frame_shape=frame_shape, seed=seed, **{**defaults, **(options or {})}).movie
+
+
+def _check_options(kind, options):
+    """Stimulus options must be keyword arguments of the kind's generator (not its length, shape or seed)."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ValueError(f"stimulus_options must be a dict of generator arguments, got {type(options).__name__}")
+    fn = _GENERATORS[kind][0]
+    allowed = set(inspect.signature(fn).parameters) - {"n_frames", "frame_shape", "seed"}
+    bad = sorted(set(options) - allowed)
+    if bad:
+        raise ValueError(f"stimulus_options {bad} are not arguments of {fn.__name__} (kind {kind!r}); "
+                         f"allowed: {sorted(allowed)}")
+    opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
+    _movie(kind, 2, 0, (4, 4), opts)  # the generator validates the values now, not mid-run
+    return opts
 
 
 def _seed(*keys):
@@ -229,7 +249,7 @@ def _save_state(g, state):
 
 
 def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60.0, test_clips=30, clip_s=10.0,
-                     repeats=20, chunk_s=60.0, seed=0, progress=True):
+                     repeats=20, chunk_s=60.0, seed=0, stimulus_options=None, progress=True):
     """Simulate a training and test set and write it in the deep-retina layout.
 
     Parameters
@@ -249,6 +269,10 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
         Seconds simulated and written per step; the unit of resumption.
     seed : int
         Stimuli and spikes follow from it.
+    stimulus_options : dict, optional
+        Keyword arguments for the kind's generator in :mod:`retina.stimuli`
+        (e.g. ``{"speeds": (0.02, 0.25)}`` for ``"motion"``), over the
+        kind's defaults; recorded in the file's settings.
 
     Returns
     -------
@@ -257,6 +281,7 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {tuple(KINDS)}, got {kind!r}")
+    options = _check_options(kind, stimulus_options)
     sim = retina if retina is not None else InSilicoRetina()
     if not isinstance(sim, InSilicoRetina):
         raise ValueError(f"retina must be an InSilicoRetina, got {type(sim).__name__}")
@@ -273,6 +298,8 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
     settings = dict(kind=kind, train_frames=n_train, test_clips=test_clips, clip_frames=clip, repeats=repeats,
                     chunk_frames=chunk, seed=int(seed), params=sim.params.to_dict(), lesion=list(sim.lesion),
                     frame_shape=[h, w], positions=[list(q) for q in sim.positions], retina_version=__version__)
+    if options:
+        settings["stimulus_options"] = options
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
@@ -318,7 +345,7 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
                               unit="chunk", enabled=progress):
             t0 = train_starts[i]
             n = min(chunk, n_train - t0)
-            u8 = encode_uint8(_movie(kind, n, _seed(seed, 0, i), (h, w)))
+            u8 = encode_uint8(_movie(kind, n, _seed(seed, 0, i), (h, w), options))
             rate = sim.rates(decode_uint8(u8), state=state)
             counts = np.random.default_rng(_seed(seed, 1, i)).poisson(rate * DT)
             g["stimulus"][t0:t0 + n] = u8
@@ -331,7 +358,7 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
         for i in progress_bar(range(int(res.attrs["test_done"]), test_clips), total=test_clips,
                               desc=f"{kind} test", unit="clip", enabled=progress):
             t0 = i * clip
-            u8 = encode_uint8(_movie(kind, clip, _seed(seed, 2, i), (h, w)))
+            u8 = encode_uint8(_movie(kind, clip, _seed(seed, 2, i), (h, w), options))
             rate = sim.rates(decode_uint8(u8))
             counts = np.random.default_rng(_seed(seed, 3, i)).poisson(rate.T[:, None, :] * DT,
                                                                        (n_cells, repeats, clip))

@@ -61,6 +61,40 @@ from retina.reduction import classify_channels  # noqa: E402
 from retina.train import TrainConfig, evaluate, train  # noqa: E402
 
 
+STREAMS = {   # fine-tuning streams: dataset kind and generator options
+    "fullfield": ("fullfield", None),
+    "bars": ("bars", None),
+    "motion": ("motion", None),
+    "slowmotion": ("motion", {"speeds": (0.02, 0.25), "contrasts": (0.5, 1.0)}),
+}
+STREAM_FLAGS = {"fullfield": "fullfield-minutes", "bars": "bars-minutes", "motion": "motion-minutes",
+                "slowmotion": "slow-motion-minutes"}
+
+
+def parse_stage(text):
+    """A --finetune stage: ``WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]]`` or ``key=value,...`` pairs."""
+    st = dict(wn=1.0, epochs=1.0, fullfield=0.0, bars=0.0, motion=0.0, slowmotion=0.0, slowmotion_loss=1.0)
+    try:
+        if "=" in text:
+            for item in text.split(","):
+                key, value = item.split("=")
+                if key.strip() not in st:
+                    raise SystemExit(f"--finetune {text}: unknown key {key!r}; known: {sorted(st)}")
+                st[key.strip()] = float(value)
+        else:
+            values = [float(v) for v in text.split(":")]
+            if not 2 <= len(values) <= 5:
+                raise ValueError
+            st.update(zip(("wn", "epochs", "fullfield", "bars", "motion"), values))
+    except ValueError:
+        raise SystemExit(f"--finetune {text}: expected WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] or key=value pairs")
+    st["epochs"] = int(st["epochs"])
+    shares = sum(st[k] for k in ("fullfield", "bars", "motion", "slowmotion"))
+    if st["epochs"] < 1 or not 0 <= shares < 1:
+        raise SystemExit(f"--finetune {text}: epochs must be >= 1 and the stream shares sum to less than 1")
+    return st
+
+
 def noise_ceiling(repeats, rate):
     """Mean over cells of the correlation of a single Poisson repeat (smoothed) with the true rate."""
     from retina.datasets import smooth_rate
@@ -141,18 +175,21 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--response", default="rate", choices=("rate", "firing_rate_10ms"))
     ap.add_argument("--noise-share", type=float, default=0.5, help="share of training runs from white noise")
-    ap.add_argument("--finetune", action="append", default=[], metavar="WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]]",
-                    help="a fine-tuning stage after the main run (repeatable): white-noise loss weight, epochs, "
-                         "and optionally the shares of runs drawn from full-field flicker, flickering bars and "
-                         "moving bars (need --fullfield-minutes / --bars-minutes / --motion-minutes); a trial of "
-                         "10:8 then 30:10 (selected on the pooled validation set) gave 0.89 natural / 0.79 white "
-                         "noise")
+    ap.add_argument("--finetune", action="append", default=[], metavar="STAGE",
+                    help="a fine-tuning stage after the main run (repeatable), either WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] "
+                         "(white-noise loss weight, epochs, shares of runs from full-field flicker, flickering bars "
+                         "and moving bars) or key=value pairs: wn (white-noise loss weight), epochs, fullfield, bars, "
+                         "motion, slowmotion (shares of runs), slowmotion_loss (its loss weight); each stream needs "
+                         "its --*-minutes")
     ap.add_argument("--fullfield-minutes", type=float, default=0.0,
                     help="also simulate full-field Gaussian flicker for the fine-tuning stages (0: none)")
     ap.add_argument("--bars-minutes", type=float, default=0.0,
                     help="also simulate flickering bars for the fine-tuning stages (0: none)")
     ap.add_argument("--motion-minutes", type=float, default=0.0,
                     help="also simulate moving bars (stimuli.bar_motion) for the fine-tuning stages (0: none)")
+    ap.add_argument("--slow-motion-minutes", type=float, default=0.0,
+                    help="also simulate slow, high-contrast moving bars (0.02-0.25 px/frame, contrast 0.5-1) for "
+                         "the fine-tuning stages (0: none); their last 5 %% validate the stages that train on them")
     ap.add_argument("--noise-loss-weight", type=float, default=1.0,
                     help="loss weight of white-noise windows (1: none)")
     args = ap.parse_args()
@@ -165,12 +202,15 @@ def main():
     if not os.path.exists(wn):
         simulate_dataset(wn, "whitenoise", retina=sim, train_minutes=args.noise_minutes, seed=args.seed + 1)
     extra = {}   # the fine-tuning stages' further streams, by dataset kind
-    streams = (("fullfield", args.fullfield_minutes), ("bars", args.bars_minutes), ("motion", args.motion_minutes))
-    for i, (kind, minutes) in enumerate(streams):
+    streams = (("fullfield", args.fullfield_minutes), ("bars", args.bars_minutes), ("motion", args.motion_minutes),
+               ("slowmotion", args.slow_motion_minutes))
+    for i, (name, minutes) in enumerate(streams):
         if minutes > 0:
-            extra[kind] = os.path.join(args.out, f"{kind}.h5")
-            if not os.path.exists(extra[kind]):
-                simulate_dataset(extra[kind], kind, retina=sim, train_minutes=minutes, seed=args.seed + 2 + i)
+            extra[name] = os.path.join(args.out, f"{name}.h5")
+            kind, opts = STREAMS[name]
+            if not os.path.exists(extra[name]):
+                simulate_dataset(extra[name], kind, retina=sim, train_minutes=minutes, seed=args.seed + 2 + i,
+                                 stimulus_options=opts)
     t_sim = time.time() - t_start
     tr = load_dataset(nat, "train", response=args.response)
     wtr = load_dataset(wn, "train", response=args.response, norm_stats=tr.stats)
@@ -192,25 +232,32 @@ def main():
     vsets = [(tr.stimulus[-nv:], tr.rates[-nv:]), (wtr.stimulus[-wv:], wtr.rates[-wv:])]
     etr = {k: load_dataset(p, "train", response=args.response, norm_stats=tr.stats) for k, p in extra.items()}
     for i, stage in enumerate(args.finetune):
-        weight, epochs, *rest = (float(v) for v in stage.split(":"))
-        more = dict(zip(("fullfield", "bars", "motion"), rest))
-        for kind, share in more.items():
-            if share > 0 and kind not in etr:
-                raise SystemExit(f"--finetune {stage}: a {kind} share needs --{kind}-minutes")
+        st = parse_stage(stage)
+        for kind in ("fullfield", "bars", "motion", "slowmotion"):
+            if st[kind] > 0 and kind not in etr:
+                raise SystemExit(f"--finetune {stage}: a {kind} share needs --{STREAM_FLAGS[kind]}")
         xs, ys = list(xt), list(yt)
-        shares = [(1 - sum(more.values())) * w for w in cfg.stream_weights]
-        losses = [1.0, weight]
-        for kind, share in more.items():
-            if share > 0:
-                xs.append(etr[kind].stimulus)
-                ys.append(etr[kind].rates)
-                shares.append(share)
-                losses.append(1.0)
-        fcfg = TrainConfig(epochs=int(epochs), epoch_windows=args.epoch_windows, lr=2.5e-4, seed=args.seed + 1 + i,
+        rest = 1 - sum(st[k] for k in ("fullfield", "bars", "motion", "slowmotion"))
+        shares = [rest * w for w in cfg.stream_weights]
+        losses = [1.0, st["wn"]]
+        stage_valid = list(vsets)
+        for kind in ("fullfield", "bars", "motion", "slowmotion"):
+            if st[kind] > 0:
+                x, y = etr[kind].stimulus, etr[kind].rates
+                if kind == "slowmotion":   # held out, and validates this stage
+                    n = len(x) // 20
+                    stage_valid.append((x[-n:], y[-n:]))
+                    x, y = x[:-n], y[:-n]
+                xs.append(x)
+                ys.append(y)
+                shares.append(st[kind])
+                losses.append(st["slowmotion_loss"] if kind == "slowmotion" else 1.0)
+        epochs = st["epochs"]
+        fcfg = TrainConfig(epochs=epochs, epoch_windows=args.epoch_windows, lr=2.5e-4, seed=args.seed + 1 + i,
                            stream_weights=tuple(shares), stream_loss_weights=tuple(losses),
-                           patience=int(epochs), lr_patience=int(epochs))
+                           patience=epochs, lr_patience=epochs)
         nxt = os.path.join(args.out, f"finetune{i + 1}.ckpt")
-        res = train(xs, ys, config=fcfg, valid=vsets, checkpoint=nxt, norm_stats=tr.stats, cell_ids=ids,
+        res = train(xs, ys, config=fcfg, valid=stage_valid, checkpoint=nxt, norm_stats=tr.stats, cell_ids=ids,
                     init_from=ck)
         ck = nxt
     t_train = time.time() - t0

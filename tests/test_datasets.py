@@ -134,3 +134,26 @@ def test_fullfield_and_bars_kinds(tmp_path, sim):
     assert (np.abs(stim[:, 0, :]) < 0.01).mean() > 0.5 and np.isfinite(rates).all()       # on a grey field
     with pytest.raises(ValueError, match="kind"):
         simulate_dataset(tmp_path / "x.h5", "flicker", retina=sim, **SMALL)
+
+
+def test_stimulus_options_reach_the_generator_and_the_settings(tmp_path, sim):
+    import json
+
+    from retina.stimuli import bar_motion
+
+    opts = {"speeds": (0.05, 0.1), "contrasts": (0.9, 1.0)}
+    path = simulate_dataset(tmp_path / "slow.h5", "motion", retina=sim, stimulus_options=opts, **SMALL)
+    with h5py.File(path) as f:
+        assert json.loads(f.attrs["settings"])["stimulus_options"] == {"speeds": [0.05, 0.1],
+                                                                       "contrasts": [0.9, 1.0]}
+        first = decode_uint8(f["train/stimulus"][:100])
+    # the first chunk is the generator's movie with these options (uint8-encoded)
+    from retina.datasets import _seed
+    ref = bar_motion(100, sim.frame_shape, seed=_seed(3, 0, 0), **opts).movie
+    assert np.abs(first - ref).max() <= 1 / 127 + 1e-6
+    assert np.abs(first).max() > 0.85                       # contrasts 0.9..1, not the default 0.3..1 range
+    with pytest.raises(ValueError, match="speed.*not arguments of bar_motion"):
+        simulate_dataset(tmp_path / "x.h5", "motion", retina=sim, stimulus_options={"speed": 1}, **SMALL)
+    with pytest.raises(ValueError, match="ranges must be"):
+        simulate_dataset(tmp_path / "y.h5", "motion", retina=sim, stimulus_options={"speeds": (0.3, 0.1)}, **SMALL)
+    assert not (tmp_path / "x.h5").exists() and not (tmp_path / "x.h5.partial").exists()

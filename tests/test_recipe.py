@@ -1,0 +1,31 @@
+"""The bundled model's recipe (scripts/train_default.py): its fine-tuning stage syntax."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "train_default", Path(__file__).resolve().parents[1] / "scripts" / "train_default.py")
+recipe = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(recipe)
+
+
+def test_positional_stage_keeps_its_meaning():
+    st = recipe.parse_stage("30:10:0.2:0.1:0.2")
+    assert st == dict(wn=30.0, epochs=10, fullfield=0.2, bars=0.1, motion=0.2, slowmotion=0.0,
+                      slowmotion_loss=1.0)
+    assert recipe.parse_stage("10:8")["fullfield"] == 0.0
+
+
+def test_key_value_stage():
+    st = recipe.parse_stage("wn=30,epochs=6,fullfield=0.25,slowmotion=0.3,slowmotion_loss=3")
+    assert (st["wn"], st["epochs"], st["fullfield"], st["slowmotion"], st["slowmotion_loss"]) == (30, 6, 0.25, 0.3, 3)
+    assert st["bars"] == 0.0 and isinstance(st["epochs"], int)
+
+
+@pytest.mark.parametrize("text, match", [("30", "expected"), ("a:b", "expected"), ("wn=1,speed=3", "unknown key"),
+                                         ("10:0", "epochs"), ("epochs=2,fullfield=0.6,motion=0.5", "shares")])
+def test_bad_stages_are_refused(text, match):
+    with pytest.raises(SystemExit, match=match):
+        recipe.parse_stage(text)
