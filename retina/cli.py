@@ -157,13 +157,14 @@ def stimulus(kind, output, frames, seed, params):
 @main.command()
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="insilico-data", show_default=True,
               help="Directory for naturalscene.h5 and whitenoise.h5.")
-@click.option("--kind", type=click.Choice(["both", "naturalscene", "whitenoise", "fullfield", "bars", "motion"]),
+@click.option("--kind", type=click.Choice(["both", "naturalscene", "whitenoise", "fullfield", "bars", "motion",
+                                          "flashes"]),
               default="both", show_default=True,
               help="'both': naturalscene and whitenoise; fullfield: full-field flicker; bars: flickering bars; "
-                   "motion: moving bars.")
+                   "motion: moving bars; flashes: full-field flashes from grey.")
 @click.option("--natural-minutes", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True)
 @click.option("--noise-minutes", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
-              help="Minutes of white noise (or of the fullfield, bars or motion stream).")
+              help="Minutes of white noise (or of the fullfield, bars, motion or flashes stream).")
 @click.option("--test-clips", type=click.IntRange(0), default=30, show_default=True,
               help="Held-out clips per file.")
 @click.option("--clip-seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)

@@ -35,7 +35,7 @@ from ._progress import progress_bar
 from ._validate import check_int
 from ._version import __version__
 from .insilico import DT, InSilicoRetina
-from .stimuli import bar_motion, bar_noise, full_field_noise, natural_movie, white_noise
+from .stimuli import bar_motion, bar_noise, flash_sequence, full_field_noise, natural_movie, white_noise
 
 __all__ = ["Dataset", "load_dataset", "simulate_dataset", "encode_uint8", "decode_uint8", "KINDS"]
 
@@ -43,7 +43,8 @@ KINDS = {"naturalscene": "natural-like movie (insilico.md section 3)",
          "whitenoise": "binary checkerboard, 1 px checks, +-0.35 contrast",
          "fullfield": "full-field Gaussian flicker, s.d. 0.35 contrast, 20 ms frames",
          "bars": "flickering 2 px bars spanning all rows, binary +-0.35 contrast, 20 ms frames",
-         "motion": "moving bars (stimuli.bar_motion): 1-4 px, +-0.3..1 contrast, 0.02-0.6 px/frame, some reversing"}
+         "motion": "moving bars (stimuli.bar_motion): 1-4 px, +-0.3..1 contrast, 0.02-0.6 px/frame, some reversing",
+         "flashes": "full-field flashes from grey (stimuli.flash_sequence): 1-4 frames, +-0.05..1 contrast"}
 
 
 def encode_uint8(movie):
@@ -210,6 +211,7 @@ _GENERATORS = {
     "fullfield": (full_field_noise, dict(contrast=0.35, hold=2)),
     "bars": (bar_noise, dict(contrast=0.35, width=2, hold=2)),
     "motion": (bar_motion, {}),
+    "flashes": (flash_sequence, {}),
     "whitenoise": (white_noise, dict(contrast=0.35, binary=True)),
 }
 
@@ -256,7 +258,7 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
     ----------
     path : str or Path
         Output file (written as ``PATH.partial``, renamed when complete).
-    kind : {"naturalscene", "whitenoise", "fullfield", "bars", "motion"}
+    kind : {"naturalscene", "whitenoise", "fullfield", "bars", "motion", "flashes"}
         Stimulus class (``insilico.md`` section 3).
     retina : InSilicoRetina, optional
         The simulator (default: the calibrated one).

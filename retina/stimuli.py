@@ -24,7 +24,7 @@ import numpy as np
 from ._validate import check_int
 
 __all__ = ["Stimulus", "flash", "step", "flash_train", "paired_flash", "contrast_steps", "full_field_noise",
-           "white_noise", "bar_noise", "bar_motion", "moving_bar", "flashed_bar", "reversing_grating", "natural_movie",
+           "white_noise", "bar_noise", "bar_motion", "flash_sequence", "moving_bar", "flashed_bar", "reversing_grating", "natural_movie",
            "period_frames", "GENERATORS"]
 
 FRAME_MS = 10.0
@@ -399,6 +399,40 @@ def bar_motion(n_frames, frame_shape=(50, 50), *, speeds=(0.02, 0.6), widths=(1.
                     dict(center=centre, velocity=velocity))
 
 
+def flash_sequence(n_frames, frame_shape=(50, 50), *, contrasts=(0.05, 1.0), durations=(1, 4), gaps=(20, 100),
+                   seed=0):
+    """Full-field flashes of random strength from grey: the flash protocols' stimulus class, for training.
+
+    Flashes follow each other after grey gaps of ``gaps`` frames (uniform); each
+    lasts ``durations`` frames (uniform) at a contrast of magnitude log-uniform
+    in ``contrasts``, either polarity equally.  Events: ``flash_frames`` (first
+    frame of each flash) and ``intensity`` (its signed contrast).
+    """
+    n = check_int("n_frames", n_frames, minimum=1)
+    h, w = _frame(frame_shape)
+    lo_c, hi_c = (_positive("contrasts", v) for v in contrasts)
+    d_lo, d_hi = (check_int("durations", d, minimum=1) for d in durations)
+    gap_lo, gap_hi = (check_int("gaps", g, minimum=0) for g in gaps)
+    if lo_c > hi_c or d_lo > d_hi or gap_lo > gap_hi:
+        raise ValueError(f"ranges must be (low, high); got contrasts={contrasts}, durations={durations}, "
+                         f"gaps={gaps}")
+    rng = np.random.default_rng(seed)
+    level = np.zeros(n, np.float32)
+    starts, values = [], []
+    t = int(rng.integers(gap_lo, gap_hi + 1))
+    while t < n:
+        c = float(np.exp(rng.uniform(np.log(lo_c), np.log(hi_c)))) * (1 if rng.random() < 0.5 else -1)
+        d = int(rng.integers(d_lo, d_hi + 1))
+        level[t:t + d] = c
+        starts.append(t)
+        values.append(c)
+        t += d + int(rng.integers(gap_lo, gap_hi + 1))
+    movie = np.ascontiguousarray(np.broadcast_to(level[:, None, None], (n, h, w)))
+    return Stimulus(movie, dict(kind="flash_sequence", contrasts=(lo_c, hi_c), durations=(d_lo, d_hi),
+                                gaps=(gap_lo, gap_hi), seed=seed, frame_shape=(h, w)),
+                    dict(flash_frames=np.array(starts, dtype=np.int64), intensity=np.array(values)))
+
+
 def flashed_bar(position, *, width=2.0, intensity=-1.0, duration=2, delay=50, post=100, frame_shape=(50, 50)):
     """A bar spanning all rows, centred at ``position`` px, flashed for ``duration`` frames.
 
@@ -593,7 +627,8 @@ def natural_movie(n_frames, frame_shape=(50, 50), *, seed=0, contrast=0.3, drift
 
 GENERATORS = {"flash": flash, "step": step, "flash_train": flash_train, "paired_flash": paired_flash,
               "contrast_steps": contrast_steps, "full_field_noise": full_field_noise, "white_noise": white_noise,
-              "bar_noise": bar_noise, "bar_motion": bar_motion, "moving_bar": moving_bar, "flashed_bar": flashed_bar,
+              "bar_noise": bar_noise, "bar_motion": bar_motion, "flash_sequence": flash_sequence,
+              "moving_bar": moving_bar, "flashed_bar": flashed_bar,
               "reversing_grating": reversing_grating,
               "natural_movie": natural_movie}
 """Every generator by name (used by the CLI's ``retina stimulus``)."""

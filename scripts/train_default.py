@@ -66,14 +66,15 @@ STREAMS = {   # fine-tuning streams: dataset kind and generator options
     "bars": ("bars", None),
     "motion": ("motion", None),
     "slowmotion": ("motion", {"speeds": (0.02, 0.25), "contrasts": (0.5, 1.0)}),
+    "flashes": ("flashes", None),
 }
 STREAM_FLAGS = {"fullfield": "fullfield-minutes", "bars": "bars-minutes", "motion": "motion-minutes",
-                "slowmotion": "slow-motion-minutes"}
+                "slowmotion": "slow-motion-minutes", "flashes": "flash-minutes"}
 
 
 def parse_stage(text):
     """A --finetune stage: ``WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]]`` or ``key=value,...`` pairs."""
-    st = dict(wn=1.0, epochs=1.0, fullfield=0.0, bars=0.0, motion=0.0, slowmotion=0.0, slowmotion_loss=1.0)
+    st = dict(wn=1.0, epochs=1.0, slowmotion_loss=1.0, **{k: 0.0 for k in STREAMS})
     try:
         if "=" in text:
             for item in text.split(","):
@@ -89,7 +90,7 @@ def parse_stage(text):
     except ValueError:
         raise SystemExit(f"--finetune {text}: expected WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] or key=value pairs")
     st["epochs"] = int(st["epochs"])
-    shares = sum(st[k] for k in ("fullfield", "bars", "motion", "slowmotion"))
+    shares = sum(st[k] for k in STREAMS)
     if st["epochs"] < 1 or not 0 <= shares < 1:
         raise SystemExit(f"--finetune {text}: epochs must be >= 1 and the stream shares sum to less than 1")
     return st
@@ -179,7 +180,7 @@ def main():
                     help="a fine-tuning stage after the main run (repeatable), either WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] "
                          "(white-noise loss weight, epochs, shares of runs from full-field flicker, flickering bars "
                          "and moving bars) or key=value pairs: wn (white-noise loss weight), epochs, fullfield, bars, "
-                         "motion, slowmotion (shares of runs), slowmotion_loss (its loss weight); each stream needs "
+                         "motion, slowmotion, flashes (shares of runs), slowmotion_loss (its loss weight); each stream needs "
                          "its --*-minutes")
     ap.add_argument("--fullfield-minutes", type=float, default=0.0,
                     help="also simulate full-field Gaussian flicker for the fine-tuning stages (0: none)")
@@ -190,6 +191,9 @@ def main():
     ap.add_argument("--slow-motion-minutes", type=float, default=0.0,
                     help="also simulate slow, high-contrast moving bars (0.02-0.25 px/frame, contrast 0.5-1) for "
                          "the fine-tuning stages (0: none); their last 5 %% validate the stages that train on them")
+    ap.add_argument("--flash-minutes", type=float, default=0.0,
+                    help="also simulate full-field flashes from grey (stimuli.flash_sequence) for the fine-tuning "
+                         "stages (0: none)")
     ap.add_argument("--noise-loss-weight", type=float, default=1.0,
                     help="loss weight of white-noise windows (1: none)")
     args = ap.parse_args()
@@ -203,7 +207,7 @@ def main():
         simulate_dataset(wn, "whitenoise", retina=sim, train_minutes=args.noise_minutes, seed=args.seed + 1)
     extra = {}   # the fine-tuning stages' further streams, by dataset kind
     streams = (("fullfield", args.fullfield_minutes), ("bars", args.bars_minutes), ("motion", args.motion_minutes),
-               ("slowmotion", args.slow_motion_minutes))
+               ("slowmotion", args.slow_motion_minutes), ("flashes", args.flash_minutes))
     for i, (name, minutes) in enumerate(streams):
         if minutes > 0:
             extra[name] = os.path.join(args.out, f"{name}.h5")
@@ -233,15 +237,15 @@ def main():
     etr = {k: load_dataset(p, "train", response=args.response, norm_stats=tr.stats) for k, p in extra.items()}
     for i, stage in enumerate(args.finetune):
         st = parse_stage(stage)
-        for kind in ("fullfield", "bars", "motion", "slowmotion"):
+        for kind in STREAMS:
             if st[kind] > 0 and kind not in etr:
                 raise SystemExit(f"--finetune {stage}: a {kind} share needs --{STREAM_FLAGS[kind]}")
         xs, ys = list(xt), list(yt)
-        rest = 1 - sum(st[k] for k in ("fullfield", "bars", "motion", "slowmotion"))
+        rest = 1 - sum(st[k] for k in STREAMS)
         shares = [rest * w for w in cfg.stream_weights]
         losses = [1.0, st["wn"]]
         stage_valid = list(vsets)
-        for kind in ("fullfield", "bars", "motion", "slowmotion"):
+        for kind in STREAMS:
             if st[kind] > 0:
                 x, y = etr[kind].stimulus, etr[kind].rates
                 if kind == "slowmotion":   # held out, and validates this stage

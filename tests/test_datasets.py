@@ -132,6 +132,10 @@ def test_fullfield_and_bars_kinds(tmp_path, sim):
         rates = f["train/response/rate"][()]
     assert np.ptp(stim, axis=1).max() == 0 and np.ptp(stim[:, 0, :], axis=1).max() > 0.3  # a bar along rows
     assert (np.abs(stim[:, 0, :]) < 0.01).mean() > 0.5 and np.isfinite(rates).all()       # on a grey field
+    flashes = simulate_dataset(tmp_path / "flashes.h5", "flashes", retina=sim, **SMALL)
+    with h5py.File(flashes) as f:
+        stim = decode_uint8(f["train/stimulus"][()])
+    assert np.ptp(stim, axis=(1, 2)).max() == 0 and (np.abs(stim[:, 0, 0]) < 0.01).mean() > 0.7   # flashes on grey
     with pytest.raises(ValueError, match="kind"):
         simulate_dataset(tmp_path / "x.h5", "flicker", retina=sim, **SMALL)
 

@@ -9,7 +9,7 @@ from retina import stimuli as S
 @pytest.mark.parametrize("name,kwargs", [
     ("flash", {}), ("step", {}), ("flash_train", {}), ("paired_flash", {}), ("contrast_steps", {}),
     ("full_field_noise", {"n_frames": 50}), ("white_noise", {"n_frames": 30}), ("bar_noise", {"n_frames": 30}),
-    ("bar_motion", {"n_frames": 300}), ("moving_bar", {}),
+    ("bar_motion", {"n_frames": 300}), ("flash_sequence", {"n_frames": 300}), ("moving_bar", {}),
     ("flashed_bar", {"position": 20.3}), ("reversing_grating", {}), ("natural_movie", {"n_frames": 120}),
 ])
 def test_every_generator_returns_float32_movies(name, kwargs):
@@ -25,7 +25,7 @@ def test_random_generators_are_reproducible_from_seed():
     for gen in (lambda s: S.natural_movie(200, seed=s), lambda s: S.white_noise(20, seed=s),
                 lambda s: S.contrast_steps(durations=(10, 10, 10), seed=s),
                 lambda s: S.full_field_noise(40, seed=s), lambda s: S.bar_noise(40, seed=s),
-                lambda s: S.bar_motion(400, seed=s)):
+                lambda s: S.bar_motion(400, seed=s), lambda s: S.flash_sequence(400, seed=s)):
         a, b, c = gen(3).movie, gen(3).movie, gen(4).movie
         np.testing.assert_array_equal(a, b)
         assert not np.array_equal(a, c)
@@ -112,6 +112,27 @@ def test_bar_noise_is_constant_along_rows_with_bars_of_the_given_width():
     assert st.params["width"] == 3
     with pytest.raises(ValueError, match="width"):
         S.bar_noise(10, width=0)
+
+
+def test_flash_sequence_draws_flashes_from_grey_within_its_ranges():
+    st = S.flash_sequence(20000, (6, 7), contrasts=(0.1, 0.9), durations=(2, 3), gaps=(10, 30), seed=5)
+    m = st.movie
+    assert m.shape == (20000, 6, 7) and np.ptp(m, axis=(1, 2)).max() == 0    # full field
+    lum = m[:, 0, 0]
+    starts, values = st.events["flash_frames"], st.events["intensity"]
+    assert len(starts) > 400 and (values > 0).any() and (values < 0).any()
+    assert np.abs(values).min() >= 0.1 - 1e-9 and np.abs(values).max() <= 0.9 + 1e-9
+    on = np.flatnonzero(lum != 0)
+    runs = np.split(on, np.flatnonzero(np.diff(on) > 1) + 1)       # each flash a run of 2-3 frames
+    assert [r[0] for r in runs] == list(starts)
+    assert all(2 <= len(r) <= 3 for r in runs[:-1])          # the last may be cut by the end
+    gaps = np.array([b[0] - a[-1] - 1 for a, b in zip(runs[:-1], runs[1:])])
+    assert gaps.min() >= 10 and gaps.max() <= 30
+    np.testing.assert_allclose(lum[starts], values, rtol=1e-6)
+    with pytest.raises(ValueError, match="ranges"):
+        S.flash_sequence(10, durations=(4, 2))
+    with pytest.raises(ValueError, match="contrasts"):
+        S.flash_sequence(10, contrasts=(0.0, 1.0))
 
 
 def test_bar_motion_draws_single_moving_bars_within_its_ranges():
