@@ -1,0 +1,67 @@
+"""The bundled default model against the claims of its recipe (scripts/train_default.py, issue 5).
+
+Checked on stimuli it never saw: a fresh natural-like clip and white noise (new seeds) against the
+calibrated simulator's noise-free rates, and the four phenomena measured on the CNN and on the
+simulator with the recipe's own protocol (``phenomena_report``): each must go the simulator's way
+(anticipation is the bundled model's known failure, marked as a strict xfail).
+"""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import retina.io as rio
+from retina import load_model
+from retina.insilico import InSilicoRetina
+from retina.stimuli import natural_movie, white_noise
+
+pytestmark = pytest.mark.skipif(not rio._bundled_path("default").is_file(), reason="no bundled model")
+
+_spec = importlib.util.spec_from_file_location(
+    "train_default", Path(__file__).resolve().parents[1] / "scripts" / "train_default.py")
+recipe = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(recipe)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    model = load_model("default")
+    sim = InSilicoRetina(positions=recipe.cell_positions())
+    return model, sim
+
+
+def _mean_corr(model, sim, movie, skip=100):
+    truth = sim.rates(movie)[skip:]
+    pred = recipe.CNNWithCells(model, sim).rates(movie)[skip:]
+    return np.mean([np.corrcoef(truth[:, j], pred[:, j])[0, 1] for j in range(truth.shape[1])])
+
+
+@pytest.mark.parametrize("kind, threshold", [("natural", 0.8), ("whitenoise", 0.8)])   # issue 5: >= 0.8
+def test_bundled_model_predicts_held_out_stimuli(pair, kind, threshold):
+    model, sim = pair
+    assert model.n_cells == sim.n_cells
+    n = 3000   # 30 s, a seed no training or test stream used
+    if kind == "natural":
+        movie = natural_movie(n, sim.frame_shape, seed=98765).movie
+    else:
+        movie = white_noise(n, sim.frame_shape, contrast=0.35, binary=True, seed=98765).movie
+    # the recipe reports 0.90 / 0.81 on its 30 test clips; this clip gives 0.90 / 0.83
+    assert _mean_corr(model, sim, movie) > threshold
+
+
+@pytest.fixture(scope="module")
+def directions(pair):
+    return recipe.directions(recipe.phenomena_report(*pair))
+
+
+# Anticipation is the known failure of the bundled model (issue 5): at 0.08 px/frame its largest peak comes
+# after the bar (the response to the light returning), where the simulator's comes before it.  Strict, so a
+# model that fixes it turns this into a failure to be updated.
+@pytest.mark.parametrize("name", ["osr", "latency", "reversal", pytest.param(
+    "anticipation", marks=pytest.mark.xfail(strict=True, reason="bundled model lags the bar (-240 um), issue 5"))])
+def test_bundled_model_shows_the_phenomena_the_simulators_way(directions, name):
+    d = directions[name]
+    assert d["simulator_shows_it"], d
+    assert d["cnn_shows_it"], d
