@@ -37,6 +37,14 @@ Measured trials (2026-11-24): without the flicker stage OSR and latency fail (na
 0.709); stages 1+2 alone give white noise 0.770 (the previous bundled model); a stage 30:10:0.25:0.15
 without moving bars loses the reversal burst (0.985); a further 6 epochs with 40 % moving bars
 (30:6:0.15:0.05:0.4) leave anticipation at -230 um and the moving-bar fit lower (0.837).
+Sixth-session trials, each a further stage on the bundled model (bench/RESULTS.md has the table): slow,
+high-contrast moving bars (``--slow-motion-minutes 15``, stage ``wn=30,epochs=8,fullfield=0.25,bars=0.05,
+motion=0.1,slowmotion=0.35,slowmotion_loss=5``) give a positive anticipation lead at all three speeds
+(+170/+114/+126 um against the simulator's +195/+143/+93) but lose the latency coding (-2 ms); a fifth stage
+with full-field flashes from grey (``--flash-minutes 15``, ``flashes=0.3,flashes_loss=10``) brings latency
+back (+4 ms) with anticipation (+187 um), but its slow ON channel turns fast (100 ms to peak); milder
+flash weights lose latency again.  No trial met every criterion at once, so the bundled model is still the
+three-stage one above.
 
 Seeds are fixed; rerunning reproduces the model (up to floating-point
 summation order in threaded kernels).
