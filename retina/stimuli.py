@@ -24,8 +24,8 @@ import numpy as np
 from ._validate import check_int
 
 __all__ = ["Stimulus", "flash", "step", "flash_train", "paired_flash", "contrast_steps", "full_field_noise",
-           "white_noise", "bar_noise", "bar_motion", "flash_sequence", "moving_bar", "flashed_bar", "reversing_grating", "natural_movie",
-           "period_frames", "GENERATORS"]
+           "white_noise", "bar_noise", "bar_motion", "flash_sequence", "moving_bar", "flashed_bar",
+           "reversing_grating", "natural_movie", "period_frames", "GENERATORS"]
 
 FRAME_MS = 10.0
 """Duration of one frame in milliseconds."""

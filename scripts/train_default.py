@@ -194,11 +194,11 @@ def main():
     ap.add_argument("--response", default="rate", choices=("rate", "firing_rate_10ms"))
     ap.add_argument("--noise-share", type=float, default=0.5, help="share of training runs from white noise")
     ap.add_argument("--finetune", action="append", default=[], metavar="STAGE",
-                    help="a fine-tuning stage after the main run (repeatable), either WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] "
-                         "(white-noise loss weight, epochs, shares of runs from full-field flicker, flickering bars "
-                         "and moving bars) or key=value pairs: wn (white-noise loss weight), epochs, fullfield, bars, "
-                         "motion, slowmotion, flashes (shares of runs), <stream>_loss (its loss weight, default 1); each stream needs "
-                         "its --*-minutes")
+                    help="a fine-tuning stage after the main run (repeatable), either "
+                         "WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] (white-noise loss weight, epochs, shares of runs from "
+                         "full-field flicker, flickering bars and moving bars) or key=value pairs: wn (white-noise "
+                         "loss weight), epochs, fullfield, bars, motion, slowmotion, flashes (shares of runs), "
+                         "<stream>_loss (its loss weight, default 1); each stream needs its --*-minutes")
     ap.add_argument("--fullfield-minutes", type=float, default=0.0,
                     help="also simulate full-field Gaussian flicker for the fine-tuning stages (0: none)")
     ap.add_argument("--bars-minutes", type=float, default=0.0,
