@@ -44,6 +44,7 @@ __all__ = ["TrainConfig", "TrainResult", "train", "init_params", "loss_and_grads
 
 PARAMS = ("w1", "g1", "b1", "w2", "g2", "b2", "w3", "b3")
 RUNNING = ("m1", "v1", "m2", "v2")
+LAYERS = {"layer1": ("w1", "g1", "b1"), "layer2": ("w2", "g2", "b2"), "readout": ("w3", "b3")}
 
 
 @dataclass
@@ -75,6 +76,11 @@ class TrainConfig:
     stream_loss_weights: tuple = None
     """Weight of each stream's windows in the loss (default 1 each): white noise drives the
     rates far less than natural movies, so its errors need a larger weight to matter."""
+    freeze: tuple = ()
+    """Parameters left as they are (names of ``PARAMS``, or ``"layer1"``/``"layer2"``/``"readout"``
+    for a layer's all), e.g. ``("layer1",)`` to fine-tune on new stimuli while keeping the first
+    layer's filters, hence its channel types.  Batch-norm running statistics still follow the
+    training data, so the folded ``scale``/``shift`` can change."""
 
     def validate(self):
         for name in ("history", "epochs", "epoch_windows", "batch", "segments", "lr_patience", "patience"):
@@ -91,6 +97,12 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if not 0 < self.lr_factor < 1 or not 0 < self.bn_momentum <= 1:
             raise ValueError("lr_factor must be in (0, 1) and bn_momentum in (0, 1]")
+        frozen = []
+        for name in ([self.freeze] if isinstance(self.freeze, str) else list(self.freeze)):
+            if name not in PARAMS and name not in LAYERS:
+                raise ValueError(f"freeze: unknown parameter {name!r}; expected names from {PARAMS} or {tuple(LAYERS)}")
+            frozen += [k for k in LAYERS.get(name, (name,)) if k not in frozen]
+        self.freeze = tuple(frozen)
         self.channels = tuple(int(c) for c in self.channels)
         self.kernel_sizes = tuple(int(k) for k in self.kernel_sizes)
         for name in ("stream_weights", "stream_loss_weights"):
@@ -112,6 +124,8 @@ class TrainResult:
     best_val_corr: float = float("nan")
     stopped: str = ""
     seconds: float = 0.0
+    best_score: float = float("nan")
+    """The ``score`` of the best epoch (its validation correlation when no ``score`` was given)."""
 
 
 def pairs(n_frames, history):
@@ -340,7 +354,7 @@ def _load_checkpoint(path, cfg):
 
 
 def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_stats=None, cell_ids=None,
-          progress=True, backend="cpu", max_epochs=None, init_from=None, **overrides):
+          progress=True, backend="cpu", max_epochs=None, init_from=None, score=None, **overrides):
     """Fit a CNN to a stimulus and firing rates.
 
     Parameters
@@ -367,6 +381,12 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
         Start from the best parameters (and batch-norm statistics) of another
         run's checkpoint, e.g. to fine-tune with other settings; the
         architecture must match.
+    score : callable, optional
+        ``score(model, val_corr) -> float``, larger is better: selects the best
+        epoch (and drives the plateau and early-stopping counters) in place of
+        the validation correlation ``val_corr``, which is still logged.  E.g.
+        ``val_corr`` minus a penalty when the model misses a known response
+        property that the loss barely sees.
     backend : {"cpu", "gpu"}
 
     Returns
@@ -473,7 +493,7 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
                                              sample_weights=sw)
             if not np.isfinite(loss):
                 raise FloatingPointError("the training loss became non-finite; lower lr")
-            adam.step(params, grads)
+            adam.step(params, {k: g for k, g in grads.items() if k not in cfg.freeze})
             mom = cfg.bn_momentum
             for k in RUNNING:
                 running[k] = ((1 - mom) * running[k] + mom * st[k]).astype(np.float32)
@@ -485,15 +505,19 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
         scores = [evaluate(model, xv, yv) for xv, yv in vsets]
         val = float(np.mean([np.mean(c) for c, _ in scores]))  # each validation set counts equally
         vloss = float(np.mean([v for _, v in scores]))
+        chosen = val if score is None else float(score(model, val))
         state["epoch"] += 1
         state["seconds"] += time.perf_counter() - t0
         state["log"].append({"epoch": state["epoch"], "train_loss": float(np.mean(losses)), "val_loss": vloss,
                              "val_corr": val, "lr": adam.lr, "seconds": time.perf_counter() - t0})
+        if score is not None:
+            state["log"][-1]["score"] = chosen
         if progress:
             print(f"epoch {state['epoch']}: train loss {np.mean(losses):.4f}, val loss {vloss:.4f}, "
-                  f"val corr {val:.3f}, lr {adam.lr:.1e}", flush=True)
-        if val > state["best_val"]:
-            state.update(best_val=val, best_epoch=state["epoch"], bad=0, lr_bad=0)
+                  f"val corr {val:.3f}" + ("" if score is None else f", score {chosen:.3f}") + f", lr {adam.lr:.1e}",
+                  flush=True)
+        if chosen > state["best_val"]:
+            state.update(best_val=chosen, best_epoch=state["epoch"], bad=0, lr_bad=0)
             best = {k: v.copy() for k, v in {**params, **running}.items()}
         else:
             state["bad"] += 1
@@ -513,7 +537,11 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
         stopped = "epochs"
     bp = {k: best[k] for k in PARAMS}
     br = {k: best[k] for k in RUNNING}
-    meta.update(best_epoch=state["best_epoch"], best_val_corr=state["best_val"])
+    best_corr = state["log"][state["best_epoch"] - 1]["val_corr"] if state["best_epoch"] > 0 else float("nan")
+    meta.update(best_epoch=state["best_epoch"], best_val_corr=best_corr)
+    if score is not None:
+        meta["best_score"] = state["best_val"]
     model = to_model(bp, br, cfg, frame_shape=frame_shape, norm_stats=norm_stats, cell_ids=cell_ids, metadata=meta)
-    return TrainResult(model, state["log"], state["best_epoch"], state["best_val"], stopped, state["seconds"])
+    return TrainResult(model, state["log"], state["best_epoch"], best_corr, stopped, state["seconds"],
+                       state["best_val"] if score is not None else best_corr)
 

@@ -66,7 +66,7 @@ from retina import phenomena as P  # noqa: E402
 from retina.datasets import load_dataset, simulate_dataset  # noqa: E402
 from retina.insilico import ROW, InSilicoParams, InSilicoRetina  # noqa: E402
 from retina.reduction import classify_channels  # noqa: E402
-from retina.train import TrainConfig, evaluate, train  # noqa: E402
+from retina.train import LAYERS, PARAMS, TrainConfig, evaluate, train  # noqa: E402
 
 
 STREAMS = {   # fine-tuning streams: dataset kind and generator options
@@ -82,14 +82,22 @@ STREAM_FLAGS = {"fullfield": "fullfield-minutes", "bars": "bars-minutes", "motio
 
 def parse_stage(text):
     """A --finetune stage: ``WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]]`` or ``key=value,...`` pairs."""
-    st = dict(wn=1.0, epochs=1.0, **{k: 0.0 for k in STREAMS}, **{f"{k}_loss": 1.0 for k in STREAMS})
+    st = dict(wn=1.0, epochs=1.0, **{k: 0.0 for k in STREAMS}, **{f"{k}_loss": 1.0 for k in STREAMS}, freeze=(),
+              windows=0.0, select=0.0)
     try:
         if "=" in text:
             for item in text.split(","):
-                key, value = item.split("=")
-                if key.strip() not in st:
+                key, value = (v.strip() for v in item.split("="))
+                if key not in st:
                     raise SystemExit(f"--finetune {text}: unknown key {key!r}; known: {sorted(st)}")
-                st[key.strip()] = float(value)
+                if key == "freeze":   # e.g. freeze=layer1, or freeze=layer1+layer2
+                    unknown = [v for v in value.split("+") if v not in LAYERS and v not in PARAMS]
+                    if unknown:
+                        raise SystemExit(f"--finetune {text}: freeze: unknown {unknown}; known: "
+                                         f"{list(LAYERS) + list(PARAMS)}")
+                    st[key] = tuple(value.split("+"))
+                else:
+                    st[key] = float(value)
         else:
             values = [float(v) for v in text.split(":")]
             if not 2 <= len(values) <= 5:
@@ -97,7 +105,9 @@ def parse_stage(text):
             st.update(zip(("wn", "epochs", "fullfield", "bars", "motion"), values))
     except ValueError:
         raise SystemExit(f"--finetune {text}: expected WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] or key=value pairs")
-    st["epochs"] = int(st["epochs"])
+    st["epochs"], st["windows"] = int(st["epochs"]), int(st["windows"])
+    if st["select"] not in (0, 1) or st["windows"] < 0:
+        raise SystemExit(f"--finetune {text}: select must be 0 or 1 and windows >= 0")
     shares = sum(st[k] for k in STREAMS)
     if st["epochs"] < 1 or not 0 <= shares < 1:
         raise SystemExit(f"--finetune {text}: epochs must be >= 1 and the stream shares sum to less than 1")
@@ -172,6 +182,34 @@ def _shows(name, measures):
     return bool(ok)
 
 
+REQUIRED_TYPES = ("OFF-fast", "ON-fast", "ON-slow")   # issue 5: layer 1 must include these
+
+
+def phenomena_score(sim):
+    """Model selection that counts the issue's criteria: the validation correlation, less 1 per phenomenon the
+    CNN misses and per required layer-1 channel type it lacks (a one-frame latency shift is invisible to the
+    loss and to the correlation)."""
+    cnn_cells = {}
+    for name in DIRECTIONS:
+        kind = "OSR" if name == "osr" else "OFF"
+        row = name in ("reversal", "anticipation")
+        cnn_cells[name] = np.array([c.index for c in sim.cells if c.type == kind
+                                    and (not row or (c.y == 25 and 15 <= c.x <= 35))])
+
+    def score(model, val_corr):
+        cnn = CNNWithCells(model, sim)
+        missed = []
+        for name, cells in cnn_cells.items():
+            kw = {"flash_positions": ()} if name == "anticipation" else {}
+            if not _shows(name, getattr(P, name)(cnn, cells=cells, explain=False, **kw).measures):
+                missed.append(name)
+        types = {c["type"] for c in classify_channels(model)}
+        missed += [t for t in REQUIRED_TYPES if t not in types]
+        print(f"  criteria missed: {', '.join(missed) or 'none'}", flush=True)
+        return val_corr - len(missed)
+    return score
+
+
 def directions(phen):
     """Does the CNN show each phenomenon in the simulator's direction (issue 5's criterion)?"""
     out = {}
@@ -198,7 +236,10 @@ def main():
                          "WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] (white-noise loss weight, epochs, shares of runs from "
                          "full-field flicker, flickering bars and moving bars) or key=value pairs: wn (white-noise "
                          "loss weight), epochs, fullfield, bars, motion, slowmotion, flashes (shares of runs), "
-                         "<stream>_loss (its loss weight, default 1); each stream needs its --*-minutes")
+                         "<stream>_loss (its loss weight, default 1), freeze (layers kept as they are: layer1, layer2, "
+                         "readout, joined by +), windows (per epoch; default --epoch-windows), select (1: choose the "
+                         "epoch by validation correlation less 1 per phenomenon missed); each stream needs its "
+                         "--*-minutes")
     ap.add_argument("--fullfield-minutes", type=float, default=0.0,
                     help="also simulate full-field Gaussian flicker for the fine-tuning stages (0: none)")
     ap.add_argument("--bars-minutes", type=float, default=0.0,
@@ -274,12 +315,13 @@ def main():
                 shares.append(st[kind])
                 losses.append(st[f"{kind}_loss"])
         epochs = st["epochs"]
-        fcfg = TrainConfig(epochs=epochs, epoch_windows=args.epoch_windows, lr=2.5e-4, seed=args.seed + 1 + i,
+        fcfg = TrainConfig(epochs=epochs, epoch_windows=st["windows"] or args.epoch_windows, lr=2.5e-4,
+                           seed=args.seed + 1 + i,
                            stream_weights=tuple(shares), stream_loss_weights=tuple(losses),
-                           patience=epochs, lr_patience=epochs)
+                           patience=epochs, lr_patience=epochs, freeze=st["freeze"])
         nxt = os.path.join(args.out, f"finetune{i + 1}.ckpt")
         res = train(xs, ys, config=fcfg, valid=stage_valid, checkpoint=nxt, norm_stats=tr.stats, cell_ids=ids,
-                    init_from=ck)
+                    init_from=ck, score=phenomena_score(sim) if st["select"] else None)
         ck = nxt
     t_train = time.time() - t0
     model = res.model

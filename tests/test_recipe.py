@@ -22,11 +22,13 @@ def test_positional_stage_keeps_its_meaning():
 def test_key_value_stage():
     st = recipe.parse_stage("wn=30,epochs=6,fullfield=0.25,slowmotion=0.3,slowmotion_loss=3")
     assert (st["wn"], st["epochs"], st["fullfield"], st["slowmotion"], st["slowmotion_loss"]) == (30, 6, 0.25, 0.3, 3)
-    assert st["bars"] == 0.0 and isinstance(st["epochs"], int)
+    assert st["bars"] == 0.0 and isinstance(st["epochs"], int) and st["freeze"] == ()
+    assert recipe.parse_stage("epochs=4,flashes=0.3,freeze=layer1+b3")["freeze"] == ("layer1", "b3")
 
 
 @pytest.mark.parametrize("text, match", [("30", "expected"), ("a:b", "expected"), ("wn=1,speed=3", "unknown key"),
-                                         ("10:0", "epochs"), ("epochs=2,fullfield=0.6,motion=0.5", "shares")])
+                                         ("10:0", "epochs"), ("epochs=2,fullfield=0.6,motion=0.5", "shares"),
+                                         ("epochs=2,freeze=conv1", "freeze: unknown")])
 def test_bad_stages_are_refused(text, match):
     with pytest.raises(SystemExit, match=match):
         recipe.parse_stage(text)

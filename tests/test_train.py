@@ -157,3 +157,44 @@ def test_several_validation_sets_count_equally():
     assert res.best_val_corr == pytest.approx(expect, rel=1e-6)
     with pytest.raises(ValueError, match="list of such pairs"):
         train(x[:1000], y[:1000], valid=[x[1000:]], progress=False, **kw)
+
+
+def test_frozen_layers_are_left_as_they_are(tmp_path):
+    import h5py
+
+    x, y = _toy_data(900)
+    kw = dict(SMOKE, epochs=2, epoch_windows=300)
+    ck = tmp_path / "base.h5"
+    train(x, y, progress=False, checkpoint=ck, **kw)
+    with h5py.File(ck, "r") as f:
+        start = {k: f["best"][k][()] for k in ("w1", "g1", "b1", "w2")}
+    ft = tmp_path / "ft.h5"
+    res = train(x, y, progress=False, checkpoint=ft, init_from=ck, **dict(kw, freeze=("layer1", "b3")))
+    np.testing.assert_array_equal(res.model.w1, start["w1"])
+    with h5py.File(ft, "r") as f:
+        for k in ("g1", "b1"):
+            np.testing.assert_array_equal(f["params"][k][()], start[k])
+        assert not np.array_equal(f["params"]["w2"][()], start["w2"])   # the rest still learns
+    assert TrainConfig(freeze="layer2").validate().freeze == ("w2", "g2", "b2")
+    with pytest.raises(ValueError, match="freeze: unknown parameter 'conv9'"):
+        train(x, y, progress=False, **dict(kw, freeze=("conv9",)))
+
+
+def test_a_score_selects_the_epoch():
+    x, y = _toy_data(900)
+    kw = dict(SMOKE, epochs=3, epoch_windows=300, patience=5, lr_patience=5)
+    marks = iter([0.5, 0.9, 0.1])
+    seen = []
+
+    def score(model, val_corr):
+        assert -1 <= val_corr <= 1
+        seen.append(model.w1.copy())
+        return next(marks)
+
+    res = train(x, y, progress=False, score=score, **kw)
+    assert res.best_epoch == 2 and res.best_score == 0.9
+    assert [h["score"] for h in res.history] == [0.5, 0.9, 0.1]
+    assert res.best_val_corr == res.history[1]["val_corr"]
+    np.testing.assert_allclose(res.model.w1, seen[1])   # the selected model is the one scored 0.9
+    plain = train(x, y, progress=False, **kw)
+    assert plain.best_score == plain.best_val_corr == max(h["val_corr"] for h in plain.history)
