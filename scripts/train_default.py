@@ -76,7 +76,7 @@ from retina import phenomena as P  # noqa: E402
 from retina.datasets import load_dataset, simulate_dataset  # noqa: E402
 from retina.insilico import ROW, InSilicoParams, InSilicoRetina  # noqa: E402
 from retina.reduction import classify_channels  # noqa: E402
-from retina.train import LAYERS, PARAMS, TrainConfig, evaluate, train  # noqa: E402
+from retina.train import TrainConfig, evaluate, train  # noqa: E402
 
 
 STREAMS = {   # fine-tuning streams: dataset kind and generator options
@@ -101,11 +101,11 @@ def parse_stage(text):
                 if key not in st:
                     raise SystemExit(f"--finetune {text}: unknown key {key!r}; known: {sorted(st)}")
                 if key == "freeze":   # e.g. freeze=layer1, or freeze=layer1+layer2
-                    unknown = [v for v in value.split("+") if v not in LAYERS and v not in PARAMS]
-                    if unknown:
-                        raise SystemExit(f"--finetune {text}: freeze: unknown {unknown}; known: "
-                                         f"{list(LAYERS) + list(PARAMS)}")
                     st[key] = tuple(value.split("+"))
+                    try:
+                        TrainConfig(freeze=st[key]).validate()
+                    except ValueError as exc:
+                        raise SystemExit(f"--finetune {text}: {exc}")
                 else:
                     st[key] = float(value)
         else:
@@ -140,6 +140,23 @@ def cell_positions(params=None):
     return mosaic + [p for p in ROW if p not in mosaic]
 
 
+PHENOMENA = ("osr", "latency", "reversal", "anticipation")
+BAR_PROTOCOLS = ("reversal", "anticipation")   # read out of the dense row
+PROTOCOL_KW = {"anticipation": {"flash_positions": ()}}
+
+
+def phenomenon_cells(sim, name):
+    """The simulator's cells a phenomenon is measured on: OSR cells for the OSR, else OFF cells; the bar
+    protocols take those of the dense row."""
+    kind = "OSR" if name == "osr" else "OFF"
+    row = name in BAR_PROTOCOLS
+    return np.array([c.index for c in sim.cells if c.type == kind and (not row or (c.y == 25 and 15 <= c.x <= 35))])
+
+
+def _measure(name, responder, cells):
+    return getattr(P, name)(responder, cells=cells, explain=False, **PROTOCOL_KW.get(name, {})).measures
+
+
 def phenomena_report(model, sim):
     """Each phenomenon measured on the simulator and on the CNN, on the same cells.
 
@@ -148,17 +165,13 @@ def phenomena_report(model, sim):
     """
     out = {}
     row = InSilicoRetina(sim.params, positions=ROW)
-    for name in ("osr", "latency", "reversal", "anticipation"):
-        fn = getattr(P, name)
-        kw = {"flash_positions": ()} if name == "anticipation" else {}
-        kind = "OSR" if name == "osr" else "OFF"
-        cells = np.array([c.index for c in sim.cells if c.type == kind])
-        if name in ("reversal", "anticipation"):
-            out[name] = {"simulator": fn(row, explain=False, **kw).measures}
-            cells = np.array([c.index for c in sim.cells if c.type == kind and c.y == 25 and 15 <= c.x <= 35])
+    for name in PHENOMENA:
+        if name in BAR_PROTOCOLS:
+            sim_measures = getattr(P, name)(row, explain=False, **PROTOCOL_KW.get(name, {})).measures
         else:
-            out[name] = {"simulator": fn(sim, cells=cells, explain=False, **kw).measures}
-        out[name]["cnn"] = fn(CNNWithCells(model, sim), cells=cells, explain=False, **kw).measures
+            sim_measures = _measure(name, sim, phenomenon_cells(sim, name))
+        out[name] = {"simulator": sim_measures,
+                     "cnn": _measure(name, CNNWithCells(model, sim), phenomenon_cells(sim, name))}
     return out
 
 
@@ -170,7 +183,7 @@ LATENCY_VARIANTS = (   # held-out latency protocols: other flash strengths and o
 
 def latency_variants(model, sim):
     """Latency coding under the held-out protocols (no stage selects on them): simulator and CNN."""
-    cells = np.array([c.index for c in sim.cells if c.type == "OFF"])
+    cells = phenomenon_cells(sim, "latency")
     out = []
     for kw in LATENCY_VARIANTS:
         m = {who: P.latency(obj, cells=cells, explain=False, **kw).measures
@@ -216,20 +229,11 @@ def phenomena_score(sim):
     """Model selection that counts the issue's criteria: the validation correlation, less 1 per phenomenon the
     CNN misses and per required layer-1 channel type it lacks (a one-frame latency shift is invisible to the
     loss and to the correlation)."""
-    cnn_cells = {}
-    for name in DIRECTIONS:
-        kind = "OSR" if name == "osr" else "OFF"
-        row = name in ("reversal", "anticipation")
-        cnn_cells[name] = np.array([c.index for c in sim.cells if c.type == kind
-                                    and (not row or (c.y == 25 and 15 <= c.x <= 35))])
+    cells = {name: phenomenon_cells(sim, name) for name in PHENOMENA}
 
     def score(model, val_corr):
         cnn = CNNWithCells(model, sim)
-        missed = []
-        for name, cells in cnn_cells.items():
-            kw = {"flash_positions": ()} if name == "anticipation" else {}
-            if not _shows(name, getattr(P, name)(cnn, cells=cells, explain=False, **kw).measures):
-                missed.append(name)
+        missed = [name for name in PHENOMENA if not _shows(name, _measure(name, cnn, cells[name]))]
         types = {c["type"] for c in classify_channels(model)}
         missed += [t for t in REQUIRED_TYPES if t not in types]
         print(f"  criteria missed: {', '.join(missed) or 'none'}", flush=True)
@@ -265,8 +269,8 @@ def main():
                          "loss weight), epochs, fullfield, bars, motion, slowmotion, flashes (shares of runs), "
                          "<stream>_loss (its loss weight, default 1), freeze (layers kept as they are: layer1, layer2, "
                          "readout, joined by +), windows (per epoch; default --epoch-windows), select (1: choose the "
-                         "epoch by validation correlation less 1 per phenomenon missed); each stream needs its "
-                         "--*-minutes")
+                         "epoch by validation correlation less 1 per phenomenon missed or required channel type "
+                         "lacking); each stream needs its --*-minutes")
     ap.add_argument("--fullfield-minutes", type=float, default=0.0,
                     help="also simulate full-field Gaussian flicker for the fine-tuning stages (0: none)")
     ap.add_argument("--bars-minutes", type=float, default=0.0,
