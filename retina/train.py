@@ -309,7 +309,7 @@ def _correlations(pred, y):
 
 def evaluate(model, stimulus, rates, *, backend="cpu"):
     """Per-cell correlation of ``model``'s prediction with ``rates`` (deep-retina pairing) and the Poisson loss."""
-    pred = np.asarray(model.predict(stimulus, backend=backend), np.float64)[:-1]
+    pred = np.asarray(model.predict(stimulus, backend=backend, batch=2048), np.float64)[:-1]   # long: FFT layer 2
     y = np.asarray(rates, np.float64)[model.history:]
     loss = float((pred - y * np.log(np.maximum(pred, 1e-8))).mean())
     return _correlations(pred, y), loss

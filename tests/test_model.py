@@ -17,9 +17,10 @@ def test_predict_matches_reference(rng, dtype, per_unit, n_cells):
     movie = rng.standard_normal((m.history + 11,) + m.frame_shape)
     ref = naive.forward(m, movie)
     for method in ("direct", "fft"):
-        r = m.predict(movie, dtype=dtype, layer1_method=method, batch=5)
-        assert r.dtype == dtype and r.shape == (12, n_cells)
-        assert relerr(r, ref) < 5 * tol(dtype)
+        for method2 in ("direct", "fft"):
+            r = m.predict(movie, dtype=dtype, layer1_method=method, layer2_method=method2, batch=5)
+            assert r.dtype == dtype and r.shape == (12, n_cells)
+            assert relerr(r, ref) < 5 * tol(dtype)
 
 
 def test_default_shape_and_scipy_reference(rng):

@@ -34,6 +34,7 @@ def test_predict_rejects_bad_movies(movie, match):
     ({"batch": 2.5}, "batch must be an integer"),
     ({"backend": "tpu"}, "backend must be one of"),
     ({"layer1_method": "magic"}, "layer1_method must be one of"),
+    ({"layer2_method": "winograd"}, "layer2_method must be one of"),
 ])
 def test_predict_rejects_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
