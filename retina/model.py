@@ -23,10 +23,9 @@ from ._validate import as_float_array, check_choice, check_int, compute_dtype, d
 __all__ = ["RetinaCNN", "softplus"]
 
 CORR_METHODS = ("auto", "direct", "fft")   # direct loops or FFT, for either conv layer
-LAYER1_METHODS = CORR_METHODS
 _FFT_MIN_WINDOWS = 4
 _FFT2_MIN_WINDOWS = 1024   # layer 2 by FFT beats the direct loops from ~1,000 windows per call (6x6+ kernels)
-_FFT2_MIN_TAPS = 36
+_FFT2_MIN_TAPS = 36       # FFT beats the direct loops from about 6x6 kernels (training too)
 
 
 def softplus(u, xp=np):
@@ -294,7 +293,7 @@ class RetinaCNN:
         (full field) or along rows is filtered in 1-D and broadcast (spec
         section 4); the result is the same.
         """
-        check_choice("method", method, LAYER1_METHODS)
+        check_choice("method", method, CORR_METHODS)
         be = _backend.resolve(backend, movie)
         x = self.check_movie(movie, dtype=compute_dtype(dtype), xp=be.xp)
         return self._layer1(x, be, method, chunk)
@@ -376,7 +375,7 @@ class RetinaCNN:
         """
         be = _backend.resolve(backend, movie)
         batch = 512 if batch is None else check_int("batch", batch, minimum=1)
-        check_choice("layer1_method", layer1_method, LAYER1_METHODS)
+        check_choice("layer1_method", layer1_method, CORR_METHODS)
         check_choice("layer2_method", layer2_method, CORR_METHODS)
         x = self.check_movie(movie, dtype=compute_dtype(dtype), xp=be.xp)
         p = self.params(x.dtype, be)

@@ -38,7 +38,7 @@ from . import _backend
 from ._progress import progress_bar
 from ._validate import as_float_array, check_int
 from ._version import __version__
-from .model import RetinaCNN
+from .model import _FFT2_MIN_TAPS, RetinaCNN
 
 __all__ = ["TrainConfig", "TrainResult", "train", "init_params", "loss_and_grads", "to_model", "pairs"]
 
@@ -237,7 +237,7 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, kernels=None, wa
         z1 = z1 + dt.type(cfg.noise) * rng.standard_normal(z1.shape).astype(dt)
     h1 = np.maximum(z1, 0).astype(dt)
     c2 = np.empty((n_b,) + params["g2"].shape, dt)
-    fft2 = w2.shape[2] * w2.shape[3] >= 36  # FFT beats direct loops from about 6x6 kernels
+    fft2 = w2.shape[2] * w2.shape[3] >= _FFT2_MIN_TAPS
     (kern.corr2d_fft if fft2 else kern.corr2d)(np.ascontiguousarray(h1), w2, c2)
     z2, bn2 = _bn_forward(c2, params["g2"], params["b2"], cfg.bn_eps)
     if rng is not None and cfg.noise > 0:

@@ -295,9 +295,8 @@ def main():
     if not os.path.exists(wn):
         simulate_dataset(wn, "whitenoise", retina=sim, train_minutes=args.noise_minutes, seed=args.seed + 1)
     extra = {}   # the fine-tuning stages' further streams, by dataset kind
-    streams = (("fullfield", args.fullfield_minutes), ("bars", args.bars_minutes), ("motion", args.motion_minutes),
-               ("slowmotion", args.slow_motion_minutes), ("flashes", args.flash_minutes))
-    for i, (name, minutes) in enumerate(streams):
+    for i, name in enumerate(STREAMS):   # the seed of each stream is its place in STREAMS
+        minutes = getattr(args, STREAM_FLAGS[name].replace("-", "_"))
         if minutes > 0:
             extra[name] = os.path.join(args.out, f"{name}.h5")
             kind, opts = STREAMS[name]
