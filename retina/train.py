@@ -234,14 +234,18 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, kernels=None, wa
     n_b = c1.shape[0]
     z1, bn1 = _bn_forward(c1, params["g1"], params["b1"], cfg.bn_eps)
     if rng is not None and cfg.noise > 0:
-        z1 = z1 + dt.type(cfg.noise) * rng.standard_normal(z1.shape).astype(dt)
+        z1 = z1 + dt.type(cfg.noise) * rng.standard_normal(z1.shape, dtype=dt)
     h1 = np.maximum(z1, 0).astype(dt)
     c2 = np.empty((n_b,) + params["g2"].shape, dt)
     fft2 = w2.shape[2] * w2.shape[3] >= _FFT2_MIN_TAPS
-    (kern.corr2d_fft if fft2 else kern.corr2d)(np.ascontiguousarray(h1), w2, c2)
+    h1_spec = []                       # layer-2 input spectrum, reused by the weight gradient
+    if fft2:
+        kern.corr2d_fft(np.ascontiguousarray(h1), w2, c2, spectra=h1_spec)
+    else:
+        kern.corr2d(np.ascontiguousarray(h1), w2, c2)
     z2, bn2 = _bn_forward(c2, params["g2"], params["b2"], cfg.bn_eps)
     if rng is not None and cfg.noise > 0:
-        z2 = z2 + dt.type(cfg.noise) * rng.standard_normal(z2.shape).astype(dt)
+        z2 = z2 + dt.type(cfg.noise) * rng.standard_normal(z2.shape, dtype=dt)
     h2 = np.maximum(z2, 0).astype(dt).reshape(n_b, -1)
     drive = h2 @ w3.T + params["b3"]
     r = _softplus(drive.astype(np.float64))
@@ -260,7 +264,10 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, kernels=None, wa
     dc2, grads["g2"], grads["b2"] = _bn_backward(dh2, params["g2"], bn2)
     dc2 = np.ascontiguousarray(dc2, dt)
     gw2 = np.empty_like(w2)
-    (kern.corr2d_weight_grad_fft if fft2 else kern.corr2d_weight_grad)(np.ascontiguousarray(h1), dc2, gw2)
+    if fft2:
+        kern.corr2d_weight_grad_fft(np.ascontiguousarray(h1), dc2, gw2, spectrum=h1_spec[0])
+    else:
+        kern.corr2d_weight_grad(np.ascontiguousarray(h1), dc2, gw2)
     grads["w2"] = gw2 + dt.type(2 * cfg.l2) * w2
     dh1 = np.empty_like(h1)
     (kern.corr2d_transpose_fft if fft2 else kern.corr2d_transpose)(dc2, w2, dh1)

@@ -18,25 +18,30 @@ def _batch(rng, cfg=CFG, frame=(9, 10), n_cells=2, dtype=np.float64):
     return params, segs, y
 
 
-def test_gradients_match_finite_differences(rng):
-    params, segs, y = _batch(rng)
-    loss, grads, _ = loss_and_grads(params, segs, y, CFG)
+# layer 2 by direct loops (3x3 kernel) and by FFT (6x6 = 36 taps, the FFT threshold; spectrum reused)
+CFG_FFT2 = TrainConfig(channels=(3, 2), kernel_sizes=(4, 6), history=5, batch=12, segments=3, noise=0.0, l2=0.01)
+
+
+@pytest.mark.parametrize("cfg", [CFG, CFG_FFT2], ids=["direct-layer2", "fft-layer2"])
+def test_gradients_match_finite_differences(rng, cfg):
+    params, segs, y = _batch(rng, cfg=cfg, frame=(12, 13))
+    loss, grads, _ = loss_and_grads(params, segs, y, cfg)
     assert np.isfinite(loss)
     for name in ("w1", "g1", "b1", "w2", "g2", "b2", "w3", "b3"):
         for _ in range(3):
             idx = tuple(int(rng.integers(0, s)) for s in params[name].shape)
-            assert grads[name][idx] == pytest.approx(_fd(params, segs, y, name, idx), rel=1e-4, abs=1e-9), (name,
-                                                                                                           idx)
+            fd = _fd(params, segs, y, name, idx, cfg=cfg)
+            assert grads[name][idx] == pytest.approx(fd, rel=1e-4, abs=1e-9), (name, idx)
 
 
-def _fd(params, segs, y, name, idx, h=1e-5, **kw):
+def _fd(params, segs, y, name, idx, h=1e-5, cfg=CFG, **kw):
     """Central finite difference of the loss in one parameter."""
     plus = {k: v.copy() for k, v in params.items()}
     minus = {k: v.copy() for k, v in params.items()}
     plus[name][idx] += h
     minus[name][idx] -= h
-    return (loss_and_grads(plus, segs, y, CFG, want_grads=False, **kw)[0]
-            - loss_and_grads(minus, segs, y, CFG, want_grads=False, **kw)[0]) / (2 * h)
+    return (loss_and_grads(plus, segs, y, cfg, want_grads=False, **kw)[0]
+            - loss_and_grads(minus, segs, y, cfg, want_grads=False, **kw)[0]) / (2 * h)
 
 
 def test_folded_model_equals_the_training_forward_in_eval_mode(rng):

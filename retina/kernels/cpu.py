@@ -296,9 +296,13 @@ def corr3d_movie_weight_grad_fft(x, g, out, *, workers=None, spectrum=None):
 # --------------------------------------------------------------------------
 # layer 2 by 2-D FFT (batched over windows): ~10x fewer FLOPs than direct for 11x11 kernels
 # --------------------------------------------------------------------------
-def corr2d_fft(x, w, out, *, workers=None):
-    """``corr2d`` by FFT: x (N, Ci, H, W), w (Co, Ci, kh, kw) -> out (N, Co, Ho, Wo)."""
-    return _fft.corr2d_fft(np, sfft, _kw(workers), x, w, out)
+def corr2d_fft(x, w, out, *, workers=None, spectra=None):
+    """``corr2d`` by FFT: x (N, Ci, H, W), w (Co, Ci, kh, kw) -> out (N, Co, Ho, Wo).
+
+    ``spectra`` (a list) receives the spectrum of ``x``, for reuse by
+    :func:`corr2d_weight_grad_fft` (same ``x``).
+    """
+    return _fft.corr2d_fft(np, sfft, _kw(workers), x, w, out, spectra)
 
 
 def corr2d_transpose_fft(g, w, out, *, workers=None):
@@ -306,9 +310,12 @@ def corr2d_transpose_fft(g, w, out, *, workers=None):
     return _fft.corr2d_transpose_fft(np, sfft, _kw(workers), g, w, out)
 
 
-def corr2d_weight_grad_fft(x, g, out, *, workers=None):
-    """``corr2d_weight_grad`` by FFT: x (N, Ci, H, W), g (N, Co, Ho, Wo) -> out (Co, Ci, kh, kw)."""
-    return _fft.corr2d_weight_grad_fft(np, sfft, _kw(workers), x, g, out)
+def corr2d_weight_grad_fft(x, g, out, *, workers=None, spectrum=None):
+    """``corr2d_weight_grad`` by FFT: x (N, Ci, H, W), g (N, Co, Ho, Wo) -> out (Co, Ci, kh, kw).
+
+    ``spectrum``: the spectrum of ``x`` from :func:`corr2d_fft` (``spectra``).
+    """
+    return _fft.corr2d_weight_grad_fft(np, sfft, _kw(workers), x, g, out, spectrum)
 
 
 # --------------------------------------------------------------------------

@@ -155,16 +155,16 @@ def corr3d_movie_weight_grad_fft(x, g, out, *, workers=None, spectrum=None):
     return _fft.corr3d_movie_weight_grad_fft(cp, cfft, {}, x, g, out, spectrum)
 
 
-def corr2d_fft(x, w, out, *, workers=None):
-    return _fft.corr2d_fft(cp, cfft, {}, x, w, out)
+def corr2d_fft(x, w, out, *, workers=None, spectra=None):
+    return _fft.corr2d_fft(cp, cfft, {}, x, w, out, spectra)
 
 
 def corr2d_transpose_fft(g, w, out, *, workers=None):
     return _fft.corr2d_transpose_fft(cp, cfft, {}, g, w, out)
 
 
-def corr2d_weight_grad_fft(x, g, out, *, workers=None):
-    return _fft.corr2d_weight_grad_fft(cp, cfft, {}, x, g, out)
+def corr2d_weight_grad_fft(x, g, out, *, workers=None, spectrum=None):
+    return _fft.corr2d_weight_grad_fft(cp, cfft, {}, x, g, out, spectrum)
 
 
 # ------------------------------------------------------------------ pointwise and dense
