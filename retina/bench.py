@@ -141,7 +141,7 @@ def train_epoch(scale=1.0, repeat=1, backend="cpu", rate=None):
     x = (movie - movie.mean()) / movie.std()
     windows = max(int(30000 * scale), 500)
     cfg = TrainConfig(epochs=1, epoch_windows=windows, batch=500, segments=10, val_fraction=0.1)
-    sec, res = _time(lambda: train(x, y, config=cfg, progress=False), repeat)
+    sec, res = _time(lambda: train(x, y, config=cfg, progress=False, backend=backend), repeat)
     # reference: one small batch's loss against a plain float64 einsum forward
     rng = np.random.default_rng(0)
     params, _ = init_params(cfg, y.shape[1], x.shape[1:], mean_rate=float(y.mean()), rng=rng)

@@ -172,7 +172,7 @@ def to_model(params, running, cfg, *, frame_shape, norm_stats=None, cell_ids=Non
 def _bn_forward(c, g, b, eps):
     mean = c.mean(0)
     var = c.var(0)
-    inv = 1.0 / np.sqrt(var + eps)
+    inv = 1.0 / (var + eps) ** 0.5
     xhat = (c - mean) * inv
     return g * xhat + b, (xhat, inv, mean, var)
 
@@ -187,16 +187,16 @@ def _bn_backward(dz, g, cache):
     return dc, dg, db
 
 
-def _softplus(u):
-    return np.logaddexp(0.0, u)
+def _softplus(xp, u):
+    return xp.logaddexp(0.0, u)
 
 
-def _sigmoid(u):
-    return 0.5 * (1.0 + np.tanh(0.5 * u))
+def _sigmoid(xp, u):
+    return 0.5 * (1.0 + xp.tanh(0.5 * u))
 
 
 def loss_and_grads(params, segments, targets, cfg, *, rng=None, kernels=None, want_grads=True,
-                   sample_weights=None):
+                   sample_weights=None, backend=None):
     """Poisson loss and its gradient for one mini-batch.
 
     Parameters
@@ -211,6 +211,12 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, kernels=None, wa
         Source of the hidden-layer noise (none when ``None`` or ``cfg.noise == 0``).
     sample_weights : array (N,), optional
         Weight of each window in the Poisson loss (default 1).
+    backend : retina._backend.Backend, optional
+        Where the work runs (default the CPU).  The inputs and outputs are
+        host (numpy) arrays either way: on the GPU the batch and the
+        parameters are copied to the device, the kernels of
+        :mod:`retina.kernels.gpu` run there, and the gradients come back.
+        (``kernels=`` alone, a kernel module, is the older spelling.)
 
     Returns
     -------
@@ -220,62 +226,70 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, kernels=None, wa
         Batch means and variances of both layers (for the running averages)
         and the predicted rates.
     """
-    kern = kernels if kernels is not None else _backend.resolve("cpu").kernels
+    be = backend if backend is not None else _backend.resolve("cpu")
+    kern = kernels if kernels is not None else be.kernels
+    xp, host = be.xp, be.to_host
+    host_params = params
+    params = {k: be.asarray(v) for k, v in params.items()}
+    segments = [be.asarray(seg) for seg in segments]
     w1, w2, w3 = params["w1"], params["w2"], params["w3"]
     dt = w1.dtype  # float32 in training; float64 works too (gradient checks)
+
+    def noise(shape):    # drawn on the host from ``rng`` (reproducible on either backend)
+        return be.asarray(dt.type(cfg.noise) * rng.standard_normal(shape, dtype=dt))
     c1_n, k = w1.shape[0], w1.shape[1]
     c1_parts, spectra, wcache = [], [], {}  # kernel spectrum shared by the runs, movie spectra reused below
     for seg in segments:
         n = seg.shape[0] - k + 1
-        out = np.empty((n, c1_n, seg.shape[1] - w1.shape[2] + 1, seg.shape[2] - w1.shape[3] + 1), dt)
+        out = xp.empty((n, c1_n, seg.shape[1] - w1.shape[2] + 1, seg.shape[2] - w1.shape[3] + 1), dt)
         kern.corr3d_movie_fft(seg, w1, out, chunk=max(n, 1), cache=wcache, spectra=spectra)
         c1_parts.append(out)
-    c1 = np.concatenate(c1_parts)
+    c1 = xp.concatenate(c1_parts)
     n_b = c1.shape[0]
     z1, bn1 = _bn_forward(c1, params["g1"], params["b1"], cfg.bn_eps)
     if rng is not None and cfg.noise > 0:
-        z1 = z1 + dt.type(cfg.noise) * rng.standard_normal(z1.shape, dtype=dt)
-    h1 = np.maximum(z1, 0).astype(dt)
-    c2 = np.empty((n_b,) + params["g2"].shape, dt)
+        z1 = z1 + noise(z1.shape)
+    h1 = xp.ascontiguousarray(xp.maximum(z1, 0), dtype=dt)
+    c2 = xp.empty((n_b,) + params["g2"].shape, dt)
     fft2 = w2.shape[2] * w2.shape[3] >= _FFT2_MIN_TAPS
     h1_spec = []                       # layer-2 input spectrum, reused by the weight gradient
     if fft2:
-        kern.corr2d_fft(np.ascontiguousarray(h1), w2, c2, spectra=h1_spec)
+        kern.corr2d_fft(h1, w2, c2, spectra=h1_spec)
     else:
-        kern.corr2d(np.ascontiguousarray(h1), w2, c2)
+        kern.corr2d(h1, w2, c2)
     z2, bn2 = _bn_forward(c2, params["g2"], params["b2"], cfg.bn_eps)
     if rng is not None and cfg.noise > 0:
-        z2 = z2 + dt.type(cfg.noise) * rng.standard_normal(z2.shape, dtype=dt)
-    h2 = np.maximum(z2, 0).astype(dt).reshape(n_b, -1)
+        z2 = z2 + noise(z2.shape)
+    h2 = xp.maximum(z2, 0).astype(dt).reshape(n_b, -1)
     drive = h2 @ w3.T + params["b3"]
-    r = _softplus(drive.astype(np.float64))
-    y = np.asarray(targets, np.float64)
-    logr = np.log(np.maximum(r, 1e-8))
+    r = _softplus(xp, drive.astype(xp.float64))
+    y = be.asarray(targets, xp.float64)
+    logr = xp.log(xp.maximum(r, 1e-8))
     n_out = r.size
-    sw = np.ones((len(r), 1)) if sample_weights is None else np.asarray(sample_weights, np.float64)[:, None]
-    loss = float((sw * (r - y * logr)).sum() / n_out + cfg.l2 * (np.vdot(w1, w1) + np.vdot(w2, w2)))
-    stats = {"m1": bn1[2], "v1": bn1[3], "m2": bn2[2], "v2": bn2[3], "rates": r}
+    sw = xp.ones((len(r), 1)) if sample_weights is None else be.asarray(sample_weights, xp.float64)[:, None]
+    loss = float((sw * (r - y * logr)).sum() / n_out + cfg.l2 * (xp.vdot(w1, w1) + xp.vdot(w2, w2)))
+    stats = {"m1": host(bn1[2]), "v1": host(bn1[3]), "m2": host(bn2[2]), "v2": host(bn2[3]), "rates": host(r)}
     if not want_grads:
         return loss, None, stats
-    dr = sw * (1.0 - y / np.maximum(r, 1e-8)) / n_out
-    dd = (dr * _sigmoid(drive.astype(np.float64))).astype(dt)
+    dr = sw * (1.0 - y / xp.maximum(r, 1e-8)) / n_out
+    dd = (dr * _sigmoid(xp, drive.astype(xp.float64))).astype(dt)
     grads = {"w3": dd.T @ h2, "b3": dd.sum(0)}
     dh2 = (dd @ w3).reshape(z2.shape) * (z2 > 0)
     dc2, grads["g2"], grads["b2"] = _bn_backward(dh2, params["g2"], bn2)
-    dc2 = np.ascontiguousarray(dc2, dt)
-    gw2 = np.empty_like(w2)
+    dc2 = xp.ascontiguousarray(dc2, dt)
+    gw2 = xp.empty_like(w2)
     if fft2:
-        kern.corr2d_weight_grad_fft(np.ascontiguousarray(h1), dc2, gw2, spectrum=h1_spec[0])
+        kern.corr2d_weight_grad_fft(h1, dc2, gw2, spectrum=h1_spec[0])
     else:
-        kern.corr2d_weight_grad(np.ascontiguousarray(h1), dc2, gw2)
+        kern.corr2d_weight_grad(h1, dc2, gw2)
     grads["w2"] = gw2 + dt.type(2 * cfg.l2) * w2
-    dh1 = np.empty_like(h1)
+    dh1 = xp.empty_like(h1)
     (kern.corr2d_transpose_fft if fft2 else kern.corr2d_transpose)(dc2, w2, dh1)
     dh1 *= z1 > 0
     dc1, grads["g1"], grads["b1"] = _bn_backward(dh1, params["g1"], bn1)
-    dc1 = np.ascontiguousarray(dc1, dt)
-    gw1 = np.zeros_like(w1)
-    tmp = np.empty_like(w1)
+    dc1 = xp.ascontiguousarray(dc1, dt)
+    gw1 = xp.zeros_like(w1)
+    tmp = xp.empty_like(w1)
     start = 0
     for seg, part, spec in zip(segments, c1_parts, spectra):
         n = part.shape[0]
@@ -283,7 +297,7 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, kernels=None, wa
         gw1 += tmp
         start += n
     grads["w1"] = gw1 + dt.type(2 * cfg.l2) * w1
-    grads = {k: np.asarray(v, dt) for k, v in grads.items()}
+    grads = {k: host(v).astype(host_params[k].dtype, copy=False) for k, v in grads.items()}
     return loss, grads, stats
 
 
@@ -394,7 +408,13 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
         the validation correlation ``val_corr``, which is still logged.  E.g.
         ``val_corr`` minus a penalty when the model misses a known response
         property that the loss barely sees.
-    backend : {"cpu", "gpu"}
+    backend : {"cpu", "gpu", "auto"}
+        Where the forward and backward passes and the validation run.  On
+        ``"gpu"`` each mini-batch is copied to the device and the CuPy kernels
+        (:mod:`retina.kernels.gpu`, the same FFT algorithms) do the work; the
+        data, the parameters and Adam stay on the host (the parameters are
+        ~0.1 M numbers, a batch ~9 MB), so checkpoints and resumption are the
+        same on both backends.
 
     Returns
     -------
@@ -402,8 +422,6 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
     """
     cfg = (TrainConfig(**overrides) if config is None else TrainConfig(**{**asdict(config), **overrides})).validate()
     be = _backend.resolve(backend)
-    if be.name != "cpu":
-        raise RuntimeError("training on the GPU backend is not implemented yet; use backend='cpu'")
     several = isinstance(stimulus, (list, tuple))
     xs = list(stimulus) if several else [stimulus]
     ys = list(rates) if isinstance(rates, (list, tuple)) else [rates]
@@ -496,8 +514,7 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
             segs = [xs[i][s:s + run_len + cfg.history - 1] for i, s in zip(streams, starts)]
             tgt = np.concatenate([ys[i][s + cfg.history:s + cfg.history + run_len] for i, s in zip(streams, starts)])
             sw = None if cfg.stream_loss_weights is None else np.repeat(loss_w[streams], run_len)
-            loss, grads, st = loss_and_grads(params, segs, tgt, cfg, rng=rng, kernels=be.kernels,
-                                             sample_weights=sw)
+            loss, grads, st = loss_and_grads(params, segs, tgt, cfg, rng=rng, backend=be, sample_weights=sw)
             if not np.isfinite(loss):
                 raise FloatingPointError("the training loss became non-finite; lower lr")
             adam.step(params, {k: g for k, g in grads.items() if k not in cfg.freeze})
@@ -509,7 +526,7 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         model = to_model(params, running, cfg, frame_shape=frame_shape, norm_stats=norm_stats, cell_ids=cell_ids,
                          metadata=meta)
-        scores = [evaluate(model, xv, yv) for xv, yv in vsets]
+        scores = [evaluate(model, xv, yv, backend=be.name) for xv, yv in vsets]
         val = float(np.mean([np.mean(c) for c, _ in scores]))  # each validation set counts equally
         vloss = float(np.mean([v for _, v in scores]))
         chosen = val if score is None else float(score(model, val))

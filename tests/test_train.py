@@ -203,3 +203,35 @@ def test_a_score_selects_the_epoch():
     np.testing.assert_allclose(res.model.w1, seen[1])   # the selected model is the one scored 0.9
     plain = train(x, y, progress=False, **kw)
     assert plain.best_score == plain.best_val_corr == max(h["val_corr"] for h in plain.history)
+
+
+def _gpu_or_skip():
+    from retina import _backend
+
+    reason = _backend._gpu_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no GPU: {reason}")
+    return _backend.resolve("gpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", [CFG, CFG_FFT2], ids=["direct-layer2", "fft-layer2"])
+def test_gpu_loss_and_gradients_equal_the_cpu(rng, cfg):
+    gpu = _gpu_or_skip()
+    params, segs, y = _batch(rng, cfg=cfg, frame=(12, 13))
+    sw = rng.uniform(0.5, 3, len(y))
+    loss_c, grads_c, st_c = loss_and_grads(params, segs, y, cfg, sample_weights=sw)
+    loss_g, grads_g, st_g = loss_and_grads(params, segs, y, cfg, sample_weights=sw, backend=gpu)
+    assert loss_g == pytest.approx(loss_c, rel=1e-10)
+    for k in grads_c:   # host arrays back, float64 both: equal to FFT rounding
+        assert isinstance(grads_g[k], np.ndarray)
+        np.testing.assert_allclose(grads_g[k], grads_c[k], rtol=1e-8, atol=1e-12 * np.abs(grads_c[k]).max())
+    np.testing.assert_allclose(st_g["m1"], st_c["m1"], rtol=1e-10)
+
+
+@pytest.mark.gpu
+def test_gpu_training_learns_a_known_cell():
+    _gpu_or_skip()
+    x, y = _toy_data()
+    res = train(x, y, progress=False, backend="gpu", **SMOKE)
+    assert res.best_val_corr > 0.8, res.history
