@@ -225,10 +225,14 @@ def _shows(name, measures):
 REQUIRED_TYPES = ("OFF-fast", "ON-fast", "ON-slow")   # issue 5: layer 1 must include these
 
 
-def phenomena_score(sim):
+MIN_CORR = 0.8   # issue 5: mean per-cell correlation on natural movies and on white noise
+
+
+def phenomena_score(sim, whitenoise=None):
     """Model selection that counts the issue's criteria: the validation correlation, less 1 per phenomenon the
     CNN misses and per required layer-1 channel type it lacks (a one-frame latency shift is invisible to the
-    loss and to the correlation)."""
+    loss and to the correlation), and less 1 if the white-noise validation correlation (``whitenoise``:
+    stimulus and rates) is under ``MIN_CORR``."""
     cells = {name: phenomenon_cells(sim, name) for name in PHENOMENA}
 
     def score(model, val_corr):
@@ -236,6 +240,11 @@ def phenomena_score(sim):
         missed = [name for name in PHENOMENA if not _shows(name, _measure(name, cnn, cells[name]))]
         types = {c["type"] for c in classify_channels(model)}
         missed += [t for t in REQUIRED_TYPES if t not in types]
+        if whitenoise is not None:
+            wn_corr = float(evaluate(model, *whitenoise)[0].mean())
+            print(f"  white-noise validation correlation {wn_corr:.3f}", flush=True)
+            if wn_corr < MIN_CORR:
+                missed.append("white noise")
         print(f"  criteria missed: {', '.join(missed) or 'none'}", flush=True)
         return val_corr - len(missed)
     return score
@@ -269,8 +278,9 @@ def main():
                          "loss weight), epochs, fullfield, bars, motion, slowmotion, flashes (shares of runs), "
                          "<stream>_loss (its loss weight, default 1), freeze (layers kept as they are: layer1, layer2, "
                          "readout, joined by +), windows (per epoch; default --epoch-windows), select (1: choose the "
-                         "epoch by validation correlation less 1 per phenomenon missed or required channel type "
-                         "lacking); each stream needs its --*-minutes")
+                         "epoch by validation correlation less 1 per phenomenon missed, required channel type "
+                         "lacking, or white-noise validation correlation under 0.8); each stream needs its "
+                         "--*-minutes")
     ap.add_argument("--fullfield-minutes", type=float, default=0.0,
                     help="also simulate full-field Gaussian flicker for the fine-tuning stages (0: none)")
     ap.add_argument("--bars-minutes", type=float, default=0.0,
@@ -351,7 +361,7 @@ def main():
                            patience=epochs, lr_patience=epochs, freeze=st["freeze"])
         nxt = os.path.join(args.out, f"finetune{i + 1}.ckpt")
         res = train(xs, ys, config=fcfg, valid=stage_valid, checkpoint=nxt, norm_stats=tr.stats, cell_ids=ids,
-                    init_from=ck, score=phenomena_score(sim) if st["select"] else None)
+                    init_from=ck, score=phenomena_score(sim, vsets[1]) if st["select"] else None)
         ck = nxt
     t_train = time.time() - t0
     model = res.model

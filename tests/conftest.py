@@ -59,7 +59,9 @@ class KernelRunner:
         xp = self.backend.xp
 
         def call(*args, **kwargs):
-            dev = [xp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+            dev = [xp.asarray(a) if isinstance(a, np.ndarray)
+                   else [xp.asarray(b) for b in a] if isinstance(a, list) and all(isinstance(b, np.ndarray) for b in a)
+                   else a for a in args]     # lists of arrays (runs) are inputs: copied there, not back
             res = f(*dev, **kwargs)
             for a, d in zip(args, dev):
                 if isinstance(a, np.ndarray):

@@ -63,6 +63,21 @@ def test_corr3d_movie_weight_grad(kb, rng, dtype, shape):
     out_fft = np.full(ref.shape, np.nan, dtype)
     kb.corr3d_movie_weight_grad_fft(x, g, out_fft)
     assert relerr(out_fft, ref) < 5 * tol(dtype)  # FFT rounding grows with the transform length
+    # summed over runs of different lengths (two of one length share an inverse transform), with and
+    # without the movies' spectra from the forward pass
+    runs = [x, rng.standard_normal((t + 1, h, wd)).astype(dtype), rng.standard_normal(x.shape).astype(dtype)]
+    grads = [g, rng.standard_normal((t - k + 2,) + g.shape[1:]).astype(dtype),
+             rng.standard_normal(g.shape).astype(dtype)]
+    ref_sum = sum(naive.corr3d_movie_weight_grad(xr, gr, k, kh, kw) for xr, gr in zip(runs, grads))
+    spectra = []
+    for xr in runs:
+        kb.corr3d_movie_fft(xr, rng.standard_normal((c, k, kh, kw)).astype(dtype),
+                            np.empty((len(xr) - k + 1, c, h - kh + 1, wd - kw + 1), dtype), chunk=len(xr),
+                            spectra=spectra)
+    for spec in (None, spectra):
+        out_fft[:] = np.nan
+        kb.corr3d_runs_weight_grad_fft(runs, grads, out_fft, spectra=spec)
+        assert relerr(out_fft, ref_sum) < 5 * tol(dtype)
     # finite differences of L(w) = <corr(x, w), g> (linear, so central differences are exact up to rounding)
     w = rng.standard_normal((c, k, kh, kw))
     idx = tuple(rng.integers(0, s) for s in w.shape)
@@ -143,6 +158,12 @@ def test_corr2d_fft_family(kb, rng, dtype, shape):
     assert len(spectra) == 1
     out_w[:] = np.nan
     kb.corr2d_weight_grad_fft(x, g, out_w, spectrum=spectra[0])
+    assert relerr(out_w, ref_w) < 5 * tol(dtype)
+    # and the spectrum of g from the transposed correlation
+    g_spectra = []
+    kb.corr2d_transpose_fft(g, w, out_t, spectra=g_spectra)
+    out_w[:] = np.nan
+    kb.corr2d_weight_grad_fft(x, g, out_w, spectrum=spectra[0], g_spectrum=g_spectra[0])
     assert relerr(out_w, ref_w) < 5 * tol(dtype)
 
 

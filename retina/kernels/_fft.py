@@ -50,12 +50,30 @@ def corr3d_movie_transpose_fft(xp, fft, kw, g, w, out):
 
 
 def corr3d_movie_weight_grad_fft(xp, fft, kw, x, g, out, spectrum):
-    t_n, h, wd = x.shape
+    return corr3d_runs_weight_grad_fft(xp, fft, kw, [x], [g], out, None if spectrum is None else [spectrum])
+
+
+def corr3d_runs_weight_grad_fft(xp, fft, kw, xs, gs, out, spectra):
+    """The weight gradient summed over several runs (movie ``xs[j]``, window gradients ``gs[j]``).
+
+    The products of the runs' spectra are summed before one inverse
+    transform per FFT shape (training draws runs of one length: one inverse
+    per batch instead of one per run).
+    """
     c_n, k_n, kh, kwd = out.shape
-    shape = fft_shape(t_n, h, wd)
-    xs = fft.rfftn(x, s=shape, axes=(0, 1, 2), **kw) if spectrum is None else spectrum
-    gs = fft.rfftn(g.transpose(1, 0, 2, 3), s=shape, axes=(1, 2, 3), **kw)
-    out[:] = _irfftn_head(fft, kw, xs[None] * xp.conj(gs), shape, (k_n, kh, kwd))
+    acc = {}
+    for j, (x, g) in enumerate(zip(xs, gs)):
+        shape = fft_shape(*x.shape)
+        xspec = fft.rfftn(x, s=shape, axes=(0, 1, 2), **kw) if spectra is None else spectra[j]
+        gspec = fft.rfftn(g.transpose(1, 0, 2, 3), s=shape, axes=(1, 2, 3), **kw)
+        prod = xspec[None] * xp.conj(gspec)
+        if shape in acc:
+            acc[shape] += prod
+        else:
+            acc[shape] = prod
+    out[:] = 0
+    for shape, spec in acc.items():
+        out += _irfftn_head(fft, kw, spec, shape, (k_n, kh, kwd))
     return out
 
 
@@ -101,19 +119,21 @@ def corr2d_fft(xp, fft, kw, x, w, out, spectra=None):
     return out
 
 
-def corr2d_transpose_fft(xp, fft, kw, g, w, out):
+def corr2d_transpose_fft(xp, fft, kw, g, w, out, spectra=None):
     h, wd = out.shape[2], out.shape[3]
     gs = fft.rfft2(g, s=(h, wd), **kw)
+    if spectra is not None:
+        spectra.append(gs)
     ws = fft.rfft2(w, s=(h, wd), **kw)
     out[:] = fft.irfft2(_mix(xp, gs, ws), s=(h, wd), **kw)
     return out
 
 
-def corr2d_weight_grad_fft(xp, fft, kw, x, g, out, spectrum=None):
+def corr2d_weight_grad_fft(xp, fft, kw, x, g, out, spectrum=None, g_spectrum=None):
     h, wd = x.shape[2], x.shape[3]
     kh, kwd = out.shape[2], out.shape[3]
     xs = fft.rfft2(x, s=(h, wd), **kw) if spectrum is None else spectrum
-    gs = xp.conj(fft.rfft2(g, s=(h, wd), **kw))
+    gs = xp.conj(fft.rfft2(g, s=(h, wd), **kw) if g_spectrum is None else g_spectrum)
     full = fft.irfft2(_mix(xp, gs, xs, a_t=True), s=(h, wd), **kw)
     out[:] = full[:, :, :kh, :kwd]
     return out

@@ -41,6 +41,7 @@ __all__ = [
     "corr3d_movie_transpose_fft",
     "corr3d_movie_weight_grad",
     "corr3d_movie_weight_grad_fft",
+    "corr3d_runs_weight_grad_fft",
     "dense",
     "pig_conv_relu_dense",
     "bipolar_block",
@@ -293,6 +294,16 @@ def corr3d_movie_weight_grad_fft(x, g, out, *, workers=None, spectrum=None):
     return _fft.corr3d_movie_weight_grad_fft(np, sfft, _kw(workers), x, g, out, spectrum)
 
 
+def corr3d_runs_weight_grad_fft(xs, gs, out, *, workers=None, spectra=None):
+    """:func:`corr3d_movie_weight_grad_fft` summed over runs: movies ``xs[j]`` with window gradients ``gs[j]``.
+
+    The runs' spectral products are summed before the inverse transform (one
+    per FFT shape rather than one per run).  ``spectra``: the movies' spectra
+    from :func:`corr3d_movie_fft`, one per run (each run one chunk).
+    """
+    return _fft.corr3d_runs_weight_grad_fft(np, sfft, _kw(workers), xs, gs, out, spectra)
+
+
 # --------------------------------------------------------------------------
 # layer 2 by 2-D FFT (batched over windows): ~10x fewer FLOPs than direct for 11x11 kernels
 # --------------------------------------------------------------------------
@@ -305,17 +316,22 @@ def corr2d_fft(x, w, out, *, workers=None, spectra=None):
     return _fft.corr2d_fft(np, sfft, _kw(workers), x, w, out, spectra)
 
 
-def corr2d_transpose_fft(g, w, out, *, workers=None):
-    """``corr2d_transpose`` by FFT: g (N, Co, Ho, Wo), w (Co, Ci, kh, kw) -> out (N, Ci, H, W)."""
-    return _fft.corr2d_transpose_fft(np, sfft, _kw(workers), g, w, out)
+def corr2d_transpose_fft(g, w, out, *, workers=None, spectra=None):
+    """``corr2d_transpose`` by FFT: g (N, Co, Ho, Wo), w (Co, Ci, kh, kw) -> out (N, Ci, H, W).
+
+    ``spectra`` (a list) receives the spectrum of ``g``, for reuse by
+    :func:`corr2d_weight_grad_fft` (``g_spectrum``).
+    """
+    return _fft.corr2d_transpose_fft(np, sfft, _kw(workers), g, w, out, spectra)
 
 
-def corr2d_weight_grad_fft(x, g, out, *, workers=None, spectrum=None):
+def corr2d_weight_grad_fft(x, g, out, *, workers=None, spectrum=None, g_spectrum=None):
     """``corr2d_weight_grad`` by FFT: x (N, Ci, H, W), g (N, Co, Ho, Wo) -> out (Co, Ci, kh, kw).
 
-    ``spectrum``: the spectrum of ``x`` from :func:`corr2d_fft` (``spectra``).
+    ``spectrum``: the spectrum of ``x`` from :func:`corr2d_fft` (``spectra``);
+    ``g_spectrum``: that of ``g`` from :func:`corr2d_transpose_fft`.
     """
-    return _fft.corr2d_weight_grad_fft(np, sfft, _kw(workers), x, g, out, spectrum)
+    return _fft.corr2d_weight_grad_fft(np, sfft, _kw(workers), x, g, out, spectrum, g_spectrum)
 
 
 # --------------------------------------------------------------------------

@@ -41,6 +41,7 @@ __all__ = [
     "corr3d_movie_transpose_fft",
     "corr3d_movie_weight_grad",
     "corr3d_movie_weight_grad_fft",
+    "corr3d_runs_weight_grad_fft",
     "dense",
     "pig_conv_relu_dense",
     "bipolar_block",
@@ -155,16 +156,20 @@ def corr3d_movie_weight_grad_fft(x, g, out, *, workers=None, spectrum=None):
     return _fft.corr3d_movie_weight_grad_fft(cp, cfft, {}, x, g, out, spectrum)
 
 
+def corr3d_runs_weight_grad_fft(xs, gs, out, *, workers=None, spectra=None):
+    return _fft.corr3d_runs_weight_grad_fft(cp, cfft, {}, xs, gs, out, spectra)
+
+
 def corr2d_fft(x, w, out, *, workers=None, spectra=None):
     return _fft.corr2d_fft(cp, cfft, {}, x, w, out, spectra)
 
 
-def corr2d_transpose_fft(g, w, out, *, workers=None):
-    return _fft.corr2d_transpose_fft(cp, cfft, {}, g, w, out)
+def corr2d_transpose_fft(g, w, out, *, workers=None, spectra=None):
+    return _fft.corr2d_transpose_fft(cp, cfft, {}, g, w, out, spectra)
 
 
-def corr2d_weight_grad_fft(x, g, out, *, workers=None, spectrum=None):
-    return _fft.corr2d_weight_grad_fft(cp, cfft, {}, x, g, out, spectrum)
+def corr2d_weight_grad_fft(x, g, out, *, workers=None, spectrum=None, g_spectrum=None):
+    return _fft.corr2d_weight_grad_fft(cp, cfft, {}, x, g, out, spectrum, g_spectrum)
 
 
 # ------------------------------------------------------------------ pointwise and dense
