@@ -14,11 +14,13 @@ inference batch norm uses running statistics and folds into the model's
 :class:`retina.RetinaCNN`.
 
 Mini-batches are ``segments`` runs of consecutive windows at random places in
-the training movie: layer 1 of a run is one FFT correlation over its frames and
-its weight gradient one more, never a window stack.  The gradients use the
-same kernel module as the forward pass and attribution (``corr3d_movie_fft``,
-``corr3d_movie_weight_grad_fft``, and ``corr2d`` with its adjoint and weight
-gradient, by FFT for large kernels); they are checked against finite differences in the tests.
+the training movie: layer 1 of a run is one FFT correlation over its frames,
+never a window stack, and the layer-1 weight gradient of the whole batch one
+inverse transform of the runs' summed spectral products.  The gradients use
+the same kernel module as the forward pass and attribution
+(``corr3d_movie_fft``, ``corr3d_runs_weight_grad_fft``, and ``corr2d`` with its
+adjoint and weight gradient, by FFT for large kernels), on the CPU or the GPU
+(``backend``); they are checked against finite differences in the tests.
 
 Targets follow deep-retina: the window of frames ``[i, i + history)`` is
 paired with the rate in bin ``i + history``.
