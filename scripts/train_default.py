@@ -270,6 +270,8 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--response", default="rate", choices=("rate", "firing_rate_10ms"))
+    ap.add_argument("--val-share", type=float, default=0.025,
+                    help="share of the natural and white-noise streams held out for validation (their last frames)")
     ap.add_argument("--noise-share", type=float, default=0.5, help="share of training runs from white noise")
     ap.add_argument("--finetune", action="append", default=[], metavar="STAGE",
                     help="a fine-tuning stage after the main run (repeatable), either "
@@ -296,6 +298,8 @@ def main():
     ap.add_argument("--noise-loss-weight", type=float, default=1.0,
                     help="loss weight of white-noise windows (1: none)")
     args = ap.parse_args()
+    if not 0 < args.val_share < 0.5:
+        raise SystemExit(f"--val-share must be in (0, 0.5), got {args.val_share}")
     os.makedirs(args.out, exist_ok=True)
     t_start = time.time()
     sim = InSilicoRetina(positions=cell_positions())
@@ -316,8 +320,8 @@ def main():
     t_sim = time.time() - t_start
     tr = load_dataset(nat, "train", response=args.response)
     wtr = load_dataset(wn, "train", response=args.response, norm_stats=tr.stats)
-    # validation: the last 5 % of each stream
-    nv, wv = len(tr.stimulus) // 20, len(wtr.stimulus) // 20
+    # validation: the last --val-share of each stream (predicted after every epoch, so its length costs time)
+    nv, wv = (int(len(d.stimulus) * args.val_share) for d in (tr, wtr))
     xv = np.concatenate([tr.stimulus[-nv:], wtr.stimulus[-wv:]])
     yv = np.concatenate([tr.rates[-nv:], wtr.rates[-wv:]])
     xt = [tr.stimulus[:-nv], wtr.stimulus[:-wv]]
