@@ -260,6 +260,42 @@ def directions(phen):
     return out
 
 
+def report_markdown(report, cell_ids):
+    """The report as Markdown tables: per-cell correlations with the Poisson ceiling, channel types, phenomena."""
+    streams = [k[5:] for k in report if k.startswith("test_")]
+    lines = ["# Bundled model: report of scripts/train_default.py", "",
+             f"Recipe time {report['total_seconds'] / 60:.1f} min (simulation {report['simulate_seconds'] / 60:.1f}, "
+             f"training {report['train_seconds'] / 60:.1f}); last stage's chosen epoch {report['best_epoch']} "
+             f"(validation {report['best_val_corr']:.3f}).", "",
+             "## Held-out test clips (new seeds): correlation with the simulator's noise-free rate", "",
+             "Mean over cells, and the single-repeat ceiling (one smoothed Poisson repeat against the rate):", "",
+             "| stream | CNN | ceiling |", "|---|---|---|"]
+    for k in streams:
+        t = report[f"test_{k}"]
+        lines.append(f"| {k} | {t['mean_corr']:.3f} | {np.mean(t['single_repeat_ceiling_per_cell']):.3f} |")
+    lines += ["", "Each cell (natural / white noise; ceiling in brackets):", "",
+              "| cell | natural | white noise |", "|---|---|---|"]
+    nat, wn = report["test_natural"], report["test_whitenoise"]
+    for j, cid in enumerate(cell_ids):
+        lines.append(f"| {cid} | {nat['corr_per_cell'][j]:.3f} ({nat['single_repeat_ceiling_per_cell'][j]:.2f}) | "
+                     f"{wn['corr_per_cell'][j]:.3f} ({wn['single_repeat_ceiling_per_cell'][j]:.2f}) |")
+    lines += ["", "## Layer-1 channel types (spec section 5)", "", "| channel | polarity | time to peak (ms) | speed | "
+              "type | kernel norm |", "|---|---|---|---|---|---|"]
+    for c in report["channels"]:
+        lines.append(f"| {c['channel']} | {c['polarity']} | {c['ttp_ms']:.0f} | {c['speed']} | {c['type']} | "
+                     f"{c['norm']:.2f} |")
+    lines += ["", "## Phenomena (phenomena.md measures): simulator and CNN", "",
+              "| phenomenon | measure | simulator | CNN | CNN goes the simulator's way |", "|---|---|---|---|---|"]
+    for name, d in report["directions"].items():
+        lines.append(f"| {name} | {d['measure']} | {d['simulator']:.3g} | {d['cnn']:.3g} | "
+                     f"{'yes' if d['cnn_shows_it'] else 'NO'} |")
+    for v in report.get("latency_variants", []):
+        lines.append(f"| latency, held-out protocol {v['protocol']} | peak_delta_ms | "
+                     f"{v['simulator']['peak_delta_ms']:.3g} | {v['cnn']['peak_delta_ms']:.3g} | "
+                     f"{'yes' if v['cnn_shows_it'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="build/default")
@@ -388,6 +424,8 @@ def main():
     report["total_seconds"] = time.time() - t_start
     with open(os.path.join(args.out, "report.json"), "w") as fh:
         json.dump(report, fh, indent=1, default=float)
+    with open(os.path.join(args.out, "report.md"), "w") as fh:
+        fh.write(report_markdown(report, ids))
     print(json.dumps({k: v for k, v in report.items() if k != "epochs"}, indent=1, default=float))
 
 
