@@ -9,8 +9,8 @@
    (runs drawn half from each), z-scored by the natural movie's statistics,
    Poisson loss.  (Weighting the white-noise windows 10x in the loss, since
    their rates vary ~30x less, made both correlations worse after 7 epochs:
-   natural 0.71, white noise 0.37, against 0.80 and 0.51 unweighted.)  Targets: the simulator's noise-free rate (``--response rate``,
-   the default); ``--response firing_rate_10ms`` fits the smoothed Poisson
+   natural 0.71, white noise 0.37, against 0.80 and 0.51 unweighted.)
+   Targets: the simulator's noise-free rate (``--response rate``, the default); ``--response firing_rate_10ms`` fits the smoothed Poisson
    spikes as one would a recording (reached 0.90 natural / 0.57 white-noise
    correlation after 16 epochs, and no ON-slow channel).
 3. Evaluate on held-out natural and white-noise clips (new seeds) against the
@@ -18,7 +18,7 @@
    type the layer-1 channels; measure the four phenomena on the CNN and the
    simulator.  Writes the model, and a report (JSON + Markdown) beside it.
 
-    python scripts/train_default.py --out build/default --minutes 60 --noise-minutes 30 --epochs 40 \
+    python scripts/train_default.py --out build/default --minutes 60 --noise-minutes 30 --epochs 40 --val-share 0.05 \
         --fullfield-minutes 20 --bars-minutes 20 --motion-minutes 20 --slow-motion-minutes 15 --flash-minutes 15 \
         --finetune 10:8:0.3 --finetune 30:10:0.2:0.1:0.2 \
         --finetune wn=30,epochs=8,fullfield=0.25,bars=0.05,motion=0.1,slowmotion=0.35,slowmotion_loss=5 \
@@ -56,8 +56,19 @@ latency +1 ms), so it misses both bounds narrowly.  Earlier measured trials: wit
 and latency fail (natural 0.926, white noise 0.709); a stage 30:10:0.25:0.15 without moving bars loses the
 reversal burst (0.985); more fast moving bars (30:6:0.15:0.05:0.4) leave anticipation at -230 um.
 
-Seeds are fixed; rerunning reproduces the model (up to floating-point
-summation order in threaded kernels).
+Eighth session (2026-12-02).  The training step became 1.4x faster and validation was cut to 2.5 % of the
+natural and white-noise streams (``--val-share``, default now 0.025; the bundled model used 0.05).  The
+shorter recipe above, with the flash stage at 12 epochs and ``select_wn=0.8``, then ran end to end in
+51.2 minutes (one uninterrupted run), within the bound, but gave white noise 0.784 and lost the reversal
+burst (in the moving-bar stage) and latency (in the flash stage); a single selected stage after stage 1
+mixing flicker, bars, moving and slow bars kept missing the reversal too (bench/RESULTS.md, eighth
+session).  So the bundled model is still the five-stage one, whose recipe needs ~74 minutes.
+
+Seeds are fixed, but a rerun gives a model of the same recipe, not the same numbers: the threaded FFTs'
+summation order, and since the eighth session the training step's arithmetic and its noise draws (two
+threads, two child streams), differ from the run that made the bundled model.  The phenomena depend on
+such details (see above), so a rerun may miss some; ``select=1`` picks an epoch that shows them where one
+exists.
 """
 
 from __future__ import annotations
@@ -93,7 +104,7 @@ STREAM_FLAGS = {"fullfield": "fullfield-minutes", "bars": "bars-minutes", "motio
 def parse_stage(text):
     """A --finetune stage: ``WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]]`` or ``key=value,...`` pairs."""
     st = dict(wn=1.0, epochs=1.0, **{k: 0.0 for k in STREAMS}, **{f"{k}_loss": 1.0 for k in STREAMS}, freeze=(),
-              windows=0.0, select=0.0)
+              windows=0.0, select=0.0, select_wn=0.0)
     try:
         if "=" in text:
             for item in text.split(","):
@@ -116,8 +127,8 @@ def parse_stage(text):
     except ValueError:
         raise SystemExit(f"--finetune {text}: expected WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] or key=value pairs")
     st["epochs"], st["windows"] = int(st["epochs"]), int(st["windows"])
-    if st["select"] not in (0, 1) or st["windows"] < 0:
-        raise SystemExit(f"--finetune {text}: select must be 0 or 1 and windows >= 0")
+    if st["select"] not in (0, 1) or st["windows"] < 0 or not 0 <= st["select_wn"] < 1:
+        raise SystemExit(f"--finetune {text}: select must be 0 or 1, windows >= 0 and select_wn in [0, 1)")
     shares = sum(st[k] for k in STREAMS)
     if st["epochs"] < 1 or not 0 <= shares < 1:
         raise SystemExit(f"--finetune {text}: epochs must be >= 1 and the stream shares sum to less than 1")
@@ -225,14 +236,11 @@ def _shows(name, measures):
 REQUIRED_TYPES = ("OFF-fast", "ON-fast", "ON-slow")   # issue 5: layer 1 must include these
 
 
-MIN_CORR = 0.8   # issue 5: mean per-cell correlation on natural movies and on white noise
-
-
-def phenomena_score(sim, whitenoise=None):
+def phenomena_score(sim, whitenoise=None, min_corr=0.8):
     """Model selection that counts the issue's criteria: the validation correlation, less 1 per phenomenon the
     CNN misses and per required layer-1 channel type it lacks (a one-frame latency shift is invisible to the
-    loss and to the correlation), and less 1 if the white-noise validation correlation (``whitenoise``:
-    stimulus and rates) is under ``MIN_CORR``."""
+    loss and to the correlation), and, given ``whitenoise`` (stimulus and rates), less 1 if the white-noise
+    validation correlation is under ``min_corr`` (issue 5 asks for 0.8 on held-out white noise)."""
     cells = {name: phenomenon_cells(sim, name) for name in PHENOMENA}
 
     def score(model, val_corr):
@@ -243,7 +251,7 @@ def phenomena_score(sim, whitenoise=None):
         if whitenoise is not None:
             wn_corr = float(evaluate(model, *whitenoise)[0].mean())
             print(f"  white-noise validation correlation {wn_corr:.3f}", flush=True)
-            if wn_corr < MIN_CORR:
+            if wn_corr < min_corr:
                 missed.append("white noise")
         print(f"  criteria missed: {', '.join(missed) or 'none'}", flush=True)
         return val_corr - len(missed)
@@ -316,9 +324,9 @@ def main():
                          "loss weight), epochs, fullfield, bars, motion, slowmotion, flashes (shares of runs), "
                          "<stream>_loss (its loss weight, default 1), freeze (layers kept as they are: layer1, layer2, "
                          "readout, joined by +), windows (per epoch; default --epoch-windows), select (1: choose the "
-                         "epoch by validation correlation less 1 per phenomenon missed, required channel type "
-                         "lacking, or white-noise validation correlation under 0.8); each stream needs its "
-                         "--*-minutes")
+                         "epoch by validation correlation less 1 per phenomenon missed or required channel type "
+                         "lacking), select_wn (with select=1, also less 1 if the white-noise validation "
+                         "correlation is under this value; 0: not asked); each stream needs its --*-minutes")
     ap.add_argument("--fullfield-minutes", type=float, default=0.0,
                     help="also simulate full-field Gaussian flicker for the fine-tuning stages (0: none)")
     ap.add_argument("--bars-minutes", type=float, default=0.0,
@@ -401,7 +409,8 @@ def main():
                            patience=epochs, lr_patience=epochs, freeze=st["freeze"])
         nxt = os.path.join(args.out, f"finetune{i + 1}.ckpt")
         res = train(xs, ys, config=fcfg, valid=stage_valid, checkpoint=nxt, norm_stats=tr.stats, cell_ids=ids,
-                    init_from=ck, score=phenomena_score(sim, vsets[1]) if st["select"] else None)
+                    init_from=ck, score=phenomena_score(sim, vsets[1] if st["select_wn"] > 0 else None,
+                                                        st["select_wn"]) if st["select"] else None)
         ck = nxt
     t_train = time.time() - t0
     model = res.model
