@@ -10,9 +10,10 @@
    Poisson loss.  (Weighting the white-noise windows 10x in the loss, since
    their rates vary ~30x less, made both correlations worse after 7 epochs:
    natural 0.71, white noise 0.37, against 0.80 and 0.51 unweighted.)
-   Targets: the simulator's noise-free rate (``--response rate``, the default); ``--response firing_rate_10ms`` fits the smoothed Poisson
-   spikes as one would a recording (reached 0.90 natural / 0.57 white-noise
-   correlation after 16 epochs, and no ON-slow channel).
+   Targets: the simulator's noise-free rate (``--response rate``, the default);
+   ``--response firing_rate_10ms`` fits the smoothed Poisson spikes as one
+   would a recording (reached 0.90 natural / 0.57 white-noise correlation after
+   16 epochs, and no ON-slow channel).
 3. Evaluate on held-out natural and white-noise clips (new seeds) against the
    simulator's noise-free rates, with the Poisson noise ceiling of the repeats;
    type the layer-1 channels; measure the four phenomena on the CNN and the
