@@ -97,9 +97,10 @@ STREAMS = {   # fine-tuning streams: dataset kind and generator options
     "motion": ("motion", None),
     "slowmotion": ("motion", {"speeds": (0.02, 0.25), "contrasts": (0.5, 1.0)}),
     "flashes": ("flashes", None),
+    "reversals": ("motion", {"p_reverse": 1.0, "speeds": (0.05, 0.4), "contrasts": (0.5, 1.0)}),
 }
 STREAM_FLAGS = {"fullfield": "fullfield-minutes", "bars": "bars-minutes", "motion": "motion-minutes",
-                "slowmotion": "slow-motion-minutes", "flashes": "flash-minutes"}
+                "slowmotion": "slow-motion-minutes", "flashes": "flash-minutes", "reversals": "reversal-minutes"}
 
 
 def parse_stage(text):
@@ -322,9 +323,9 @@ def main():
                     help="a fine-tuning stage after the main run (repeatable), either "
                          "WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] (white-noise loss weight, epochs, shares of runs from "
                          "full-field flicker, flickering bars and moving bars) or key=value pairs: wn (white-noise "
-                         "loss weight), epochs, fullfield, bars, motion, slowmotion, flashes (shares of runs), "
-                         "<stream>_loss (its loss weight, default 1), freeze (layers kept as they are: layer1, layer2, "
-                         "readout, joined by +), windows (per epoch; default --epoch-windows), select (1: choose the "
+                         "loss weight), epochs, fullfield, bars, motion, slowmotion, flashes, reversals (shares of "
+                         "runs), <stream>_loss (its loss weight, default 1), freeze (layers kept as they are: "
+                         "layer1, layer2, readout, joined by +), windows (per epoch; default --epoch-windows), select (1: choose the "
                          "epoch by validation correlation less 1 per phenomenon missed or required channel type "
                          "lacking), select_wn (with select=1, also less 1 if the white-noise validation "
                          "correlation is under this value; 0: not asked); each stream needs its --*-minutes")
@@ -340,6 +341,9 @@ def main():
     ap.add_argument("--flash-minutes", type=float, default=0.0,
                     help="also simulate full-field flashes from grey (stimuli.flash_sequence) for the fine-tuning "
                          "stages (0: none)")
+    ap.add_argument("--reversal-minutes", type=float, default=0.0,
+                    help="also simulate moving bars that all turn back (0.05-0.4 px/frame, contrast 0.5-1) for the "
+                         "fine-tuning stages (0: none)")
     ap.add_argument("--noise-loss-weight", type=float, default=1.0,
                     help="loss weight of white-noise windows (1: none)")
     args = ap.parse_args()
