@@ -326,9 +326,10 @@ def main():
                          "loss weight), epochs, fullfield, bars, motion, slowmotion, flashes, reversals (shares of "
                          "runs), <stream>_loss (its loss weight, default 1), freeze (layers kept as they are: "
                          "layer1, layer2, readout, joined by +), windows (per epoch; default --epoch-windows), "
-                         "select (1: choose the epoch by validation correlation less 1 per phenomenon missed or required channel type "
-                         "lacking), select_wn (with select=1, also less 1 if the white-noise validation "
-                         "correlation is under this value; 0: not asked); each stream needs its --*-minutes")
+                         "select (1: choose the epoch by validation correlation less 1 per phenomenon missed or "
+                         "required channel type lacking), select_wn (with select=1, also less 1 if the white-noise "
+                         "validation correlation is under this value; 0: not asked); each stream needs its "
+                         "--*-minutes")
     ap.add_argument("--fullfield-minutes", type=float, default=0.0,
                     help="also simulate full-field Gaussian flicker for the fine-tuning stages (0: none)")
     ap.add_argument("--bars-minutes", type=float, default=0.0,
