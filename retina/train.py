@@ -198,8 +198,9 @@ def _standard_normal(rng, shape, dtype):
 
     The split is fixed (two halves along the first axis, seeds drawn from
     ``rng``), so the numbers are the same on any machine; NumPy's generators
-    release the GIL while filling, so this takes half the time of one
-    ``rng.standard_normal`` call (5 M float32 draws per batch and layer 1).
+    release the GIL while filling, so on two cores this takes ~60 % of the
+    time of one ``rng.standard_normal`` call (33 against 57 ms for the 5 M
+    float32 draws of layer 1 in a 500-window batch).
     """
     global _noise_pool
     if _noise_pool is None:
