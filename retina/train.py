@@ -404,8 +404,31 @@ def _load_checkpoint(path, cfg):
     return out
 
 
+def _frame_weights(frame_weights, xs, several):
+    """Checked per-stream frame weights (a list with ``None`` for streams weighted 1), or ``None``."""
+    if frame_weights is None:
+        return None
+    fws = list(frame_weights) if isinstance(frame_weights, (list, tuple)) else [frame_weights]
+    if len(fws) != len(xs):
+        raise ValueError(f"frame_weights lists {len(fws)} streams, the stimulus {len(xs)}")
+    out = []
+    for i, fw in enumerate(fws):
+        if fw is None:
+            out.append(None)
+            continue
+        name = f"frame_weights[{i}]" if several else "frame_weights"
+        fw = as_float_array(name, fw, ndim=1, dtype=np.float64)
+        if fw.shape[0] != xs[i].shape[0]:
+            raise ValueError(f"{name} must have one weight per stimulus frame ({xs[i].shape[0]}), got {fw.shape[0]}")
+        if not (np.isfinite(fw).all() and (fw >= 0).all()):
+            raise ValueError(f"{name} must be finite and >= 0")
+        out.append(fw)
+    return out
+
+
 def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_stats=None, cell_ids=None,
-          progress=True, backend="cpu", max_epochs=None, init_from=None, score=None, **overrides):
+          progress=True, backend="cpu", max_epochs=None, init_from=None, score=None, frame_weights=None,
+          **overrides):
     """Fit a CNN to a stimulus and firing rates.
 
     Parameters
@@ -438,6 +461,11 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
         the validation correlation ``val_corr``, which is still logged.  E.g.
         ``val_corr`` minus a penalty when the model misses a known response
         property that the loss barely sees.
+    frame_weights : array (T,), or a list of them (``None`` entries allowed), optional
+        Loss weight of each frame's target, per stream (multiplying the
+        stream's ``config.stream_loss_weights``): e.g. larger around events
+        whose few frames the Poisson loss barely sees, such as the burst
+        after a moving bar turns back.  Default 1 everywhere.
     backend : {"cpu", "gpu", "auto"}
         Where the forward and backward passes and the validation run.  On
         ``"gpu"`` each mini-batch is copied to the device and the CuPy kernels
@@ -473,6 +501,7 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
         if getattr(cfg, name) is not None and len(getattr(cfg, name)) != len(xs):
             raise ValueError(f"{name} has {len(getattr(cfg, name))} entries for {len(xs)} streams")
     loss_w = np.ones(len(xs)) if cfg.stream_loss_weights is None else np.asarray(cfg.stream_loss_weights)
+    fws = _frame_weights(frame_weights, xs, several)
     if valid is None:
         if several:
             raise ValueError("pass valid=(stimulus, rates) when training on several streams")
@@ -544,6 +573,10 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
             segs = [xs[i][s:s + run_len + cfg.history - 1] for i, s in zip(streams, starts)]
             tgt = np.concatenate([ys[i][s + cfg.history:s + cfg.history + run_len] for i, s in zip(streams, starts)])
             sw = None if cfg.stream_loss_weights is None else np.repeat(loss_w[streams], run_len)
+            if fws is not None:
+                fw = np.concatenate([np.ones(run_len) if fws[i] is None else
+                                     fws[i][s + cfg.history:s + cfg.history + run_len] for i, s in zip(streams, starts)])
+                sw = fw if sw is None else sw * fw
             loss, grads, st = loss_and_grads(params, segs, tgt, cfg, rng=rng, backend=be, sample_weights=sw)
             if not np.isfinite(loss):
                 raise FloatingPointError("the training loss became non-finite; lower lr")

@@ -109,7 +109,7 @@ STREAM_FLAGS = {"fullfield": "fullfield-minutes", "bars": "bars-minutes", "motio
 def parse_stage(text):
     """A --finetune stage: ``WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]]`` or ``key=value,...`` pairs."""
     st = dict(wn=1.0, epochs=1.0, **{k: 0.0 for k in STREAMS}, **{f"{k}_loss": 1.0 for k in STREAMS}, freeze=(),
-              windows=0.0, select=0.0, select_wn=0.0)
+              windows=0.0, select=0.0, select_wn=0.0, reversal_boost=1.0)
     try:
         if "=" in text:
             for item in text.split(","):
@@ -132,12 +132,49 @@ def parse_stage(text):
     except ValueError:
         raise SystemExit(f"--finetune {text}: expected WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] or key=value pairs")
     st["epochs"], st["windows"] = int(st["epochs"]), int(st["windows"])
-    if st["select"] not in (0, 1) or st["windows"] < 0 or not 0 <= st["select_wn"] < 1:
-        raise SystemExit(f"--finetune {text}: select must be 0 or 1, windows >= 0 and select_wn in [0, 1)")
+    if st["select"] not in (0, 1) or st["windows"] < 0 or not 0 <= st["select_wn"] < 1 or st["reversal_boost"] <= 0:
+        raise SystemExit(f"--finetune {text}: select must be 0 or 1, windows >= 0, select_wn in [0, 1) and "
+                         "reversal_boost > 0")
     shares = sum(st[k] for k in STREAMS)
     if st["epochs"] < 1 or not 0 <= shares < 1:
         raise SystemExit(f"--finetune {text}: epochs must be >= 1 and the stream shares sum to less than 1")
     return st
+
+
+REVERSAL_FRAMES = 50   # frames after a bar turns back weighted by reversal_boost (the burst comes ~330 ms later)
+
+
+def bar_reversals(movie, k=4, min_speed=0.01):
+    """Frames where a full-height moving bar turns back, read from the movie itself.
+
+    The bar's centre is the centroid of each frame's first row's deviation from
+    its median (the background); its velocity is the centre's change over
+    ``2k`` frames, counted where faster than ``min_speed`` px/frame; a turn is
+    a sign change of that velocity within ``2k + 2`` frames while a bar stays
+    in view.  (On ``stimuli.bar_motion`` streams it finds the generator's turns
+    within a frame, missing some that happen at the edge.)
+    """
+    p = np.asarray(movie[:, 0, :], np.float64)
+    d = np.abs(p - np.median(p, axis=1, keepdims=True))
+    mass = d.sum(1)
+    on = mass > 1e-3 * max(mass.max(), 1e-12)
+    centre = np.where(on, (d * np.arange(p.shape[1])).sum(1) / np.where(on, mass, 1), np.nan)
+    v = np.full(len(centre), np.nan)
+    v[k:-k] = centre[2 * k:] - centre[:-2 * k]
+    sign = np.sign(np.where(np.abs(v) > min_speed * 2 * k, v, np.nan))
+    idx = np.flatnonzero(~np.isnan(sign))
+    a, b = idx[:-1], idx[1:]
+    gap_on = np.concatenate([[0], np.cumsum(~on)])   # bars out of view between a and b
+    turn = (sign[a] != sign[b]) & (b - a <= 2 * k + 2) & (gap_on[b + 1] == gap_on[a])
+    return (a[turn] + b[turn]) // 2
+
+
+def reversal_weights(movie, boost):
+    """Per-frame loss weights: ``boost`` for the ``REVERSAL_FRAMES`` frames after each turn of a bar, else 1."""
+    w = np.ones(len(movie))
+    for t in bar_reversals(movie):
+        w[t:t + REVERSAL_FRAMES] = boost
+    return w
 
 
 def noise_ceiling(repeats, rate):
@@ -331,8 +368,9 @@ def main():
                          "layer1, layer2, readout, joined by +), windows (per epoch; default --epoch-windows), "
                          "select (1: choose the epoch by validation correlation less 1 per phenomenon missed or "
                          "required channel type lacking), select_wn (with select=1, also less 1 if the white-noise "
-                         "validation correlation is under this value; 0: not asked); each stream needs its "
-                         "--*-minutes")
+                         "validation correlation is under this value; 0: not asked), reversal_boost (loss weight "
+                         "of the 0.5 s after each turn of a bar in the moving-bar streams; default 1); each stream "
+                         "needs its --*-minutes")
     ap.add_argument("--fullfield-minutes", type=float, default=0.0,
                     help="also simulate full-field Gaussian flicker for the fine-tuning stages (0: none)")
     ap.add_argument("--bars-minutes", type=float, default=0.0,
@@ -400,6 +438,7 @@ def main():
         shares = [rest * w for w in cfg.stream_weights]
         losses = [1.0, st["wn"]]
         stage_valid = list(vsets)
+        fweights = [None] * len(xs)
         for kind in STREAMS:
             if st[kind] > 0:
                 x, y = etr[kind].stimulus, etr[kind].rates
@@ -409,6 +448,8 @@ def main():
                     x, y = x[:-n], y[:-n]
                 xs.append(x)
                 ys.append(y)
+                fweights.append(reversal_weights(x, st["reversal_boost"])
+                                if STREAMS[kind][0] == "motion" and st["reversal_boost"] != 1 else None)
                 shares.append(st[kind])
                 losses.append(st[f"{kind}_loss"])
         epochs = st["epochs"]
@@ -418,7 +459,8 @@ def main():
                            patience=epochs, lr_patience=epochs, freeze=st["freeze"])
         nxt = os.path.join(args.out, f"finetune{i + 1}.ckpt")
         res = train(xs, ys, config=fcfg, valid=stage_valid, checkpoint=nxt, norm_stats=tr.stats, cell_ids=ids,
-                    init_from=ck, score=phenomena_score(sim, vsets[1] if st["select_wn"] > 0 else None,
+                    init_from=ck, frame_weights=fweights if any(w is not None for w in fweights) else None,
+                    score=phenomena_score(sim, vsets[1] if st["select_wn"] > 0 else None,
                                                         st["select_wn"]) if st["select"] else None)
         ck = nxt
     t_train = time.time() - t0

@@ -1,9 +1,12 @@
-"""The bundled model's recipe (scripts/train_default.py): its fine-tuning stage syntax."""
+"""The bundled model's recipe (scripts/train_default.py): its fine-tuning stage syntax and event weights."""
 
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from retina import stimuli
 
 _spec = importlib.util.spec_from_file_location(
     "train_default", Path(__file__).resolve().parents[1] / "scripts" / "train_default.py")
@@ -28,7 +31,28 @@ def test_key_value_stage():
 
 @pytest.mark.parametrize("text, match", [("30", "expected"), ("a:b", "expected"), ("wn=1,speed=3", "unknown key"),
                                          ("10:0", "epochs"), ("epochs=2,fullfield=0.6,motion=0.5", "shares"),
-                                         ("epochs=2,freeze=conv1", "freeze: unknown")])
+                                         ("epochs=2,freeze=conv1", "freeze: unknown"),
+                                         ("epochs=2,reversal_boost=0", "reversal_boost")])
 def test_bad_stages_are_refused(text, match):
     with pytest.raises(SystemExit, match=match):
         recipe.parse_stage(text)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_bar_reversals_are_read_from_the_movie(seed):
+    st = stimuli.bar_motion(12000, p_reverse=1.0, speeds=(0.02, 0.6), seed=seed)
+    centre, vel = st.events["center"], st.events["velocity"]
+    inside = ~np.isnan(centre)
+    truth = np.flatnonzero((np.sign(vel[1:]) * np.sign(vel[:-1]) < 0) & inside[1:] & inside[:-1]) + 1
+    movie = np.round((st.movie + 1) * 127.5).astype(np.uint8)   # as stored: 8-bit frames
+    found = recipe.bar_reversals(movie)
+    assert len(truth) >= 10
+    # every turn found is a true one, within a frame; at most one true turn in six is missed (turns at the edge)
+    assert all(np.abs(truth - t).min() <= 1 for t in found)
+    assert len(found) >= len(truth) - len(truth) // 6
+    w = recipe.reversal_weights(movie, 7.0)
+    assert set(np.unique(w)) == {1.0, 7.0}
+    assert (w[found[0]:found[0] + recipe.REVERSAL_FRAMES] == 7.0).all() and w[found[0] - 1] == 1.0
+    # bars that never turn: nothing found
+    straight = stimuli.bar_motion(6000, p_reverse=0.0, seed=seed).movie
+    assert len(recipe.bar_reversals(straight)) == 0

@@ -151,6 +151,40 @@ def test_sample_weighted_loss_gradients_match_finite_differences(rng):
         assert grads[name][idx] == pytest.approx(fd, rel=1e-4, abs=1e-9), name
 
 
+def test_frame_weights_weight_each_target_frame(tmp_path):
+    x, y = _toy_data(900)
+    kw = dict(SMOKE, epochs=1, epoch_windows=300)
+    valid = (x[700:], y[700:])
+    x, y = x[:700], y[:700]
+    plain = train(x, y, valid=valid, progress=False, **kw)
+    ones = train(x, y, valid=valid, progress=False, frame_weights=np.ones(len(x)), **kw)
+    np.testing.assert_array_equal(ones.model.w1, plain.model.w1)
+    # weight 2 everywhere is the stream loss weight 2
+    a = train(x, y, valid=valid, progress=False, frame_weights=[np.full(len(x), 2.0)], **kw)
+    b = train([x], [y], valid=valid, progress=False, **dict(kw, stream_loss_weights=(2.0,)))
+    np.testing.assert_array_equal(a.model.w1, b.model.w1)
+    assert not np.array_equal(a.model.w1, plain.model.w1)
+    # frames of weight 0 do not count: poisoning their targets changes nothing (from the same start:
+    # a fresh start's readout bias follows the mean rate)
+    start = tmp_path / "start.h5"
+    train(x, y, valid=valid, progress=False, checkpoint=start, **kw)
+    fw = np.ones(len(x))
+    fw[200:450] = 0.0
+    poisoned = y.copy()
+    poisoned[200:450] *= 40.0
+    c = train(x, poisoned, valid=valid, progress=False, frame_weights=fw, init_from=start, **kw)
+    d = train(x, y, valid=valid, progress=False, frame_weights=fw, init_from=start, **kw)
+    np.testing.assert_array_equal(c.model.w1, d.model.w1)
+    e = train(x, poisoned, valid=valid, progress=False, init_from=start, **kw)
+    assert not np.array_equal(e.model.w1, d.model.w1)
+    with pytest.raises(ValueError, match=r"frame_weights must have one weight per stimulus frame \(700\), got 699"):
+        train(x, y, valid=valid, progress=False, frame_weights=fw[:-1], **kw)
+    with pytest.raises(ValueError, match="frame_weights lists 2 streams, the stimulus 1"):
+        train(x, y, valid=valid, progress=False, frame_weights=[fw, fw], **kw)
+    with pytest.raises(ValueError, match=r"frame_weights\[1\] must be finite and >= 0"):
+        train([x, x], [y, y], valid=valid, progress=False, frame_weights=[None, -fw], **kw)
+
+
 def test_several_validation_sets_count_equally():
     x, y = _toy_data(1600)
     sets = [(x[1000:1300], y[1000:1300]), (x[1300:], 3 * y[1300:])]
