@@ -100,7 +100,10 @@ STREAMS = {   # fine-tuning streams: dataset kind and generator options
     "motion": ("motion", None),
     "slowmotion": ("motion", {"speeds": (0.02, 0.25), "contrasts": (0.5, 1.0)}),
     "flashes": ("flashes", None),
-    "reversals": ("motion", {"p_reverse": 1.0, "speeds": (0.05, 0.4), "contrasts": (0.5, 1.0)}),
+    # bars that all turn back, in the regime where the simulator's reversal burst lives: the burst beats the
+    # smooth-motion peak for dark, high-contrast bars 2-4 px wide at 0.1-0.3 px/frame (1.5-1.7x), not for
+    # fainter, thinner, faster or bright ones (0.9-1.1x)
+    "reversals": ("motion", {"p_reverse": 1.0, "speeds": (0.1, 0.3), "widths": (2.0, 4.0), "contrasts": (0.8, 1.0)}),
 }
 STREAM_FLAGS = {"fullfield": "fullfield-minutes", "bars": "bars-minutes", "motion": "motion-minutes",
                 "slowmotion": "slow-motion-minutes", "flashes": "flash-minutes", "reversals": "reversal-minutes"}
@@ -109,7 +112,7 @@ STREAM_FLAGS = {"fullfield": "fullfield-minutes", "bars": "bars-minutes", "motio
 def parse_stage(text):
     """A --finetune stage: ``WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]]`` or ``key=value,...`` pairs."""
     st = dict(wn=1.0, epochs=1.0, **{k: 0.0 for k in STREAMS}, **{f"{k}_loss": 1.0 for k in STREAMS}, freeze=(),
-              windows=0.0, select=0.0, select_wn=0.0, reversal_boost=1.0)
+              windows=0.0, select=0.0, select_wn=0.0, reversal_boost=1.0, wn_share=-1.0, lr=2.5e-4)
     try:
         if "=" in text:
             for item in text.split(","):
@@ -132,9 +135,10 @@ def parse_stage(text):
     except ValueError:
         raise SystemExit(f"--finetune {text}: expected WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] or key=value pairs")
     st["epochs"], st["windows"] = int(st["epochs"]), int(st["windows"])
-    if st["select"] not in (0, 1) or st["windows"] < 0 or not 0 <= st["select_wn"] < 1 or st["reversal_boost"] <= 0:
-        raise SystemExit(f"--finetune {text}: select must be 0 or 1, windows >= 0, select_wn in [0, 1) and "
-                         "reversal_boost > 0")
+    if (st["select"] not in (0, 1) or st["windows"] < 0 or not 0 <= st["select_wn"] < 1 or st["reversal_boost"] <= 0
+            or not (st["wn_share"] == -1 or 0 <= st["wn_share"] <= 1) or st["lr"] <= 0):
+        raise SystemExit(f"--finetune {text}: select must be 0 or 1, windows >= 0, select_wn in [0, 1), "
+                         "reversal_boost > 0, wn_share in [0, 1] and lr > 0")
     shares = sum(st[k] for k in STREAMS)
     if st["epochs"] < 1 or not 0 <= shares < 1:
         raise SystemExit(f"--finetune {text}: epochs must be >= 1 and the stream shares sum to less than 1")
@@ -287,7 +291,10 @@ def phenomena_score(sim, whitenoise=None, min_corr=0.8):
 
     def score(model, val_corr):
         cnn = CNNWithCells(model, sim)
-        missed = [name for name in PHENOMENA if not _shows(name, _measure(name, cnn, cells[name]))]
+        measures = {name: _measure(name, cnn, cells[name]) for name in PHENOMENA}
+        print("  " + ", ".join(f"{name} {DIRECTIONS[name][0]} {measures[name][DIRECTIONS[name][0]]:.3g}"
+                               for name in PHENOMENA), flush=True)
+        missed = [name for name in PHENOMENA if not _shows(name, measures[name])]
         types = {c["type"] for c in classify_channels(model)}
         missed += [t for t in REQUIRED_TYPES if t not in types]
         if whitenoise is not None:
@@ -369,8 +376,9 @@ def main():
                          "select (1: choose the epoch by validation correlation less 1 per phenomenon missed or "
                          "required channel type lacking), select_wn (with select=1, also less 1 if the white-noise "
                          "validation correlation is under this value; 0: not asked), reversal_boost (loss weight "
-                         "of the 0.5 s after each turn of a bar in the moving-bar streams; default 1); each stream "
-                         "needs its --*-minutes")
+                         "of the 0.5 s after each turn of a bar in the moving-bar streams; default 1), wn_share "
+                         "(share of the natural and white-noise runs from white noise; default --noise-share), lr "
+                         "(default 2.5e-4); each stream needs its --*-minutes")
     ap.add_argument("--fullfield-minutes", type=float, default=0.0,
                     help="also simulate full-field Gaussian flicker for the fine-tuning stages (0: none)")
     ap.add_argument("--bars-minutes", type=float, default=0.0,
@@ -384,8 +392,8 @@ def main():
                     help="also simulate full-field flashes from grey (stimuli.flash_sequence) for the fine-tuning "
                          "stages (0: none)")
     ap.add_argument("--reversal-minutes", type=float, default=0.0,
-                    help="also simulate moving bars that all turn back (0.05-0.4 px/frame, contrast 0.5-1) for the "
-                         "fine-tuning stages (0: none)")
+                    help="also simulate moving bars that all turn back (0.1-0.3 px/frame, 2-4 px wide, contrast "
+                         "0.8-1) for the fine-tuning stages (0: none)")
     ap.add_argument("--noise-loss-weight", type=float, default=1.0,
                     help="loss weight of white-noise windows (1: none)")
     args = ap.parse_args()
@@ -435,7 +443,8 @@ def main():
                 raise SystemExit(f"--finetune {stage}: a {kind} share needs --{STREAM_FLAGS[kind]}")
         xs, ys = list(xt), list(yt)
         rest = 1 - sum(st[k] for k in STREAMS)
-        shares = [rest * w for w in cfg.stream_weights]
+        noise = args.noise_share if st["wn_share"] == -1 else st["wn_share"]
+        shares = [rest * (1 - noise), rest * noise]
         losses = [1.0, st["wn"]]
         stage_valid = list(vsets)
         fweights = [None] * len(xs)
@@ -453,7 +462,7 @@ def main():
                 shares.append(st[kind])
                 losses.append(st[f"{kind}_loss"])
         epochs = st["epochs"]
-        fcfg = TrainConfig(epochs=epochs, epoch_windows=st["windows"] or args.epoch_windows, lr=2.5e-4,
+        fcfg = TrainConfig(epochs=epochs, epoch_windows=st["windows"] or args.epoch_windows, lr=st["lr"],
                            seed=args.seed + 1 + i,
                            stream_weights=tuple(shares), stream_loss_weights=tuple(losses),
                            patience=epochs, lr_patience=epochs, freeze=st["freeze"])

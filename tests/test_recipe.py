@@ -27,12 +27,16 @@ def test_key_value_stage():
     assert (st["wn"], st["epochs"], st["fullfield"], st["slowmotion"], st["slowmotion_loss"]) == (30, 6, 0.25, 0.3, 3)
     assert st["bars"] == 0.0 and isinstance(st["epochs"], int) and st["freeze"] == ()
     assert recipe.parse_stage("epochs=4,flashes=0.3,freeze=layer1+b3")["freeze"] == ("layer1", "b3")
+    st = recipe.parse_stage("epochs=4,wn_share=0.7,lr=5e-4,reversal_boost=20")
+    assert (st["wn_share"], st["lr"], st["reversal_boost"]) == (0.7, 5e-4, 20.0)
+    assert recipe.parse_stage("10:8")["wn_share"] == -1   # --noise-share
 
 
 @pytest.mark.parametrize("text, match", [("30", "expected"), ("a:b", "expected"), ("wn=1,speed=3", "unknown key"),
                                          ("10:0", "epochs"), ("epochs=2,fullfield=0.6,motion=0.5", "shares"),
                                          ("epochs=2,freeze=conv1", "freeze: unknown"),
-                                         ("epochs=2,reversal_boost=0", "reversal_boost")])
+                                         ("epochs=2,reversal_boost=0", "reversal_boost"),
+                                         ("epochs=2,wn_share=1.5", "wn_share"), ("epochs=2,lr=0", "lr > 0")])
 def test_bad_stages_are_refused(text, match):
     with pytest.raises(SystemExit, match=match):
         recipe.parse_stage(text)
