@@ -28,6 +28,7 @@ paired with the rate in bin ``i + history``.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
@@ -404,6 +405,15 @@ def _load_checkpoint(path, cfg):
     return out
 
 
+def _takes_keyword(fn, name):
+    """Does the callable ``fn`` accept the keyword argument ``name``?"""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def _frame_weights(frame_weights, xs, several):
     """Checked per-stream frame weights (a list with ``None`` for streams weighted 1), or ``None``."""
     if frame_weights is None:
@@ -460,7 +470,10 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
         epoch (and drives the plateau and early-stopping counters) in place of
         the validation correlation ``val_corr``, which is still logged.  E.g.
         ``val_corr`` minus a penalty when the model misses a known response
-        property that the loss barely sees.
+        property that the loss barely sees.  A ``score`` that accepts the
+        keyword ``val_corrs`` also gets each validation set's mean per-cell
+        correlation (a list in the order of ``valid``), so it need not
+        predict a validation set again.
     frame_weights : array (T,), or a list of them (``None`` entries allowed), optional
         Loss weight of each frame's target, per stream (multiplying the
         stream's ``config.stream_loss_weights``): e.g. larger around events
@@ -574,8 +587,9 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
             tgt = np.concatenate([ys[i][s + cfg.history:s + cfg.history + run_len] for i, s in zip(streams, starts)])
             sw = None if cfg.stream_loss_weights is None else np.repeat(loss_w[streams], run_len)
             if fws is not None:
-                fw = np.concatenate([np.ones(run_len) if fws[i] is None else
-                                     fws[i][s + cfg.history:s + cfg.history + run_len] for i, s in zip(streams, starts)])
+                first = starts + cfg.history   # each run's first target frame
+                fw = np.concatenate([np.ones(run_len) if fws[i] is None else fws[i][a:a + run_len]
+                                     for i, a in zip(streams, first)])
                 sw = fw if sw is None else sw * fw
             loss, grads, st = loss_and_grads(params, segs, tgt, cfg, rng=rng, backend=be, sample_weights=sw)
             if not np.isfinite(loss):
@@ -592,7 +606,12 @@ def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_sta
         scores = [evaluate(model, xv, yv, backend=be.name) for xv, yv in vsets]
         val = float(np.mean([np.mean(c) for c, _ in scores]))  # each validation set counts equally
         vloss = float(np.mean([v for _, v in scores]))
-        chosen = val if score is None else float(score(model, val))
+        if score is None:
+            chosen = val
+        elif _takes_keyword(score, "val_corrs"):
+            chosen = float(score(model, val, val_corrs=[float(np.mean(c)) for c, _ in scores]))
+        else:
+            chosen = float(score(model, val))
         state["epoch"] += 1
         state["seconds"] += time.perf_counter() - t0
         state["log"].append({"epoch": state["epoch"], "train_loss": float(np.mean(losses)), "val_loss": vloss,

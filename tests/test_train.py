@@ -237,6 +237,21 @@ def test_a_score_selects_the_epoch():
     np.testing.assert_allclose(res.model.w1, seen[1])   # the selected model is the one scored 0.9
     plain = train(x, y, progress=False, **kw)
     assert plain.best_score == plain.best_val_corr == max(h["val_corr"] for h in plain.history)
+    # a score that takes val_corrs gets each validation set's mean correlation, in valid's order
+    got = []
+
+    def per_set(model, val_corr, val_corrs):
+        got.append((val_corr, val_corrs))
+        return val_corrs[1]
+
+    sets = [(x[600:750], y[600:750]), (x[750:], y[750:])]
+    res = train(x[:600], y[:600], valid=sets, progress=False, score=per_set, **kw)
+    from retina.train import evaluate
+
+    assert len(got) == 3 and all(len(c) == 2 and v == pytest.approx(np.mean(c)) for v, c in got)
+    assert res.best_score == max(c[1] for _, c in got)
+    best = got[res.best_epoch - 1][1]
+    assert [float(evaluate(res.model, *v)[0].mean()) for v in sets] == pytest.approx(best, rel=1e-6)
 
 
 def _gpu_or_skip():
