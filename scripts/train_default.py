@@ -112,7 +112,7 @@ STREAM_FLAGS = {"fullfield": "fullfield-minutes", "bars": "bars-minutes", "motio
 def parse_stage(text):
     """A --finetune stage: ``WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]]`` or ``key=value,...`` pairs."""
     st = dict(wn=1.0, epochs=1.0, **{k: 0.0 for k in STREAMS}, **{f"{k}_loss": 1.0 for k in STREAMS}, freeze=(),
-              windows=0.0, select=0.0, select_wn=0.0, reversal_boost=1.0, wn_share=-1.0, lr=2.5e-4)
+              windows=0.0, select=0.0, select_wn=0.0, reversal_boost=1.0, flash_boost=1.0, wn_share=-1.0, lr=2.5e-4)
     try:
         if "=" in text:
             for item in text.split(","):
@@ -136,9 +136,9 @@ def parse_stage(text):
         raise SystemExit(f"--finetune {text}: expected WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] or key=value pairs")
     st["epochs"], st["windows"] = int(st["epochs"]), int(st["windows"])
     if (st["select"] not in (0, 1) or st["windows"] < 0 or not 0 <= st["select_wn"] < 1 or st["reversal_boost"] <= 0
-            or not (st["wn_share"] == -1 or 0 <= st["wn_share"] <= 1) or st["lr"] <= 0):
+            or st["flash_boost"] < 1 or not (st["wn_share"] == -1 or 0 <= st["wn_share"] <= 1) or st["lr"] <= 0):
         raise SystemExit(f"--finetune {text}: select must be 0 or 1, windows >= 0, select_wn in [0, 1), "
-                         "reversal_boost > 0, wn_share in [0, 1] and lr > 0")
+                         "reversal_boost > 0, flash_boost >= 1, wn_share in [0, 1] and lr > 0")
     shares = sum(st[k] for k in STREAMS)
     if st["epochs"] < 1 or not 0 <= shares < 1:
         raise SystemExit(f"--finetune {text}: epochs must be >= 1 and the stream shares sum to less than 1")
@@ -178,6 +178,32 @@ def reversal_weights(movie, boost):
     w = np.ones(len(movie))
     for t in bar_reversals(movie):
         w[t:t + REVERSAL_FRAMES] = boost
+    return w
+
+
+FLASH_FRAMES = 30   # frames from a flash's onset weighted by flash_boost (the latency window is 150 ms)
+
+
+def flash_onsets(movie):
+    """First frames of the full-field flashes from grey in a movie, and each flash's contrast relative to the
+    strongest (the frame mean's deviation from the grey level, the movie's most common frame mean)."""
+    level = np.asarray(movie, np.float64).mean(axis=(1, 2))
+    values, counts = np.unique(np.round(level, 4), return_counts=True)
+    dev = level - values[np.argmax(counts)]
+    on = np.abs(dev) > 1e-3 * max(np.abs(dev).max(), 1e-12)
+    onsets = np.flatnonzero(on & ~np.concatenate([[False], on[:-1]]))
+    ends = np.flatnonzero(on & ~np.concatenate([on[1:], [False]])) + 1
+    peak = np.array([np.abs(dev[a:b]).max() for a, b in zip(onsets, ends)])
+    return onsets, peak / max(peak.max(), 1e-12) if len(peak) else peak
+
+
+def flash_weights(movie, boost):
+    """Per-frame loss weights for a flash stream: the ``FLASH_FRAMES`` frames from each flash's onset weigh
+    ``min(boost, 1 / c**2)`` for a flash of relative contrast ``c`` (weak flashes drive the rates little, so
+    the Poisson loss barely sees how late their responses peak, the latency code), else 1."""
+    w = np.ones(len(movie))
+    for t, c in zip(*flash_onsets(movie)):
+        w[t:t + FLASH_FRAMES] = np.maximum(w[t:t + FLASH_FRAMES], min(boost, 1.0 / c ** 2))
     return w
 
 
@@ -379,7 +405,9 @@ def main():
                          "select (1: choose the epoch by validation correlation less 1 per phenomenon missed or "
                          "required channel type lacking), select_wn (with select=1, also less 1 if the white-noise "
                          "validation correlation is under this value; 0: not asked), reversal_boost (loss weight "
-                         "of the 0.5 s after each turn of a bar in the moving-bar streams; default 1), wn_share "
+                         "of the 0.5 s after each turn of a bar in the moving-bar streams; default 1), flash_boost "
+                         "(the 0.3 s from a flash of contrast c in the flash stream weigh min(flash_boost, 1/c^2) "
+                         "times the strongest's; default 1), wn_share "
                          "(share of the natural and white-noise runs from white noise; default --noise-share), lr "
                          "(default 2.5e-4); each stream needs its --*-minutes")
     ap.add_argument("--fullfield-minutes", type=float, default=0.0,
@@ -460,8 +488,12 @@ def main():
                     x, y = x[:-n], y[:-n]
                 xs.append(x)
                 ys.append(y)
-                fweights.append(reversal_weights(x, st["reversal_boost"])
-                                if STREAMS[kind][0] == "motion" and st["reversal_boost"] != 1 else None)
+                if STREAMS[kind][0] == "motion" and st["reversal_boost"] != 1:
+                    fweights.append(reversal_weights(x, st["reversal_boost"]))
+                elif STREAMS[kind][0] == "flashes" and st["flash_boost"] != 1:
+                    fweights.append(flash_weights(x, st["flash_boost"]))
+                else:
+                    fweights.append(None)
                 shares.append(st[kind])
                 losses.append(st[f"{kind}_loss"])
         epochs = st["epochs"]

@@ -60,3 +60,17 @@ def test_bar_reversals_are_read_from_the_movie(seed):
     # bars that never turn: nothing found
     straight = stimuli.bar_motion(6000, p_reverse=0.0, seed=seed).movie
     assert len(recipe.bar_reversals(straight)) == 0
+
+
+def test_flash_onsets_and_weights_are_read_from_the_movie():
+    st = stimuli.flash_sequence(6000, seed=2)
+    frames, strength = np.asarray(st.events["flash_frames"]), np.abs(st.events["intensity"])
+    movie = np.round((st.movie + 1) * 127.5).astype(np.uint8)
+    onsets, rel = recipe.flash_onsets(movie)
+    np.testing.assert_array_equal(onsets, frames)
+    np.testing.assert_allclose(rel, strength / strength.max(), atol=0.01)   # 8-bit rounding
+    w = recipe.flash_weights(movie, 30.0)
+    assert w.min() == 1.0 and w.max() == 30.0
+    weakest, strongest = onsets[np.argmin(rel)], onsets[np.argmax(rel)]
+    assert w[weakest] == 30.0 and w[strongest] == pytest.approx(1.0, abs=0.05)
+    assert (w[:frames[0]] == 1.0).all()
