@@ -30,13 +30,15 @@ def test_key_value_stage():
     st = recipe.parse_stage("epochs=4,wn_share=0.7,lr=5e-4,reversal_boost=20")
     assert (st["wn_share"], st["lr"], st["reversal_boost"]) == (0.7, 5e-4, 20.0)
     assert recipe.parse_stage("10:8")["wn_share"] == -1   # --noise-share
+    assert recipe.parse_stage("epochs=3,noise=0.01")["noise"] == 0.01
 
 
 @pytest.mark.parametrize("text, match", [("30", "expected"), ("a:b", "expected"), ("wn=1,speed=3", "unknown key"),
                                          ("10:0", "epochs"), ("epochs=2,fullfield=0.6,motion=0.5", "shares"),
                                          ("epochs=2,freeze=conv1", "freeze: unknown"),
                                          ("epochs=2,reversal_boost=0", "reversal_boost"),
-                                         ("epochs=2,wn_share=1.5", "wn_share"), ("epochs=2,lr=0", "lr > 0")])
+                                         ("epochs=2,wn_share=1.5", "wn_share"), ("epochs=2,lr=0", "lr > 0"),
+                                         ("epochs=2,noise=-0.5", "noise >= 0")])
 def test_bad_stages_are_refused(text, match):
     with pytest.raises(SystemExit, match=match):
         recipe.parse_stage(text)
