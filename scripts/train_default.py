@@ -79,7 +79,8 @@ by min(boost, 1/c^2).  A stage 2 at ``lr=7.5e-4`` fits white noise better (test 
 loses latency (-56 ms) for the next stage to win back.  Best so far, stage 1, that stage 2, and a selected
 stage with flashes (``flash_boost=30``), turning bars (``reversal_boost=40``) and slow bars: one epoch with
 OSR, latency (+25 ms, also under both held-out protocols), reversal (1.12) and all four types, but
-anticipation -74 um and white noise 0.786.  White noise (>= 0.8) is still met by no recipe under 60 minutes.
+anticipation -74 um and white noise 0.786.  White noise (>= 0.8) is still met by no recipe under 60 minutes
+(its small layer-1 drive is not blurred by the training noise: ``noise=0.01`` changed nothing).
 
 Seeds are fixed, but a rerun gives a model of the same recipe, not the same numbers: the threaded FFTs'
 summation order, and since the eighth session the training step's arithmetic and its noise draws (two
