@@ -501,8 +501,8 @@ def main():
                 raise SystemExit(f"--finetune {stage}: a {kind} share needs --{STREAM_FLAGS[kind]}")
         xs, ys = list(xt), list(yt)
         rest = 1 - sum(st[k] for k in STREAMS)
-        noise = args.noise_share if st["wn_share"] == -1 else st["wn_share"]
-        shares = [rest * (1 - noise), rest * noise]
+        wn_share = args.noise_share if st["wn_share"] == -1 else st["wn_share"]
+        shares = [rest * (1 - wn_share), rest * wn_share]
         losses = [1.0, st["wn"]]
         stage_valid = list(vsets)
         fweights = [None] * len(xs)
