@@ -133,6 +133,18 @@ STREAM_FLAGS = {"fullfield": "fullfield-minutes", "bars": "bars-minutes", "motio
                 "slowmotion": "slow-motion-minutes", "flashes": "flash-minutes", "reversals": "reversal-minutes"}
 
 
+STAGE_RANGES = (   # stage key, its allowed values in words, and the test (wn_share and noise: -1 = the default)
+    ("select", "0 or 1", lambda v: v in (0, 1)),
+    ("windows", ">= 0", lambda v: v >= 0),
+    ("select_wn", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("reversal_boost", "> 0", lambda v: v > 0),
+    ("flash_boost", ">= 1", lambda v: v >= 1),
+    ("wn_share", "in [0, 1]", lambda v: v == -1 or 0 <= v <= 1),
+    ("lr", "> 0", lambda v: v > 0),
+    ("noise", ">= 0", lambda v: v == -1 or v >= 0),
+)
+
+
 def parse_stage(text):
     """A --finetune stage: ``WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]]`` or ``key=value,...`` pairs."""
     st = dict(wn=1.0, epochs=1.0, **{k: 0.0 for k in STREAMS}, **{f"{k}_loss": 1.0 for k in STREAMS}, freeze=(),
@@ -160,11 +172,9 @@ def parse_stage(text):
     except ValueError:
         raise SystemExit(f"--finetune {text}: expected WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] or key=value pairs")
     st["epochs"], st["windows"] = int(st["epochs"]), int(st["windows"])
-    if (st["select"] not in (0, 1) or st["windows"] < 0 or not 0 <= st["select_wn"] < 1 or st["reversal_boost"] <= 0
-            or st["flash_boost"] < 1 or not (st["wn_share"] == -1 or 0 <= st["wn_share"] <= 1) or st["lr"] <= 0
-            or not (st["noise"] == -1 or st["noise"] >= 0)):
-        raise SystemExit(f"--finetune {text}: select must be 0 or 1, windows >= 0, select_wn in [0, 1), "
-                         "reversal_boost > 0, flash_boost >= 1, wn_share in [0, 1], lr > 0 and noise >= 0")
+    bad = [f"{key} {want} (got {st[key]:g})" for key, want, ok in STAGE_RANGES if not ok(st[key])]
+    if bad:
+        raise SystemExit(f"--finetune {text}: expected {', '.join(bad)}")
     shares = sum(st[k] for k in STREAMS)
     if st["epochs"] < 1 or not 0 <= shares < 1:
         raise SystemExit(f"--finetune {text}: epochs must be >= 1 and the stream shares sum to less than 1")
