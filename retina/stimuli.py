@@ -400,13 +400,15 @@ def bar_motion(n_frames, frame_shape=(50, 50), *, speeds=(0.02, 0.6), widths=(1.
 
 
 def flash_sequence(n_frames, frame_shape=(50, 50), *, contrasts=(0.05, 1.0), durations=(1, 4), gaps=(20, 100),
-                   seed=0):
+                   polarity="both", seed=0):
     """Full-field flashes of random strength from grey: the flash protocols' stimulus class, for training.
 
     Flashes follow each other after grey gaps of ``gaps`` frames (uniform); each
     lasts ``durations`` frames (uniform) at a contrast of magnitude log-uniform
-    in ``contrasts``, either polarity equally.  Events: ``flash_frames`` (first
-    frame of each flash) and ``intensity`` (its signed contrast).
+    in ``contrasts``, either polarity equally (``polarity="both"``) or only
+    ``"dark"`` or ``"bright"`` ones (the same draws, signs forced).  Events:
+    ``flash_frames`` (first frame of each flash) and ``intensity`` (its signed
+    contrast).
     """
     n = check_int("n_frames", n_frames, minimum=1)
     h, w = _frame(frame_shape)
@@ -416,12 +418,16 @@ def flash_sequence(n_frames, frame_shape=(50, 50), *, contrasts=(0.05, 1.0), dur
     if lo_c > hi_c or d_lo > d_hi or gap_lo > gap_hi:
         raise ValueError(f"ranges must be (low, high); got contrasts={contrasts}, durations={durations}, "
                          f"gaps={gaps}")
+    sign = {"both": 0, "dark": -1, "bright": 1}.get(polarity) if isinstance(polarity, str) else None
+    if sign is None:
+        raise ValueError(f"polarity must be 'both', 'dark' or 'bright', got {polarity!r}")
     rng = np.random.default_rng(seed)
     level = np.zeros(n, np.float32)
     starts, values = [], []
     t = int(rng.integers(gap_lo, gap_hi + 1))
     while t < n:
         c = float(np.exp(rng.uniform(np.log(lo_c), np.log(hi_c)))) * (1 if rng.random() < 0.5 else -1)
+        c = abs(c) * sign if sign else c
         d = int(rng.integers(d_lo, d_hi + 1))
         level[t:t + d] = c
         starts.append(t)
@@ -429,7 +435,8 @@ def flash_sequence(n_frames, frame_shape=(50, 50), *, contrasts=(0.05, 1.0), dur
         t += d + int(rng.integers(gap_lo, gap_hi + 1))
     movie = np.ascontiguousarray(np.broadcast_to(level[:, None, None], (n, h, w)))
     return Stimulus(movie, dict(kind="flash_sequence", contrasts=(lo_c, hi_c), durations=(d_lo, d_hi),
-                                gaps=(gap_lo, gap_hi), seed=seed, frame_shape=(h, w)),
+                                gaps=(gap_lo, gap_hi), polarity=polarity, seed=seed,
+                                frame_shape=(h, w)),
                     dict(flash_frames=np.array(starts, dtype=np.int64), intensity=np.array(values)))
 
 

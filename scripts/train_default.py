@@ -128,9 +128,14 @@ STREAMS = {   # fine-tuning streams: dataset kind and generator options
     # smooth-motion peak for dark, high-contrast bars 2-4 px wide at 0.1-0.3 px/frame (1.5-1.7x), not for
     # fainter, thinner, faster or bright ones (0.9-1.1x)
     "reversals": ("motion", {"p_reverse": 1.0, "speeds": (0.1, 0.3), "widths": (2.0, 4.0), "contrasts": (0.8, 1.0)}),
+    # dark flashes only: the simulator's OFF cells answer weak flashes of either sign with a rise (even near
+    # grey), which a ReLU network fits as an odd, ON-like dip when both signs weigh alike; the latency
+    # protocol reads the dark side
+    "darkflashes": ("flashes", {"polarity": "dark"}),
 }
 STREAM_FLAGS = {"fullfield": "fullfield-minutes", "bars": "bars-minutes", "motion": "motion-minutes",
-                "slowmotion": "slow-motion-minutes", "flashes": "flash-minutes", "reversals": "reversal-minutes"}
+                "slowmotion": "slow-motion-minutes", "flashes": "flash-minutes", "reversals": "reversal-minutes",
+                "darkflashes": "dark-flash-minutes"}
 
 
 STAGE_RANGES = (   # stage key, its allowed values in words, and the test (wn_share and noise: -1 = the default)
@@ -435,9 +440,9 @@ def main():
                     help="a fine-tuning stage after the main run (repeatable), either "
                          "WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] (white-noise loss weight, epochs, shares of runs from "
                          "full-field flicker, flickering bars and moving bars) or key=value pairs: wn (white-noise "
-                         "loss weight), epochs, fullfield, bars, motion, slowmotion, flashes, reversals (shares of "
-                         "runs), <stream>_loss (its loss weight, default 1), freeze (layers kept as they are: "
-                         "layer1, layer2, readout, joined by +), windows (per epoch; default --epoch-windows), "
+                         "loss weight), epochs, fullfield, bars, motion, slowmotion, flashes, reversals, darkflashes "
+                         "(shares of runs), <stream>_loss (its loss weight, default 1), freeze (layers kept as they "
+                         "are: layer1, layer2, readout, joined by +), windows (per epoch; default --epoch-windows), "
                          "select (1: choose the epoch by validation correlation less 1 per phenomenon missed or "
                          "required channel type lacking), select_wn (with select=1, also less 1 if the white-noise "
                          "validation correlation is under this value; 0: not asked), reversal_boost (loss weight "
@@ -462,6 +467,9 @@ def main():
     ap.add_argument("--reversal-minutes", type=float, default=0.0,
                     help="also simulate moving bars that all turn back (0.1-0.3 px/frame, 2-4 px wide, contrast "
                          "0.8-1) for the fine-tuning stages (0: none)")
+    ap.add_argument("--dark-flash-minutes", type=float, default=0.0,
+                    help="also simulate dark full-field flashes from grey (flash_sequence, polarity 'dark') for "
+                         "the fine-tuning stages (0: none)")
     ap.add_argument("--noise-loss-weight", type=float, default=1.0,
                     help="loss weight of white-noise windows (1: none)")
     args = ap.parse_args()

@@ -135,6 +135,18 @@ def test_flash_sequence_draws_flashes_from_grey_within_its_ranges():
         S.flash_sequence(10, contrasts=(0.0, 1.0))
 
 
+@pytest.mark.parametrize("polarity, sign", [("dark", -1), ("bright", 1)])
+def test_flash_sequence_polarity_forces_the_sign_of_the_same_draws(polarity, sign):
+    both = S.flash_sequence(3000, (3, 3), seed=4)
+    one = S.flash_sequence(3000, (3, 3), polarity=polarity, seed=4)
+    np.testing.assert_array_equal(one.events["flash_frames"], both.events["flash_frames"])
+    np.testing.assert_allclose(one.events["intensity"], sign * np.abs(both.events["intensity"]))
+    np.testing.assert_allclose(one.movie, sign * np.abs(both.movie))
+    assert one.params["polarity"] == polarity
+    with pytest.raises(ValueError, match="polarity must be 'both', 'dark' or 'bright', got 'off'"):
+        S.flash_sequence(10, polarity="off")
+
+
 def test_bar_motion_draws_single_moving_bars_within_its_ranges():
     st = S.bar_motion(6000, (8, 30), speeds=(0.05, 0.5), widths=(2.0, 3.0), contrasts=(0.4, 0.8), gaps=(5, 20),
                       seed=2)
