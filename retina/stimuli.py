@@ -426,8 +426,9 @@ def flash_sequence(n_frames, frame_shape=(50, 50), *, contrasts=(0.05, 1.0), dur
     starts, values = [], []
     t = int(rng.integers(gap_lo, gap_hi + 1))
     while t < n:
-        c = float(np.exp(rng.uniform(np.log(lo_c), np.log(hi_c)))) * (1 if rng.random() < 0.5 else -1)
-        c = abs(c) * sign if sign else c
+        magnitude = float(np.exp(rng.uniform(np.log(lo_c), np.log(hi_c))))
+        drawn = 1 if rng.random() < 0.5 else -1     # drawn for every polarity, so the draws stay the same
+        c = magnitude * (sign or drawn)
         d = int(rng.integers(d_lo, d_hi + 1))
         level[t:t + d] = c
         starts.append(t)
