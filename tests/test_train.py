@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from retina.train import TrainConfig, init_params, loss_and_grads, to_model, train
+from retina.train import TrainConfig, evaluate, init_params, loss_and_grads, to_model, train
 
 CFG = TrainConfig(channels=(3, 2), kernel_sizes=(4, 3), history=5, batch=12, segments=3, noise=0.0, l2=0.01)
 
@@ -190,7 +190,6 @@ def test_several_validation_sets_count_equally():
     sets = [(x[1000:1300], y[1000:1300]), (x[1300:], 3 * y[1300:])]
     kw = dict(SMOKE, epochs=2)
     res = train(x[:1000], y[:1000], valid=sets, progress=False, **kw)
-    from retina.train import evaluate
 
     expect = np.mean([evaluate(res.model, xv, yv)[0].mean() for xv, yv in sets])
     assert res.best_val_corr == pytest.approx(expect, rel=1e-6)
@@ -246,8 +245,6 @@ def test_a_score_selects_the_epoch():
 
     sets = [(x[600:750], y[600:750]), (x[750:], y[750:])]
     res = train(x[:600], y[:600], valid=sets, progress=False, score=per_set, **kw)
-    from retina.train import evaluate
-
     assert len(got) == 3 and all(len(c) == 2 and v == pytest.approx(np.mean(c)) for v, c in got)
     assert res.best_score == max(c[1] for _, c in got)
     best = got[res.best_epoch - 1][1]
