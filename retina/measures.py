@@ -114,10 +114,13 @@ def latency(r, flash_frame, *, window_ms=150.0, upsample=10, min_rate=3.0):
 
     The response in ``[flash, flash + window_ms)`` minus the pre-flash
     baseline is upsampled ``upsample`` times with a cubic spline; values
-    under ``min_rate`` Hz are ignored (set to 0) for the centre of mass.
+    under ``min_rate`` Hz are ignored (``phenomena.md``): they do not count
+    towards the centre of mass, and a response whose peak stays under
+    ``min_rate`` has no latency (a sub-Hz bump's "peak" is wherever a flat
+    trace happens to be largest).
 
     Returns ``{"peak_ms", "com_ms", "peak_rate", "baseline"}`` (NaN latencies
-    when nothing exceeds ``min_rate``).
+    when nothing reaches ``min_rate``; ``peak_rate`` is given even then).
     """
     r = _trace("r", r)
     f = int(flash_frame)
@@ -132,7 +135,8 @@ def latency(r, flash_frame, *, window_ms=150.0, upsample=10, min_rate=3.0):
     i = int(np.argmax(y))
     yy = np.where(y >= min_rate, y, 0.0)
     com = float((fine * yy).sum() / yy.sum()) if yy.sum() > 0 else float("nan")
-    return {"peak_ms": float(fine[i]), "com_ms": com, "peak_rate": float(y[i] + base), "baseline": base}
+    peak_ms = float(fine[i]) if y[i] >= min_rate else float("nan")
+    return {"peak_ms": peak_ms, "com_ms": com, "peak_rate": float(y[i] + base), "baseline": base}
 
 
 def latency_trend(intensities, latencies_ms):

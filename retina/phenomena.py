@@ -32,6 +32,8 @@ __all__ = ["PhenomenonResult", "CNNProbe", "probe", "osr", "latency", "reversal"
 OSR_FREQUENCIES_HZ = (6, 8, 10, 12, 16)
 #: Response attributed either side of each window of interest (ms); ``context_ms=None`` attributes whole movies.
 CONTEXT_MS = 500.0
+# phenomena.md: full-field dark flashes "0 to -3 in 21 steps"; the zero step is no flash, so it is left out
+LATENCY_INTENSITIES = tuple(round(-0.15 * k, 2) for k in range(1, 21))
 
 
 @dataclass
@@ -360,18 +362,22 @@ def osr(model, *, frequencies=OSR_FREQUENCIES_HZ, periods=None, intensity=-1.0, 
     return res
 
 
-def latency(model, *, intensities=(-0.1, -0.2, -0.35, -0.5, -0.75, -1.0), duration=2, delay=50, post=60,
-            cells=None, window_ms=150.0, explain=True, share=0.9, n_steps=50, context_ms=CONTEXT_MS):
+def latency(model, *, intensities=LATENCY_INTENSITIES, duration=2, delay=50, post=60, cells=None,
+            window_ms=150.0, min_rate=3.0, explain=True, share=0.9, n_steps=50, context_ms=CONTEXT_MS):
     """Latency coding: single full-field flashes of growing strength.
 
-    Measures: per flash ``latency`` (peak and centre of mass); over flashes the
-    ``latency_trend`` of each (``peak_delta_ms`` = weakest minus strongest, ...).
+    Measures: per flash ``latency`` (peak and centre of mass, rates under
+    ``min_rate`` Hz above the pre-flash baseline ignored); over the flashes
+    that reach ``min_rate`` the ``latency_trend`` of each (``peak_delta_ms`` =
+    weakest minus strongest, ...).  The default flashes are the spec's: -0.15
+    to -3 in steps of 0.15.
     With ``explain`` (CNN), each flash response in ``[flash, flash + window_ms)``
     is attributed and reduced.
     """
     model = probe(model)
     cells = _cells(model, cells, "OFF")
-    res = PhenomenonResult("latency", [], [], [], [], {}, cells, dict(duration=duration, window_ms=window_ms))
+    res = PhenomenonResult("latency", [], [], [], [], {}, cells, dict(duration=duration, window_ms=window_ms,
+                                                                       min_rate=min_rate))
     movies = []
     for c in intensities:
         st = S.flash(float(c), duration=duration, delay=delay, post=post, frame_shape=_frame_shape(model))
@@ -379,7 +385,7 @@ def latency(model, *, intensities=(-0.1, -0.2, -0.35, -0.5, -0.75, -1.0), durati
         r = _rates(model, st.movie)[:, cells]
 
         def measure(resp):
-            return M.latency(resp, delay, window_ms=window_ms)
+            return M.latency(resp, delay, window_ms=window_ms, min_rate=min_rate)
 
         res.add(dict(intensity=float(c)), r, st.events, measure(r))
         if explain:
@@ -396,7 +402,7 @@ def latency(model, *, intensities=(-0.1, -0.2, -0.35, -0.5, -0.75, -1.0), durati
     if explain:
         win = (delay, delay + int(window_ms / 10))
         _ablate_inhibition(model, res, movies, [win] * len(movies), cells, n_steps,
-                           lambda i, resp: M.latency(resp, delay, window_ms=window_ms))
+                           lambda i, resp: M.latency(resp, delay, window_ms=window_ms, min_rate=min_rate))
         if res.ablated_measures:
             am = res.ablated_measures
             res.measures["ablated_inhibition_peak_delta_ms"] = M.latency_trend(

@@ -149,10 +149,14 @@ STREAMS = {   # fine-tuning streams: dataset kind and generator options
     # grey), which a ReLU network fits as an odd, ON-like dip when both signs weigh alike; the latency
     # protocol reads the dark side
     "darkflashes": ("flashes", {"polarity": "dark"}),
+    # dark flashes as strong as the latency protocol's (phenomena.md: to -3): the simulator's responses peak
+    # earlier the stronger the flash (59 -> 49 ms from -0.15 to -3), the truncation by depression and the
+    # delayed A1 inhibition that a CNN trained on contrasts up to 1 does not learn (its peaks stay at 43-45 ms)
+    "strongflashes": ("flashes", {"polarity": "dark", "contrasts": (0.1, 3.0)}),
 }
 STREAM_FLAGS = {"fullfield": "fullfield-minutes", "bars": "bars-minutes", "motion": "motion-minutes",
                 "slowmotion": "slow-motion-minutes", "flashes": "flash-minutes", "reversals": "reversal-minutes",
-                "darkflashes": "dark-flash-minutes"}
+                "darkflashes": "dark-flash-minutes", "strongflashes": "strong-flash-minutes"}
 
 
 STAGE_RANGES = (   # stage key, its allowed values in words, and the test (wn_share and noise: -1 = the default)
@@ -317,8 +321,8 @@ def phenomena_report(model, sim):
 
 
 LATENCY_VARIANTS = (   # held-out latency protocols: other flash strengths and onsets than phenomena.latency's
-    dict(intensities=(-0.15, -0.25, -0.4, -0.6, -0.85), delay=70),
-    dict(intensities=(-0.12, -0.3, -0.45, -0.65, -0.9), delay=35),
+    dict(intensities=tuple(round(-0.2 * k, 2) for k in range(1, 16)), delay=70),          # -0.2 to -3 in 15
+    dict(intensities=tuple(round(-v, 3) for v in np.geomspace(0.12, 2.8, 12)), delay=35),  # log-spaced
 )
 
 
@@ -487,6 +491,9 @@ def main():
     ap.add_argument("--dark-flash-minutes", type=float, default=0.0,
                     help="also simulate dark full-field flashes from grey (flash_sequence, polarity 'dark') for "
                          "the fine-tuning stages (0: none)")
+    ap.add_argument("--strong-flash-minutes", type=float, default=0.0,
+                    help="also simulate dark full-field flashes of contrast 0.1-3 from grey (the latency "
+                         "protocol's range) for the fine-tuning stages (0: none)")
     ap.add_argument("--noise-loss-weight", type=float, default=1.0,
                     help="loss weight of white-noise windows (1: none)")
     args = ap.parse_args()

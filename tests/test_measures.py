@@ -50,6 +50,17 @@ def test_latency_of_shifted_bumps():
     assert M.latency_trend([-0.1, -0.5, -1.0], [80, 85, 70])["monotonic"] == 0.0
 
 
+def test_latency_ignores_rates_under_min_rate():
+    weak = bump(200, 58, height=2.0)            # 2 Hz above baseline: under the spec's 3 Hz
+    m = M.latency(weak, 50, window_ms=300.0)
+    assert np.isnan(m["peak_ms"]) and np.isnan(m["com_ms"])
+    assert m["peak_rate"] - m["baseline"] == pytest.approx(2.0, abs=0.1)
+    assert M.latency(weak, 50, window_ms=300.0, min_rate=1.0)["peak_ms"] == pytest.approx(80.0, abs=1.0)
+    # a flash without a latency drops out of the trend: weakest = weakest measured
+    trend = M.latency_trend([-0.1, -0.5, -1.0], [np.nan, 85.0, 70.0])
+    assert trend["delta_ms"] == pytest.approx(15.0) and trend["monotonic"] == 1.0
+
+
 def test_reversal_burst_ratio_and_latency():
     rev = 150
     r = bump(400, 120, height=20.0) + bump(400, rev + 25, height=40.0, base=0.0)
