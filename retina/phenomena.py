@@ -374,6 +374,8 @@ def latency(model, *, intensities=LATENCY_INTENSITIES, duration=2, delay=50, pos
     With ``explain`` (CNN), each flash response in ``[flash, flash + window_ms)``
     is attributed and reduced.
     """
+    if not (isinstance(min_rate, (int, float, np.integer, np.floating)) and 0 <= min_rate < np.inf):
+        raise ValueError(f"min_rate must be a finite rate >= 0 (Hz above the pre-flash baseline), got {min_rate!r}")
     model = probe(model)
     cells = _cells(model, cells, "OFF")
     res = PhenomenonResult("latency", [], [], [], [], {}, cells, dict(duration=duration, window_ms=window_ms,

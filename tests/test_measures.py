@@ -61,6 +61,15 @@ def test_latency_ignores_rates_under_min_rate():
     assert trend["delta_ms"] == pytest.approx(15.0) and trend["monotonic"] == 1.0
 
 
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), "3"])
+def test_phenomena_latency_rejects_a_bad_min_rate(bad):
+    from retina import phenomena as P
+    from retina.insilico import InSilicoRetina
+
+    with pytest.raises(ValueError, match="min_rate"):
+        P.latency(InSilicoRetina(), min_rate=bad)
+
+
 def test_reversal_burst_ratio_and_latency():
     rev = 150
     r = bump(400, 120, height=20.0) + bump(400, rev + 25, height=40.0, base=0.0)
