@@ -114,20 +114,11 @@ CNNs do not answer the latency protocol's weakest flash at all (flat 1.1 Hz agai
 2.0 Hz bump), so the weakest flash's peak time is noise; ``flash_boost`` weights the 0.3 s after each flash
 by min(boost, 1/c^2).  A stage 2 at ``lr=7.5e-4`` fits white noise better (test 0.793 against 0.775) but
 loses latency (-56 ms) for the next stage to win back; a second such stage at ``lr=5e-4`` lifts white
-noise to 0.817 (the training noise is not what held it back: ``noise=0.01`` changed nothing).  Timed end to
-end (one run, 43.6 minutes):
-
-    python scripts/train_default.py --out build/final --minutes 60 --noise-minutes 30 --epochs 30 \
-        --fullfield-minutes 20 --bars-minutes 20 --motion-minutes 20 --slow-motion-minutes 15 --flash-minutes 15 \
-        --reversal-minutes 10 \
-        --finetune wn=30,epochs=10,fullfield=0.2,bars=0.1,motion=0.2,lr=7.5e-4 \
-        --finetune wn=30,epochs=10,fullfield=0.2,bars=0.1,motion=0.2,lr=5e-4 \
-        --finetune wn=30,epochs=10,windows=20000,select=1,select_wn=0.82,fullfield=0.1,flashes=0.2,flashes_loss=3,\
-flash_boost=30,reversals=0.2,reversals_loss=5,reversal_boost=40,slowmotion=0.15,slowmotion_loss=5,wn_share=0.6
-
-gives natural 0.887, white noise 0.816, OSR, reversal (1.20) and anticipation (+106 um), but latency -51 ms
-and no ON-slow channel, so it is not bundled.  Its stages reproduce a rerun's epoch for epoch on this
-machine.
+noise to 0.817 (the training noise is not what held it back: ``noise=0.01`` changed nothing).  The
+bundled recipe's first four stages (the command at the top without its last two ``--finetune``), timed end
+to end in one run (43.6 minutes), gave natural 0.887, white noise 0.816, OSR, reversal (1.20) and
+anticipation (+106 um), but latency -51 ms (the earlier protocol; +12 ms under the spec's) and no ON-slow
+channel.  Its stages reproduce a rerun's epoch for epoch on this machine.
 
 Tenth session (2026-12-02).  Why latency flips (bench/RESULTS.md, tenth session): the simulator's OFF cells
 rise for weak flashes of either sign (even near grey); the CNN's units that carry the strong OFF response
