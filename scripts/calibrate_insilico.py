@@ -31,12 +31,12 @@ from retina import phenomena as P  # noqa: E402
 from retina import stimuli as S  # noqa: E402
 from retina.insilico import ROW, InSilicoParams, InSilicoRetina  # noqa: E402
 
-# (path, low, high, log-scale)
 # The latency protocol the simulator was calibrated with: flashes -0.1 to -1 and the peak of every flash.
 # phenomena.latency now follows the spec (-0.15 to -3, rates under 3 Hz ignored, for the peak too); with
 # min_rate=0 the peaks are read as at calibration, the centre of mass also counting the sub-3-Hz rates.
 CALIBRATION_LATENCY = dict(intensities=(-0.1, -0.2, -0.35, -0.5, -0.75, -1.0), min_rate=0.0)
 
+# (path, low, high, log-scale)
 KNOBS = [
     ("bipolar.OFF.tau1_ms", 15, 50, True), ("bipolar.OFF.a2", 0.1, 0.95, False),
     ("bipolar.OFF.U", 0.5, 60, True), ("bipolar.OFF.tau_rec_s", 0.1, 3, True),
