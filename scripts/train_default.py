@@ -188,9 +188,17 @@ STREAMS = {   # fine-tuning streams: dataset kind and generator options
     # delayed A1 inhibition that a CNN trained on contrasts up to 1 does not learn (its peaks stay at 43-45 ms)
     "strongflashes": ("flashes", {"polarity": "dark", "contrasts": (0.1, 3.0)}),
 }
-STREAM_FLAGS = {"fullfield": "fullfield-minutes", "bars": "bars-minutes", "motion": "motion-minutes",
-                "slowmotion": "slow-motion-minutes", "flashes": "flash-minutes", "reversals": "reversal-minutes",
-                "darkflashes": "dark-flash-minutes", "strongflashes": "strong-flash-minutes"}
+STREAM_FLAGS = {   # the option simulating each stream (minutes of it) and what it simulates
+    "fullfield": ("fullfield-minutes", "full-field Gaussian flicker"),
+    "bars": ("bars-minutes", "flickering bars"),
+    "motion": ("motion-minutes", "moving bars (stimuli.bar_motion)"),
+    "slowmotion": ("slow-motion-minutes", "slow, high-contrast moving bars (0.02-0.25 px/frame, contrast 0.5-1)"),
+    "flashes": ("flash-minutes", "full-field flashes from grey (stimuli.flash_sequence)"),
+    "reversals": ("reversal-minutes", "moving bars that all turn back (0.1-0.3 px/frame, 2-4 px wide, contrast 0.8-1)"),
+    "darkflashes": ("dark-flash-minutes", "dark full-field flashes from grey (flash_sequence, polarity 'dark')"),
+    "strongflashes": ("strong-flash-minutes",
+                      "dark full-field flashes of contrast 0.1-3 from grey (the latency protocol's range)"),
+}
 
 
 STAGE_RANGES = (   # stage key, its allowed values in words, and the test (wn_share and noise: -1 = the default)
@@ -507,27 +515,10 @@ def main():
                          "(share of the natural and white-noise runs from white noise; default --noise-share), lr "
                          "(default 2.5e-4), noise (s.d. of the hidden layers' training noise; default stage 1's); "
                          "each stream needs its --*-minutes")
-    ap.add_argument("--fullfield-minutes", type=float, default=0.0,
-                    help="also simulate full-field Gaussian flicker for the fine-tuning stages (0: none)")
-    ap.add_argument("--bars-minutes", type=float, default=0.0,
-                    help="also simulate flickering bars for the fine-tuning stages (0: none)")
-    ap.add_argument("--motion-minutes", type=float, default=0.0,
-                    help="also simulate moving bars (stimuli.bar_motion) for the fine-tuning stages (0: none)")
-    ap.add_argument("--slow-motion-minutes", type=float, default=0.0,
-                    help="also simulate slow, high-contrast moving bars (0.02-0.25 px/frame, contrast 0.5-1) for "
-                         "the fine-tuning stages (0: none); their last 5 %% validate the stages that train on them")
-    ap.add_argument("--flash-minutes", type=float, default=0.0,
-                    help="also simulate full-field flashes from grey (stimuli.flash_sequence) for the fine-tuning "
-                         "stages (0: none)")
-    ap.add_argument("--reversal-minutes", type=float, default=0.0,
-                    help="also simulate moving bars that all turn back (0.1-0.3 px/frame, 2-4 px wide, contrast "
-                         "0.8-1) for the fine-tuning stages (0: none)")
-    ap.add_argument("--dark-flash-minutes", type=float, default=0.0,
-                    help="also simulate dark full-field flashes from grey (flash_sequence, polarity 'dark') for "
-                         "the fine-tuning stages (0: none)")
-    ap.add_argument("--strong-flash-minutes", type=float, default=0.0,
-                    help="also simulate dark full-field flashes of contrast 0.1-3 from grey (the latency "
-                         "protocol's range) for the fine-tuning stages (0: none)")
+    for name, (flag, what) in STREAM_FLAGS.items():
+        note = "; their last 5 %% validate the stages that train on them" if name == "slowmotion" else ""
+        ap.add_argument(f"--{flag}", type=float, default=0.0,
+                        help=f"also simulate {what} for the fine-tuning stages (0: none){note}")
     ap.add_argument("--noise-loss-weight", type=float, default=1.0,
                     help="loss weight of white-noise windows (1: none)")
     args = ap.parse_args()
@@ -543,7 +534,7 @@ def main():
         simulate_dataset(wn, "whitenoise", retina=sim, train_minutes=args.noise_minutes, seed=args.seed + 1)
     extra = {}   # the fine-tuning stages' further streams, by dataset kind
     for i, name in enumerate(STREAMS):   # the seed of each stream is its place in STREAMS
-        minutes = getattr(args, STREAM_FLAGS[name].replace("-", "_"))
+        minutes = getattr(args, STREAM_FLAGS[name][0].replace("-", "_"))
         if minutes > 0:
             extra[name] = os.path.join(args.out, f"{name}.h5")
             kind, opts = STREAMS[name]
@@ -574,7 +565,7 @@ def main():
         st = parse_stage(stage)
         for kind in STREAMS:
             if st[kind] > 0 and kind not in etr:
-                raise SystemExit(f"--finetune {stage}: a {kind} share needs --{STREAM_FLAGS[kind]}")
+                raise SystemExit(f"--finetune {stage}: a {kind} share needs --{STREAM_FLAGS[kind][0]}")
         xs, ys = list(xt), list(yt)
         rest = 1 - sum(st[k] for k in STREAMS)
         wn_share = args.noise_share if st["wn_share"] == -1 else st["wn_share"]
