@@ -16,6 +16,107 @@ BACKEND = click.Choice(["auto", "cpu", "gpu"])
 DTYPE = click.Choice(["float32", "float64"])
 
 
+class Registered(click.Choice):
+    """A choice among the names of one of the package's registries, read when it is needed (so the
+    command line offers whatever is registered, and importing the CLI stays cheap)."""
+
+    def __init__(self, names, *, aliases=None):
+        self._names, self._aliases = names, dict(aliases or {})
+        super().__init__([], case_sensitive=True)
+
+    @property
+    def choices(self):
+        return tuple(self._names()) + tuple(self._aliases)
+
+    @choices.setter
+    def choices(self, value):
+        pass
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        return self._aliases.get(value, value)
+
+
+def _phenomena():
+    from .phenomena import names
+    return names()
+
+
+def _generators():
+    from .stimuli import GENERATORS
+    return GENERATORS
+
+
+def _kinds():
+    from .datasets import KINDS
+    return KINDS
+
+
+def _lesions():
+    from .insilico import LESIONS
+    return LESIONS
+
+
+def _attribution(name):
+    def names():
+        from . import attribution
+        return getattr(attribution, name)
+    return names
+
+
+def _workloads():
+    from .bench import WORKLOADS
+    return WORKLOADS
+
+
+PHENOMENON = Registered(_phenomena)
+
+
+class Assignment(click.ParamType):
+    """``NAME=VALUE``: a name and its value, parsed by ``parse`` (a function of the text)."""
+
+    name = "NAME=VALUE"
+
+    def __init__(self, parse, what):
+        self.parse, self.what = parse, what
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        name, sep, text = str(value).partition("=")
+        name = name.strip()
+        if not sep or not name or not text:
+            self.fail(f"expected NAME={self.what}, got {value!r}", param, ctx)
+        try:
+            return name, self.parse(text)
+        except ValueError as exc:
+            self.fail(f"cannot read the {self.what} of {value!r}: {exc}", param, ctx)
+
+
+def _assignments(items, option):
+    """A repeatable ``NAME=...`` option as a dict; a name given twice is refused."""
+    out = {}
+    for name, value in items:
+        if name in out:
+            raise click.BadParameter(f"{name!r} is given more than once", param_hint=option)
+        out[name] = value
+    return out
+
+
+class IntList(click.ParamType):
+    """Comma-separated integers, e.g. ``8,8``."""
+
+    name = "INTS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(int(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"expected comma-separated integers, got {value!r}", param, ctx)
+
+
 def _quiet(quiet):
     if quiet:
         os.environ["RETINA_NO_PROGRESS"] = "1"
@@ -102,6 +203,7 @@ def random_model(output, n_cells, seed, per_channel):
 
 
 def _parse_value(text):
+    """A JSON value, or the text itself when it is not JSON."""
     import json
 
     try:
@@ -111,37 +213,27 @@ def _parse_value(text):
 
 
 @main.command()
-@click.argument("kind", metavar="KIND")
+@click.argument("kind", metavar="KIND", type=Registered(_generators, aliases={"natural": "natural_movie"}))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
 @click.option("--frames", type=click.IntRange(1), default=1000, show_default=True,
               help="Length, for generators that take n_frames.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed, for random generators.")
-@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
-              help="Generator argument (JSON value), e.g. -p speed=0.14 -p reverse_at=25. Repeatable.")
+@click.option("-p", "--param", "params", multiple=True, type=Assignment(_parse_value, "VALUE"),
+              help="Generator argument (JSON value), e.g. -p speed=0.14 -p reverse_at=25. Repeatable, each NAME once.")
 def stimulus(kind, output, frames, seed, params):
-    """Generate a stimulus movie of KIND and write it to HDF5.
-
-    KIND is one of: flash, step, flash_train, paired_flash, contrast_steps,
-    full_field_noise, white_noise, moving_bar, flashed_bar, reversing_grating,
-    natural_movie (alias: natural).
-    """
+    """Generate a stimulus movie of KIND (contrast units) and write it to HDF5."""
     import inspect
 
     from .io import save_stimulus
     from .stimuli import GENERATORS
 
-    kind = "natural_movie" if kind == "natural" else kind
-    if kind not in GENERATORS:
-        raise click.BadParameter(f"must be one of {', '.join(GENERATORS)}; got {kind!r}", param_hint="KIND")
     gen = GENERATORS[kind]
     sig = inspect.signature(gen).parameters
-    kwargs = {}
-    for item in params:
-        name, sep, value = item.partition("=")
-        if not sep or name not in sig:
-            raise click.BadParameter(f"{item!r}: expected NAME=VALUE with NAME one of {', '.join(sig)}",
-                                     param_hint="--param")
-        kwargs[name] = _parse_value(value)
+    kwargs = _assignments(params, "--param")
+    unknown = [name for name in kwargs if name not in sig]
+    if unknown:
+        raise click.BadParameter(f"unknown NAME {', '.join(map(repr, unknown))} in NAME=VALUE: {kind} takes "
+                                 f"{', '.join(sig)}", param_hint="--param")
     if "n_frames" in sig and "n_frames" not in kwargs:
         kwargs["n_frames"] = frames
     if "seed" in sig and "seed" not in kwargs:
@@ -154,11 +246,13 @@ def stimulus(kind, output, frames, seed, params):
     click.echo(f"wrote {output}: {stim.movie.shape}")
 
 
+stimulus.help = (stimulus.help or "") + "\n\nKIND is one of: " + ", ".join(_generators()) + " (alias: natural)."
+
+
 @main.command()
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="insilico-data", show_default=True,
               help="Directory for naturalscene.h5 and whitenoise.h5.")
-@click.option("--kind", type=click.Choice(["both", "naturalscene", "whitenoise", "fullfield", "bars", "motion",
-                                          "flashes"]),
+@click.option("--kind", type=Registered(_kinds, aliases={"both": "both"}),
               default="both", show_default=True,
               help="'both': naturalscene and whitenoise; fullfield: full-field flicker; bars: flickering bars; "
                    "motion: moving bars; flashes: full-field flashes from grey.")
@@ -173,7 +267,7 @@ def stimulus(kind, output, frames, seed, params):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Simulator parameter JSON (default: the calibrated set).")
-@click.option("--lesion", multiple=True, type=click.Choice(["OFF", "ONf", "ONs", "A1", "depression", "linear"]),
+@click.option("--lesion", multiple=True, type=Registered(_lesions),
               help="Remove part of the circuit. Repeatable.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def simulate(output, kind, natural_minutes, noise_minutes, test_clips, clip_seconds, repeats, seed, params_path,
@@ -235,12 +329,11 @@ def _parse_cells(text, n_cells):
 @main.command()
 @click.argument("model")
 @click.argument("stimulus_path", metavar="STIMULUS.h5")
-@click.option("--layer", type=click.Choice(["input", "conv1", "conv2"]), default="conv1", show_default=True)
+@click.option("--layer", type=Registered(_attribution("LAYERS")), default="conv1", show_default=True)
 @click.option("--cells", default=None, help="Cell indices '0,2' or a float weight per cell; default every cell.")
 @click.option("--steps", type=click.IntRange(1), default=50, show_default=True)
-@click.option("--method", type=click.Choice(["midpoint", "trapezoid", "left", "right", "gauss-legendre"]),
-              default="midpoint", show_default=True)
-@click.option("--kinks", type=click.Choice(["secant", "node"]), default="secant", show_default=True,
+@click.option("--method", type=Registered(_attribution("METHODS")), default="midpoint", show_default=True)
+@click.option("--kinks", type=Registered(_attribution("KINKS")), default="secant", show_default=True,
               help="ReLU derivatives as secant slopes over each step's cell, or at the nodes (textbook rule).")
 @click.option("--pool", type=click.Choice(["none", "space", "rows"]), default="none", show_default=True)
 @click.option("--dataset", default=None, help="Dataset in STIMULUS.h5 (default: stimulus, test/stimulus...).")
@@ -272,19 +365,12 @@ def attribute(model, stimulus_path, layer, cells, steps, method, kinks, pool, da
                    f"max |delta| {np.abs(attr.delta).max():.2e} -> {output}")
 
 
-def _int_list(text, name):
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint=name) from None
-
-
 @main.command()
 @click.argument("data", metavar="DATA.h5", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="model.h5", show_default=True)
 @click.option("--response", type=click.Choice(["firing_rate_10ms", "rate", "binned"]), default="firing_rate_10ms",
               show_default=True, help="Response dataset to fit ('rate': the simulator's noise-free rate).")
-@click.option("--cells", default=None, help="Comma-separated cell indices (default all).")
+@click.option("--cells", type=IntList(), default=None, help="Comma-separated cell indices (default all).")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Use only the first MINUTES of the training movie.")
 @click.option("--epochs", type=click.IntRange(1), default=40, show_default=True)
@@ -293,8 +379,8 @@ def _int_list(text, name):
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
 @click.option("--l2", type=click.FloatRange(min=0), default=1e-3, show_default=True)
 @click.option("--noise", type=click.FloatRange(min=0), default=0.05, show_default=True)
-@click.option("--channels", default="8,8", show_default=True)
-@click.option("--kernel-sizes", default="15,11", show_default=True)
+@click.option("--channels", type=IntList(), default="8,8", show_default=True)
+@click.option("--kernel-sizes", type=IntList(), default="15,11", show_default=True)
 @click.option("--history", type=click.IntRange(1), default=40, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
@@ -309,11 +395,10 @@ def train(data, output, response, cells, minutes, epochs, epoch_windows, batch, 
     from .train import train as fit
 
     _quiet(quiet)
-    cell_idx = _int_list(cells, "--cells") if cells else None
+    cell_idx = cells
     try:
         tr = load_dataset(data, "train", response=response, cells=cell_idx)
-        cfg = TrainConfig(channels=_int_list(channels, "--channels"),
-                          kernel_sizes=_int_list(kernel_sizes, "--kernel-sizes"), history=history, epochs=epochs,
+        cfg = TrainConfig(channels=channels, kernel_sizes=kernel_sizes, history=history, epochs=epochs,
                           epoch_windows=epoch_windows, batch=batch, segments=10 if batch % 10 == 0 else 1, lr=lr,
                           l2=l2, noise=noise, seed=seed)
         x, y = tr.stimulus, tr.rates
@@ -346,9 +431,8 @@ def train(data, output, response, cells, minutes, epochs, epoch_windows, batch, 
 @click.argument("model", default="default")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Directory for results.h5, one PNG per phenomenon and summary.txt.")
-@click.option("--phenomenon", "names", multiple=True,
-              type=click.Choice(["osr", "latency", "reversal", "anticipation"]),
-              help="Phenomena to run (repeatable); default all four.")
+@click.option("--phenomenon", "names", multiple=True, type=PHENOMENON,
+              help="Phenomena to run (repeatable); default every registered one.")
 @click.option("--steps", type=click.IntRange(1), default=25, show_default=True,
               help="Integrated-gradient steps (secant rule: 25 are closer to the exact attributions than 50 "
                    "node-rule steps).")
@@ -370,7 +454,6 @@ def explain(model, output, names, steps, share, context_ms, whole_movies, params
     Attributes each phenomenon to layer-1 channels, reduces the model to the
     important ones, and compares the result with the simulator's known circuit.
     """
-    from .explain import PHENOMENA
     from .explain import explain as run
     from .insilico import InSilicoRetina
 
@@ -380,13 +463,16 @@ def explain(model, output, names, steps, share, context_ms, whole_movies, params
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     t0 = time.time()
-    report = run(net, output, sim=InSilicoRetina(params_path), phenomena=names or PHENOMENA, n_steps=steps,
+    report = run(net, output, sim=InSilicoRetina(params_path), phenomena=names or None, n_steps=steps,
                  share=share, figures=not no_figures, progress=not quiet, truth=not no_truth,
                  context_ms=None if whole_movies else context_ms)
     if not quiet:
         click.echo((Path(output) / "summary.txt").read_text())
-        click.echo(f"wrote {output}/ (results.h5, summary.txt{', figures' if not no_figures else ''}) in "
-                   f"{time.time() - t0:.0f} s")
+        figures = report["_meta"]["figures"]
+        wrote = "results.h5, summary.txt" + (", figures" if figures == "written" else "")
+        click.echo(f"wrote {output}/ ({wrote}) in {time.time() - t0:.0f} s")
+        if figures.startswith("skipped"):
+            click.echo(f"figures {figures}")
     return report
 
 
@@ -406,8 +492,8 @@ def _values(text):
 
 @main.command()
 @click.argument("model", default="default")
-@click.argument("phenomenon", type=click.Choice(["osr", "latency", "reversal", "anticipation"]))
-@click.option("-p", "--param", "params", multiple=True, required=True, metavar="NAME=VALUES",
+@click.argument("phenomenon", type=PHENOMENON)
+@click.option("-p", "--param", "params", multiple=True, required=True, type=Assignment(_values, "VALUES"),
               help="A swept parameter: NAME=v1,v2,... or NAME=a:b (integers a..b) or NAME=a:b:n (n values "
                    "from a to b). Repeat for a grid, e.g. -p periods=2:20 -p intensity=-1:-0.1:10.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="sweep.h5", show_default=True,
@@ -424,15 +510,7 @@ def sweep(model, phenomenon, params, output, steps, no_explain, quiet):
     from .sweep import sweep as run
 
     _quiet(quiet)
-    grid = {}
-    for item in params:
-        name, sep, vals = item.partition("=")
-        if not sep or not vals:
-            _fail(ValueError(f"--param must look like NAME=VALUES, got {item!r}"))
-        try:
-            grid[name.strip()] = _values(vals)
-        except ValueError:
-            _fail(ValueError(f"cannot read the values of --param {item!r}"))
+    grid = _assignments(params, "--param")
     try:
         if model == "insilico":
             from .insilico import InSilicoRetina
@@ -453,8 +531,7 @@ def sweep(model, phenomenon, params, output, steps, no_explain, quiet):
 
 @main.command()
 @click.option("--workload", "workloads", multiple=True,
-              type=click.Choice(["forward-movie", "ig-hidden", "ig-input", "osr-sweep", "insilico-minute",
-                                 "train-epoch"]),
+              type=Registered(_workloads),
               help="Workloads to run (repeatable); default all.")
 @click.option("--scale", type=click.FloatRange(0.01, 10), default=1.0, show_default=True,
               help="Scale the workload sizes (e.g. 0.1 for a quick look).")

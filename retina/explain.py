@@ -1,16 +1,18 @@
-"""The main job: explain a retina model's four phenomena and check them against the simulator's truth.
+"""The main job: explain a retina model's phenomena and check them against the simulator's truth.
 
-:func:`explain` runs OSR, latency coding, motion reversal and motion
-anticipation on a CNN (attributing and reducing each), runs the same protocols
-on the in-silico retina with its exact pathway attribution and lesions
-(``insilico.md`` section 4), matches the CNN's important channel types to the
-simulator's pathways, and writes one HDF5 file, one PNG per phenomenon and a
-plain-text summary table.
+:func:`explain` runs every registered phenomenon (:data:`retina.phenomena.REGISTRY`:
+the OSR, latency coding, motion reversal and motion anticipation) on a CNN,
+attributing and reducing each; runs the same protocols on the in-silico
+retina with its exact pathway attribution and lesions (``docs/insilico.md``);
+matches the CNN's important channel types to the simulator's pathways; and
+writes one HDF5 file, one PNG per phenomenon (with the ``plot`` extra) and a
+plain-text summary table.  Nothing here is specific to one phenomenon.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -19,35 +21,18 @@ import numpy as np
 from . import phenomena as P
 from ._progress import progress_bar
 from ._version import __version__
-from .insilico import ROW, InSilicoRetina
+from .insilico import InSilicoRetina
 
-__all__ = ["explain", "ground_truth", "cnn_shares", "channel_matches", "TYPE_TO_PATHWAY", "PHENOMENA"]
+log = logging.getLogger(__name__)
 
-PHENOMENA = ("osr", "latency", "reversal", "anticipation")
+__all__ = ["explain", "ground_truth", "cnn_shares", "channel_matches", "criteria", "TYPE_TO_PATHWAY"]
+
 TYPE_TO_PATHWAY = {"OFF-fast": "OFF", "ON-fast": "ONf", "ON-slow": "ONs", "OFF-slow": "OFF",
                    "ON-intermediate": "ONf", "OFF-intermediate": "OFF"}
-"""Which simulator pathway a CNN channel type stands for (``insilico.md`` section 4)."""
+"""Which simulator pathway a CNN channel type stands for (``docs/phenomena.md``, ground truth)."""
 SOURCES = ("OFF", "ONf", "ONs", "A1")
-LESION_OF = {"osr": ("ONs", "OFF", "ONf", "A1"), "latency": ("depression", "A1"),
-             "reversal": ("ONf", "A1", "depression"), "anticipation": ("linear", "A1", "depression")}
-KEY_MEASURE = {"osr": "osr_peak_mean", "latency": "peak_delta_ms", "reversal": "mean_ratio",
-               "anticipation": "offset_px_0.08"}
-
-
-def _window(name, result, i):
-    ev = result.events[i]
-    if name == "osr":
-        om = int(ev["omitted_frame"])
-        return om, om + 45
-    if name == "latency":
-        f = int(ev["flash_frames"][0])
-        return f, f + 15
-    if name == "reversal":
-        rev = int(ev["reversal_frame"])
-        return rev + 15, rev + 40
-    r = result.responses[i].mean(1)
-    t = int(np.nanargmax(r))
-    return max(t - 30, 0), t + 10
+MATCH_SHARE = 0.2
+"""A recovered channel matches when its pathway carries at least this share of the simulator's positive attribution."""
 
 
 def _shares(values, sources):
@@ -60,49 +45,29 @@ def _shares(values, sources):
 def ground_truth(name, sim=None, *, result=None):
     """The simulator's mechanism for one phenomenon: pathway attribution shares and lesion effects.
 
-    Returns ``{"measures", "shares", "lesions"}``: the phenomenon's measures on
-    the simulator, the share of positive exact attribution (``insilico.md``
-    section 4) of each source (OFF, ONf, ONs, A1) in the phenomenon's window
-    averaged over conditions, and the change of the key measure when each
-    relevant part is removed.
+    Returns ``{"measures", "shares", "lesions", "key"}``: the phenomenon's
+    measures on the simulator, the share of positive exact attribution
+    (``docs/insilico.md``) of each source (OFF, ONf, ONs, A1) in the
+    phenomenon's windows of interest averaged over conditions, and the change
+    of the key measure when each relevant part is removed.
     """
-    sim = sim or InSilicoRetina()
-    bar = name in ("reversal", "anticipation")
-    if bar:
-        sim = InSilicoRetina(sim.params, positions=ROW)
-    kw = {"flash_positions": ()} if name == "anticipation" else {}
-    fn = getattr(P, name)
-    res = result or fn(sim, **kw)
+    ph = P.get(name)
+    sim = ph.simulator(sim)
+    kw = ph.options_for(sim)
+    res = result or ph.run(sim, **kw)
     vals = []
-    for i, ev in enumerate(res.events):
-        st_movie = _movie(name, res.conditions[i], res.params, sim.frame_shape)
-        attr = sim.attribution(st_movie)[:, res.cells]  # (T, cells, 4)
-        lo, hi = _window(name, res, i)
+    for i in range(len(res.conditions)):
+        attr = sim.attribution(res.stimulus(i).movie)[:, res.cells]  # (T, cells, 4)
+        lo, hi = res.windows[i]
         vals.append(attr[lo:hi].mean(1))
     shares = _shares(np.concatenate(vals), SOURCES)
-    key = KEY_MEASURE[name]
+    key = ph.key_measure
     lesions = {}
-    for les in LESION_OF[name]:
+    for les in ph.lesions:
         other = InSilicoRetina(sim.params, lesion=les, positions=sim.positions)
-        m = fn(other, **kw).measures
+        m = ph.run(other, **kw).measures
         lesions[les] = {"value": m[key], "change": m[key] - res.measures[key]}
     return {"measures": res.measures, "shares": shares, "lesions": lesions, "key": key}
-
-
-def _movie(name, cond, params, frame_shape):
-    from . import stimuli as S
-
-    if name == "osr":
-        return S.flash_train(params["n_flashes"], cond["period"], intensity=params["intensity"],
-                             duration=params["duration"], frame_shape=frame_shape).movie
-    if name == "latency":
-        return S.flash(cond["intensity"], duration=params["duration"], frame_shape=frame_shape).movie
-    if name == "reversal":
-        return S.moving_bar(cond["speed"], width=params["width"], intensity=params["intensity"],
-                            start=params["start"], reverse_at=cond["reverse_at"], post=50,
-                            frame_shape=frame_shape).movie
-    return S.moving_bar(cond["speed"], width=params["width"], intensity=params["intensity"],
-                        frame_shape=frame_shape).movie
 
 
 def cnn_shares(result):
@@ -128,7 +93,7 @@ def channel_matches(result, truth):
     Returns a list, most important first, of ``channel``, ``type``, ``share``
     (mean share of pooled |IG| over the conditions), ``pathway`` and
     ``truth_share`` (that pathway's share of the simulator's positive
-    attribution), ``match`` (the pathway carries >= 20 % in the simulator).
+    attribution), ``match`` (the pathway carries >= :data:`MATCH_SHARE` in the simulator).
     """
     acc = {}
     for red in result.reduced:
@@ -139,7 +104,7 @@ def channel_matches(result, truth):
     for d in sorted(acc.values(), key=lambda d: -d["share"]):
         pw = TYPE_TO_PATHWAY.get(d["type"], "OFF")
         ts = float(truth["shares"].get(pw, 0.0))
-        out.append(dict(d, pathway=pw, truth_share=ts, match=ts >= 0.2))
+        out.append(dict(d, pathway=pw, truth_share=ts, match=ts >= MATCH_SHARE))
     return out
 
 
@@ -150,42 +115,19 @@ def _pathway_shares(type_shares):
     return out
 
 
-def _criteria(name, cnn, truth, result):
-    """The pass criteria of ``insilico.md`` section 4 that can be checked from layer-1 attributions."""
-    ps = _pathway_shares(cnn)
-    c = {}
-    if name == "osr":
-        c["slow ON carries >= 50% of positive IG after the omission"] = ps["ONs"] >= 0.5
-        c["OFF share < 20% after the omission"] = ps["OFF"] < 0.2
-        m = result.measures
-        full, red = m.get("osr_peak_mean"), m.get("reduced_osr_peak_mean")
-        if red is not None:
-            c["reduced model keeps >= 70% of the OSR"] = red >= 0.7 * full
-        if "ablated_on_slow_osr_amplitude" in m:
-            c["ablating the slow-ON channels removes >= 70% of the OSR"] = (
-                m["ablated_on_slow_osr_amplitude"] <= 0.3 * m["osr_amplitude"])
-    elif name == "latency":
-        c["OFF-fast >= 80% of layer-1 IG"] = cnn.get("OFF-fast", 0.0) >= 0.8
-        c["a delayed (20-60 ms) inhibitory layer-2 term"] = any(20 <= d["delay_ms"] <= 60 for d in result.inhibitory)
-        full, abl = result.measures.get("peak_delta_ms"), result.measures.get("ablated_inhibition_peak_delta_ms")
-        if abl is not None:
-            c["ablating the inhibitory layer-2 channels cuts the latency shift by >= 50%"] = abl <= 0.5 * full
-    elif name == "reversal":
-        c["fast ON >= 40% of IG in the burst window"] = ps["ONf"] >= 0.4
-        if "ablated_on_fast_mean_ratio" in result.measures:
-            c["ablating fast ON removes the burst (ratio < 1)"] = result.measures["ablated_on_fast_mean_ratio"] < 1
-    else:
-        c["OFF carries the anticipation response"] = ps["OFF"] >= 0.5
-        full, abl = result.measures.get("offset_px_0.08"), result.measures.get("ablated_inhibition_offset_px_0.08")
-        if abl is not None:
-            c["ablating the inhibitory units shifts the 0.08 px/frame offset by >= +1.5 px"] = abl - full >= 1.5
+def criteria(name, type_shares, truth, result):
+    """The phenomenon's mechanism criteria (:attr:`retina.phenomena.Phenomenon.mechanism`) and whether the
+    dominant pathway matches the simulator's."""
+    ph = P.get(name)
+    ps = _pathway_shares(type_shares)
+    c = dict(ph.mechanism(ps, type_shares, result)) if ph.mechanism is not None else {}
     top_truth = max((s for s in ("OFF", "ONf", "ONs")), key=lambda s: truth["shares"][s])
     top_cnn = max(ps, key=ps.get)
     c[f"dominant pathway matches the simulator ({top_truth})"] = top_cnn == top_truth
     return c
 
 
-def explain(model, out_dir, *, sim=None, phenomena=PHENOMENA, n_steps=25, share=0.9, figures=True,
+def explain(model, out_dir, *, sim=None, phenomena=None, n_steps=25, share=0.9, figures=True,
             progress=True, truth=True, context_ms=P.CONTEXT_MS):
     """Run the four phenomena on ``model``, compare with the simulator, write results to ``out_dir``.
 
@@ -201,14 +143,12 @@ def explain(model, out_dir, *, sim=None, phenomena=PHENOMENA, n_steps=25, share=
     report = {}
     results = {}
     t_start = time.time()
+    phenomena = P.names() if phenomena is None else tuple(phenomena)
     for name in progress_bar(list(phenomena), desc="explain", unit="phenomenon", enabled=progress):
         t0 = time.time()
-        fn = getattr(P, name)
-        kw = {"flash_positions": ()} if name == "anticipation" else {}
+        ph = P.get(name)
         probe = P.CNNProbe(model)
-        if name in ("reversal", "anticipation") and probe.cells is None:
-            kw = {}
-        res = fn(probe, n_steps=n_steps, share=share, context_ms=context_ms, **kw)
+        res = ph.run(probe, n_steps=n_steps, share=share, context_ms=context_ms, **ph.options_for(probe))
         results[name] = res
         shares = cnn_shares(res)
         entry = {"measures": res.measures, "cnn_type_shares": shares,
@@ -220,7 +160,7 @@ def explain(model, out_dir, *, sim=None, phenomena=PHENOMENA, n_steps=25, share=
         if truth:
             gt = ground_truth(name, sim)
             entry["truth"] = gt
-            entry["criteria"] = _criteria(name, shares, gt, res)
+            entry["criteria"] = criteria(name, shares, gt, res)
             entry["matches"] = channel_matches(res, gt)
         entry["seconds"] = time.time() - t0
         report[name] = entry
@@ -229,15 +169,21 @@ def explain(model, out_dir, *, sim=None, phenomena=PHENOMENA, n_steps=25, share=
                        "context_ms": context_ms}
     _write_h5(out / "results.h5", results, report)
     (out / "summary.txt").write_text(summary_table(report))
-    if figures:
-        try:
-            from .plotting import phenomenon_figure
-        except ImportError:
-            pass
-        else:
-            for name, res in results.items():
-                phenomenon_figure(res, out / f"{name}.png")
+    report["_meta"]["figures"] = _figures(results, out) if figures else "not asked for"
     return report
+
+
+def _figures(results, out):
+    """Draw one PNG per phenomenon; returns what happened, in words."""
+    from .plotting import available, phenomenon_figure
+
+    missing = available()
+    if missing:
+        log.warning("figures skipped: %s", missing)
+        return f"skipped: {missing}"
+    for name, res in results.items():
+        phenomenon_figure(res, out / f"{name}.png")
+    return "written"
 
 
 def _write_h5(path, results, report):
@@ -284,11 +230,10 @@ def summary_table(report):
     """Plain-text table: phenomenon, measure, important channels and types, fidelity, ground-truth match."""
     lines = [f"{'phenomenon':<13} {'measure':<34} {'important channel types (share of +IG)':<46} "
              f"{'fidelity (pruned corr)':<22} ground truth", "-" * 150]
-    for name in PHENOMENA:
-        if name not in report:
-            continue
+    names = [n for n in P.names() if n in report] + [n for n in report if n not in P.REGISTRY and n[:1] != "_"]
+    for name in names:
         e = report[name]
-        key = KEY_MEASURE[name]
+        key = P.get(name).key_measure if name in P.REGISTRY else e.get("truth", {}).get("key", "")
         meas = f"{key} = {e['measures'].get(key, float('nan')):.3g}"
         types = ", ".join(f"{t} {s:.0%}" for t, s in list(e["cnn_type_shares"].items())[:3])
         fid = [f.get("pruned_corr", float("nan")) for f in e["fidelity"]]
@@ -300,8 +245,8 @@ def summary_table(report):
             passed = sum(bool(v) for v in e["criteria"].values())
             gt += f"; criteria {passed}/{len(e['criteria'])}"
         lines.append(f"{name:<13} {meas:<34} {types:<46} {fid_s:<22} {gt}")
-    for name in PHENOMENA:
-        if name in report and "criteria" in report[name]:
+    for name in names:
+        if "criteria" in report[name]:
             lines.append("")
             lines.append(f"{name}:")
             for k, v in report[name]["criteria"].items():

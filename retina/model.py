@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from . import _backend
+from . import units as _units
 from ._validate import as_float_array, check_choice, check_int, compute_dtype, describe
 
 __all__ = ["RetinaCNN", "softplus"]
@@ -393,22 +394,39 @@ class RetinaCNN:
             return be.to_host(out)
         return out
 
-    def rates(self, movie, *, pad=0.0, **kwargs):
-        """Firing rates aligned with the movie's frames: ``(T, n_cells)``.
+    def padded(self, movie, *, units="contrast", xp=np):
+        """The movie in model units preceded by ``history - 1`` grey frames (float32 for contrast units).
 
-        The movie is preceded by ``history - 1`` frames of ``pad`` (grey by
-        default, as if the retina had been looking at grey), so row ``t`` is the
-        response to the window ending at frame ``t``.  This is the interface
-        the phenomenon measures expect (the simulator has the same method).
-        Keyword arguments go to :meth:`predict`.
+        ``units``: ``"contrast"`` (Weber contrast, converted with the model's
+        ``norm_stats``, see :mod:`retina.units`) or ``"model"`` (already in
+        model units, kept in its float dtype).  Row ``t`` of :meth:`predict`
+        on the result is the response to the window ending at movie frame ``t``.
         """
-        xp = _backend.resolve(kwargs.get("backend", "auto"), movie).xp
+        check_choice("units", units, _units.UNITS)
         movie = xp.asarray(movie)
         if movie.ndim != 3:
             raise ValueError(f"movie must have 3 dimensions (T, H, W), got shape {tuple(movie.shape)}")
-        lead = xp.full((self.history - 1,) + tuple(movie.shape[1:]), pad, dtype=movie.dtype
-                       if movie.dtype.kind == "f" else np.float32)
-        return self.predict(xp.concatenate([lead, movie.astype(lead.dtype)]), **kwargs)
+        if units == "contrast":
+            z = _units.to_model_units(movie, self.norm_stats, xp)
+        else:
+            z = movie if movie.dtype.kind == "f" else movie.astype(np.float32)
+        lead = xp.full((self.history - 1,) + tuple(z.shape[1:]), _units.grey_level(self.norm_stats), dtype=z.dtype)
+        return xp.concatenate([lead, z])
+
+    def rates(self, movie, *, units="contrast", **kwargs):
+        """Firing rates (Hz) aligned with the movie's frames: ``(T, n_cells)``.
+
+        ``movie`` is in contrast units (0 = grey, -1 = black) and converted with
+        the model's ``norm_stats`` (:func:`retina.units.to_model_units`);
+        ``units="model"`` takes it in the model's own units as :meth:`predict`
+        does.  The movie is preceded by ``history - 1`` grey frames, as if the
+        retina had been looking at grey, so row ``t`` is the response to the
+        window ending at frame ``t``.  This is the interface the phenomena
+        expect (the in-silico retina has the same method).  Keyword arguments
+        go to :meth:`predict`.
+        """
+        xp = _backend.resolve(kwargs.get("backend", "auto"), movie).xp
+        return self.predict(self.padded(movie, units=units, xp=xp), **kwargs)
 
     # ---------------------------------------------------------------------- io
     def save(self, path):

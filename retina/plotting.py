@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["phenomenon_figure"]
+__all__ = ["phenomenon_figure", "available"]
+
+
+def available():
+    """``None`` when figures can be drawn, else why not (in words)."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return "matplotlib is not installed (pip install 'retina[plot]')"
+    return None
 
 
 def _plt():

@@ -1,6 +1,6 @@
 """Stimulus sweeps: one phenomenon over a grid of stimulus parameters, resumable, in one HDF5 file.
 
-:func:`sweep` calls a phenomenon of :mod:`retina.phenomena` once per grid
+:func:`sweep` calls a registered phenomenon (:mod:`retina.phenomena`) once per grid
 point (the Cartesian product of ``grid``), keeps every point's measures,
 responses and (for CNNs) pooled attributions and kept channels, and writes
 them to ``out`` as it goes: the file grows as ``OUT.partial`` (one group per
@@ -28,11 +28,7 @@ from . import phenomena as P
 from ._progress import progress_bar
 from ._version import __version__
 
-__all__ = ["sweep", "SweepResult", "load_sweep", "LIST_PARAMS"]
-
-LIST_PARAMS = {"osr": ("periods", "frequencies"), "latency": ("intensities",), "reversal": ("flips",),
-               "anticipation": ("speeds", "flash_positions")}
-"""Parameters that a phenomenon takes as a list of conditions; a scalar grid value becomes a one-item list."""
+__all__ = ["sweep", "SweepResult", "load_sweep"]
 
 
 @dataclass
@@ -82,12 +78,14 @@ def sweep(model, phenomenon, grid, *, out=None, progress=True, **options):
     Parameters
     ----------
     model : RetinaCNN or any object with ``rates(movie)``
-    phenomenon : {"osr", "latency", "reversal", "anticipation"}
+    phenomenon : str or Phenomenon
+        A registered phenomenon (:data:`retina.phenomena.REGISTRY`).
     grid : dict of name -> sequence
         Keyword arguments of the phenomenon and the values to sweep, e.g.
         ``{"periods": range(2, 21), "intensity": np.linspace(-1, -0.1, 10)}``.
-        List parameters (``periods``, ``intensities``, ``speeds``...) given
-        as scalars are wrapped into one-condition lists.
+        List parameters (:attr:`retina.phenomena.Phenomenon.list_params`:
+        ``periods``, ``intensities``, ``speeds``...) given as scalars are
+        wrapped into one-condition lists.
     out : path, optional
         HDF5 file of the sweep (written atomically; an existing
         ``OUT.partial`` from the same settings is resumed).
@@ -98,9 +96,8 @@ def sweep(model, phenomenon, grid, *, out=None, progress=True, **options):
     -------
     SweepResult
     """
-    if phenomenon not in LIST_PARAMS:
-        raise ValueError(f"phenomenon must be one of {tuple(LIST_PARAMS)}, got {phenomenon!r}")
-    fn = getattr(P, phenomenon)
+    ph = P.get(phenomenon)
+    phenomenon, fn = ph.name, ph.run
     if not isinstance(grid, dict) or not grid:
         raise ValueError(f"grid must be a non-empty dict of parameter -> values, got {grid!r}")
     accepted = set(inspect.signature(fn).parameters) - {"model"}
@@ -129,7 +126,7 @@ def sweep(model, phenomenon, grid, *, out=None, progress=True, **options):
                 continue
             kwargs = dict(options)
             for k, v in points[i].items():
-                kwargs[k] = [v] if k in LIST_PARAMS[phenomenon] and np.isscalar(v) else v
+                kwargs[k] = [v] if k in ph.list_params and np.isscalar(v) else v
             res = fn(model, **kwargs)
             found = dict(res.per_condition[0]) if len(res.per_condition) == 1 else {}
             found.update(res.measures)  # one condition per point: its own measure first, then the summary

@@ -1,10 +1,11 @@
-"""Calibrate the in-silico retina against the tests of insilico.md section 2.
+"""Calibrate the in-silico retina against the phenomena's signature checks (docs/insilico.md).
 
-Searches the knobs of insilico.md section 6 ({tau1, a2, U, tau_rec} of the
-bipolar pathways; the amacrine's tau, U and tau_rec; pathway and amacrine
-weights; ganglion thresholds) with an elitist evolution strategy from the
-spec's starting values.  Score = sum of the normalised violations of the
-signature tests (intact and lesioned); 0 means every test passes.  r_max is
+Searches the calibration knobs ({tau1, a2, U, tau_rec} of the bipolar
+pathways; the amacrine's tau, U and tau_rec; pathway and amacrine weights;
+ganglion thresholds) with an elitist evolution strategy from the documented
+starting values.  Score = sum of the weighted, normalised violations of every
+registered phenomenon's ``signatures`` (intact and lesioned), the same checks
+``tests/test_insilico_signatures.py`` runs; 0 means every check passes.  r_max is
 then scaled so that natural-movie mean rates land in 3-10 Hz.  The best set is
 written to retina/data/insilico.json (and the search log next to it).
 
@@ -29,12 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from retina import phenomena as P  # noqa: E402
 from retina import stimuli as S  # noqa: E402
-from retina.insilico import ROW, InSilicoParams, InSilicoRetina  # noqa: E402
-
-# The latency protocol the simulator was calibrated with: flashes -0.1 to -1 and the peak of every flash.
-# phenomena.latency now follows the spec (-0.15 to -3, rates under 3 Hz ignored, for the peak too); with
-# min_rate=0 the peaks are read as at calibration, the centre of mass also counting the sub-3-Hz rates.
-CALIBRATION_LATENCY = dict(intensities=(-0.1, -0.2, -0.35, -0.5, -0.75, -1.0), min_rate=0.0)
+from retina.insilico import InSilicoParams, InSilicoRetina  # noqa: E402
 
 # (path, low, high, log-scale)
 KNOBS = [
@@ -87,62 +83,22 @@ def hinge(x):
     return float(max(0.0, x)) if np.isfinite(x) else 5.0
 
 
+# Search weights of the checks' normalised violations (1 where not named): what the search should care about
+# more or less; the thresholds themselves are the phenomena's (retina/phenomena/*.py, ``signatures``).
+WEIGHTS = {"osr_latency_sd": 0.3, "reversal_ratio": 2.0, "latency_lesion_depression": 0.5,
+           "latency_lesion_linear": 0.5, "latency_lesion_A1": 0.5}
+
+
 def evaluate(p):
-    """Score (0 = every test passes) and the measures behind it."""
-    m = {}
-    v = {}
+    """Score (0 = every signature check passes), each check's value and its weighted violation."""
     try:
         sim = InSilicoRetina(p)
-        o = P.osr(sim)
-        fast = [c for c in o.per_condition if c["period_ms"] <= 125]
-        m["osr_slope"] = o.measures["slope"]
-        m["osr_min_ratio"] = min(c["ratio"] for c in fast)
-        m["osr_latency_sd"] = o.measures["latency_sd_ms"]
-        m["osr_peak"] = o.measures["osr_peak_mean"]
-        v["osr_ratio"] = hinge((3 - m["osr_min_ratio"]) / 3)
-        v["osr_slope"] = hinge(max(0.8 - m["osr_slope"], m["osr_slope"] - 1.2) / 0.2)
-        v["osr_sd"] = 0.3 * hinge((m["osr_latency_sd"] - 25) / 25)
-        o2 = P.osr(InSilicoRetina(p, lesion="ONs"))
-        m["osr_peak_noONs"] = o2.measures["osr_peak_mean"]
-        v["osr_lesion"] = hinge((m["osr_peak_noONs"] - 0.5 * m["osr_peak"]) / max(m["osr_peak"], 1e-9))
-
-        lat = P.latency(sim, **CALIBRATION_LATENCY)
-        m["lat_delta"] = lat.measures["peak_delta_ms"]
-        m["lat_com_delta"] = lat.measures["com_delta_ms"]
-        v["lat_mono"] = hinge(lat.measures["peak_violations"] / 5) + hinge(lat.measures["com_violations"] / 5)
-        v["lat_delta"] = hinge((10 - m["lat_delta"]) / 10)
-        for les, key in (("depression", "nodep"), ("A1", "noA1"), ("linear", "linear")):
-            ll = P.latency(InSilicoRetina(p, lesion=les), **CALIBRATION_LATENCY)
-            m[f"lat_delta_{key}"] = ll.measures["peak_delta_ms"]
-            m[f"lat_com_delta_{key}"] = ll.measures["com_delta_ms"]
-        v["lat_lesion"] = (0.5 * hinge((m["lat_delta_nodep"] - 0.6 * m["lat_delta"]) / 10)
-                           + 0.5 * hinge(m["lat_com_delta_noA1"] / 5)
-                           + 0.5 * hinge((abs(m["lat_delta_linear"]) - 3) / 5))
-
-        row = InSilicoRetina(p, positions=ROW)  # bar protocols read out a dense row of cells
-        a = P.anticipation(row, flash_positions=())
-        offs = [a.measures[f"offset_px_{s:g}"] for s in (0.04, 0.08, 0.16)]
-        m.update({f"ant_offset_{s:g}": o_ for s, o_ in zip((0.04, 0.08, 0.16), offs)})
-        al = P.anticipation(InSilicoRetina(p, lesion="linear", positions=ROW), speeds=(0.08,), flash_positions=())
-        m["ant_offset_linear_0.08"] = al.measures["offset_px_0.08"]
-        v["ant_sign"] = sum(hinge(o_ / 1.0) for o_ in offs)
-        v["ant_order"] = hinge((offs[0] - offs[1]) / 0.5) + hinge((offs[1] - offs[2]) / 0.5)
-        v["ant_lesion"] = hinge((offs[1] - (m["ant_offset_linear_0.08"] - 1.5)) / 1.0)
-
-        rv = P.reversal(row)
-        m["rev_sd"] = rv.measures["latency_sd_ms"]
-        m["rev_latency"] = rv.measures["latency_mean_ms"]
-        m["rev_min_ratio"] = rv.measures["min_ratio"]
-        v["rev_sd"] = hinge((m["rev_sd"] - 20) / 20)
-        v["rev_lat"] = hinge((150 - m["rev_latency"]) / 50) + hinge((m["rev_latency"] - 400) / 50)
-        v["rev_ratio"] = 2 * hinge((1.5 - m["rev_min_ratio"]) / 1.5)
-        r2 = P.reversal(InSilicoRetina(p, lesion="ONf", positions=ROW))
-        m["rev_ratio_noONf"] = r2.measures["mean_ratio"]
-        v["rev_lesion"] = hinge((m["rev_ratio_noONf"] - 1.0) / 0.5)
+        checks = [c for ph in P.REGISTRY.values() for c in ph.check_simulator(sim)]
     except (FloatingPointError, ValueError, ZeroDivisionError) as exc:
         return 1e3, {"error": str(exc)}, {}
-    score = float(sum(v.values()))
-    return score, m, v
+    m = {c.name: c.value for c in checks}
+    v = {c.name: WEIGHTS.get(c.name, 1.0) * c.violation for c in checks}
+    return float(sum(v.values())), m, v
 
 
 def scale_rates(p, seconds=60, seed=123):

@@ -168,7 +168,6 @@ from retina.insilico import ROW, InSilicoParams, InSilicoRetina  # noqa: E402
 from retina.reduction import classify_channels  # noqa: E402
 from retina.train import TrainConfig, evaluate, train  # noqa: E402
 
-
 STREAMS = {   # fine-tuning streams: dataset kind and generator options
     "fullfield": ("fullfield", None),
     "bars": ("bars", None),
@@ -229,7 +228,7 @@ def parse_stage(text):
                     try:
                         TrainConfig(freeze=st[key]).validate()
                     except ValueError as exc:
-                        raise SystemExit(f"--finetune {text}: {exc}")
+                        raise SystemExit(f"--finetune {text}: {exc}") from None
                 else:
                     st[key] = float(value)
         else:
@@ -238,7 +237,7 @@ def parse_stage(text):
                 raise ValueError
             st.update(zip(("wn", "epochs", "fullfield", "bars", "motion"), values))
     except ValueError:
-        raise SystemExit(f"--finetune {text}: expected WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] or key=value pairs")
+        raise SystemExit(f"--finetune {text}: expected WEIGHT:EPOCHS[:FF[:BARS[:MOTION]]] or key=value pairs") from None
     st["epochs"], st["windows"] = int(st["epochs"]), int(st["windows"])
     bad = [f"{key} {want} (got {st[key]:g})" for key, want, ok in STAGE_RANGES if not ok(st[key])]
     if bad:
@@ -327,38 +326,34 @@ def cell_positions(params=None):
     return mosaic + [p for p in ROW if p not in mosaic]
 
 
-PHENOMENA = ("osr", "latency", "reversal", "anticipation")
-BAR_PROTOCOLS = ("reversal", "anticipation")   # read out of the dense row
-PROTOCOL_KW = {"anticipation": {"flash_positions": ()}}
-
-
 def phenomenon_cells(sim, name):
-    """The simulator's cells a phenomenon is measured on: OSR cells for the OSR, else OFF cells; the bar
-    protocols take those of the dense row."""
-    kind = "OSR" if name == "osr" else "OFF"
-    row = name in BAR_PROTOCOLS
-    return np.array([c.index for c in sim.cells if c.type == kind and (not row or (c.y == 25 and 15 <= c.x <= 35))])
+    """The simulator's cells a phenomenon is measured on (its ``cell_type``); bar protocols (``row``) take
+    those of the dense row."""
+    ph = P.get(name)
+    return np.array([c.index for c in sim.cells
+                     if c.type == ph.cell_type and (not ph.row or (c.y == 25 and 15 <= c.x <= 35))])
 
 
 def _measure(name, responder, cells):
-    return getattr(P, name)(responder, cells=cells, explain=False, **PROTOCOL_KW.get(name, {})).measures
+    ph = P.get(name)
+    return ph.run(responder, cells=cells, explain=False, **ph.options_for(responder)).measures
 
 
 def phenomena_report(model, sim):
     """Each phenomenon measured on the simulator and on the CNN, on the same cells.
 
     Full-field protocols use the mosaic cells; the bar protocols the dense row
-    (the simulator's own population readout, ``insilico.md`` section 2).
+    (the simulator's own population readout).
     """
     out = {}
     row = InSilicoRetina(sim.params, positions=ROW)
-    for name in PHENOMENA:
-        if name in BAR_PROTOCOLS:
-            sim_measures = getattr(P, name)(row, explain=False, **PROTOCOL_KW.get(name, {})).measures
+    for name, ph in P.REGISTRY.items():
+        if ph.row:
+            sim_measures = ph.run(row, explain=False, **ph.options_for(row)).measures
         else:
             sim_measures = _measure(name, sim, phenomenon_cells(sim, name))
         out[name] = {"simulator": sim_measures,
-                     "cnn": _measure(name, CNNWithCells(model, sim), phenomenon_cells(sim, name))}
+                     "cnn": _measure(name, P.CNNProbe(model, cells=sim.cells), phenomenon_cells(sim, name))}
     return out
 
 
@@ -374,39 +369,9 @@ def latency_variants(model, sim):
     out = []
     for kw in LATENCY_VARIANTS:
         m = {who: P.latency(obj, cells=cells, explain=False, **kw).measures
-             for who, obj in (("simulator", sim), ("cnn", CNNWithCells(model, sim)))}
-        out.append({"protocol": kw, **m, **{f"{who}_shows_it": _shows("latency", m[who]) for who in m}})
+             for who, obj in (("simulator", sim), ("cnn", P.CNNProbe(model, cells=sim.cells)))}
+        out.append({"protocol": kw, **m, **{f"{who}_shows_it": P.LATENCY.shows(m[who]) for who in m}})
     return out
-
-
-class CNNWithCells:
-    """A CNN measured in simulator contrast units, knowing the simulator's cell positions."""
-
-    def __init__(self, model, sim):
-        self.model, self.cells, self.frame_shape = model, sim.cells, model.frame_shape
-        self.n_cells = model.n_cells
-        self._mean, self._std = model.norm_stats["mean"], model.norm_stats["std"]
-
-    def rates(self, movie):
-        z = (np.asarray(movie, np.float32) - self._mean) / self._std
-        return self.model.rates(z, pad=(0.0 - self._mean) / self._std)
-
-
-DIRECTIONS = {
-    "osr": ("min_ratio", 1.0, "an OSR after the omission larger than the last flash response"),
-    "latency": ("peak_delta_ms", 0.0, "latency falls with intensity: weakest minus strongest > 0 and a negative "
-                                      "least-squares slope against |intensity|"),
-    "reversal": ("mean_ratio", 1.0, "a reversal burst above the smooth-motion peak"),
-    "anticipation": ("lead_um_0.08", 0.0, "a positive anticipation lead at 0.08 px/frame"),
-}
-
-
-def _shows(name, measures):
-    key, thr, _ = DIRECTIONS[name]
-    ok = measures[key] > thr
-    if name == "latency":   # a positive delta alone can come from one early weak flash
-        ok = ok and measures["peak_slope_ms_per_unit"] < 0
-    return bool(ok)
 
 
 REQUIRED_TYPES = ("OFF-fast", "ON-fast", "ON-slow")   # issue 5: layer 1 must include these
@@ -419,14 +384,14 @@ def phenomena_score(sim, whitenoise=None, min_corr=0.8, wn_index=1):
     validation correlation is under ``min_corr`` (issue 5 asks for 0.8 on held-out white noise).  That
     correlation is ``train()``'s own for validation set ``wn_index`` (the recipe's white-noise set) when
     train passes ``val_corrs``; otherwise ``whitenoise`` is predicted."""
-    cells = {name: phenomenon_cells(sim, name) for name in PHENOMENA}
+    cells = {name: phenomenon_cells(sim, name) for name in P.names()}
 
     def score(model, val_corr, val_corrs=None):
-        cnn = CNNWithCells(model, sim)
-        measures = {name: _measure(name, cnn, cells[name]) for name in PHENOMENA}
-        print("  " + ", ".join(f"{name} {DIRECTIONS[name][0]} {measures[name][DIRECTIONS[name][0]]:.3g}"
-                               for name in PHENOMENA), flush=True)
-        missed = [name for name in PHENOMENA if not _shows(name, measures[name])]
+        cnn = P.CNNProbe(model, cells=sim.cells)
+        measures = {name: _measure(name, cnn, cells[name]) for name in P.names()}
+        print("  " + ", ".join(f"{name} {ph.presence_measure} {measures[name][ph.presence_measure]:.3g}"
+                               for name, ph in P.REGISTRY.items()), flush=True)
+        missed = [name for name, ph in P.REGISTRY.items() if not ph.shows(measures[name])]
         types = {c["type"] for c in classify_channels(model)}
         missed += [t for t in REQUIRED_TYPES if t not in types]
         if whitenoise is not None:
@@ -441,12 +406,13 @@ def phenomena_score(sim, whitenoise=None, min_corr=0.8, wn_index=1):
 
 
 def directions(phen):
-    """Does the CNN show each phenomenon in the simulator's direction (issue 5's criterion)?"""
+    """Does the CNN show each phenomenon in the simulator's direction (``Phenomenon.shows``)?"""
     out = {}
-    for name, (key, thr, what) in DIRECTIONS.items():
+    for name, ph in P.REGISTRY.items():
         sim, cnn = phen[name]["simulator"], phen[name]["cnn"]
-        out[name] = {"measure": key, "threshold": thr, "simulator": sim[key], "cnn": cnn[key], "what": what,
-                     "simulator_shows_it": _shows(name, sim), "cnn_shows_it": _shows(name, cnn)}
+        key = ph.presence_measure
+        out[name] = {"measure": key, "simulator": sim[key], "cnn": cnn[key], "what": ph.shows.__doc__,
+                     "simulator_shows_it": ph.shows(sim), "cnn_shows_it": ph.shows(cnn)}
     return out
 
 

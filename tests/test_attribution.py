@@ -1,10 +1,10 @@
 """Integrated gradients: reference agreement, completeness, pooling, collapsed paths, cell sums."""
 
+import naive
 import numpy as np
 import pytest
 from conftest import relerr, small_model
 
-import naive
 from retina.attribution import KINKS, METHODS, attribute, quadrature, quadrature_cells
 
 

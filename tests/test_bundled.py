@@ -35,7 +35,7 @@ def pair():
 
 def _mean_corr(model, sim, movie, skip=100):
     truth = sim.rates(movie)[skip:]
-    pred = recipe.CNNWithCells(model, sim).rates(movie)[skip:]
+    pred = model.rates(movie)[skip:]   # contrast units, converted with the model's norm_stats
     return np.mean([np.corrcoef(truth[:, j], pred[:, j])[0, 1] for j in range(truth.shape[1])])
 
 

@@ -7,11 +7,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import naive
 import numpy as np
 import pytest
 from conftest import relerr
 
-import naive
 from retina.kernels import cpu
 
 HERE = Path(__file__).parent

@@ -2,10 +2,10 @@
 
 import json
 
+import naive
 import numpy as np
 import pytest
 
-import naive
 from retina import stimuli as S
 from retina.insilico import LESIONS, InSilicoParams, InSilicoRetina
 

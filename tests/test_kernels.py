@@ -4,11 +4,11 @@ The ``kb`` fixture runs each test on the CPU kernels and, where CuPy and a
 CUDA device are present, on the GPU kernels (outputs poisoned with NaN first,
 so an element a kernel forgets to write fails the test)."""
 
+import naive
 import numpy as np
 import pytest
 from conftest import relerr, tol
 
-import naive
 from retina.kernels import cpu
 
 DTYPES = [np.float32, np.float64]
@@ -181,7 +181,8 @@ def _pig_inputs(rng, dtype, secant, b=3, c1=3, h1=9, wd1=8, c2=2, kh=4, kw=3, n_
 
 def _pig_outputs(args, dtype):
     b, c1, h1, wd1 = args["z0"].shape
-    return dict(g1=np.full((b, 2, c1, h1, wd1), np.nan, dtype), a2=np.full((b, 2) + args["scale2"].shape, np.nan, dtype),
+    return dict(g1=np.full((b, 2, c1, h1, wd1), np.nan, dtype),
+                a2=np.full((b, 2) + args["scale2"].shape, np.nan, dtype),
                 r0=np.full((b, 3), np.nan), r1=np.full((b, 3), np.nan))
 
 

@@ -1,12 +1,11 @@
 """RetinaCNN forward pass against the float64 reference; construction and paths."""
 
+import naive
 import numpy as np
 import pytest
 from conftest import relerr, small_model, tol
 
-import naive
-from retina import RetinaCNN
-from retina import reference
+from retina import RetinaCNN, reference
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -123,3 +122,17 @@ def test_gpu_predict_equals_cpu_numpy_in_numpy_out_cupy_in_cupy_out(method):
     np.testing.assert_allclose(dev.get(), got, rtol=1e-6)
     with pytest.raises(ValueError, match="CuPy"):
         m.predict(cupy.asarray(movie), backend="cpu")
+
+
+def test_rates_take_contrast_units_and_apply_the_models_norm_stats(tiny, rng):
+    """The trap of a model trained on z-scored stimuli: ``rates`` converts contrast with the model's own
+    norm_stats and pads with grey in model units; ``predict`` keeps model units."""
+    m = RetinaCNN(**tiny.arrays, frame_shape=tiny.frame_shape, norm_stats={"mean": 0.2, "std": 0.5})
+    movie = rng.uniform(-1, 1, (30,) + tiny.frame_shape).astype(np.float32)
+    z = (movie - np.float32(0.2)) / np.float32(0.5)
+    lead = np.full((tiny.history - 1,) + tiny.frame_shape, (0.0 - 0.2) / 0.5, np.float32)
+    np.testing.assert_array_equal(m.rates(movie), m.predict(np.concatenate([lead, z])))
+    np.testing.assert_array_equal(m.rates(z, units="model"), m.rates(movie))
+    assert not np.allclose(m.rates(movie), tiny.rates(movie))   # the conversion matters
+    with pytest.raises(ValueError, match="units must be one of"):
+        m.rates(movie, units="volts")

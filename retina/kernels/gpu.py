@@ -58,7 +58,7 @@ _KERNELS = {"conv.cu": ("corr2d_fwd", "corr2d_t", "corr2d_wgrad", "corr3d_movie_
             "insilico.cu": ("bipolar_block", "ganglion_block")}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module(source):
     names = [f"{k}<{t}>" for k in _KERNELS[source] for t in _CTYPE.values()]
     code = (SOURCES / source).read_text()
