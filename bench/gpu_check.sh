@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU verification of issue 7, as one command for a machine with a CUDA device
+# The GPU verification, as one command for a machine with a CUDA device
 # (the `device` tool's run, or any GPU box):  bash bench/gpu_check.sh [OUTDIR]
 # CuPy, Numba, h5py, click and PyTorch are expected there; missing pure-Python test
 # packages can travel as wheels (see the device tool's README) and are put on PYTHONPATH first.

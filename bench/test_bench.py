@@ -1,4 +1,4 @@
-"""pytest-benchmark versions of the canonical workloads (performance.md).
+"""pytest-benchmark versions of the canonical workloads (docs/performance.md).
 
 Run: ``pytest bench/ --benchmark-enable`` (the suite in tests/ never times anything).
 Sizes scale with RETINA_BENCH_SCALE (default 1.0, the canonical sizes).

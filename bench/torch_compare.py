@@ -1,7 +1,7 @@
-"""The same computations in PyTorch (cuDNN), for the GPU comparison of issue 7.
+"""The same computations in PyTorch (cuDNN), for the GPU comparison (bench/RESULTS.md).
 
 Optional: needs ``torch`` (not a dependency of retina).  Runs the
-``forward-movie`` and ``ig-hidden`` workloads of ``performance.md`` the way a
+``forward-movie`` and ``ig-hidden`` workloads of ``docs/performance.md`` the way a
 PyTorch user would write them (window stack + conv3d as a 2-D conv over the
 40 history frames as channels; integrated gradients as a batch of path points
 through autograd, layer 1 recomputed per step), checks them against retina's

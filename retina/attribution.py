@@ -1,4 +1,4 @@
-"""Path-integrated gradients to the stimulus and to hidden units (spec sections 3 and 4).
+"""Path-integrated gradients to the stimulus and to hidden units (docs/spec.md sections 3 and 4).
 
 Along the straight path ``s(a) = s0 + a (s - s0)`` the layer-1 pre-activation
 is affine in ``a``, so it is computed once per window, not once per step.
@@ -206,7 +206,7 @@ def _invariant_along(a, axes):
 
 
 def _collapse(model, kind):
-    """An equivalent model on frames collapsed along the invariant axes (spec section 4)."""
+    """An equivalent model on frames collapsed along the invariant axes (docs/spec.md section 4)."""
     n = model.n_cells
     c2, h2, w2 = model.shape2
     if kind == "space":

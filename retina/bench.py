@@ -1,4 +1,4 @@
-"""Canonical benchmark workloads (spec ``performance.md``) shared by ``retina bench`` and ``bench/``.
+"""Canonical benchmark workloads (``docs/performance.md``) shared by ``retina bench`` and ``bench/``.
 
 Each workload builds its inputs from fixed seeds, times the fast path
 (median of ``repeat`` runs after a warm-up), checks it against the
@@ -23,7 +23,7 @@ from .stimuli import natural_movie, white_noise
 
 __all__ = ["WORKLOADS", "BenchResult", "matmul_rate", "run_workload"]
 
-# direct multiply-accumulate counts per window, default shape (performance.md)
+# direct multiply-accumulate counts per window, default shape (docs/performance.md)
 MAC_L1 = 36 * 36 * 8 * 40 * 225
 MAC_L2 = 26 * 26 * 8 * 8 * 121
 
@@ -159,7 +159,7 @@ def train_epoch(scale=1.0, repeat=1, backend="cpu", rate=None):
 
 def osr_sweep(scale=1.0, repeat=1, backend="cpu", rate=None):
     """OSR sweep: flash trains with periods 2..20 frames x 10 intensities, pooled layer-1 attribution,
-    100 midpoint steps, 5 cells each attributed separately (performance.md)."""
+    100 midpoint steps, 5 cells each attributed separately (docs/performance.md)."""
     from .stimuli import flash_train
 
     model = RetinaCNN.random(5, seed=0)

@@ -11,6 +11,7 @@ import click
 import numpy as np
 
 from ._version import __version__
+from .units import FRAME_MS
 
 BACKEND = click.Choice(["auto", "cpu", "gpu"])
 DTYPE = click.Choice(["float32", "float64"])
@@ -179,7 +180,7 @@ def predict(model, stimulus_path, kind, frames, seed, n_cells, output, backend, 
     with atomic_h5(output) as f:
         f.attrs.update({"format": "retina-rates", "model": model, "model_hash": net.content_hash(),
                         "stimulus": source, "history": net.history, "retina_version": __version__,
-                        "units": "Hz", "frame_ms": 10.0})
+                        "units": "Hz", "frame_ms": FRAME_MS})
         f.create_dataset("rates", data=rates)
         f.create_dataset("window_frames", data=np.arange(rates.shape[0]) + net.history - 1)
         f.create_dataset("cell_ids", data=np.array(net.cell_ids, dtype=object),
@@ -403,7 +404,7 @@ def train(data, output, response, cells, minutes, epochs, epoch_windows, batch, 
                           l2=l2, noise=noise, seed=seed)
         x, y = tr.stimulus, tr.rates
         if minutes is not None:
-            n = int(minutes * 6000)
+            n = int(minutes * 60_000 / FRAME_MS)
             x, y = x[:n], y[:n]
         ck = checkpoint or output + ".ckpt"
         t0 = time.time()

@@ -34,12 +34,13 @@ from scipy.ndimage import gaussian_filter1d
 from ._progress import progress_bar
 from ._validate import check_int
 from ._version import __version__
-from .insilico import DT, InSilicoRetina
+from .insilico import InSilicoRetina
 from .stimuli import bar_motion, bar_noise, flash_sequence, full_field_noise, natural_movie, white_noise
+from .units import DT
 
 __all__ = ["Dataset", "load_dataset", "simulate_dataset", "encode_uint8", "decode_uint8", "KINDS"]
 
-KINDS = {"naturalscene": "natural-like movie (insilico.md section 3)",
+KINDS = {"naturalscene": "natural-like movie (docs/insilico.md section 3)",
          "whitenoise": "binary checkerboard, 1 px checks, +-0.35 contrast",
          "fullfield": "full-field Gaussian flicker, s.d. 0.35 contrast, 20 ms frames",
          "bars": "flickering 2 px bars spanning all rows, binary +-0.35 contrast, 20 ms frames",
@@ -259,7 +260,7 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
     path : str or Path
         Output file (written as ``PATH.partial``, renamed when complete).
     kind : {"naturalscene", "whitenoise", "fullfield", "bars", "motion", "flashes"}
-        Stimulus class (``insilico.md`` section 3).
+        Stimulus class (``docs/insilico.md`` section 3).
     retina : InSilicoRetina, optional
         The simulator (default: the calibrated one).
     train_minutes : float

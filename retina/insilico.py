@@ -1,4 +1,4 @@
-"""The in-silico retina: a simulated retina whose circuit is known (spec ``insilico.md``).
+"""The in-silico retina: a simulated retina whose circuit is known (``docs/insilico.md``).
 
 A movie of Weber contrast ``(T, H, W)`` (10 ms frames, 55 um pixels, 0 = grey)
 goes through
@@ -18,7 +18,7 @@ goes through
 
 Everything is deterministic except the spikes.  Each pathway's contribution to
 the membrane potential is returned separately (``pathways``), so the exact
-ground-truth attribution of ``insilico.md`` section 4 is available
+ground-truth attribution of ``docs/insilico.md`` section 4 is available
 (:meth:`InSilicoRetina.attribution`).  Lesions are parameters
 (:meth:`InSilicoParams.lesioned`).  State carries across blocks, so arbitrarily
 long movies stream through (:meth:`InSilicoRetina.initial_state`).
@@ -40,19 +40,18 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from ._validate import as_float_array, check_int
+from .units import DT
 
 __all__ = ["BipolarParams", "GanglionParams", "InSilicoParams", "InSilicoRetina", "Cell", "PATHWAYS",
            "LESIONS", "ROW"]
 
-DT = 0.01
-"""Frame duration in seconds."""
 
 PATHWAYS = ("OFF", "ONf", "ONs")
 """Bipolar pathway names, in the order of every pathway axis."""
 
 ROW = tuple((25.0, float(x)) for x in range(15, 36))
 """A dense row of cell positions (y = 25, x = 15..35): the population readout of the bar
-protocols of ``insilico.md`` section 2 (``InSilicoRetina(positions=ROW)``)."""
+protocols of ``docs/insilico.md`` section 2 (``InSilicoRetina(positions=ROW)``)."""
 
 LESIONS = ("OFF", "ONf", "ONs", "A1", "depression", "linear")
 """Lesions :meth:`InSilicoParams.lesioned` knows: a pathway, the amacrine, all
@@ -101,9 +100,9 @@ def _default_ganglia():
 
 @dataclass
 class InSilicoParams:
-    """Every parameter of the simulated retina (units in the names; spec ``insilico.md`` section 1).
+    """Every parameter of the simulated retina (units in the names; ``docs/insilico.md`` section 1).
 
-    ``InSilicoParams()`` gives the spec's starting values; ``InSilicoParams.default()``
+    ``InSilicoParams()`` gives the documented starting values (``docs/insilico.md``); ``InSilicoParams.default()``
     the calibrated set shipped with the package (``retina/data/insilico.json``,
     written by ``scripts/calibrate_insilico.py``).  JSON round trip:
     :meth:`to_json` / :meth:`from_json`.
@@ -160,7 +159,7 @@ class InSilicoParams:
 
     @classmethod
     def default(cls):
-        """The calibrated parameters shipped with the package (spec values if none are bundled)."""
+        """The calibrated parameters shipped with the package (the documented starting values if none are bundled)."""
         res = resources.files("retina") / "data" / "insilico.json"
         if res.is_file():
             return cls.from_dict(json.loads(res.read_text()))
@@ -512,7 +511,7 @@ class InSilicoRetina:
         return self._rmax[idx] * np.logaddexp(0.0, x) / self.params.beta
 
     def attribution(self, movie, *, state=None):
-        """Exact ground-truth attribution of each cell's rate to its four sources (``insilico.md`` section 4).
+        """Exact ground-truth attribution of each cell's rate to its four sources (``docs/insilico.md`` section 4).
 
         With the output gain control off, ``r = F(u)`` with ``u = sum_k u_k``
         linear in the sources, so integrated gradients along the straight path
@@ -525,7 +524,7 @@ class InSilicoRetina:
             Attribution to OFF, ONf, ONs and A1; sums to ``r - r0`` over the last axis.
         """
         if self.params.gain_control > 0:
-            raise ValueError("the closed-form attribution needs gain_control = 0 (insilico.md section 4)")
+            raise ValueError("the closed-form attribution needs gain_control = 0 (docs/insilico.md section 4)")
         parts = self.pathways(movie, state=state)
         rest = self.initial_state()["membrane"].T  # (n_cells, 4) grey contributions
         du = parts - rest[None]

@@ -1,4 +1,4 @@
-"""Measures of the four phenomena (spec ``phenomena.md``) on any response array.
+"""Measures of the four phenomena (``docs/phenomena.md``) on any response array.
 
 Every function takes plain arrays: a rate trace aligned with the stimulus'
 frames (row ``t`` = response in frame ``t``, 10 ms bins) and the stimulus'
@@ -13,11 +13,11 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 
 from ._validate import as_float_array
+from .units import FRAME_MS, UM_PER_PX
 
 __all__ = ["peak", "osr", "osr_slope", "latency", "latency_trend", "reversal", "reversal_spread",
            "anticipation", "flash_peak_position"]
 
-FRAME_MS = 10.0
 
 
 def _trace(name, r):
@@ -114,7 +114,7 @@ def latency(r, flash_frame, *, window_ms=150.0, upsample=10, min_rate=3.0):
 
     The response in ``[flash, flash + window_ms)`` minus the pre-flash
     baseline is upsampled ``upsample`` times with a cubic spline; values
-    under ``min_rate`` Hz are ignored (``phenomena.md``): they do not count
+    under ``min_rate`` Hz are ignored (``docs/phenomena.md``): they do not count
     towards the centre of mass, and a response whose peak stays under
     ``min_rate`` has no latency (a sub-Hz bump's "peak" is wherever a flat
     trace happens to be largest).
@@ -201,7 +201,7 @@ def flash_peak_position(positions, peak_rates):
     return float(x[i])
 
 
-def anticipation(r, centers, reference_x, *, um_per_px=55.0):
+def anticipation(r, centers, reference_x, *, um_per_px=UM_PER_PX):
     """Motion anticipation of one cell: where the moving bar is when the cell peaks.
 
     Parameters

@@ -1,4 +1,4 @@
-"""The McIntosh et al. (2016) BN-CNN in inference form (spec section 2).
+"""The McIntosh et al. (2016) BN-CNN in inference form (docs/spec.md section 2).
 
 ::
 
@@ -291,7 +291,7 @@ class RetinaCNN:
 
         ``method``: ``"direct"`` (Numba loops), ``"fft"`` (3-D FFT in time
         chunks) or ``"auto"``.  A movie that is exactly uniform in space
-        (full field) or along rows is filtered in 1-D and broadcast (spec
+        (full field) or along rows is filtered in 1-D and broadcast (docs/spec.md
         section 4); the result is the same.
         """
         check_choice("method", method, CORR_METHODS)

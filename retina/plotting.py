@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .units import FRAME_MS
+
 __all__ = ["phenomenon_figure", "available"]
 
 
@@ -45,22 +47,22 @@ def phenomenon_figure(result, path=None, *, reference=None):
     cmap = plt.get_cmap("viridis")
     for i, (cond, r) in enumerate(zip(result.conditions, result.responses)):
         label = ", ".join(f"{k}={v:g}" for k, v in cond.items() if isinstance(v, (int, float)))
-        ax.plot(np.arange(len(r)) * 10.0, r.mean(1), color=cmap(i / max(n - 1, 1)), lw=1.2, label=label)
+        ax.plot(np.arange(len(r)) * FRAME_MS, r.mean(1), color=cmap(i / max(n - 1, 1)), lw=1.2, label=label)
         if i < len(result.reduced) and result.reduced[i].pruned_response is not None:
             red = result.reduced[i]
             pr = red.pruned_response[:, 0]
-            ax.plot((red.start + np.arange(len(pr))) * 10.0, pr, color=cmap(i / max(n - 1, 1)), lw=1, ls="--")
+            ax.plot((red.start + np.arange(len(pr))) * FRAME_MS, pr, color=cmap(i / max(n - 1, 1)), lw=1, ls="--")
     ax.set(xlabel="time (ms)", ylabel="rate (Hz)", title=f"{result.name}: full (solid) and reduced (dashed)")
     ax.legend(fontsize=7, loc="upper left")
     if result.reduced:
         red = result.reduced[min(ref, len(result.reduced) - 1)]
         vals = red.pooled[:, 0]
-        t0 = red.start * 10.0
+        t0 = red.start * FRAME_MS
         ax = axes[0, 1]
         if vals.ndim == 2:  # (windows, C): channel x time heat map
             lim = np.abs(vals).max() or 1.0
             im = ax.imshow(vals.T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
-                           extent=(t0, t0 + len(vals) * 10.0, vals.shape[1] - 0.5, -0.5), interpolation="nearest")
+                           extent=(t0, t0 + len(vals) * FRAME_MS, vals.shape[1] - 0.5, -0.5), interpolation="nearest")
             ax.set(xlabel="time (ms)", ylabel="layer-1 channel",
                    yticks=range(vals.shape[1]),
                    yticklabels=[f"{c} {red.types[c]['type']}" for c in range(vals.shape[1])])
@@ -69,20 +71,20 @@ def phenomenon_figure(result, path=None, *, reference=None):
             m = vals[:, c]
             lim = np.abs(m).max() or 1.0
             im = ax.imshow(m.T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
-                           extent=(t0, t0 + len(m) * 10.0, m.shape[1] - 0.5, -0.5), interpolation="nearest")
+                           extent=(t0, t0 + len(m) * FRAME_MS, m.shape[1] - 0.5, -0.5), interpolation="nearest")
             ax.set(xlabel="time (ms)", ylabel="position (px)")
         lo, hi = red.window
-        ax.axvspan(t0 + lo * 10.0, t0 + hi * 10.0, color="k", alpha=0.08)
+        ax.axvspan(t0 + lo * FRAME_MS, t0 + hi * FRAME_MS, color="k", alpha=0.08)
         ax.set_title("pooled layer-1 attribution (shaded: window of interest)")
         fig.colorbar(im, ax=ax, label="attribution (Hz)")
         ax = axes[1, 0]
         for ch in red.channels:
             f = np.asarray(ch["filter"])
             if f.ndim == 1:
-                lag = (len(f) - np.arange(len(f))) * 10.0
+                lag = (len(f) - np.arange(len(f))) * FRAME_MS
                 ax.plot(lag, f, label=f"{ch['channel']} {ch['type']} ({ch['share']:.0%})")
             else:
-                ax.plot((f.shape[0] - np.arange(f.shape[0])) * 10.0, f.sum(1),
+                ax.plot((f.shape[0] - np.arange(f.shape[0])) * FRAME_MS, f.sum(1),
                         label=f"{ch['channel']} {ch['type']} ({ch['share']:.0%})")
         ax.axhline(0, color="k", lw=0.5)
         ax.set(xlabel="lag (ms)", ylabel="filter (a.u.)", title="important channels' temporal filters")

@@ -1,10 +1,10 @@
-"""Channel types and (later) the reduced model of spec section 5.
+"""Channel types and (later) the reduced model of docs/spec.md section 5.
 
 :func:`channel_filters` gives each layer-1 channel's effective temporal filter
 for full-field stimuli, ``k_c(tau) = sum_{x,y} w1[c, tau, x, y]`` times the sign
 of the channel's scale; :func:`classify_channels` types each channel ON/OFF by
 the sign of its largest tap within the 25 newest frames and fast/slow by time
-to peak (fast <= 110 ms, slow >= 120 ms; ``insilico.md`` section 4).
+to peak (fast <= 110 ms, slow >= 120 ms; ``docs/insilico.md`` section 4).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .units import FRAME_MS
 
 __all__ = ["channel_filters", "classify_channels", "prune", "reduce", "ReducedModel", "baseline_activity",
            "ablate", "inhibitory_channels"]
@@ -26,7 +28,7 @@ def channel_filters(model):
     return w1.sum(axis=(2, 3)) * np.where(sign == 0, 1.0, sign)[:, None]
 
 
-def classify_channels(model, *, recent=25, frame_ms=10.0):
+def classify_channels(model, *, recent=25, frame_ms=FRAME_MS):
     """Type every layer-1 channel.
 
     Returns a list of dicts: ``channel``, ``polarity`` ("ON"/"OFF"),
@@ -53,7 +55,7 @@ def classify_channels(model, *, recent=25, frame_ms=10.0):
 # ---------------------------------------------------------------------- the reduced model
 @dataclass
 class ReducedModel:
-    """The important layer-1 channels of a response and the models built from them (spec section 5).
+    """The important layer-1 channels of a response and the models built from them (docs/spec.md section 5).
 
     Attributes
     ----------
@@ -193,7 +195,7 @@ def ablate(model, channels, *, layer="conv2", baseline=0.0):
 
 def inhibitory_channels(model, movie, *, cells=None, window=None, baseline=0.0, n_steps=50, min_share=0.05,
                         attribution=None):
-    """Layer-2 channels whose net effect on the response is negative (spec: "A1 appears as layer-2
+    """Layer-2 channels whose net effect on the response is negative (docs/insilico.md section 4: "A1 appears as layer-2
     units with negative net effect, delayed 20-60 ms after OFF excitation").
 
     The response (cells or weighted sum of cells) over ``window`` is attributed
@@ -226,7 +228,7 @@ def inhibitory_channels(model, movie, *, cells=None, window=None, baseline=0.0, 
         share = float(np.abs(sel[:, o]).sum() / total) if total > 0 else 0.0
         if net[o] < 0 and share >= min_share:
             out.append(dict(channel=int(o), net=float(net[o]), share=share,
-                            delay_ms=float((int(np.argmin(sel[:, o])) - t_exc) * 10.0)))
+                            delay_ms=float((int(np.argmin(sel[:, o])) - t_exc) * FRAME_MS)))
     return out
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import convolve, correlate
 
+from .units import DT
+
 __all__ = ["forward", "conductance_conv1", "input_ig"]
 
 
@@ -96,7 +98,7 @@ def insilico_rates(sim, movie):
     from scipy.signal import lfilter
 
     p = sim.params
-    dt = 0.01
+    dt = DT
     s = sim._centre_surround(np.asarray(movie, np.float64))
     st = sim.initial_state()
     b = np.empty((len(s), 3, s.shape[1]))

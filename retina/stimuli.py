@@ -3,7 +3,7 @@
 Every generator is a plain function returning a :class:`Stimulus`: the movie,
 the parameters it was made with, and the frame indices of its events (flash
 onsets, the omitted flash, the reversal frame, the bar centre per frame), so
-that analyses never re-derive them.  Conventions (spec section 1): 1 frame =
+that analyses never re-derive them.  Conventions (docs/spec.md section 1): 1 frame =
 10 ms, 1 px = 55 um, 0 = mean grey, negative = dark.  Pixel ``i`` is centred
 at coordinate ``i`` and covers ``[i - 0.5, i + 0.5)``.
 
@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._validate import check_int
+from .units import FRAME_MS
 
 __all__ = ["Stimulus", "flash", "step", "flash_train", "paired_flash", "contrast_steps", "full_field_noise",
            "white_noise", "bar_noise", "bar_motion", "flash_sequence", "moving_bar", "flashed_bar",
            "reversing_grating", "natural_movie", "period_frames", "GENERATORS"]
 
-FRAME_MS = 10.0
-"""Duration of one frame in milliseconds."""
 
 
 @dataclass
@@ -227,7 +226,7 @@ def white_noise(n_frames, frame_shape=(50, 50), *, contrast=1.0, binary=False, c
     """Checkerboard white noise.
 
     Gaussian (s.d. ``contrast``) or binary (``+-contrast``) checks of ``check``
-    px, refreshed every ``hold`` frames.  The training set of ``insilico.md``
+    px, refreshed every ``hold`` frames.  The training set of ``docs/insilico.md``
     uses ``binary=True, contrast=0.35`` (and ``hold=3``).
     """
     n = check_int("n_frames", n_frames, minimum=1)

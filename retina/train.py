@@ -1,6 +1,6 @@
 """Training a retina CNN without a framework: hand-written gradients, Adam, batch norm, checkpoints.
 
-The network is the McIntosh BN-CNN of spec section 2 in its training form::
+The network is the McIntosh BN-CNN of docs/spec.md section 2 in its training form::
 
     c1 = corr(movie, w1)                      (N, C1, H1, W1)
     z1 = g1 * (c1 - mean) / sqrt(var + eps) + b1  (batch norm per unit over the batch)

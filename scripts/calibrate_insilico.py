@@ -129,7 +129,7 @@ def main():
     ap.add_argument("--population", type=int, default=8)
     ap.add_argument("--sigma", type=float, default=0.12)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--start", default=None, help="JSON to start from (default: the spec's values)")
+    ap.add_argument("--start", default=None, help="JSON to start from (default: the documented starting values)")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--budget-min", type=float, default=60.0, help="stop after this many minutes")
     ap.add_argument("-o", "--output", default=os.path.join(os.path.dirname(__file__), "..", "retina", "data",

@@ -4,7 +4,7 @@
    movies (default 60 min) and binary white noise (30 min), deep-retina layout.
    The cells are both types on the 3x3 mosaic plus a dense row (y = 25,
    x = 15..35, ``retina.insilico.ROW``): the bar protocols read a population
-   out of that row (``insilico.md`` section 2), so the CNN must predict it.
+   out of that row (``docs/insilico.md`` section 2), so the CNN must predict it.
 2. Train the McIntosh BN-CNN (8@15x15, 8@11x11, 40 frames) on both streams
    (runs drawn half from each), z-scored by the natural movie's statistics,
    Poisson loss.  (Weighting the white-noise windows 10x in the loss, since
@@ -33,121 +33,8 @@ wn_share=0.6 \
 flashes_loss=3,flash_boost=30,reversals=0.2,reversals_loss=5,reversal_boost=40,slowmotion=0.15,slowmotion_loss=5,\
 wn_share=0.6
 
-is the bundled model (since 2026-12-03, eleventh session).  Stage 1: 30 epochs on natural movie + white
-noise.  Stages 2 and 3: ten epochs each with white noise weighted 30x and 20 % full-field flicker, 10 %
-flickering bars, 20 % moving bars, at lr 7.5e-4 then 5e-4 (they lift white noise to ~0.82).  Stage 4: ten
-20,000-window epochs adding full-field flashes from grey (x3, ``flash_boost=30``: the 0.3 s after a flash
-of relative contrast c weigh min(30, 1/c^2)), bars that turn back in the simulator's reversal-burst regime
-(x5, ``reversal_boost=40`` on the 0.5 s after each turn) and slow bars (x5), 60 % of the natural/white-noise
-runs from white noise, the epoch chosen by ``select=1`` (``phenomena_score``: validation correlation less 1
-per phenomenon missed, required channel type lacking, or white-noise validation under ``select_wn``).
-Stage 5: the same kind of stage with 25 % flashes at lr 1.5e-4, which brings the ON-slow type.  Stage 6:
-ten short epochs at lr 5e-5 with stage 4's mix, which keeps what stage 5's first epoch has while the OSR,
-which swings from epoch to epoch, is selected.  Its report is scripts/default_report.json: held-out
-natural 0.893, white noise 0.816; layer-1 types OFF-fast, ON-fast, ON-slow, OFF-slow; OSR (ratio 1.02),
-latency (+12 ms weakest minus strongest answered flash, slope -4 ms/unit; simulator +5), reversal (1.09)
-and anticipation (+175 um at 0.08 px/frame; simulator +143) in the simulator's direction, latency also under
-the two held-out protocols (+9 and +12 ms).  Stages 4-6 select on the phenomena protocols, so these are
-selected, not predicted; the held-out protocols and the test clips are not.  Timed end to end in one
-uninterrupted run (2026-12-03 01:27-02:18, ``/usr/bin/time``, nothing else running, the 2-core machine):
-**51.0 minutes** (simulation 5.2, training 43.9, evaluation and report 1.8; peak memory 14.0 GB), and it
-reproduced the trial run's model exactly.
-
-Seventh session's model (bundled 2026-11-24 to 2026-12-03; 74 minutes as stage sums; its latency figures
-below are the earlier protocol's, under the spec's protocol its flash peaks rise with strength, -2 ms):
-
-    python scripts/train_default.py --out build/default --minutes 60 --noise-minutes 30 --epochs 40 --val-share 0.05 \
-        --fullfield-minutes 20 --bars-minutes 20 --motion-minutes 20 --slow-motion-minutes 15 --flash-minutes 15 \
-        --finetune 10:8:0.3 --finetune 30:10:0.2:0.1:0.2 \
-        --finetune wn=30,epochs=8,fullfield=0.25,bars=0.05,motion=0.1,slowmotion=0.35,slowmotion_loss=5 \
-        --finetune wn=30,epochs=10,windows=12000,select=1,fullfield=0.15,bars=0.05,motion=0.1,slowmotion=0.25,\
-slowmotion_loss=5,flashes=0.3,flashes_loss=10
-
-was the bundled model (2026-11-24, seventh session): stage 1, 40 epochs on natural + white noise;
-stage 2, 8 fine-tuning epochs with white noise weighted 10x in the loss and 30 % of the runs from full-field
-flicker; stage 3, 10 epochs with white noise weighted 30x and 20 % full-field flicker, 10 % flickering bars,
-20 % moving bars (``stimuli.bar_motion``); stage 4, 8 epochs with 35 % slow, high-contrast moving bars
-(weighted 5x); stage 5, ten short epochs (12,000 windows) adding 30 % full-field flashes from grey
-(``stimuli.flash_sequence``, weighted 10x), the epoch chosen by ``select=1``: validation correlation less 1
-per phenomenon missed or required channel type (OFF-fast, ON-fast, ON-slow) lacking (``phenomena_score``).
-Epochs 3 and 8 of stage 5 met every criterion; 8 was kept (validation 0.899).  Its report is
-scripts/default_report.json: held-out natural 0.885, white noise 0.821, moving bars 0.916; channel types
-include OFF-fast, ON-fast, ON-slow, OFF-slow; OSR (ratio 3.2), latency (+3 ms, slope -1.0 ms/unit),
-reversal (1.06) and anticipation (+186 um at 0.08 px/frame; +233 / +123 at 0.04 / 0.16; simulator +143,
-+195 / +93) all in the simulator's direction.  Because stage 5 selects on the phenomena protocols, the
-report also measures latency under two held-out protocols (``LATENCY_VARIANTS``): +2 ms under one, 0 ms
-(a tie, not latency coding) under the other; the simulator gives +6 and +7 ms.  The latency coding is weak.
-Its stages took 34 + 9 + 9 + 9 + 5.5 minutes after 5 minutes of simulation: about 74 minutes in all, over
-the issue's 60 (not run end to end in one go).
-
-History.  The previous bundled model was stages 1-3 (natural 0.900, white noise 0.810; OSR, latency +15 ms
-and reversal in the simulator's direction) and lagged a slow bar by 240 um: the simulator and the CNN answer
-a slow dark bar with two peaks per OFF cell, one as the bar approaches and one after it has passed (the
-light returning, the ON-fast input); that CNN made the first peak half as high, so its largest peak came
-after the bar.  Stage 4 fixes it (+114 um) but flips the one-frame latency shift (-2 ms): the Poisson loss
-barely sees it.  Stage 5 with every parameter free restores latency in some epochs and loses the ON-slow
-type (100 ms to peak) in others, hence the selection.  With layer 1 frozen (``freeze=layer1`` or ``w1``),
-types stay but no epoch regains latency (ten epochs tried).  A shorter recipe timed end to end (stage 1 30
-epochs, stages 2 and 3 merged into 30:10:0.2:0.1:0.2, then stages 4 and 5: one uninterrupted run,
-2026-11-24 10:31-11:31) took 60.2 minutes and gave white noise 0.798 (natural 0.842; all four phenomena,
-latency +1 ms), so it misses both bounds narrowly.  Earlier measured trials: without the flicker stage OSR
-and latency fail (natural 0.926, white noise 0.709); a stage 30:10:0.25:0.15 without moving bars loses the
-reversal burst (0.985); more fast moving bars (30:6:0.15:0.05:0.4) leave anticipation at -230 um.
-
-Eighth session (2026-12-02).  The training step became 1.4x faster and validation was cut to 2.5 % of the
-natural and white-noise streams (``--val-share``, default now 0.025; the bundled model used 0.05).  The
-shorter recipe above, with the flash stage at 12 epochs and ``select_wn=0.8``, then ran end to end in
-51.2 minutes (one uninterrupted run), within the bound, but gave white noise 0.784 and lost the reversal
-burst (in the moving-bar stage) and latency (in the flash stage).  A single selected stage after stage 1
-(flicker, bars and slow bars, with or without moving bars or the ``reversals`` stream of turning bars)
-meets OSR, latency (in three of four trials robust under the held-out protocols), anticipation and the
-four types, but loses the reversal burst too (0.59-0.77; also with white noise weighted 10x) and reaches
-white noise 0.72-0.75 (bench/RESULTS.md, eighth session).  So the
-bundled model is still the five-stage one, whose recipe needs ~74 minutes.
-
-Ninth session (2026-12-02).  Two causes found, and stage keys against each (bench/RESULTS.md, ninth
-session).  (1) The simulator's reversal burst exists only for dark, high-contrast bars 2-4 px wide at
-0.1-0.3 px/frame; the old turning-bar stream hardly had any (the simulator's own ratio there averaged 0.78),
-so the ``reversals`` stream now draws bars in that regime, and ``reversal_boost`` weights the 0.5 s after
-each turn (``train(frame_weights=)``): with boost 40 the burst returns in a third of the epochs.  (2) The
-CNNs do not answer the latency protocol's weakest flash at all (flat 1.1 Hz against the simulator's 1.5 ->
-2.0 Hz bump), so the weakest flash's peak time is noise; ``flash_boost`` weights the 0.3 s after each flash
-by min(boost, 1/c^2).  A stage 2 at ``lr=7.5e-4`` fits white noise better (test 0.793 against 0.775) but
-loses latency (-56 ms) for the next stage to win back; a second such stage at ``lr=5e-4`` lifts white
-noise to 0.817 (the training noise is not what held it back: ``noise=0.01`` changed nothing).  The
-bundled recipe's first four stages (the command at the top without its last two ``--finetune``), timed end
-to end in one run (43.6 minutes), gave natural 0.887, white noise 0.816, OSR, reversal (1.20) and
-anticipation (+106 um), but latency -51 ms (the earlier protocol; +12 ms under the spec's) and no ON-slow
-channel.  Its stages reproduce a rerun's epoch for epoch on this machine.
-
-Tenth session (2026-12-02).  Why latency flips (bench/RESULTS.md, tenth session): the simulator's OFF cells
-rise for weak flashes of either sign (even near grey); the CNN's units that carry the strong OFF response
-are silent at grey, so the weak flash reaches the output only through paths active at grey, which are linear
-there, hence odd: trained on flashes of both signs alike, they dip for the dark flash the protocol reads, and
-its "peak" is noise.  ``darkflashes`` (``--dark-flash-minutes``, ``flash_sequence(polarity="dark")``) turns
-that into a rise, though too early (40 against 60 ms); with both flash streams a fourth stage reached
-latency +24 ms, with reversal and anticipation, in one epoch that lacked the OSR and ON-slow.  The
-closest recipe under 60 minutes (~54 estimated, not timed) is the timed one above plus ``--dark-flash-minutes
-10`` and the stage
-
-    --finetune wn=30,epochs=12,windows=20000,select=1,select_wn=0.82,lr=1e-4,fullfield=0.2,flashes=0.2,\
-flashes_loss=5,darkflashes=0.2,darkflashes_loss=10,flash_boost=100,reversals=0.1,reversals_loss=5,\
-reversal_boost=40,slowmotion=0.1,slowmotion_loss=5,wn_share=0.6
-
-whose epoch 11 meets every criterion but latency (-14 ms): natural 0.878, white noise 0.811, the four types,
-OSR, reversal, anticipation.  Not bundled.
-
-Seeds are fixed and, on one machine, a rerun reproduces every epoch (the ninth to eleventh sessions' reruns
-matched to the last digit of the losses).  On another machine the threaded FFTs' summation order may
-differ, and the phenomena depend on such details (see above), so a rerun there may miss some; ``select=1``
-picks an epoch that shows them where one exists.
-
-Eleventh session (2026-12-03).  ``phenomena.latency`` now follows ``phenomena.md``: flashes -0.15 to -3 and
-rates under 3 Hz ignored for the peak as well as the centre of mass, so the sub-Hz weakest flash no longer
-decides the sign (bench/RESULTS.md, eleventh session).  Under it the ninth session's timed model codes
-latency (+12 ms, monotonic; simulator +5) and misses only the ON-slow type, which stage 5 brings; stage 6
-keeps it while selecting the OSR.  The tenth session's ``darkflashes`` and this session's ``strongflashes``
-(dark flashes to -3) streams did not bring ON-slow in any epoch tried; they are kept for experiments.
+is the bundled model (2026-12-03).  Its report is scripts/default_report.json; how the recipe came to be,
+every trial and its measured times are in docs/history.md and bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -182,7 +69,7 @@ STREAMS = {   # fine-tuning streams: dataset kind and generator options
     # grey), which a ReLU network fits as an odd, ON-like dip when both signs weigh alike; the latency
     # protocol reads the dark side
     "darkflashes": ("flashes", {"polarity": "dark"}),
-    # dark flashes as strong as the latency protocol's (phenomena.md: to -3): the simulator's responses peak
+    # dark flashes as strong as the latency protocol's (docs/phenomena.md: to -3): the simulator's responses peak
     # earlier the stronger the flash (59 -> 49 ms from -0.15 to -3), the truncation by depression and the
     # delayed A1 inhibition that a CNN trained on contrasts up to 1 does not learn (its peaks stay at 43-45 ms)
     "strongflashes": ("flashes", {"polarity": "dark", "contrasts": (0.1, 3.0)}),
@@ -374,14 +261,14 @@ def latency_variants(model, sim):
     return out
 
 
-REQUIRED_TYPES = ("OFF-fast", "ON-fast", "ON-slow")   # issue 5: layer 1 must include these
+REQUIRED_TYPES = ("OFF-fast", "ON-fast", "ON-slow")   # the bundled model's criteria: layer 1 must include these
 
 
 def phenomena_score(sim, whitenoise=None, min_corr=0.8, wn_index=1):
     """Model selection that counts the issue's criteria: the validation correlation, less 1 per phenomenon the
     CNN misses and per required layer-1 channel type it lacks (a one-frame latency shift is invisible to the
     loss and to the correlation), and, given ``whitenoise`` (stimulus and rates), less 1 if the white-noise
-    validation correlation is under ``min_corr`` (issue 5 asks for 0.8 on held-out white noise).  That
+    validation correlation is under ``min_corr`` (the bundled model's criterion is 0.8 on held-out white noise).  That
     correlation is ``train()``'s own for validation set ``wn_index`` (the recipe's white-noise set) when
     train passes ``val_corrs``; otherwise ``whitenoise`` is predicted."""
     cells = {name: phenomenon_cells(sim, name) for name in P.names()}
@@ -435,12 +322,12 @@ def report_markdown(report, cell_ids):
     for j, cid in enumerate(cell_ids):
         lines.append(f"| {cid} | {nat['corr_per_cell'][j]:.3f} ({nat['single_repeat_ceiling_per_cell'][j]:.2f}) | "
                      f"{wn['corr_per_cell'][j]:.3f} ({wn['single_repeat_ceiling_per_cell'][j]:.2f}) |")
-    lines += ["", "## Layer-1 channel types (spec section 5)", "", "| channel | polarity | time to peak (ms) | speed | "
-              "type | kernel norm |", "|---|---|---|---|---|---|"]
+    lines += ["", "## Layer-1 channel types (docs/spec.md section 5)", "",
+              "| channel | polarity | time to peak (ms) | speed | type | kernel norm |", "|---|---|---|---|---|---|"]
     for c in report["channels"]:
         lines.append(f"| {c['channel']} | {c['polarity']} | {c['ttp_ms']:.0f} | {c['speed']} | {c['type']} | "
                      f"{c['norm']:.2f} |")
-    lines += ["", "## Phenomena (phenomena.md measures): simulator and CNN", "",
+    lines += ["", "## Phenomena (docs/phenomena.md measures): simulator and CNN", "",
               "| phenomenon | measure | simulator | CNN | CNN goes the simulator's way |", "|---|---|---|---|---|"]
     for name, d in report["directions"].items():
         lines.append(f"| {name} | {d['measure']} | {d['simulator']:.3g} | {d['cnn']:.3g} | "

@@ -219,7 +219,7 @@ def _gauss_pool(sigma, cy, cx, h, w, truncate=4.0):
 
 
 def insilico_rates(movie, p):
-    """The simulated retina of insilico.md section 1, written out step by step in float64.
+    """The simulated retina of docs/insilico.md section 1, written out step by step in float64.
 
     ``p`` is an ``InSilicoParams``.  Spatial filtering by explicit 2-D Gaussian
     convolution (scipy.signal), temporal filters as cascades of ``lfilter``

@@ -1,4 +1,4 @@
-"""The bundled default model against the claims of its recipe (scripts/train_default.py, issue 5).
+"""The bundled default model against the claims of its recipe (scripts/train_default.py; docs/history.md).
 
 Checked on stimuli it never saw: a fresh natural-like clip and white noise (new seeds) against the
 calibrated simulator's noise-free rates, and the four phenomena measured on the CNN and on the
@@ -39,7 +39,7 @@ def _mean_corr(model, sim, movie, skip=100):
     return np.mean([np.corrcoef(truth[:, j], pred[:, j])[0, 1] for j in range(truth.shape[1])])
 
 
-@pytest.mark.parametrize("kind, threshold", [("natural", 0.8), ("whitenoise", 0.8)])   # issue 5: >= 0.8
+@pytest.mark.parametrize("kind, threshold", [("natural", 0.8), ("whitenoise", 0.8)])   # the recipe's criterion: >= 0.8
 def test_bundled_model_predicts_held_out_stimuli(pair, kind, threshold):
     model, sim = pair
     assert model.n_cells == sim.n_cells

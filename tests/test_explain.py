@@ -62,7 +62,7 @@ def test_explain_command(tmp_path):
 
 
 def test_bar_protocols_record_the_most_populated_row():
-    """phenomena.md: the bar protocols record a row of cells; a model knowing its cells' positions is read
+    """docs/phenomena.md: the bar protocols record a row of cells; a model knowing its cells' positions is read
     out on its most populated row (here y = 25: four cells against two at y = 17)."""
     from retina import phenomena as P
     from retina.insilico import Cell

@@ -51,7 +51,7 @@ def test_latency_of_shifted_bumps():
 
 
 def test_latency_ignores_rates_under_min_rate():
-    weak = bump(200, 58, height=2.0)            # 2 Hz above baseline: under the spec's 3 Hz
+    weak = bump(200, 58, height=2.0)            # 2 Hz above baseline: under docs/phenomena.md's 3 Hz
     m = M.latency(weak, 50, window_ms=300.0)
     assert np.isnan(m["peak_ms"]) and np.isnan(m["com_ms"])
     assert m["peak_rate"] - m["baseline"] == pytest.approx(2.0, abs=0.1)

@@ -1,4 +1,4 @@
-"""Channel typing and the reduced model (spec section 5)."""
+"""Channel typing and the reduced model (docs/spec.md section 5)."""
 
 import numpy as np
 import pytest
