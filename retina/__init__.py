@@ -4,7 +4,9 @@ Tanaka, Nayebi, Maheswaranathan, McIntosh, Baccus & Ganguli (NeurIPS 2019) with
 compiled kernels (Numba on the CPU, CuPy on the GPU) and a numpy-level API.
 """
 
-from . import measures, phenomena, stimuli
+import logging as _logging
+
+from . import measures, phenomena, stimuli, units
 from ._version import __version__
 from .attribution import Attribution, attribute
 from .insilico import InSilicoParams, InSilicoRetina
@@ -13,4 +15,6 @@ from .model import RetinaCNN
 from .reduction import ReducedModel, reduce
 
 __all__ = ["RetinaCNN", "load_model", "save_model", "attribute", "Attribution", "reduce", "ReducedModel",
-           "InSilicoRetina", "InSilicoParams", "stimuli", "measures", "phenomena", "__version__"]
+           "InSilicoRetina", "InSilicoParams", "stimuli", "measures", "phenomena", "units", "__version__"]
+
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())   # quiet unless the application configures logging

@@ -132,23 +132,10 @@ class Attribution:
         return float((np.abs(self.delta).max(axis=0) / np.maximum(span, 1e-300)).max())
 
     def save(self, path):
-        """Write values, completeness errors and settings to HDF5 (atomically)."""
-        from .io import atomic_h5
+        """Write values, completeness errors and settings to HDF5, atomically (:func:`retina.io.save_attribution`)."""
+        from .io import save_attribution
 
-        with atomic_h5(path) as f:
-            f.attrs.update({"format": "retina-attribution", "schema_version": 1})
-            for name in ("values", "delta", "response", "baseline_response", "cell_weights"):
-                f.create_dataset(name, data=getattr(self, name), compression="gzip", compression_opts=1)
-            f.create_dataset("window_frames", data=self.window_frames)
-            if self.per_window is not None:
-                f.create_dataset("per_window", data=self.per_window, compression="gzip", compression_opts=1)
-            s = f.create_group("settings")
-            for k in ("layer", "n_steps", "method", "path", "backend", "dtype", "history"):
-                s.attrs[k] = getattr(self, k)
-            s.attrs["pool"] = "none" if self.pool is None else ",".join(map(str, self.pool))
-            for k, v in self.settings.items():
-                s.attrs[k] = v
-        return path
+        return save_attribution(self, path)
 
 
 # ----------------------------------------------------------------- arguments

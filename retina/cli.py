@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -119,8 +120,21 @@ class IntList(click.ParamType):
 
 
 def _quiet(quiet):
+    """``-q``: no progress bars and no informational messages (warnings still show)."""
     if quiet:
         os.environ["RETINA_NO_PROGRESS"] = "1"
+        logging.getLogger("retina").setLevel(logging.WARNING)
+
+
+def _setup_logging():
+    """The library is quiet by default; the command line shows its INFO messages (epochs...) on stderr."""
+    logger = logging.getLogger("retina")
+    if not any(getattr(h, "_retina_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._retina_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _load_model(spec, seed, n_cells):
@@ -140,6 +154,7 @@ def _fail(exc):
 @click.version_option(__version__, prog_name="retina")
 def main():
     """retina: deep-network models of the retina, attributed and reduced to mechanisms."""
+    _setup_logging()
 
 
 @main.command()
@@ -159,9 +174,7 @@ def main():
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def predict(model, stimulus_path, kind, frames, seed, n_cells, output, backend, dtype, batch, quiet):
     """Predict firing rates of MODEL (a model file, or 'random') and write them to HDF5."""
-    import h5py
-
-    from .io import atomic_h5, load_stimulus
+    from .io import load_stimulus, save_rates
     from .stimuli import natural_movie, white_noise
 
     _quiet(quiet)
@@ -177,14 +190,8 @@ def predict(model, stimulus_path, kind, frames, seed, n_cells, output, backend, 
         dt = time.perf_counter() - t0
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(exc)
-    with atomic_h5(output) as f:
-        f.attrs.update({"format": "retina-rates", "model": model, "model_hash": net.content_hash(),
-                        "stimulus": source, "history": net.history, "retina_version": __version__,
-                        "units": "Hz", "frame_ms": FRAME_MS})
-        f.create_dataset("rates", data=rates)
-        f.create_dataset("window_frames", data=np.arange(rates.shape[0]) + net.history - 1)
-        f.create_dataset("cell_ids", data=np.array(net.cell_ids, dtype=object),
-                         dtype=h5py.string_dtype("utf-8"))
+    save_rates(output, rates, window_frames=np.arange(rates.shape[0]) + net.history - 1, cell_ids=net.cell_ids,
+               attrs={"model": model, "model_hash": net.content_hash(), "stimulus": source, "history": net.history})
     if not quiet:
         click.echo(f"{rates.shape[0]} windows x {rates.shape[1]} cells in {dt:.2f} s "
                    f"({rates.shape[0] / dt:.0f} windows/s); mean rate {rates.mean():.2f} Hz -> {output}")

@@ -20,10 +20,8 @@ rerun with the same settings continues after the last finished chunk).
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from ._progress import progress_bar
 from ._validate import check_int
 from ._version import __version__
 from .insilico import InSilicoRetina
+from .io import finish_partial, open_partial
 from .stimuli import bar_motion, bar_noise, flash_sequence, full_field_noise, natural_movie, white_noise
 from .units import DT
 
@@ -303,26 +302,11 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
                     frame_shape=[h, w], positions=[list(q) for q in sim.positions], retina_version=__version__)
     if options:
         settings["stimulus_options"] = options
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    f = None
-    if partial.exists():
-        try:
-            f = h5py.File(partial, "a")
-            if f.attrs.get("settings_hash") != digest:
-                f.close()
-                f = None
-        except OSError:
-            f = None
-        if f is None:
-            partial.unlink()
-    if f is None:
-        f = h5py.File(partial, "w")
-        f.attrs.update(format="deep-retina", generator="retina simulate", retina_version=__version__,
-                       settings_hash=digest, settings=json.dumps(settings), kind=kind,
-                       cell_types=json.dumps(sim.cell_types),
-                       cell_positions=json.dumps([[c.y, c.x] for c in sim.cells]))
+    f, created = open_partial(path, settings, fmt="deep-retina", schema_version=1,
+                              attrs=dict(generator="retina simulate", kind=kind,
+                                         cell_types=json.dumps(sim.cell_types),
+                                         cell_positions=json.dumps([[c.y, c.x] for c in sim.cells])))
+    if created:
         for split, n in (("train", n_train), ("test", n_test)):
             g = f.create_group(split)
             ds = g.create_dataset("stimulus", (n, h, w), np.uint8, chunks=(min(max(n, 1), 500), h, w),
@@ -379,5 +363,4 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
         del f["_resume"]
     finally:
         f.close()
-    os.replace(partial, path)
-    return path
+    return finish_partial(path)

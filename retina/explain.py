@@ -11,7 +11,6 @@ plain-text summary table.  Nothing here is specific to one phenomenon.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from . import phenomena as P
 from ._progress import progress_bar
 from ._version import __version__
 from .insilico import InSilicoRetina
+from .io import atomic_text, save_explain
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,8 @@ def explain(model, out_dir, *, sim=None, phenomena=None, n_steps=25, share=0.9, 
     report["_meta"] = {"seconds": time.time() - t_start, "retina_version": __version__,
                        "model_hash": model.content_hash(), "n_steps": n_steps, "share": share,
                        "context_ms": context_ms}
-    _write_h5(out / "results.h5", results, report)
-    (out / "summary.txt").write_text(summary_table(report))
+    save_explain(out / "results.h5", results, report)
+    atomic_text(out / "summary.txt", summary_table(report))
     report["_meta"]["figures"] = _figures(results, out) if figures else "not asked for"
     return report
 
@@ -184,46 +184,6 @@ def _figures(results, out):
     for name, res in results.items():
         phenomenon_figure(res, out / f"{name}.png")
     return "written"
-
-
-def _write_h5(path, results, report):
-    from .io import atomic_h5
-
-    with atomic_h5(path) as f:
-        f.attrs.update(format="retina-explain", retina_version=__version__,
-                       report=json.dumps(report, default=_json_default))
-        for name, res in results.items():
-            g = f.create_group(name)
-            g.attrs["measures"] = json.dumps(res.measures, default=_json_default)
-            g.create_dataset("cells", data=np.asarray(res.cells))
-            for i, cond in enumerate(res.conditions):
-                c = g.create_group(f"condition{i:02d}")
-                c.attrs["params"] = json.dumps(cond, default=_json_default)
-                c.attrs["measure"] = json.dumps(res.per_condition[i], default=_json_default)
-                c.create_dataset("response", data=res.responses[i])
-                for k, v in res.events[i].items():
-                    c.create_dataset(f"events/{k}", data=np.asarray(v))
-                if i < len(res.reduced):
-                    red = res.reduced[i]
-                    c.create_dataset("pooled_attribution", data=red.pooled, compression="gzip",
-                                     compression_opts=1)
-                    c.create_dataset("kept_channels", data=red.kept)
-                    c.create_dataset("attribution_sum", data=red.attribution_sum)
-                    if red.pruned_response is not None:
-                        c.create_dataset("pruned_response", data=red.pruned_response)
-                    c.attrs["fidelity"] = json.dumps(red.fidelity, default=_json_default)
-                    c.attrs["attribution_start_frame"] = int(red.start)
-                    c.attrs["window_of_interest"] = np.asarray(red.window, np.int64)
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (bool, np.bool_)):
-        return bool(o)
-    return str(o)
 
 
 def summary_table(report):

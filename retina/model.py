@@ -21,7 +21,10 @@ from . import _backend
 from . import units as _units
 from ._validate import as_float_array, check_choice, check_int, compute_dtype, describe
 
-__all__ = ["RetinaCNN", "softplus"]
+__all__ = ["RetinaCNN", "softplus", "content_hash", "PARAM_NAMES"]
+
+PARAM_NAMES = ("w1", "scale1", "shift1", "w2", "scale2", "shift2", "w3", "scale3", "shift3")
+"""The nine parameter arrays of the inference model, in file order."""
 
 CORR_METHODS = ("auto", "direct", "fft")   # direct loops or FFT, for either conv layer
 _FFT_MIN_WINDOWS = 4
@@ -69,7 +72,7 @@ class RetinaCNN:
         Free-form provenance (strings and numbers), kept in saved files.
     """
 
-    _ARRAYS = ("w1", "scale1", "shift1", "w2", "scale2", "shift2", "w3", "scale3", "shift3")
+    _ARRAYS = PARAM_NAMES
 
     def __init__(self, w1, scale1, shift1, w2, scale2, shift2, w3, scale3, shift3, *,
                  frame_shape=None, norm_stats=None, cell_ids=None, metadata=None):
@@ -429,15 +432,30 @@ class RetinaCNN:
         return self.predict(self.padded(movie, units=units, xp=xp), **kwargs)
 
     # ---------------------------------------------------------------------- io
-    def save(self, path):
-        """Write the model to an HDF5 file (atomically); see :mod:`retina.io`."""
+    def save(self, path, **kwargs):
+        """Write the model to an HDF5 file, atomically: :func:`retina.io.save_model`."""
         from .io import save_model
-        return save_model(self, path)
+
+        return save_model(self, path, **kwargs)
 
     def content_hash(self):
-        """SHA-256 over the architecture and the parameter arrays (float64, C order)."""
-        from .io import model_hash
-        return model_hash(self)
+        """SHA-256 over the architecture and the parameter arrays: :func:`content_hash`."""
+        return content_hash(self)
+
+
+def content_hash(model) -> str:
+    """SHA-256 over the architecture and every parameter array (as little-endian float64, C order)."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"frame_shape": list(model.frame_shape), "history": model.history}).encode())
+    for name in PARAM_NAMES:
+        a = np.ascontiguousarray(getattr(model, name), dtype="<f8")
+        h.update(name.encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def movie_invariance(x, xp=np):

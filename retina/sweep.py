@@ -14,11 +14,9 @@ options skips the finished points.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import itertools
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +24,15 @@ import numpy as np
 
 from . import phenomena as P
 from ._progress import progress_bar
-from ._version import __version__
+from .io import finish_partial, open_partial
+from .io.results import (
+    SCHEMA_VERSIONS,
+    SWEEP_FORMAT,
+    read_point_measures,
+    read_sweep,
+    write_sweep_point,
+    write_sweep_tables,
+)
 
 __all__ = ["sweep", "SweepResult", "load_sweep"]
 
@@ -109,19 +115,20 @@ def sweep(model, phenomenon, grid, *, out=None, progress=True, **options):
         if not vals:
             raise ValueError(f"grid[{k!r}] is empty")
     points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
-    settings = dict(phenomenon=phenomenon, grid=grid, options=_jsonable(options), model=_model_id(model))
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    settings = dict(phenomenon=phenomenon, grid=grid, options=_jsonable(options), model=_model_id(model),
+                    schema_version=SCHEMA_VERSIONS[SWEEP_FORMAT])
 
     f = None
     if out is not None:
-        f = _open_partial(Path(out), digest, settings)
+        f, _ = open_partial(out, settings, fmt=SWEEP_FORMAT, schema_version=SCHEMA_VERSIONS[SWEEP_FORMAT],
+                            attrs={"phenomenon": phenomenon})
     measures, results = [], []
     try:
         for i in progress_bar(range(len(points)), total=len(points), desc=f"sweep {phenomenon}", unit="point",
                               enabled=progress):
             key = f"point{i:05d}"
             if f is not None and key in f and f[key].attrs.get("done", False):
-                measures.append(json.loads(f[key].attrs["measures"]))
+                measures.append(read_point_measures(f[key]))
                 results.append(None)
                 continue
             kwargs = dict(options)
@@ -134,67 +141,19 @@ def sweep(model, phenomenon, grid, *, out=None, progress=True, **options):
             measures.append(m)
             results.append(res)
             if f is not None:
-                _write_point(f, key, points[i], m, res)
+                write_sweep_point(f, key, points[i], m, res)
+        if f is not None:
+            write_sweep_tables(f, grid, measures)
     finally:
         if f is not None:
             f.close()
     path = None
     if out is not None:
-        path = Path(out)
-        os.replace(path.with_name(path.name + ".partial"), path)
+        path = finish_partial(out)
     return SweepResult(phenomenon, grid, points, measures, path, results)
-
-
-def _open_partial(path, digest, settings):
-    import h5py
-
-    partial = path.with_name(path.name + ".partial")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if partial.exists():
-        try:
-            f = h5py.File(partial, "a")
-            if f.attrs.get("settings_hash") == digest:
-                return f
-            f.close()
-        except OSError:
-            pass
-        partial.unlink()
-    f = h5py.File(partial, "w")
-    f.attrs.update(format="retina-sweep", retina_version=__version__, settings_hash=digest,
-                   settings=json.dumps(settings, default=str))
-    return f
-
-
-def _write_point(f, key, point, measures, res):
-    if key in f:  # a point interrupted while being written
-        del f[key]
-    g = f.create_group(key)
-    g.attrs["params"] = json.dumps(point)
-    g.attrs["measures"] = json.dumps(measures)
-    g.create_dataset("cells", data=np.asarray(res.cells))
-    for j, resp in enumerate(res.responses):
-        c = g.create_group(f"condition{j:02d}")
-        c.attrs["condition"] = json.dumps(_jsonable(res.conditions[j]))
-        c.create_dataset("response", data=np.asarray(resp, np.float32))
-        if j < len(res.reduced):
-            red = res.reduced[j]
-            c.create_dataset("pooled_attribution", data=np.asarray(red.pooled, np.float32), compression="gzip",
-                             compression_opts=1)
-            c.create_dataset("kept_channels", data=np.asarray(red.kept))
-            c.attrs["attribution_start_frame"] = int(red.start)
-    g.attrs["done"] = True
-    f.flush()
 
 
 def load_sweep(path):
     """Read a finished sweep file back as a :class:`SweepResult` (measures and grid; no arrays)."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("format") != "retina-sweep":
-            raise ValueError(f"{str(path)!r} is not a retina sweep file")
-        settings = json.loads(f.attrs["settings"])
-        keys = sorted(k for k in f if k.startswith("point"))
-        points = [json.loads(f[k].attrs["params"]) for k in keys]
-        measures = [json.loads(f[k].attrs["measures"]) for k in keys]
+    settings, points, measures = read_sweep(path)
     return SweepResult(settings["phenomenon"], settings["grid"], points, measures, Path(path))

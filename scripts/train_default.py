@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -375,6 +376,7 @@ def main():
     ap.add_argument("--noise-loss-weight", type=float, default=1.0,
                     help="loss weight of white-noise windows (1: none)")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")   # the training loop logs each epoch
     if not 0 < args.val_share < 0.5:
         raise SystemExit(f"--val-share must be in (0, 0.5), got {args.val_share}")
     os.makedirs(args.out, exist_ok=True)

@@ -2,6 +2,7 @@
 
 import h5py
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from retina import RetinaCNN
@@ -29,7 +30,22 @@ def test_explain_writes_results_figures_and_summary(tmp_path):
         c = f["osr/condition00"]
         assert c["pooled_attribution"].shape[-1] == 8 and c["response"].ndim == 2
         assert f["reversal/condition00/pooled_attribution"].shape[-2:] == (8, 36)
-        assert "report" in f.attrs
+        # the report is data: labelled datasets, not a JSON attribute
+        assert f.attrs["format"] == "retina-explain" and f.attrs["schema_version"] == 2
+        shares = dict(zip(f["osr/truth/source"].asstr()[()], f["osr/truth/share"][()]))
+        assert shares == pytest.approx(report["osr"]["truth"]["shares"])
+        passed = dict(zip(f["osr/criterion"].asstr()[()], f["osr/criterion_passed"][()].astype(bool)))
+        assert passed == report["osr"]["criteria"]
+        assert f["osr/measures/osr_peak_mean"][()] == pytest.approx(report["osr"]["measures"]["osr_peak_mean"])
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    cond = xr.open_dataset(tmp_path / "results.h5", group="reversal/condition00", engine="h5netcdf", phony_dims="sort")
+    assert cond["response"].dims == ("time", "cell") and cond["time"].attrs["units"] == "ms"
+    assert cond["pooled_attribution"].dims == ("attributed_time", "output", "channel", "x")
+    top = xr.open_dataset(tmp_path / "results.h5", group="osr", engine="h5netcdf", phony_dims="sort")
+    assert top["period"].dims == ("condition",) and top["criterion_passed"].dims == ("criterion",)
+    truth = xr.open_dataset(tmp_path / "results.h5", group="osr/truth", engine="h5netcdf", phony_dims="sort")
+    assert truth["share"].dims == ("source",) and list(truth["source"].values) == ["OFF", "ONf", "ONs", "A1"]
 
 
 def test_simulator_truth_for_the_osr_is_the_slow_on_pathway(tmp_path):

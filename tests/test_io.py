@@ -103,8 +103,8 @@ def test_tampered_content(tmp_path):
 def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     m = small_model()
     target = tmp_path / "m.h5"
-    import retina.io as rio
-    monkeypatch.setattr(rio, "model_hash", lambda model: (_ for _ in ()).throw(KeyboardInterrupt()))
+    import retina.io.model as iomodel  # interrupted while the file is being written
+    monkeypatch.setattr(iomodel, "content_hash", lambda model: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         m.save(target)
     assert list(tmp_path.iterdir()) == []

@@ -62,3 +62,33 @@ def test_sweep_rejects_bad_arguments():
         sweep(Flaky(), "osr", {"speed": [1]})
     with pytest.raises(ValueError, match="is empty"):
         sweep(Flaky(), "osr", {"periods": []})
+
+
+def test_sweep_file_is_labelled_data(tmp_path):
+    grid = {"periods": [6, 8, 10], "intensity": [-1.0, -0.5]}
+    res = sweep(Flaky(), "osr", grid, out=tmp_path / "s.h5", progress=False, cells=[0])
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    table = xr.open_dataset(tmp_path / "s.h5", group="measures", engine="h5netcdf", phony_dims="sort")
+    assert table["osr_peak_mean"].dims == ("periods", "intensity")
+    assert list(table["periods"].values) == [6, 8, 10] and list(table["intensity"].values) == [-1.0, -0.5]
+    np.testing.assert_array_equal(table["osr_peak_mean"].values, res.table("osr_peak_mean"))
+    cond = xr.open_dataset(tmp_path / "s.h5", group="point00000/condition00", engine="h5netcdf", phony_dims="sort")
+    assert cond["response"].dims == ("time", "cell") and cond["time"].attrs["units"] == "ms"
+
+
+def test_schema_1_sweep_files_still_load(tmp_path):
+    """Files written before labelled axes (measures and parameters as JSON attributes) read as before."""
+    import json
+
+    import h5py
+
+    settings = {"phenomenon": "osr", "grid": {"periods": [6, 8]}, "options": {}, "model": "flaky-v1"}
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        f.attrs.update(format="retina-sweep", retina_version="0.1.0", settings=json.dumps(settings))
+        for i, p in enumerate([6, 8]):
+            g = f.create_group(f"point{i:05d}")
+            g.attrs.update(params=json.dumps({"periods": p}), measures=json.dumps({"slope": 0.1 * p}), done=True)
+    back = load_sweep(tmp_path / "old.h5")
+    assert back.points == [{"periods": 6}, {"periods": 8}]
+    np.testing.assert_allclose(back.table("slope"), [0.6, 0.8])

@@ -1,0 +1,245 @@
+"""The file mechanics every format shares: atomic writes, resumable partial files, labelled axes, reading.
+
+* :func:`atomic_h5` and :func:`atomic_text`: write under a temporary name in
+  the target directory, ``fsync``, rename into place: a crash never leaves a
+  half-written file under the final name.
+* :func:`open_partial` / :func:`finish_partial`: the one resumable output.  A
+  long run writes ``PATH.partial`` tagged with the hash of its settings; a
+  rerun with the same settings reopens it and continues, other settings start
+  afresh; the finished file is renamed to ``PATH``.
+* :func:`labelled`: a dataset whose axes are HDF5 dimension scales (with
+  ``units``), so xarray (``engine="h5netcdf"``), MATLAB or HDFView users see
+  named, labelled axes without this package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .._version import __version__
+
+__all__ = ["atomic_h5", "atomic_text", "open_h5", "open_partial", "finish_partial", "partial_path", "settings_hash",
+           "labelled", "axis", "write_scalars", "write_labelled", "write_table", "attr_value", "text", "check_format"]
+
+
+def _publish(tmp, path):
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide results from collaborators
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _temporary(path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        _publish(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_h5(path, **kwargs):
+    """Open an HDF5 file for writing under a temporary name; rename it to ``path`` on success."""
+    import h5py
+
+    with _temporary(path) as tmp:
+        with h5py.File(tmp, "w", **kwargs) as f:
+            yield f
+
+
+def atomic_text(path, content):
+    """Write ``content`` (str) to ``path`` atomically."""
+    with _temporary(path) as tmp:
+        Path(tmp).write_text(content)
+    return Path(path)
+
+
+def open_h5(path, what):
+    """Open an existing HDF5 file for reading, with errors naming ``what`` and the path."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} file not found: {str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"{what} path must be an HDF5 file, got a directory: {str(path)!r}")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{what} file {str(path)!r} is not a readable HDF5 file "
+                         f"(truncated, corrupt or another format): {exc}") from None
+
+
+def text(v):
+    """An attribute value as ``str`` when it is text (h5py may hand back bytes)."""
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def check_format(f, path, expected, versions):
+    """Check a file's ``format`` attribute and ``schema_version`` (1 when absent); returns the version."""
+    fmt = text(f.attrs.get("format"))
+    if fmt != expected:
+        raise ValueError(f"{str(path)!r} is not a {expected} file: attribute 'format' is {fmt!r}")
+    ver = int(f.attrs.get("schema_version", 1))
+    if ver not in versions:
+        raise ValueError(f"{str(path)!r} has {expected} schema_version {ver}; this retina ({__version__}) reads "
+                         f"versions {min(versions)}..{max(versions)}")
+    return ver
+
+
+def attr_value(v):
+    """A value HDF5 can hold as an attribute: numbers and strings as they are, anything else as JSON."""
+    if isinstance(v, (str, int, float, bool, np.integer, np.floating, np.bool_)):
+        return v
+    return json.dumps(v, default=_json_default)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+# ------------------------------------------------------------------ resumable outputs
+def partial_path(path):
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def settings_hash(settings):
+    """SHA-256 of the settings (JSON, sorted keys): what a partial file must match to be resumed."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def open_partial(path, settings, *, fmt, schema_version, attrs=None):
+    """Open the resumable output ``PATH.partial`` for ``settings``: ``(file, created)``.
+
+    An existing partial file written with the same settings (its
+    ``settings_hash``) is reopened for appending (``created`` False); one
+    with other settings, or unreadable, is replaced by a new file carrying
+    ``format``, ``schema_version``, ``retina_version``, ``settings_hash``,
+    ``settings`` (JSON, for provenance) and ``attrs``.
+    """
+    import h5py
+
+    partial = partial_path(path)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    digest = settings_hash(settings)
+    if partial.exists():
+        try:
+            f = h5py.File(partial, "a")
+        except OSError:
+            f = None
+        if f is not None:
+            if text(f.attrs.get("settings_hash")) == digest:
+                return f, False
+            f.close()
+        partial.unlink()
+    f = h5py.File(partial, "w")
+    f.attrs.update(format=fmt, schema_version=schema_version, retina_version=__version__, settings_hash=digest,
+                   settings=json.dumps(settings, default=str))
+    for k, v in (attrs or {}).items():
+        f.attrs[k] = attr_value(v)
+    return f, True
+
+
+def finish_partial(path):
+    """Rename the completed ``PATH.partial`` (closed) to ``PATH``, durably; returns ``PATH``."""
+    _publish(partial_path(path), Path(path))
+    return Path(path)
+
+
+# ------------------------------------------------------------------ labelled axes
+def axis(group, name, values, *, units=None, long_name=None):
+    """The dimension-scale dataset ``name`` of ``group`` (created from ``values`` on first use)."""
+    import h5py
+
+    if name in group:
+        return group[name]
+    values = np.asarray(values)
+    if values.dtype.kind in "US" or values.dtype == object:
+        ds = group.create_dataset(name, data=np.array([str(v) for v in values], dtype=object),
+                                  dtype=h5py.string_dtype("utf-8"))
+    else:
+        ds = group.create_dataset(name, data=values)
+    ds.make_scale(name)
+    if units:
+        ds.attrs["units"] = units
+    if long_name:
+        ds.attrs["long_name"] = long_name
+    return ds
+
+
+def labelled(group, name, data, dims, *, units=None, long_name=None, **kwargs):
+    """Write ``data`` as dataset ``name`` whose axes are the dimension scales ``dims`` (names of datasets
+    made by :func:`axis` in the same group, or ``None`` for an unlabelled axis)."""
+    import h5py
+
+    data = np.asarray(data)
+    if len(dims) != data.ndim:
+        raise ValueError(f"{name}: {len(dims)} axis names for {data.ndim} axes")
+    if data.dtype.kind in "US" or data.dtype == object:
+        ds = group.create_dataset(name, data=np.array(data, dtype=object), dtype=h5py.string_dtype("utf-8"))
+    else:
+        ds = group.create_dataset(name, data=data.astype(np.int8) if data.dtype == bool else data, **kwargs)
+    for i, d in enumerate(dims):
+        if d is not None:
+            ds.dims[i].attach_scale(group[d])
+    if units:
+        ds.attrs["units"] = units
+    if long_name:
+        ds.attrs["long_name"] = long_name
+    return ds
+
+
+def write_scalars(group, values, *, units=None):
+    """Scalar datasets, one per plain number of ``values`` (``units``: a name -> unit mapping)."""
+    units = units or {}
+    for k, v in values.items():
+        if isinstance(v, (bool, np.bool_)):
+            group.create_dataset(k, data=np.int8(v))
+        elif isinstance(v, (int, float, np.integer, np.floating)):
+            ds = group.create_dataset(k, data=v)
+            if k in units:
+                ds.attrs["units"] = units[k]
+
+
+def write_labelled(group, dim, mapping, name, *, units=None):
+    """A mapping label -> number as a labelled 1-D dataset ``name`` over the dimension ``dim``."""
+    axis(group, dim, list(mapping))
+    return labelled(group, name, np.array([float(v) for v in mapping.values()]) if mapping else np.zeros(0),
+                    (dim,), units=units)
+
+
+def write_table(group, dim, records, *, units=None):
+    """Records (dicts with the same keys) as columns over the dimension ``dim`` (its scale: the row number)."""
+    units = units or {}
+    axis(group, dim, np.arange(len(records)))
+    keys = list(records[0]) if records else []
+    for k in keys:
+        col = [r.get(k) for r in records]
+        if all(isinstance(v, (bool, np.bool_)) for v in col):
+            data = np.array(col, bool)
+        elif all(isinstance(v, (int, float, np.integer, np.floating)) for v in col):
+            data = np.array(col, np.float64 if any(isinstance(v, (float, np.floating)) for v in col) else np.int64)
+        else:
+            data = np.array([v if isinstance(v, str) else json.dumps(v, default=_json_default) for v in col], object)
+        labelled(group, k, data, (dim,), units=units.get(k))

@@ -1,0 +1,238 @@
+"""Result files: rates, attributions, ``retina explain``'s results and sweeps, with labelled axes.
+
+Every array's axes are HDF5 dimension scales with units where they have
+them, so ``xarray.open_dataset(path, group=..., engine="h5netcdf")``, MATLAB's
+``h5read`` or HDFView show named axes without this package.  The layouts are
+documented in ``docs/formats.md``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .._version import __version__
+from ..units import FRAME_MS
+from ._files import atomic_h5, axis, check_format, labelled, open_h5, text, write_labelled, write_scalars, write_table
+
+__all__ = ["save_rates", "save_attribution", "save_explain", "write_sweep_point", "write_sweep_tables",
+           "read_sweep", "read_point_measures", "RATES_FORMAT", "ATTRIBUTION_FORMAT", "EXPLAIN_FORMAT",
+           "SWEEP_FORMAT", "SCHEMA_VERSIONS"]
+
+RATES_FORMAT = "retina-rates"
+ATTRIBUTION_FORMAT = "retina-attribution"
+EXPLAIN_FORMAT = "retina-explain"
+SWEEP_FORMAT = "retina-sweep"
+SCHEMA_VERSIONS = {RATES_FORMAT: 2, ATTRIBUTION_FORMAT: 2, EXPLAIN_FORMAT: 2, SWEEP_FORMAT: 2}
+"""The schema version each result format is written in (version 1: before labelled axes)."""
+
+_GZIP = dict(compression="gzip", compression_opts=1)
+
+
+def _root(f, fmt, attrs=None):
+    f.attrs.update(format=fmt, schema_version=SCHEMA_VERSIONS[fmt], retina_version=__version__)
+    for k, v in (attrs or {}).items():
+        f.attrs[k] = v if isinstance(v, (str, int, float, np.integer, np.floating)) else json.dumps(v, default=str)
+
+
+def _time_axis(group, n, start=0, name="time"):
+    return axis(group, name, (start + np.arange(n)) * FRAME_MS, units="ms",
+                long_name="time of the frame (row t = frame t of the stimulus)")
+
+
+def _cell_axis(group, cells):
+    return axis(group, "cell", np.asarray(cells), long_name="index of the model's cell")
+
+
+# ------------------------------------------------------------------ rates
+def save_rates(path, rates, *, window_frames, cell_ids, attrs=None):
+    """Rates ``(windows, cells)`` in Hz over the axes ``window_frames`` (the frame each window is stamped
+    at) and ``cell_ids``; ``attrs`` are root attributes (model, stimulus, history...)."""
+    with atomic_h5(path) as f:
+        _root(f, RATES_FORMAT, dict({"units": "Hz", "frame_ms": FRAME_MS}, **(attrs or {})))
+        axis(f, "window_frames", np.asarray(window_frames), long_name="frame each window is time-stamped at")
+        axis(f, "cell_ids", list(cell_ids))
+        labelled(f, "rates", rates, ("window_frames", "cell_ids"), units="Hz")
+    return path
+
+
+# ------------------------------------------------------------------ attributions
+def save_attribution(attr, path):
+    """Write an :class:`retina.attribution.Attribution`: values, completeness errors and settings."""
+    with atomic_h5(path) as f:
+        _root(f, ATTRIBUTION_FORMAT)
+        n_out = attr.delta.shape[1]
+        axis(f, "window_frames", attr.window_frames, long_name="frame each window is time-stamped at")
+        axis(f, "output", np.arange(n_out), long_name="attributed output (a cell or a weighted sum of cells)")
+        axis(f, "model_cell", np.arange(attr.cell_weights.shape[1]))
+        win = ("window_frames", "output")
+        for name in ("delta", "response", "baseline_response"):
+            labelled(f, name, getattr(attr, name), win, units="Hz", **_GZIP)
+        labelled(f, "cell_weights", attr.cell_weights, ("output", "model_cell"))
+        values = np.asarray(attr.values)
+        if attr.layer == "input":
+            dims = ("output",) + (None,) * (values.ndim - 1)
+        else:
+            axis(f, "channel", np.arange(values.shape[2]), long_name=f"{attr.layer} channel")
+            dims = win + ("channel",) + (None,) * (values.ndim - 3)
+        labelled(f, "values", values, dims, units="Hz", **_GZIP)
+        if attr.per_window is not None:
+            labelled(f, "per_window", attr.per_window, win + (None,) * (attr.per_window.ndim - 2), units="Hz",
+                     **_GZIP)
+        s = f.create_group("settings")
+        for k in ("layer", "n_steps", "method", "path", "backend", "dtype", "history"):
+            s.attrs[k] = getattr(attr, k)
+        s.attrs["pool"] = "none" if attr.pool is None else ",".join(map(str, attr.pool))
+        for k, v in attr.settings.items():
+            s.attrs[k] = v
+    return path
+
+
+# ------------------------------------------------------------------ explain
+def _condition_group(g, i, res):
+    """One condition: its parameters, response over (time, cell), events, and for CNNs the reduction."""
+    c = g.create_group(f"condition{i:02d}")
+    for k, v in res.conditions[i].items():
+        c.attrs[k] = v
+    resp = np.asarray(res.responses[i])
+    _time_axis(c, resp.shape[0])
+    _cell_axis(c, res.cells)
+    labelled(c, "response", resp, ("time", "cell"), units="Hz")
+    write_scalars(c.create_group("measure"), res.per_condition[i])
+    ev = c.create_group("events")
+    for k, v in res.events[i].items():
+        ev.create_dataset(k, data=np.asarray(v))
+    if res.windows and res.windows[i] is not None:
+        labelled(c, "window_of_interest", np.asarray(res.windows[i], np.int64) * FRAME_MS, (None,), units="ms")
+    return c
+
+
+def _pooled_axes(c, pooled, start):
+    """Axes of pooled attributions ``(windows, outputs, C1[, W1])``: time from ``start``, output, channel, x."""
+    _time_axis(c, pooled.shape[0], start=start, name="attributed_time")
+    axis(c, "output", np.arange(pooled.shape[1]), long_name="attributed output (the analysed cells' mean)")
+    axis(c, "channel", np.arange(pooled.shape[2]), long_name="layer-1 channel")
+    if pooled.ndim == 4:
+        axis(c, "x", np.arange(pooled.shape[3]), units="px", long_name="layer-1 column")
+    return ("attributed_time", "output", "channel", "x")[:pooled.ndim]
+
+
+def _reduction(c, red):
+    """The reduced model of one condition: pooled attribution, kept channels, pruned response, fidelity."""
+    pooled = np.asarray(red.pooled)
+    dims = _pooled_axes(c, pooled, red.start)
+    labelled(c, "pooled_attribution", pooled, dims, units="Hz", **_GZIP)
+    labelled(c, "kept_channels", np.asarray(red.kept), (None,))
+    for name in ("attribution_sum", "pruned_response"):
+        a = getattr(red, name)
+        if a is not None:
+            labelled(c, name, np.asarray(a), dims[:2], units="Hz")
+    write_scalars(c.create_group("fidelity"), red.fidelity)
+    c.attrs["attribution_start_frame"] = int(red.start)
+
+
+def save_explain(path, results, report):
+    """``retina explain``'s ``results.h5``: per phenomenon, the measures, conditions, responses,
+    reductions, CNN channel-type shares, and (with ground truth) the simulator's shares, lesion effects,
+    criteria and channel matches, all as labelled datasets."""
+    meta = report.get("_meta", {})
+    with atomic_h5(path) as f:
+        _root(f, EXPLAIN_FORMAT, {k: v for k, v in meta.items() if isinstance(v, (str, int, float)) and v is not None})
+        for name, res in results.items():
+            e = report[name]
+            g = f.create_group(name)
+            write_scalars(g.create_group("measures", track_order=True), res.measures)
+            _cell_axis(g, res.cells)
+            write_table(g, "condition", [dict(c) for c in res.conditions])
+            write_table(g.create_group("per_condition"), "condition", res.per_condition)
+            write_labelled(g, "channel_type", e["cnn_type_shares"], "channel_type_share")
+            if e.get("inhibitory_conv2"):
+                write_table(g.create_group("inhibitory_conv2"), "channel_found", e["inhibitory_conv2"],
+                            units={"delay_ms": "ms"})
+            if e.get("ablated"):
+                write_table(g.create_group("ablated"), "condition", e["ablated"])
+            for i in range(len(res.conditions)):
+                c = _condition_group(g, i, res)
+                if i < len(res.reduced):
+                    _reduction(c, res.reduced[i])
+            if "truth" in e:
+                t = g.create_group("truth")
+                write_scalars(t.create_group("measures"), e["truth"]["measures"])
+                write_labelled(t, "source", e["truth"]["shares"], "share")
+                les = e["truth"]["lesions"]
+                axis(t, "lesion", list(les))
+                for k in ("value", "change"):
+                    labelled(t, f"lesion_{k}", np.array([float(d[k]) for d in les.values()]), ("lesion",))
+                t.attrs["key_measure"] = e["truth"]["key"]
+                crit = e["criteria"]
+                axis(g, "criterion", list(crit))
+                labelled(g, "criterion_passed", np.array([bool(v) for v in crit.values()]), ("criterion",))
+                if e.get("matches"):
+                    write_table(g.create_group("matches"), "recovered_channel", e["matches"])
+    return path
+
+
+# ------------------------------------------------------------------ sweeps
+def write_sweep_point(f, key, point, measures, res):
+    """One finished grid point of a sweep into the open partial file ``f`` (replaced if half-written)."""
+    if key in f:
+        del f[key]
+    g = f.create_group(key)
+    g.attrs["params"] = json.dumps(point)     # exact, for resuming; the scalars also as plain attributes
+    for k, v in point.items():
+        if np.isscalar(v):
+            g.attrs[k] = v
+    write_scalars(g.create_group("measures", track_order=True), measures)
+    _cell_axis(g, res.cells)
+    for j, resp in enumerate(res.responses):
+        c = g.create_group(f"condition{j:02d}")
+        for k, v in res.conditions[j].items():
+            c.attrs[k] = v if np.isscalar(v) else json.dumps(v)
+        resp = np.asarray(resp, np.float32)
+        _time_axis(c, resp.shape[0])
+        _cell_axis(c, res.cells)
+        labelled(c, "response", resp, ("time", "cell"), units="Hz")
+        if j < len(res.reduced):
+            red = res.reduced[j]
+            pooled = np.asarray(red.pooled, np.float32)
+            labelled(c, "pooled_attribution", pooled, _pooled_axes(c, pooled, red.start), units="Hz", **_GZIP)
+            labelled(c, "kept_channels", np.asarray(red.kept), (None,))
+            c.attrs["attribution_start_frame"] = int(red.start)
+    g.attrs["done"] = True
+    f.flush()
+
+
+def write_sweep_tables(f, grid, measures):
+    """The finished sweep's grid axes and one labelled array per measure over the grid (NaN where missing)."""
+    t = f.require_group("measures")
+    dims = []
+    for k, vals in grid.items():
+        if all(np.isscalar(v) for v in vals):
+            axis(t, k, np.asarray(vals))
+        else:   # list-valued grid values: labelled by their JSON text
+            axis(t, k, [json.dumps(v) for v in vals])
+        dims.append(k)
+    shape = tuple(len(v) for v in grid.values())
+    keys = sorted({k for m in measures for k in m})
+    for k in keys:
+        vals = np.array([float(m.get(k, np.nan)) for m in measures]).reshape(shape)
+        labelled(t, k, vals, tuple(dims))
+
+
+def read_sweep(path):
+    """A sweep file's ``(settings, points, measures)`` (schema 1 and 2)."""
+    with open_h5(path, "sweep") as f:
+        ver = check_format(f, path, SWEEP_FORMAT, (1, 2))
+        settings = json.loads(text(f.attrs["settings"]))
+        keys = sorted(k for k in f if k.startswith("point"))
+        points = [json.loads(text(f[k].attrs["params"])) for k in keys]
+        measures = [read_point_measures(f[k], ver) for k in keys]
+    return settings, points, measures
+
+
+def read_point_measures(g, version=SCHEMA_VERSIONS[SWEEP_FORMAT]):
+    """A finished sweep point's measures (plain numbers, in the order they were written)."""
+    if version == 1:
+        return json.loads(text(g.attrs["measures"]))
+    return {m: float(g["measures"][m][()]) for m in g["measures"]}

@@ -1,0 +1,58 @@
+"""The stimulus file: schema version 1 (``format = "retina-stimulus"``).
+
+``/stimulus`` (T, H, W) float32 movie in contrast units (``docs/units.md``);
+``/params`` attributes: the generator's parameters; ``/events/NAME``: event
+frame indices (flash onsets, the reversal frame, the bar centre per frame...).
+Root attributes ``format``, ``schema_version``, ``retina_version``.
+:func:`load_stimulus` also reads the deep-retina layouts (``test/stimulus``,
+``train/stimulus``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .._version import __version__
+from ._files import atomic_h5, attr_value, open_h5
+
+__all__ = ["save_stimulus", "load_stimulus", "STIMULUS_FORMAT", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+STIMULUS_FORMAT = "retina-stimulus"
+
+
+def save_stimulus(path, movie, *, params=None, events=None):
+    """Write a movie ``(T, H, W)`` (dataset ``stimulus``) with its parameters and events, atomically."""
+    movie = np.asarray(movie)
+    with atomic_h5(path) as f:
+        f.attrs.update({"format": STIMULUS_FORMAT, "schema_version": SCHEMA_VERSION,
+                        "retina_version": __version__})
+        f.create_dataset("stimulus", data=movie, chunks=True, compression="gzip", compression_opts=1)
+        g = f.create_group("params")
+        for k, v in (params or {}).items():
+            g.attrs[str(k)] = attr_value(v)
+        ev = f.create_group("events")
+        for k, v in (events or {}).items():
+            ev.create_dataset(str(k), data=np.asarray(v))
+    return Path(path)
+
+
+def load_stimulus(path, *, dataset=None):
+    """Read a movie from an HDF5 file.
+
+    Looks for ``dataset`` if given, else ``stimulus``, then the deep-retina
+    layouts ``test/stimulus`` and ``train/stimulus``.  Returns a float32 array
+    ``(T, H, W)``.
+    """
+    with open_h5(path, "stimulus") as f:
+        keys = [dataset] if dataset else ["stimulus", "test/stimulus", "train/stimulus"]
+        for k in keys:
+            if k in f:
+                ds = f[k]
+                if ds.ndim != 3 or ds.dtype.kind not in "biuf":
+                    raise ValueError(f"stimulus dataset {k!r} in {str(path)!r} must be a numeric (T, H, W) "
+                                     f"array, got shape {ds.shape} and dtype {ds.dtype}")
+                return np.asarray(ds[()], dtype=np.float32)
+    raise ValueError(f"no stimulus dataset in {str(path)!r}: looked for {keys}")
