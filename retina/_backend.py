@@ -11,6 +11,13 @@ import numpy as np
 
 BACKENDS = ("auto", "cpu", "gpu")
 
+FAMILIES = {
+    "kernels": {"cpu": "retina.kernels.cpu", "gpu": "retina.kernels.gpu"},
+    "insilico": {"cpu": "retina.insilico._cpu", "gpu": "retina.insilico._gpu"},
+}
+"""Kernel families and their module per backend: the network's kernels (no science) and the simulator's loops.
+A new backend adds one module per family here; a new family (another simulator...) adds one entry."""
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -25,6 +32,10 @@ class Backend:
 
     def to_host(self, a):
         return a.get() if hasattr(a, "get") else np.asarray(a)
+
+    def family(self, name):
+        """This backend's module of the kernel family ``name`` (:data:`FAMILIES`)."""
+        return importlib.import_module(FAMILIES[name][self.name])
 
 
 def _is_device_array(a) -> bool:

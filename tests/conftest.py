@@ -46,14 +46,15 @@ class KernelRunner:
     and in-place state alike), so one test body checks both backends.
     """
 
-    def __init__(self, name):
+    def __init__(self, name, family="kernels"):
         from retina import _backend
 
         self.name = name
         self.backend = _backend.resolve(name)
+        self.module = self.backend.family(family)
 
     def __getattr__(self, fname):
-        f = getattr(self.backend.kernels, fname)
+        f = getattr(self.module, fname)
         if self.name == "cpu":
             return f
         xp = self.backend.xp

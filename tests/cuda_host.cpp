@@ -1,4 +1,4 @@
-// Runs retina's CUDA kernels (retina/kernels/cuda/*.cu) on the CPU, to check their indexing without a GPU.
+// Runs retina's CUDA kernels (retina/kernels/cuda/*.cu, retina/insilico/cuda/*.cu) on the CPU, to check their indexing without a GPU.
 //
 // The CUDA keywords become plain C++ and every kernel is launched with blocks of ONE thread: the
 // grid-stride loops then visit every element from a single "thread", and the one-block-per-weight
@@ -19,7 +19,7 @@ using std::exp;
 using std::log1p;
 
 #include "../retina/kernels/cuda/conv.cu"
-#include "../retina/kernels/cuda/insilico.cu"
+#include "../retina/insilico/cuda/insilico.cu"
 
 static void one_thread(long long n_blocks) {
     threadIdx.x = 0;

@@ -6,7 +6,10 @@ import logging
 import pkgutil
 from pathlib import Path
 
+import pytest
+
 import retina
+from retina.kernels import _contract
 
 ROOT = Path(retina.__file__).parent
 
@@ -69,3 +72,73 @@ def test_no_import_cycle():
 def test_the_library_is_quiet_by_default():
     logger = logging.getLogger("retina")
     assert any(isinstance(h, logging.NullHandler) for h in logger.handlers)
+
+
+def _ast_signatures(path):
+    """Top-level functions of a source file and their parameters, read without importing it."""
+    out = {}
+    for node in ast.parse(Path(path).read_text()).body:
+        if isinstance(node, ast.FunctionDef):
+            a = node.args
+            params = [p.arg for p in a.posonlyargs + a.args]
+            if a.kwonlyargs:
+                params += ["*"] + [p.arg for p in a.kwonlyargs]
+            out[node.name] = tuple(params)
+    return out
+
+
+def _returns(path, name):
+    for node in ast.parse(Path(path).read_text()).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            last = node.body[-1]
+            return ast.unparse(last.value) if isinstance(last, ast.Return) and last.value is not None else None
+    return None
+
+
+FAMILY_FILES = {"kernels": ("kernels/cpu.py", "kernels/gpu.py"), "insilico": ("insilico/_cpu.py", "insilico/_gpu.py")}
+
+
+@pytest.mark.parametrize("family", sorted(_contract.CONTRACT))
+def test_every_backend_module_meets_the_kernel_contract_without_cupy(family):
+    """Names, parameters and the return convention of every backend's kernels, read from the sources (so the
+    GPU modules are checked on machines without CuPy, CI included)."""
+    from retina import _backend
+
+    assert set(_backend.FAMILIES) == set(_contract.CONTRACT)
+    for rel in FAMILY_FILES[family]:
+        found = _ast_signatures(ROOT / rel)
+        for name, params in _contract.CONTRACT[family].items():
+            assert found.get(name) == params, (rel, name, found.get(name), params)
+            outs = _contract.RETURNS.get(name, ("out",))
+            assert _returns(ROOT / rel, name) in (", ".join(outs), f"({', '.join(outs)})") or name.endswith("_fft"), \
+                (rel, name, _returns(ROOT / rel, name))
+
+
+def test_cpu_kernels_return_their_outputs():
+    import numpy as np
+
+    from retina.insilico import _cpu as sim
+    from retina.kernels import cpu
+
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 6, 7)), rng.standard_normal((4, 3, 2, 3))
+    out = np.empty((2, 4, 5, 5))
+    assert np.shares_memory(cpu.corr2d(x, w, out), out)
+    assert np.shares_memory(cpu.corr2d_fft(x, w, out), out)
+    movie, w3 = rng.standard_normal((9, 6, 7)), rng.standard_normal((2, 4, 2, 3))
+    out3 = np.empty((6, 2, 5, 5))
+    assert np.shares_memory(cpu.corr3d_movie(movie, w3, out3), out3)
+    assert np.shares_memory(cpu.corr3d_movie_fft(movie, w3, out3), out3)
+    z = rng.standard_normal((2, 4, 5, 5))
+    assert np.shares_memory(cpu.affine_relu(z, np.ones(z.shape[1:]), np.zeros(z.shape[1:]), z), z)
+    t, n_px, n_k, n_j = 5, 4, 3, 2
+    b = np.empty((t, n_k, n_px))
+    got = sim.bipolar_block(rng.standard_normal((t, n_px)), np.ones(n_k), np.full((n_k, 2), 0.5),
+                            np.array([2, 2, 2], np.int64), np.full(n_k, 0.3), np.zeros(n_k), np.full(n_k, 0.9),
+                            np.full(n_k, 0.1), np.zeros((n_k, 2, 2, n_px)), np.ones((n_k, n_px)), b)
+    assert np.shares_memory(got, b)
+    rates, parts = np.empty((t, n_j)), np.empty((t, n_k + 1, n_j))
+    r, p = sim.ganglion_block(np.ones((t, n_k, n_j)), np.ones((t, n_j)), np.ones((n_j, n_k)), np.ones(n_j),
+                              np.zeros(n_j), np.ones(n_j), 2.0, 0.8, 0.7, 0.9, 0.05, 0.0, 0.95, np.zeros(n_j),
+                              np.ones(n_j), np.zeros((n_k + 1, n_j)), np.zeros(n_j), rates, parts)
+    assert np.shares_memory(r, rates) and np.shares_memory(p, parts)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import relerr
 
-from retina.kernels import cpu
+from retina.insilico import _cpu as sim_cpu
 
 HERE = Path(__file__).parent
 
@@ -84,7 +84,7 @@ def test_simulator_kernels(lib, rng):
     state = (u(n_k, 2, n_s, n_px), u(n_k, n_px))
     ref_state = tuple(a.copy() for a in state)
     ref = np.full((t, n_k, n_px), np.nan)
-    cpu.bipolar_block(s, *fixed, *ref_state, ref)
+    sim_cpu.bipolar_block(s, *fixed, *ref_state, ref)
     out = np.full_like(ref, np.nan)
     _call(lib, "h_bipolar_block", s, *fixed, *state, out, t, n_px, n_k, n_s)
     assert relerr(out, ref) < 1e-12
@@ -96,7 +96,7 @@ def test_simulator_kernels(lib, rng):
     state = (u(n_j), u(n_j), u(n_k + 1, n_j), u(n_j))
     ref_state = tuple(a.copy() for a in state)
     ref = (np.full((t, n_j), np.nan), np.full((t, n_k + 1, n_j), np.nan))
-    cpu.ganglion_block(exc, inh, *pars, *scal, *ref_state, *ref)
+    sim_cpu.ganglion_block(exc, inh, *pars, *scal, *ref_state, *ref)
     got = (np.full((t, n_j), np.nan), np.full((t, n_k + 1, n_j), np.nan))
     _call(lib, "h_ganglion_block", exc, inh, *pars, *scal, *state, *got, t, n_k, n_j)
     for a, b in zip(got + state, ref + ref_state):

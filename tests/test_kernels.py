@@ -7,8 +7,9 @@ so an element a kernel forgets to write fails the test)."""
 import naive
 import numpy as np
 import pytest
-from conftest import relerr, tol
+from conftest import KernelRunner, relerr, tol
 
+from retina.insilico import _cpu as sim_cpu
 from retina.kernels import cpu
 
 DTYPES = [np.float32, np.float64]
@@ -243,8 +244,9 @@ def test_simulator_kernels_agree_with_cpu(kb, rng, dtype):
     fixed = (rng.standard_normal(n_k).astype(dtype), f(n_k, 2), np.array([2, 4, 3], np.int64), f(n_k),
              0.1 * f(n_k), f(n_k), 0.1 * f(n_k))
     state = (f(n_k, 2, n_s, n_px), f(n_k, n_px))
+    sk = KernelRunner(kb.name, "insilico")
     runs = []
-    for run in (cpu.bipolar_block, kb.bipolar_block):
+    for run in (sim_cpu.bipolar_block, sk.bipolar_block):
         st = tuple(a.copy() for a in state)
         out = np.full((t, n_k, n_px), np.nan, dtype)
         run(s, *fixed, *st, out)
@@ -255,22 +257,10 @@ def test_simulator_kernels_agree_with_cpu(kb, rng, dtype):
     pars = (f(n_j, n_k), f(n_j), 0.1 * f(n_j), 50 * f(n_j), 2.0, 0.8, 0.7, 0.9, 0.05, 0.3, 0.95)
     state = (f(n_j), f(n_j), f(n_k + 1, n_j), f(n_j))
     runs = []
-    for run in (cpu.ganglion_block, kb.ganglion_block):
+    for run in (sim_cpu.ganglion_block, sk.ganglion_block):
         st = tuple(a.copy() for a in state)
         rates, parts = np.full((t, n_j), np.nan, dtype), np.full((t, n_k + 1, n_j), np.nan, dtype)
         run(exc, inh, *pars, *st, rates, parts)
         runs.append((rates, parts) + st)
     for a, b in zip(*runs):
         assert relerr(b, a) < 10 * tol(dtype)
-
-
-def test_gpu_module_mirrors_the_cpu_signatures():
-    """Identical names and signatures (checked wherever CuPy imports, a device or not)."""
-    import inspect
-
-    gpu = pytest.importorskip("retina.kernels.gpu", reason="CuPy is not installed")
-    assert set(cpu.__all__) <= set(gpu.__all__)
-    for name in cpu.__all__:
-        c, g = getattr(cpu, name), getattr(gpu, name)
-        c = getattr(c, "py_func", c)  # the Python function behind a Numba dispatcher
-        assert list(inspect.signature(g).parameters) == list(inspect.signature(c).parameters), name

@@ -1,9 +1,9 @@
 """CuPy GPU kernels: the twins of :mod:`retina.kernels.cpu`, same names, signatures and semantics.
 
 * Direct correlations (layer 1 over movies, layer 2, their adjoints and weight
-  gradients) and the simulator's loops are raw CUDA kernels, kept as readable
-  sources beside this file (``cuda/conv.cu``, ``cuda/insilico.cu``) and
-  compiled by CuPy (NVRTC) on first use, per float type.
+  gradients) are raw CUDA kernels, kept as a readable source beside this file
+  (``cuda/conv.cu``) and compiled by CuPy (NVRTC) on first use, per float type
+  (:func:`compile_kernel`, which the simulator's kernels use too).
 * FFT correlations run the same algorithm as the CPU (:mod:`retina.kernels._fft`)
   on cuFFT through ``cupyx.scipy.fft``.
 * ``dense`` is cuBLAS; ``affine_relu`` an elementwise kernel.
@@ -20,12 +20,13 @@ whether it can be used.
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 
 import cupy as cp
 import cupyx.scipy.fft as cfft
 
-from . import _fft, _pig
+from . import _contract, _fft, _pig
 
 __all__ = [
     "affine_relu",
@@ -44,32 +45,34 @@ __all__ = [
     "corr3d_runs_weight_grad_fft",
     "dense",
     "pig_conv_relu_dense",
-    "bipolar_block",
-    "ganglion_block",
     "SOURCES",
+    "compile_kernel",
 ]
 
 SOURCES = Path(__file__).with_name("cuda")
 _THREADS = 256
 _REDUCE_THREADS = 256  # power of two (block_sum in conv.cu)
 _CTYPE = {"float32": "float", "float64": "double"}
-_KERNELS = {"conv.cu": ("corr2d_fwd", "corr2d_t", "corr2d_wgrad", "corr3d_movie_fwd", "corr3d_movie_t",
-                        "corr3d_movie_wgrad"),
-            "insilico.cu": ("bipolar_block", "ganglion_block")}
+_CONV = ("corr2d_fwd", "corr2d_t", "corr2d_wgrad", "corr3d_movie_fwd", "corr3d_movie_t", "corr3d_movie_wgrad")
 
 
 @functools.cache
-def _module(source):
-    names = [f"{k}<{t}>" for k in _KERNELS[source] for t in _CTYPE.values()]
-    code = (SOURCES / source).read_text()
-    return cp.RawModule(code=code, options=("-std=c++14",), name_expressions=names)
+def _module(path, names):
+    exprs = [f"{k}<{t}>" for k in names for t in _CTYPE.values()]
+    return cp.RawModule(code=Path(path).read_text(), options=("-std=c++14",), name_expressions=exprs)
 
 
-def _kernel(source, name, dtype):
+def compile_kernel(path, names, name, dtype):
+    """The templated kernel ``name<float|double>`` of the CUDA source ``path`` (declaring ``names``),
+    compiled by NVRTC on first use for the float type of ``dtype``."""
     ctype = _CTYPE.get(cp.dtype(dtype).name)
     if ctype is None:
         raise TypeError(f"GPU kernels take float32 or float64 arrays, got {cp.dtype(dtype).name}")
-    return _module(source).get_function(f"{name}<{ctype}>")
+    return _module(str(path), tuple(names)).get_function(f"{name}<{ctype}>")
+
+
+def _kernel(source, name, dtype):
+    return compile_kernel(SOURCES / source, _CONV, name, dtype)
 
 
 def _grid(total):
@@ -207,24 +210,4 @@ def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3,
     return g1, a2, r0, r1
 
 
-# ------------------------------------------------------------------ the simulator's loops
-def bipolar_block(s, drive, decay, n_stages, a2, theta, rec, use, cascade, pool, out):
-    """GPU twin of :func:`retina.kernels.cpu.bipolar_block` (one thread per pathway x pixel)."""
-    t_len, n_px = s.shape
-    n_k = drive.shape[0]
-    f = _kernel("insilico.cu", "bipolar_block", s.dtype)
-    f(_grid(n_k * n_px), (_THREADS,), (s, drive, decay, cp.asarray(n_stages, cp.int64), a2, theta, rec, use,
-                                       cascade, pool, out) + _i(t_len, n_px, n_k, cascade.shape[2]))
-    return out
-
-
-def ganglion_block(exc, inh, w, w_inh, theta, r_max, beta, e_inh, e_mem, rec_inh, use_inh, gc_gain, e_gc,
-                   state_inh, state_dep, state_u, state_gc, rates, parts):
-    """GPU twin of :func:`retina.kernels.cpu.ganglion_block` (one thread per cell)."""
-    t_len, n_k, n_j = exc.shape
-    ft = exc.dtype.type
-    scalars = tuple(ft(v) for v in (beta, e_inh, e_mem, rec_inh, use_inh, gc_gain, e_gc))
-    f = _kernel("insilico.cu", "ganglion_block", exc.dtype)
-    f(_grid(n_j), (_THREADS,), (exc, inh, w, w_inh, theta, r_max) + scalars
-      + (state_inh, state_dep, state_u, state_gc, rates, parts) + _i(t_len, n_k, n_j))
-    return rates
+_contract.check(sys.modules[__name__], "kernels")

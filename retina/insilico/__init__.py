@@ -23,8 +23,9 @@ ground-truth attribution of ``docs/insilico.md`` section 4 is available
 (:meth:`InSilicoParams.lesioned`).  State carries across blocks, so arbitrarily
 long movies stream through (:meth:`InSilicoRetina.initial_state`).
 
-The hot loops are the Numba kernels ``bipolar_block`` and ``ganglion_block`` of
-:mod:`retina.kernels.cpu`.
+The hot loops are the kernels ``bipolar_block`` and ``ganglion_block``
+(:mod:`retina.insilico._cpu`, Numba; :mod:`retina.insilico._gpu`, CuPy),
+dispatched through :func:`retina._backend.resolve` like every kernel.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from typing import NamedTuple
 import numpy as np
 import scipy.ndimage as ndi
 
-from ._validate import as_float_array, check_int
-from .units import DT
+from .._validate import as_float_array, check_int
+from ..units import DT
 
 __all__ = ["BipolarParams", "GanglionParams", "InSilicoParams", "InSilicoRetina", "Cell", "PATHWAYS",
            "LESIONS", "ROW"]
@@ -434,10 +435,10 @@ class InSilicoRetina:
             Membrane potential split by source: OFF, ONf, ONs release and the
             amacrine (negative); ``parts.sum(-1)`` is the membrane potential.
         """
-        from . import _backend
+        from .. import _backend
 
         be = _backend.resolve(backend)
-        kern, xp = be.kernels, be.xp
+        kern, xp = be.family("insilico"), be.xp
         movie = as_float_array("movie", movie, ndim=3, dtype=np.float64)
         if movie.shape[1:] != self.frame_shape:
             raise ValueError(f"movie must have frames of shape {self.frame_shape}, got {movie.shape[1:]}")
@@ -451,7 +452,7 @@ class InSilicoRetina:
         e_mem = np.exp(-DT * 1e3 / p.tau_membrane_ms)
         rec_inh = np.exp(-DT / p.tau_rec_amacrine_s)
         e_gc = np.exp(-DT / p.tau_gain_control_s)
-        from ._progress import progress_bar
+        from .._progress import progress_bar
 
         dev = be.asarray
         st = {k: dev(v) for k, v in state.items()}
