@@ -359,7 +359,9 @@ class RetinaCNN:
         Parameters
         ----------
         movie : array (T, H, W)
-            Contrast-unit movie, time first; ``T >= history``.
+            Movie in the model's units (its training stimulus z-scored with
+            ``norm_stats``; :meth:`rates` takes contrast units), time first;
+            ``T >= history``.
         backend : {"auto", "cpu", "gpu"}
         dtype : {None, float32, float64}
             Compute type; default float32.

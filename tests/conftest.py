@@ -1,10 +1,22 @@
 import os
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("RETINA_NO_PROGRESS", "1")
+
+# The tests exercise the installed package, not the source tree beside them: ``python -m pytest`` puts the
+# working directory first on sys.path, which would shadow the installed copy (and hide, say, a data file
+# missing from the package).  An editable install (pip install -e .) still maps to the source tree.
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO]
+try:
+    import retina  # noqa: E402, F401
+except ImportError as exc:
+    raise ImportError(f"the tests need the installed package: pip install '.[test]' in {REPO} ({exc})") from None
 
 from retina import RetinaCNN  # noqa: E402
 

@@ -3,6 +3,7 @@
 import ast
 import importlib
 import logging
+import os
 import pkgutil
 from pathlib import Path
 
@@ -142,3 +143,38 @@ def test_cpu_kernels_return_their_outputs():
                               np.zeros(n_j), np.ones(n_j), 2.0, 0.8, 0.7, 0.9, 0.05, 0.0, 0.95, np.zeros(n_j),
                               np.ones(n_j), np.zeros((n_k + 1, n_j)), np.zeros(n_j), rates, parts)
     assert np.shares_memory(r, rates) and np.shares_memory(p, parts)
+
+
+def test_the_installed_package_is_complete():
+    """What a wheel must carry: the bundled model, the simulator's calibration, the CUDA sources.  (The tests
+    import the installed package, not the source tree, so a missing package-data entry fails here.)"""
+    from retina.io import bundled_path
+
+    assert bundled_path("default").is_file()
+    assert (ROOT / "data" / "insilico.json").is_file()
+    assert (ROOT / "kernels" / "cuda" / "conv.cu").is_file() and (ROOT / "insilico" / "cuda" / "insilico.cu").is_file()
+
+
+def test_ci_tests_the_installed_copy():
+    """Under CI (a non-editable install), ``retina`` must come from site-packages, not the checkout."""
+    if not os.environ.get("CI"):
+        pytest.skip("only meaningful in CI's fresh, non-editable install")
+    repo = Path(__file__).resolve().parents[1]
+    assert repo not in ROOT.resolve().parents, f"retina was imported from the source tree: {ROOT}"
+
+
+def test_no_comment_cites_a_document_outside_the_repository():
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"spec section \d|(?<!docs/)\b(insilico|phenomena|performance)\.md|\bissue \d+")
+    found = []
+    for folder in ("retina", "tests", "scripts", "bench"):
+        for path in (repo / folder).rglob("*"):
+            if path.suffix in (".py", ".cu", ".cpp", ".sh") and path.name != "test_architecture.py":
+                for i, line in enumerate(path.read_text().splitlines(), 1):
+                    if pattern.search(line):
+                        found.append(f"{path.relative_to(repo)}:{i}: {line.strip()}")
+    assert not found, "\n".join(found)
+    for name in ("spec.md", "phenomena.md", "insilico.md", "performance.md", "architecture.md", "formats.md"):
+        assert (repo / "docs" / name).is_file(), name

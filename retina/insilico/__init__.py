@@ -241,7 +241,7 @@ class InSilicoParams:
 class Cell(NamedTuple):
     """A ganglion cell of the mosaic: its index, type and centre (px)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: the cell's number
     type: str
     y: float
     x: float

@@ -9,6 +9,7 @@ streams through in blocks; each kernel returns its output array.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
@@ -17,7 +18,7 @@ from ..kernels import _contract
 
 __all__ = ["bipolar_block", "ganglion_block"]
 
-_JIT = dict(cache=True, nogil=True)
+_JIT: dict[str, Any] = dict(cache=True, nogil=True)
 
 
 @njit(parallel=True, **_JIT)

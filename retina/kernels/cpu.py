@@ -22,6 +22,7 @@ The FFT path of the movie correlation uses ``scipy.fft`` (pocketfft).
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 import scipy.fft as sfft
@@ -48,7 +49,7 @@ __all__ = [
     "pig_conv_relu_dense",
 ]
 
-_JIT = dict(cache=True, nogil=True)
+_JIT: dict[str, Any] = dict(cache=True, nogil=True)
 
 
 # --------------------------------------------------------------------------

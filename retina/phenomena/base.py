@@ -223,7 +223,7 @@ class Phenomenon:
         if self.signatures is None:
             return []
         base = self.simulator(sim)
-        results = {None: intact if intact is not None else self.run(base, **self.options_for(base))}
+        results: dict = {None: intact if intact is not None else self.run(base, **self.options_for(base))}
         for lesion, options in self.signature_lesions.items():
             other = self.simulator(sim, lesion=lesion)
             results[lesion] = self.run(other, **{**self.options_for(other), **options})

@@ -37,10 +37,10 @@ class TrainConfig:
     min_lr: float = 1e-5
     patience: int = 6
     seed: int = 0
-    stream_weights: tuple = None
+    stream_weights: tuple | None = None
     """Share of the runs drawn from each training stream when ``train`` gets several movies
     (default: proportional to their lengths)."""
-    stream_loss_weights: tuple = None
+    stream_loss_weights: tuple | None = None
     """Weight of each stream's windows in the loss (default 1 each): white noise drives the
     rates far less than natural movies, so its errors need a larger weight to matter."""
     freeze: tuple = ()
