@@ -8,6 +8,7 @@ Layout (one file per stimulus class, as the Baccus lab's ``naturalscene.h5`` and
     /train/response/binned             (n, T) spike counts per bin
     /train/response/firing_rate_10ms   (n, T) counts smoothed by a 10 ms Gaussian, in Hz
     /train/response/rate               (n, T) the simulator's noise-free rate (ground truth)
+    /train/events/NAME                 (T,) per-frame stimulus events of the kind (:data:`EVENTS`)
     /test/...                          the same for the held-out clips, and
     /test/repeats/cellNN               (repeats, T) spike counts of each repeat (noise ceilings)
 
@@ -37,7 +38,8 @@ from .io import finish_partial, open_partial
 from .stimuli import bar_motion, bar_noise, flash_sequence, full_field_noise, natural_movie, white_noise
 from .units import DT
 
-__all__ = ["Dataset", "load_dataset", "simulate_dataset", "encode_uint8", "decode_uint8", "KINDS"]
+__all__ = ["Dataset", "load_dataset", "simulate_dataset", "encode_uint8", "decode_uint8", "frame_events", "KINDS",
+           "EVENTS"]
 
 KINDS = {"naturalscene": "natural-like movie (docs/insilico.md section 3)",
          "whitenoise": "binary checkerboard, 1 px checks, +-0.35 contrast",
@@ -84,6 +86,11 @@ class Dataset:
         The simulator's noise-free rate, when the file has it.
     stats : dict
         ``mean`` and ``std`` used to z-score the stimulus.
+    attrs : dict
+        The file's root attributes.
+    events : dict
+        Per-frame stimulus events stored with the data (``SPLIT/events``,
+        :func:`frame_events`), e.g. ``flash_onset``; empty when the file has none.
     """
 
     stimulus: np.ndarray
@@ -93,6 +100,7 @@ class Dataset:
     true_rate: np.ndarray | None = None
     stats: dict = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)
+    events: dict = field(default_factory=dict)
 
     @property
     def n_cells(self):
@@ -170,6 +178,14 @@ def load_dataset(path, split="train", *, response="firing_rate_10ms", cells=None
             names = sorted(g["repeats"].keys())
             repeats = np.stack([np.asarray(g["repeats"][k][()]) for k in names])
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        events = {}
+        if "events" in g:
+            for k in g["events"]:
+                ev = g["events"][k]
+                if ev.shape != (len(stim),):
+                    raise ValueError(f"{str(path)!r}: '{split}/events/{k}' must have one value per stimulus frame "
+                                     f"({len(stim)}), got shape {ev.shape}")
+                events[k] = ev[()]
     if response == "binned":
         resp = resp / DT
     if not np.isfinite(resp).all():
@@ -202,7 +218,7 @@ def load_dataset(path, split="train", *, response="firing_rate_10ms", cells=None
     stim /= np.float32(stats["std"])
     return Dataset(stim, np.ascontiguousarray(resp.T, np.float32),
                    None if binned is None else np.ascontiguousarray(binned.T),
-                   repeats, None if true_rate is None else np.ascontiguousarray(true_rate.T), stats, attrs)
+                   repeats, None if true_rate is None else np.ascontiguousarray(true_rate.T), stats, attrs, events)
 
 
 # ------------------------------------------------------------------ simulating
@@ -216,9 +232,54 @@ _GENERATORS = {
 }
 
 
-def _movie(kind, n_frames, seed, frame_shape, options=None):
+def _stimulus(kind, n_frames, seed, frame_shape, options=None):
     fn, defaults = _GENERATORS[kind]
-    return fn(n_frames, frame_shape=frame_shape, seed=seed, **{**defaults, **(options or {})}).movie
+    return fn(n_frames, frame_shape=frame_shape, seed=seed, **{**defaults, **(options or {})})
+
+
+def _movie(kind, n_frames, seed, frame_shape, options=None):
+    return _stimulus(kind, n_frames, seed, frame_shape, options).movie
+
+
+EVENTS = {
+    "motion": {"bar_center": np.float32, "bar_velocity": np.float32, "reversal": np.int8},
+    "flashes": {"flash_onset": np.int8, "flash_contrast": np.float32},
+    "naturalscene": {"saccade": np.int8, "object_motion": np.int8},
+}
+"""The per-frame events each dataset kind stores under ``SPLIT/events`` (kinds not listed store none)."""
+
+
+def frame_events(kind, stim):
+    """A generated stimulus' events as per-frame arrays (the layout of ``SPLIT/events``).
+
+    ``motion``: ``bar_center`` (px, NaN in the gaps), ``bar_velocity``
+    (px/frame), ``reversal`` (1 on the first frame after a bar turns back);
+    ``flashes``: ``flash_onset`` (1 on each flash's first frame) and
+    ``flash_contrast`` (its signed contrast there, NaN elsewhere);
+    ``naturalscene``: ``saccade`` (1 where the view jumps) and
+    ``object_motion`` (1 during translating-object epochs).
+    """
+    n, ev = len(stim.movie), stim.events
+    if kind == "motion":
+        centre, vel = np.asarray(ev["center"], np.float64), np.asarray(ev["velocity"], np.float64)
+        inside = ~np.isnan(centre)
+        turn = np.zeros(n, np.int8)
+        turn[1:] = (np.sign(vel[1:]) * np.sign(vel[:-1]) < 0) & inside[1:] & inside[:-1]
+        return {"bar_center": centre.astype(np.float32), "bar_velocity": vel.astype(np.float32), "reversal": turn}
+    if kind == "flashes":
+        onset = np.zeros(n, np.int8)
+        contrast = np.full(n, np.nan, np.float32)
+        frames = np.asarray(ev["flash_frames"], np.int64)
+        onset[frames] = 1
+        contrast[frames] = ev["intensity"]
+        return {"flash_onset": onset, "flash_contrast": contrast}
+    if kind == "naturalscene":
+        saccade, objects = np.zeros(n, np.int8), np.zeros(n, np.int8)
+        saccade[np.asarray(ev["saccade_frames"], np.int64)] = 1
+        for a, b in np.asarray(ev["object_frames"], np.int64).reshape(-1, 2):
+            objects[a:b] = 1
+        return {"saccade": saccade, "object_motion": objects}
+    return {}
 
 
 def _check_options(kind, options):
@@ -302,6 +363,7 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
                     frame_shape=[h, w], positions=[list(q) for q in sim.positions], retina_version=__version__)
     if options:
         settings["stimulus_options"] = options
+    settings["events"] = sorted(EVENTS.get(kind, {}))
     f, created = open_partial(path, settings, fmt="deep-retina", schema_version=1,
                               attrs=dict(generator="retina simulate", kind=kind,
                                          cell_types=json.dumps(sim.cell_types),
@@ -317,6 +379,9 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
             r.create_dataset("binned", (n_cells, n), np.int16)
             r.create_dataset("firing_rate_10ms", (n_cells, n), np.float32)
             r.create_dataset("rate", (n_cells, n), np.float32)
+            ev = g.create_group("events")
+            for k, dt in EVENTS.get(kind, {}).items():
+                ev.create_dataset(k, (n,), dt, fillvalue=np.nan if dt == np.float32 else 0)
         rep = f["test"].create_group("repeats")
         for j in range(n_cells):
             rep.create_dataset(f"cell{j:02d}", (repeats, n_test), np.int16)
@@ -332,8 +397,11 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
                               unit="chunk", enabled=progress):
             t0 = train_starts[i]
             n = min(chunk, n_train - t0)
-            u8 = encode_uint8(_movie(kind, n, _seed(seed, 0, i), (h, w), options))
+            st = _stimulus(kind, n, _seed(seed, 0, i), (h, w), options)
+            u8 = encode_uint8(st.movie)
             rate = sim.rates(decode_uint8(u8), state=state)
+            for k, v in frame_events(kind, st).items():
+                g["events"][k][t0:t0 + n] = v
             counts = np.random.default_rng(_seed(seed, 1, i)).poisson(rate * DT)
             g["stimulus"][t0:t0 + n] = u8
             g["response/rate"][:, t0:t0 + n] = rate.T
@@ -345,8 +413,11 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
         for i in progress_bar(range(int(res.attrs["test_done"]), test_clips), total=test_clips,
                               desc=f"{kind} test", unit="clip", enabled=progress):
             t0 = i * clip
-            u8 = encode_uint8(_movie(kind, clip, _seed(seed, 2, i), (h, w), options))
+            st = _stimulus(kind, clip, _seed(seed, 2, i), (h, w), options)
+            u8 = encode_uint8(st.movie)
             rate = sim.rates(decode_uint8(u8))
+            for k, v in frame_events(kind, st).items():
+                g["events"][k][t0:t0 + clip] = v
             counts = np.random.default_rng(_seed(seed, 3, i)).poisson(rate.T[:, None, :] * DT,
                                                                        (n_cells, repeats, clip))
             g["stimulus"][t0:t0 + clip] = u8

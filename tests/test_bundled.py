@@ -1,4 +1,4 @@
-"""The bundled default model against the claims of its recipe (scripts/train_default.py; docs/history.md).
+"""The bundled default model against the claims of its recipe (retina/recipes/default.toml; docs/history.md).
 
 Checked on stimuli it never saw: a fresh natural-like clip and white noise (new seeds) against the
 calibrated simulator's noise-free rates, and the four phenomena measured on the CNN and on the
@@ -7,9 +7,6 @@ The recipe's last stage selects its epoch on those protocols, so latency is also
 held-out protocols (other flash strengths and onsets).
 """
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -17,13 +14,9 @@ import retina.io as rio
 from retina import load_model
 from retina.insilico import InSilicoRetina
 from retina.stimuli import natural_movie, white_noise
+from retina.train import assess as recipe
 
-pytestmark = pytest.mark.skipif(not rio._bundled_path("default").is_file(), reason="no bundled model")
-
-_spec = importlib.util.spec_from_file_location(
-    "train_default", Path(__file__).resolve().parents[1] / "scripts" / "train_default.py")
-recipe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(recipe)
+pytestmark = pytest.mark.skipif(not rio.bundled_path("default").is_file(), reason="no bundled model")
 
 
 @pytest.fixture(scope="module")

@@ -112,7 +112,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
 def test_default_model_missing_is_clear():
     import retina.io as rio
-    if rio._bundled_path("default").is_file():
+    if rio.bundled_path("default").is_file():
         pytest.skip("bundled model present")
     with pytest.raises(FileNotFoundError, match="bundled 'default' model"):
         load_model("default")

@@ -1,78 +1,104 @@
-"""The bundled model's recipe (scripts/train_default.py): its fine-tuning stage syntax and event weights."""
+"""Recipes as data: the bundled recipe's file, its checks, event weights from stored events, a tiny run."""
 
-import importlib.util
-from pathlib import Path
-
+import h5py
 import numpy as np
 import pytest
 
 from retina import stimuli
-
-_spec = importlib.util.spec_from_file_location(
-    "train_default", Path(__file__).resolve().parents[1] / "scripts" / "train_default.py")
-recipe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(recipe)
-
-
-def test_positional_stage_keeps_its_meaning():
-    st = recipe.parse_stage("30:10:0.2:0.1:0.2")
-    assert {k: st[k] for k in ("wn", "epochs", "fullfield", "bars", "motion", "slowmotion", "flashes")} == dict(
-        wn=30.0, epochs=10, fullfield=0.2, bars=0.1, motion=0.2, slowmotion=0.0, flashes=0.0)
-    assert all(st[f"{k}_loss"] == 1.0 for k in recipe.STREAMS)
-    assert recipe.parse_stage("10:8")["fullfield"] == 0.0
+from retina.datasets import frame_events
+from retina.io import load_model
+from retina.train.recipe import (
+    FLASH_FRAMES,
+    REVERSAL_FRAMES,
+    flash_weights,
+    load_recipe,
+    parse_recipe,
+    reversal_weights,
+    run,
+)
 
 
-def test_key_value_stage():
-    st = recipe.parse_stage("wn=30,epochs=6,fullfield=0.25,slowmotion=0.3,slowmotion_loss=3")
-    assert (st["wn"], st["epochs"], st["fullfield"], st["slowmotion"], st["slowmotion_loss"]) == (30, 6, 0.25, 0.3, 3)
-    assert st["bars"] == 0.0 and isinstance(st["epochs"], int) and st["freeze"] == ()
-    assert recipe.parse_stage("epochs=4,flashes=0.3,freeze=layer1+b3")["freeze"] == ("layer1", "b3")
-    st = recipe.parse_stage("epochs=4,wn_share=0.7,lr=5e-4,reversal_boost=20")
-    assert (st["wn_share"], st["lr"], st["reversal_boost"]) == (0.7, 5e-4, 20.0)
-    assert recipe.parse_stage("10:8")["wn_share"] == -1   # --noise-share
-    assert recipe.parse_stage("epochs=3,noise=0.01")["noise"] == 0.01
+def test_the_bundled_recipe_reads_and_labels_its_selection():
+    r = load_recipe("default")
+    assert list(r.streams)[:2] == ["natural", "whitenoise"] and len(r.stages) == 6
+    assert [s.select for s in r.stages] == ["validation"] * 3 + ["phenomena"] * 3
+    assert r.streams["slowmotion"].options == {"speeds": [0.02, 0.25], "contrasts": [0.5, 1.0]}
+    assert "selected, not predicted" in r.text    # the recipe says so where it is read
 
 
-@pytest.mark.parametrize("text, match", [("30", "expected"), ("a:b", "expected"), ("wn=1,speed=3", "unknown key"),
-                                         ("10:0", "epochs"), ("epochs=2,fullfield=0.6,motion=0.5", "shares"),
-                                         ("epochs=2,freeze=conv1", "freeze: unknown"),
-                                         ("epochs=2,reversal_boost=0", "reversal_boost"),
-                                         ("epochs=2,wn_share=1.5", "wn_share"), ("epochs=2,lr=0", "lr > 0"),
-                                         ("epochs=2,noise=-0.5", "noise >= 0")])
-def test_bad_stages_are_refused(text, match):
-    with pytest.raises(SystemExit, match=match):
-        recipe.parse_stage(text)
+def _tiny(**stage2):
+    return {
+        "name": "tiny", "seed": 0, "response": "rate", "val_share": 0.1,
+        "streams": {
+            "natural": {"kind": "naturalscene", "minutes": 0.5, "seed": 0, "test_clips": 1, "clip_seconds": 2,
+                        "repeats": 2},
+            "whitenoise": {"kind": "whitenoise", "minutes": 0.5, "seed": 1, "test_clips": 1, "clip_seconds": 2,
+                           "repeats": 2},
+            "flashes": {"kind": "flashes", "minutes": 0.4, "seed": 2, "test_clips": 1, "clip_seconds": 2,
+                        "repeats": 2},
+        },
+        "stages": [
+            {"name": "base", "epochs": 1, "windows": 500, "lr": 2e-3, "seed": 0, "validation": "pooled",
+             "init": "none"},
+            {"name": "flashes", "epochs": 1, "windows": 500, "lr": 1e-3, "seed": 1, "shares": {"flashes": 0.3},
+             "loss": {"whitenoise": 3, "flashes": 2}, "flash_boost": 5, **stage2},
+        ],
+    }
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda d: d["streams"].pop("whitenoise"), "required"),
+    (lambda d: d["streams"]["flashes"].update(kind="flickers"), "kind must be one of"),
+    (lambda d: d["streams"]["flashes"].update(colour=1), "unknown keys"),
+    (lambda d: d["stages"][1].update(shares={"bars": 0.2}), "does not declare"),
+    (lambda d: d["stages"][1].update(shares={"flashes": 1.0}), "summing to less than 1"),
+    (lambda d: d["stages"][1].update(select="luck"), "select must be one of"),
+    (lambda d: d["stages"][1].update(speed=3), "unknown keys"),
+    (lambda d: d.update(val_share=0.7), "val_share"),
+])
+def test_bad_recipes_are_refused_by_name(change, match):
+    d = _tiny()
+    change(d)
+    with pytest.raises(ValueError, match=match):
+        parse_recipe(d, source="tiny")
 
 
 @pytest.mark.parametrize("seed", [3, 4])
-def test_bar_reversals_are_read_from_the_movie(seed):
+def test_reversal_weights_follow_the_stored_turns(seed):
     st = stimuli.bar_motion(12000, p_reverse=1.0, speeds=(0.02, 0.6), seed=seed)
+    ev = frame_events("motion", st)
     centre, vel = st.events["center"], st.events["velocity"]
     inside = ~np.isnan(centre)
     truth = np.flatnonzero((np.sign(vel[1:]) * np.sign(vel[:-1]) < 0) & inside[1:] & inside[:-1]) + 1
-    movie = np.round((st.movie + 1) * 127.5).astype(np.uint8)   # as stored: 8-bit frames
-    found = recipe.bar_reversals(movie)
-    assert len(truth) >= 10
-    # every turn found is a true one, within a frame; at most one true turn in six is missed (turns at the edge)
-    assert all(np.abs(truth - t).min() <= 1 for t in found)
-    assert len(found) >= len(truth) - len(truth) // 6
-    w = recipe.reversal_weights(movie, 7.0)
+    assert len(truth) >= 10 and np.array_equal(np.flatnonzero(ev["reversal"]), truth)
+    w = reversal_weights(ev, 7.0, len(st.movie))
     assert set(np.unique(w)) == {1.0, 7.0}
-    assert (w[found[0]:found[0] + recipe.REVERSAL_FRAMES] == 7.0).all() and w[found[0] - 1] == 1.0
-    # bars that never turn: nothing found
-    straight = stimuli.bar_motion(6000, p_reverse=0.0, seed=seed).movie
-    assert len(recipe.bar_reversals(straight)) == 0
+    assert (w[truth[0]:truth[0] + REVERSAL_FRAMES] == 7.0).all() and w[truth[0] - 1] == 1.0
 
 
-def test_flash_onsets_and_weights_are_read_from_the_movie():
-    st = stimuli.flash_sequence(6000, seed=2)
-    frames, strength = np.asarray(st.events["flash_frames"]), np.abs(st.events["intensity"])
-    movie = np.round((st.movie + 1) * 127.5).astype(np.uint8)
-    onsets, rel = recipe.flash_onsets(movie)
-    np.testing.assert_array_equal(onsets, frames)
-    np.testing.assert_allclose(rel, strength / strength.max(), atol=0.01)   # 8-bit rounding
-    w = recipe.flash_weights(movie, 30.0)
-    assert w.min() == 1.0 and w.max() == 30.0
-    weakest, strongest = onsets[np.argmin(rel)], onsets[np.argmax(rel)]
-    assert w[weakest] == 30.0 and w[strongest] == pytest.approx(1.0, abs=0.05)
-    assert (w[:frames[0]] == 1.0).all()
+def test_flash_weights_follow_the_stored_contrasts():
+    st = stimuli.flash_sequence(6000, seed=5)
+    ev = frame_events("flashes", st)
+    onsets, c = st.events["flash_frames"], np.abs(st.events["intensity"])
+    w = flash_weights(ev, 30.0, len(st.movie))
+    rel = c / c.max()
+    for t, r in zip(onsets, rel):
+        assert w[t] == pytest.approx(min(30.0, 1 / r ** 2))
+        assert (w[t:t + FLASH_FRAMES] >= 1).all()
+    assert w[onsets[0] - 1] == 1.0
+
+
+def test_a_tiny_recipe_runs_end_to_end_and_records_itself(tmp_path):
+    recipe = parse_recipe(_tiny(), text="# the tiny recipe's text\n", source="tiny")
+    model, report = run(recipe, tmp_path, progress=False)
+    back = load_model(tmp_path / "model.h5")
+    assert back.content_hash() == model.content_hash()
+    meta = back.metadata
+    assert meta["recipe"] == "# the tiny recipe's text\n" and meta["recipe_name"] == "tiny"
+    assert meta["retina_version"] and meta["git_commit"]
+    assert {"test_natural", "test_whitenoise", "test_flashes", "directions", "latency_variants"} <= set(report)
+    assert (tmp_path / "report.md").read_text().startswith("# Report of the recipe 'tiny'")
+    with h5py.File(tmp_path / "flashes.h5") as f:   # the datasets carry their events
+        assert int(f["train/events/flash_onset"][()].sum()) > 3
+    again, _ = run(recipe, tmp_path, progress=False)   # every step resumes: nothing left to do, same model
+    assert again.content_hash() == model.content_hash()

@@ -44,6 +44,3 @@ def model_hash(model):
     from ..model import content_hash
 
     return content_hash(model)
-
-
-_bundled_path = bundled_path   # the name the tests used before

@@ -1,0 +1,349 @@
+"""Recipes as data: a model's whole training (data, stages, weights, seeds) in one TOML file, run by :func:`run`.
+
+A recipe names its streams (simulated datasets: kind, minutes, seed,
+generator options) and its stages (epochs, learning rate, seed, the share of
+mini-batch runs from each stream, loss weights, event weights, validation,
+model selection).  :func:`run` simulates the streams with the calibrated
+in-silico retina (resumable), trains stage after stage (each from the
+previous stage's best epoch, each resumable from its checkpoint), evaluates,
+and writes ``model.h5`` whose provenance holds the recipe's full text, the
+package version and the git commit, and a report (JSON and Markdown).
+``recipes/default.toml`` is the bundled model's recipe; ``docs/recipes.md``
+documents every key.
+
+Event weights come from the events stored with each dataset
+(:data:`retina.datasets.EVENTS`): nothing is re-detected from pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._version import __version__
+from .config import TrainConfig
+from .loop import train
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["Recipe", "Stream", "Stage", "load_recipe", "run", "reversal_weights", "flash_weights", "RECIPES"]
+
+log = logging.getLogger("retina.train")
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+"""Where the recipes shipped with the package live (``load_recipe("default")``)."""
+REVERSAL_FRAMES = 50   # frames after a bar turns back weighted by reversal_boost (the burst comes ~330 ms later)
+FLASH_FRAMES = 30      # frames from a flash's onset weighted by flash_boost (the latency window is 150 ms)
+BASE_STREAMS = ("natural", "whitenoise")
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A simulated training stream: a dataset kind (:data:`retina.datasets.KINDS`), its length and seed."""
+
+    name: str
+    kind: str
+    minutes: float
+    seed: int
+    options: dict = field(default_factory=dict)
+    validate_share: float = 0.0
+    """Share of the stream's end held out to validate the stages that train on it (0: none)."""
+    test_clips: int = 30
+    clip_seconds: float = 10.0
+    repeats: int = 20
+    """The held-out test set: clips of ``clip_seconds``, each with ``repeats`` Poisson repeats."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage (see ``docs/recipes.md``)."""
+
+    name: str
+    epochs: int
+    lr: float
+    seed: int
+    windows: int = 30000
+    noise_share: float = 0.5
+    shares: dict = field(default_factory=dict)
+    loss: dict = field(default_factory=dict)
+    reversal_boost: float = 1.0
+    flash_boost: float = 1.0
+    validation: str = "per-stream"
+    init: str = "previous"
+    patience: int | None = None
+    lr_patience: int | None = None
+    select: str = "validation"
+    select_wn: float = 0.0
+    noise: float | None = None
+    freeze: tuple = ()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A whole training recipe; ``text`` is the TOML it was read from (stored in the model's provenance)."""
+
+    name: str
+    seed: int
+    response: str
+    val_share: float
+    streams: dict
+    stages: tuple
+    text: str = ""
+    source: str = ""
+
+
+_STAGE_KEYS = {f for f in Stage.__dataclass_fields__}
+_STREAM_KEYS = {"kind", "minutes", "seed", "options", "validate_share", "test_clips", "clip_seconds", "repeats"}
+
+
+def load_recipe(path):
+    """Read a recipe: a TOML file's path, or the name of one shipped with the package (``"default"``)."""
+    p = Path(path)
+    if not p.suffix and not p.exists():
+        p = RECIPES / f"{path}.toml"
+    if not p.is_file():
+        raise FileNotFoundError(f"no recipe file at {str(p)!r}")
+    text = p.read_text()
+    try:
+        d = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"recipe {str(p)!r} is not valid TOML: {exc}") from None
+    return parse_recipe(d, text=text, source=str(p))
+
+
+def parse_recipe(d, *, text="", source="<dict>"):
+    """A :class:`Recipe` from a TOML table, with errors naming the key, the expectation and the value."""
+    from ..datasets import KINDS
+
+    def need(table, key, where):
+        if key not in table:
+            raise ValueError(f"recipe {source}: {where} needs the key {key!r}")
+        return table[key]
+
+    streams = {}
+    for name, s in need(d, "streams", "the recipe").items():
+        bad = set(s) - _STREAM_KEYS
+        if bad:
+            raise ValueError(f"recipe {source}: stream {name!r} has unknown keys {sorted(bad)}; "
+                             f"known: {sorted(_STREAM_KEYS)}")
+        kind = need(s, "kind", f"stream {name!r}")
+        if kind not in KINDS:
+            raise ValueError(f"recipe {source}: stream {name!r} kind must be one of {tuple(KINDS)}, got {kind!r}")
+        minutes = float(need(s, "minutes", f"stream {name!r}"))
+        if not minutes > 0:
+            raise ValueError(f"recipe {source}: stream {name!r} minutes must be > 0, got {minutes}")
+        streams[name] = Stream(name, kind, minutes, int(need(s, "seed", f"stream {name!r}")),
+                               dict(s.get("options", {})), float(s.get("validate_share", 0.0)),
+                               int(s.get("test_clips", 30)), float(s.get("clip_seconds", 10.0)),
+                               int(s.get("repeats", 20)))
+    missing = [b for b in BASE_STREAMS if b not in streams]
+    if missing:
+        raise ValueError(f"recipe {source}: the streams {missing} are required (the natural and white-noise base)")
+    stages = []
+    for i, st in enumerate(need(d, "stages", "the recipe")):
+        bad = set(st) - _STAGE_KEYS
+        if bad:
+            raise ValueError(f"recipe {source}: stage {i + 1} has unknown keys {sorted(bad)}; "
+                             f"known: {sorted(_STAGE_KEYS)}")
+        st = dict(st)
+        st.setdefault("name", f"stage {i + 1}")
+        st["freeze"] = tuple(st.get("freeze", ()))
+        stage = Stage(**st)
+        unknown = [k for k in list(stage.shares) + list(stage.loss) if k not in streams]
+        if unknown:
+            raise ValueError(f"recipe {source}: stage {stage.name!r} names streams {unknown} that the recipe "
+                             "does not declare")
+        if any(k in BASE_STREAMS for k in stage.shares):
+            raise ValueError(f"recipe {source}: stage {stage.name!r}: the base streams' shares come from noise_share")
+        if not (stage.epochs >= 1 and stage.lr > 0 and 0 <= stage.noise_share <= 1
+                and 0 <= sum(stage.shares.values()) < 1):
+            raise ValueError(f"recipe {source}: stage {stage.name!r} needs epochs >= 1, lr > 0, noise_share in [0, 1] "
+                             "and stream shares summing to less than 1")
+        for key, allowed in (("validation", ("pooled", "per-stream")), ("init", ("previous", "none")),
+                             ("select", ("validation", "phenomena"))):
+            if getattr(stage, key) not in allowed:
+                raise ValueError(f"recipe {source}: stage {stage.name!r} {key} must be one of {allowed}, "
+                                 f"got {getattr(stage, key)!r}")
+        if stage.reversal_boost <= 0 or stage.flash_boost < 1 or not 0 <= stage.select_wn < 1:
+            raise ValueError(f"recipe {source}: stage {stage.name!r} needs reversal_boost > 0, flash_boost >= 1 and "
+                             "select_wn in [0, 1)")
+        stages.append(stage)
+    if not stages:
+        raise ValueError(f"recipe {source}: no stages")
+    val_share = float(d.get("val_share", 0.025))
+    if not 0 < val_share < 0.5:
+        raise ValueError(f"recipe {source}: val_share must be in (0, 0.5), got {val_share}")
+    response = d.get("response", "rate")
+    return Recipe(str(d.get("name", Path(source).stem)), int(d.get("seed", 0)), response, val_share, streams,
+                  tuple(stages), text, source)
+
+
+# ------------------------------------------------------------------ event weights
+def reversal_weights(events, boost, n_frames):
+    """Per-frame loss weights of a moving-bar stream: ``boost`` for the ``REVERSAL_FRAMES`` frames after each
+    turn of a bar (the stored ``reversal`` events), else 1."""
+    w = np.ones(n_frames)
+    for t in np.flatnonzero(np.asarray(events["reversal"])[:n_frames]):
+        w[t:t + REVERSAL_FRAMES] = boost
+    return w
+
+
+def flash_weights(events, boost, n_frames):
+    """Per-frame loss weights of a flash stream: the ``FLASH_FRAMES`` frames from each flash's onset weigh
+    ``min(boost, 1 / c**2)`` for a flash of contrast ``c`` relative to the strongest (weak flashes drive the
+    rates little, so the Poisson loss barely sees how late their responses peak), else 1."""
+    onsets = np.flatnonzero(np.asarray(events["flash_onset"])[:n_frames])
+    strength = np.abs(np.asarray(events["flash_contrast"], np.float64)[onsets])
+    w = np.ones(n_frames)
+    if not len(onsets):
+        return w
+    for t, c in zip(onsets, strength / strength.max()):
+        w[t:t + FLASH_FRAMES] = np.maximum(w[t:t + FLASH_FRAMES], min(boost, 1.0 / c ** 2))
+    return w
+
+
+def _event_weights(stream, events, stage, n_frames):
+    if stream.kind == "motion" and stage.reversal_boost != 1:
+        return reversal_weights(events, stage.reversal_boost, n_frames)
+    if stream.kind == "flashes" and stage.flash_boost != 1:
+        return flash_weights(events, stage.flash_boost, n_frames)
+    return None
+
+
+# ------------------------------------------------------------------ running
+def git_commit(path=None):
+    """The git commit of the checkout holding ``path`` (this package by default), or ``"unknown"``."""
+    where = Path(path or __file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10,
+                             check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return out.stdout.strip() + ("+modified" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run(recipe, out_dir, *, progress=True, max_stages=None):
+    """Run ``recipe`` (a :class:`Recipe`, a TOML path or a shipped name) in ``out_dir``.
+
+    Datasets, checkpoints, ``model.h5``, ``report.json`` and ``report.md`` go
+    to ``out_dir``; every step resumes from what an interrupted run left
+    there.  ``max_stages`` stops after that many stages (for quick checks).
+    Returns ``(model, report)``.
+    """
+    from .. import phenomena as P  # noqa: F401  (registers the phenomena the report measures)
+    from ..datasets import load_dataset, simulate_dataset
+    from ..insilico import InSilicoRetina
+    from ..reduction import classify_channels
+    from . import assess
+    from .loss import evaluate
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    sim = InSilicoRetina(positions=assess.cell_positions())
+    paths = {}
+    for name, s in recipe.streams.items():   # finished files are reused (delete them to re-simulate)
+        paths[name] = out / f"{name}.h5"
+        if not paths[name].exists():
+            simulate_dataset(paths[name], s.kind, retina=sim, train_minutes=s.minutes, seed=s.seed,
+                             test_clips=s.test_clips, clip_s=s.clip_seconds, repeats=s.repeats,
+                             stimulus_options=s.options or None, progress=progress)
+    t_sim = time.time() - t_start
+    tr = load_dataset(paths["natural"], "train", response=recipe.response)
+    data = {"natural": tr}
+    for name in recipe.streams:
+        if name != "natural":
+            data[name] = load_dataset(paths[name], "train", response=recipe.response, norm_stats=tr.stats)
+    wtr = data["whitenoise"]
+    nv, wv = (int(len(d.stimulus) * recipe.val_share) for d in (tr, wtr))
+    base_x = [tr.stimulus[:-nv], wtr.stimulus[:-wv]]
+    base_y = [tr.rates[:-nv], wtr.rates[:-wv]]
+    vsets = [(tr.stimulus[-nv:], tr.rates[-nv:]), (wtr.stimulus[-wv:], wtr.rates[-wv:])]
+    ids = [f"{c.type}-{int(c.y)}-{int(c.x)}" for c in sim.cells]
+    t0 = time.time()
+    res, previous = None, None
+    stages = recipe.stages[:max_stages] if max_stages else recipe.stages
+    for i, stage in enumerate(stages):
+        log.info("stage %d/%d: %s", i + 1, len(stages), stage.name)
+        xs, ys = list(base_x), list(base_y)
+        rest = 1 - sum(stage.shares.get(n, 0) for n in recipe.streams)   # summed in the streams' order
+        shares = [rest * (1 - stage.noise_share), rest * stage.noise_share]
+        losses = [float(stage.loss.get("natural", 1.0)), float(stage.loss.get("whitenoise", 1.0))]
+        fweights = [None, None]
+        valid = list(vsets)
+        for name, stream in recipe.streams.items():   # the extra streams in the recipe's order
+            if name in BASE_STREAMS or stage.shares.get(name, 0) <= 0:
+                continue
+            d = data[name]
+            x, y, ev = d.stimulus, d.rates, d.events
+            if stream.validate_share > 0:   # held out, and validates this stage
+                n = int(len(x) * stream.validate_share)
+                valid.append((x[-n:], y[-n:]))
+                x, y = x[:-n], y[:-n]
+            xs.append(x)
+            ys.append(y)
+            fweights.append(_event_weights(stream, ev, stage, len(x)))
+            shares.append(stage.shares[name])
+            losses.append(float(stage.loss.get(name, 1.0)))
+        if stage.validation == "pooled":
+            valid = (np.concatenate([v[0] for v in vsets]), np.concatenate([v[1] for v in vsets]))
+        kw = {}
+        if stage.patience is not None:
+            kw["patience"] = stage.patience
+        if stage.lr_patience is not None:
+            kw["lr_patience"] = stage.lr_patience
+        if stage.noise is not None:
+            kw["noise"] = stage.noise
+        only_base = len(xs) == 2 and all(v == 1.0 for v in losses)
+        cfg = TrainConfig(epochs=stage.epochs, epoch_windows=stage.windows, lr=stage.lr, seed=stage.seed,
+                          stream_weights=tuple(shares) if not only_base else (1 - stage.noise_share,
+                                                                              stage.noise_share),
+                          stream_loss_weights=None if only_base else tuple(losses), freeze=stage.freeze, **kw)
+        score = None
+        if stage.select == "phenomena":
+            score = assess.phenomena_score(sim, vsets[1] if stage.select_wn > 0 else None, stage.select_wn)
+        ck = out / ("train.ckpt" if i == 0 else f"finetune{i}.ckpt")
+        res = train(xs, ys, config=cfg, valid=valid, checkpoint=ck, norm_stats=tr.stats, cell_ids=ids,
+                    init_from=previous if stage.init == "previous" else None, progress=progress,
+                    frame_weights=fweights if any(w is not None for w in fweights) else None, score=score)
+        previous = ck
+    t_train = time.time() - t0
+    model = res.model
+    model.metadata.update(recipe=recipe.text, recipe_name=recipe.name, git_commit=git_commit(),
+                          retina_version=__version__, seed=recipe.seed,
+                          cell_types=json.dumps(sim.cell_types),
+                          cell_positions=json.dumps([[c.y, c.x] for c in sim.cells]))
+    model.save(out / "model.h5")
+    report = {"recipe": recipe.name, "train_seconds": t_train, "simulate_seconds": t_sim, "epochs": res.history,
+              "best_epoch": res.best_epoch, "best_val_corr": res.best_val_corr}
+    for name in recipe.streams:
+        te = load_dataset(paths[name], "test", response="rate", norm_stats=tr.stats)
+        corr, _ = evaluate(model, te.stimulus, te.true_rate)
+        ceil = assess.noise_ceiling(te.repeats, te.true_rate)
+        key = "test_natural" if name == "natural" else f"test_{name}"
+        report[key] = {"corr_per_cell": corr.tolist(), "mean_corr": float(corr.mean()),
+                       "single_repeat_ceiling_per_cell": ceil.tolist()}
+    report["channels"] = classify_channels(model)
+    report["phenomena"] = assess.phenomena_report(model, sim)
+    report["directions"] = assess.directions(report["phenomena"])
+    report["latency_variants"] = assess.latency_variants(model, sim)
+    report["total_seconds"] = time.time() - t_start
+    from ..io import atomic_text
+
+    atomic_text(out / "report.json", json.dumps(report, indent=1, default=float))
+    atomic_text(out / "report.md", assess.report_markdown(report, ids))
+    return model, report
