@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _backend
 from ._progress import progress_bar
@@ -212,9 +213,10 @@ def _collapse(model, kind):
 
 
 # ------------------------------------------------------------------- entry
-def attribute(model, movie, *, layer="conv1", cells=None, n_steps=50, method="midpoint", baseline=None,
-              pool=None, backend="auto", batch=None, progress=True, keep_windows=False, dtype=None,
-              kinks="secant"):
+def attribute(model: RetinaCNN, movie: ArrayLike, *, layer: str = "conv1", cells=None, n_steps: int = 50,
+              method: str = "midpoint", baseline=None, pool: str | tuple | None = None, backend: str = "auto",
+              batch: int | None = None, progress: bool = False, keep_windows: bool = False, dtype=None,
+              kinks: str = "secant") -> Attribution:
     """Integrated gradients of model responses to the stimulus or to hidden units.
 
     Parameters
@@ -304,7 +306,7 @@ def attribute(model, movie, *, layer="conv1", cells=None, n_steps=50, method="mi
     if not on_device:  # NumPy in, NumPy out (CuPy in, CuPy out)
         values = be.to_host(values)
         per_window = None if per_window is None else be.to_host(per_window)
-    base_setting = 0.0 if baseline is None else (float(baseline) if np.isscalar(baseline) else "movie")
+    base_setting = 0.0 if baseline is None else (float(baseline) if np.isscalar(baseline) else "movie")  # type: ignore[arg-type]
     return Attribution(values=values, delta=delta, response=r1, baseline_response=r0, cell_weights=cw,
                        layer=layer, n_steps=int(n_steps), method=method, pool=axes, path=path,
                        backend=be.name, dtype=dt.name, history=model.history, per_window=per_window,

@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -122,7 +125,8 @@ def _read_stimulus(g, path, split, block=20000):
     return out
 
 
-def load_dataset(path, split="train", *, response="firing_rate_10ms", cells=None, norm_stats=None):
+def load_dataset(path: str | os.PathLike, split: str = "train", *, response: str = "firing_rate_10ms",
+                 cells: Sequence[int] | None = None, norm_stats: dict | tuple | None = None) -> Dataset:
     """Read one split of a deep-retina-layout file and z-score its stimulus.
 
     Parameters
@@ -199,13 +203,13 @@ def load_dataset(path, split="train", *, response="firing_rate_10ms", cells=None
     if not np.isfinite(stim).all():
         raise ValueError(f"{str(path)!r}: '{split}/stimulus' has NaN/inf values")
     if cells is not None:
-        cells = np.atleast_1d(np.asarray(cells, np.int64))
-        if cells.size == 0 or cells.min() < 0 or cells.max() >= resp.shape[0]:
-            raise ValueError(f"cells must index the file's {resp.shape[0]} cells, got {cells.tolist()}")
-        resp = resp[cells]
-        binned = binned[cells] if binned is not None else None
-        true_rate = true_rate[cells] if true_rate is not None else None
-        repeats = repeats[cells] if repeats is not None else None
+        idx = np.atleast_1d(np.asarray(cells, np.int64))
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= resp.shape[0]:
+            raise ValueError(f"cells must index the file's {resp.shape[0]} cells, got {idx.tolist()}")
+        resp = resp[idx]
+        binned = binned[idx] if binned is not None else None
+        true_rate = true_rate[idx] if true_rate is not None else None
+        repeats = repeats[idx] if repeats is not None else None
     if norm_stats is None:
         stats = {"mean": float(stim.mean(dtype=np.float64)), "std": float(stim.std(dtype=np.float64)) + 1e-7}
     elif isinstance(norm_stats, dict):
@@ -241,7 +245,7 @@ def _movie(kind, n_frames, seed, frame_shape, options=None):
     return _stimulus(kind, n_frames, seed, frame_shape, options).movie
 
 
-EVENTS = {
+EVENTS: dict[str, dict[str, Any]] = {
     "motion": {"bar_center": np.float32, "bar_velocity": np.float32, "reversal": np.int8},
     "flashes": {"flash_onset": np.int8, "flash_contrast": np.float32},
     "naturalscene": {"saccade": np.int8, "object_motion": np.int8},
@@ -311,8 +315,10 @@ def _save_state(g, state):
             g.create_dataset(k, data=v)
 
 
-def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60.0, test_clips=30, clip_s=10.0,
-                     repeats=20, chunk_s=60.0, seed=0, stimulus_options=None, progress=True):
+def simulate_dataset(path: str | os.PathLike, kind: str = "naturalscene", *, retina: InSilicoRetina | None = None,
+                     train_minutes: float = 60.0, test_clips: int = 30, clip_s: float = 10.0, repeats: int = 20,
+                     chunk_s: float = 60.0, seed: int = 0, stimulus_options: dict | None = None,
+                     progress: bool = False) -> Path:
     """Simulate a training and test set and write it in the deep-retina layout.
 
     Parameters
@@ -358,9 +364,10 @@ def simulate_dataset(path, kind="naturalscene", *, retina=None, train_minutes=60
     n_test = test_clips * clip
     n_cells = sim.n_cells
     h, w = sim.frame_shape
-    settings = dict(kind=kind, train_frames=n_train, test_clips=test_clips, clip_frames=clip, repeats=repeats,
-                    chunk_frames=chunk, seed=int(seed), params=sim.params.to_dict(), lesion=list(sim.lesion),
-                    frame_shape=[h, w], positions=[list(q) for q in sim.positions], retina_version=__version__)
+    settings: dict[str, Any] = dict(
+        kind=kind, train_frames=n_train, test_clips=test_clips, clip_frames=clip, repeats=repeats, chunk_frames=chunk,
+        seed=int(seed), params=sim.params.to_dict(), lesion=list(sim.lesion), frame_shape=[h, w],
+        positions=[list(q) for q in sim.positions], retina_version=__version__)
     if options:
         settings["stimulus_options"] = options
     settings["events"] = sorted(EVENTS.get(kind, {}))

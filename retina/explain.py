@@ -12,7 +12,9 @@ plain-text summary table.  Nothing here is specific to one phenomenon.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from ._progress import progress_bar
 from ._version import __version__
 from .insilico import InSilicoRetina
 from .io import atomic_text, save_explain
+from .model import RetinaCNN
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +130,9 @@ def criteria(name, type_shares, truth, result):
     return c
 
 
-def explain(model, out_dir, *, sim=None, phenomena=None, n_steps=25, share=0.9, figures=True,
-            progress=True, truth=True, context_ms=P.CONTEXT_MS):
+def explain(model: RetinaCNN, out_dir: str | os.PathLike, *, sim: InSilicoRetina | None = None,
+            phenomena: Sequence[str] | None = None, n_steps: int = 25, share: float = 0.9, figures: bool = True,
+            progress: bool = False, truth: bool = True, context_ms: float | None = P.CONTEXT_MS) -> dict:
     """Run the four phenomena on ``model``, compare with the simulator, write results to ``out_dir``.
 
     Returns a dict per phenomenon: measures, channel-type shares, reduced-model

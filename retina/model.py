@@ -14,8 +14,10 @@ stack of windows.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _backend
 from . import units as _units
@@ -352,8 +354,8 @@ class RetinaCNN:
         kern.dense(corr2.reshape(n, -1), p["w3"], drive)
         return softplus(drive * p["scale3"] + p["shift3"], xp)
 
-    def predict(self, movie, *, backend="auto", dtype=None, batch=None, layer1_method="auto", layer2_method="auto",
-                progress=False):
+    def predict(self, movie: ArrayLike, *, backend: str = "auto", dtype=None, batch: int | None = None,
+                layer1_method: str = "auto", layer2_method: str = "auto", progress: bool = False) -> Any:
         """Firing rates (Hz) for every window of a movie.
 
         Parameters
@@ -399,7 +401,7 @@ class RetinaCNN:
             return be.to_host(out)
         return out
 
-    def padded(self, movie, *, units="contrast", xp=np):
+    def padded(self, movie: Any, *, units: str = "contrast", xp=np) -> Any:
         """The movie in model units preceded by ``history - 1`` grey frames (float32 for contrast units).
 
         ``units``: ``"contrast"`` (Weber contrast, converted with the model's
@@ -418,7 +420,7 @@ class RetinaCNN:
         lead = xp.full((self.history - 1,) + tuple(z.shape[1:]), _units.grey_level(self.norm_stats), dtype=z.dtype)
         return xp.concatenate([lead, z])
 
-    def rates(self, movie, *, units="contrast", **kwargs):
+    def rates(self, movie: ArrayLike, *, units: str = "contrast", **kwargs) -> Any:
         """Firing rates (Hz) aligned with the movie's frames: ``(T, n_cells)``.
 
         ``movie`` is in contrast units (0 = grey, -1 = black) and converted with

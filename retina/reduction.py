@@ -232,8 +232,8 @@ def inhibitory_channels(model, movie, *, cells=None, window=None, baseline=0.0, 
     return out
 
 
-def reduce(model, attribution_or_stimulus, *, share=0.9, window=None, cells=None, n_steps=50, movie=None,
-           progress=False):
+def reduce(model, attribution_or_stimulus, *, share: float = 0.9, window: tuple | None = None, cells=None,
+           n_steps: int = 50, movie=None, progress: bool = False) -> ReducedModel:
     """Reduce a model's response to its important layer-1 channels.
 
     Parameters

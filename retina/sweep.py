@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def _model_id(model):
         getattr(getattr(model, "params", None), "to_dict", lambda: {})(), sort_keys=True, default=str)
 
 
-def sweep(model, phenomenon, grid, *, out=None, progress=True, **options):
+def sweep(model, phenomenon: str | P.Phenomenon, grid: dict, *, out: str | os.PathLike | None = None,
+          progress: bool = False, **options) -> SweepResult:
     """Run ``phenomenon`` at every point of ``grid``; resumable when ``out`` is given.
 
     Parameters
@@ -122,7 +124,8 @@ def sweep(model, phenomenon, grid, *, out=None, progress=True, **options):
     if out is not None:
         f, _ = open_partial(out, settings, fmt=SWEEP_FORMAT, schema_version=SCHEMA_VERSIONS[SWEEP_FORMAT],
                             attrs={"phenomenon": phenomenon})
-    measures, results = [], []
+    measures: list = []
+    results: list = []
     try:
         for i in progress_bar(range(len(points)), total=len(points), desc=f"sweep {phenomenon}", unit="point",
                               enabled=progress):
@@ -153,7 +156,7 @@ def sweep(model, phenomenon, grid, *, out=None, progress=True, **options):
     return SweepResult(phenomenon, grid, points, measures, path, results)
 
 
-def load_sweep(path):
+def load_sweep(path: str | os.PathLike) -> SweepResult:
     """Read a finished sweep file back as a :class:`SweepResult` (measures and grid; no arrays)."""
     settings, points, measures = read_sweep(path)
     return SweepResult(settings["phenomenon"], settings["grid"], points, measures, Path(path))

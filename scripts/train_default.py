@@ -24,7 +24,7 @@ def main(argv=None):
     ap.add_argument("--max-stages", type=int, default=None, help="stop after this many stages")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")   # the training loop logs each epoch
-    _, report = run(args.recipe, args.out, max_stages=args.max_stages)
+    _, report = run(args.recipe, args.out, max_stages=args.max_stages, progress=True)
     print(json.dumps({k: v for k, v in report.items() if k != "epochs"}, indent=1, default=float))
 
 

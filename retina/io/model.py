@@ -18,6 +18,7 @@ Written atomically; no pickled objects are ever read or written.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ MODEL_FORMAT = "retina-model"
 _ARRAYS = PARAM_NAMES
 
 
-def save_model(model, path, *, dtype=None):
+def save_model(model: RetinaCNN, path: str | os.PathLike, *, dtype=None) -> Path:
     """Write ``model`` to ``path`` (HDF5, schema version 1), atomically.
 
     ``dtype`` (float32 or float64, default float64) is the storage type of the arrays.
@@ -70,7 +71,7 @@ def bundled_path(name):
     return resources.files("retina") / "data" / f"{name}.h5"
 
 
-def load_model(path, *, verify_hash=True):
+def load_model(path: str | os.PathLike, *, verify_hash: bool = True) -> RetinaCNN:
     """Load a model written by :func:`save_model`.
 
     ``path`` may also be ``"default"`` for the bundled model.  Checks the

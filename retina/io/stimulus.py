@@ -10,6 +10,7 @@ Root attributes ``format``, ``schema_version``, ``retina_version``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ SCHEMA_VERSION = 1
 STIMULUS_FORMAT = "retina-stimulus"
 
 
-def save_stimulus(path, movie, *, params=None, events=None):
+def save_stimulus(path: str | os.PathLike, movie: np.ndarray, *, params: dict | None = None,
+                  events: dict | None = None) -> Path:
     """Write a movie ``(T, H, W)`` (dataset ``stimulus``) with its parameters and events, atomically."""
     movie = np.asarray(movie)
     with atomic_h5(path) as f:
@@ -39,7 +41,7 @@ def save_stimulus(path, movie, *, params=None, events=None):
     return Path(path)
 
 
-def load_stimulus(path, *, dataset=None):
+def load_stimulus(path: str | os.PathLike, *, dataset: str | None = None) -> np.ndarray:
     """Read a movie from an HDF5 file.
 
     Looks for ``dataset`` if given, else ``stimulus``, then the deep-retina

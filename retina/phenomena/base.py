@@ -253,7 +253,7 @@ def unregister(name: str) -> None:
     REGISTRY.pop(name, None)
 
 
-def get(name: str) -> Phenomenon:
+def get(name: str | Phenomenon) -> Phenomenon:
     """The registered phenomenon ``name``; ``ValueError`` listing the known ones otherwise."""
     if isinstance(name, Phenomenon):
         return name

@@ -75,9 +75,9 @@ def _validate(model, vsets, score, be):
     return val, vloss, chosen
 
 
-def train(stimulus, rates, *, config=None, valid=None, checkpoint=None, norm_stats=None, cell_ids=None,
-          progress=True, backend="cpu", max_epochs=None, init_from=None, score=None, frame_weights=None,
-          **overrides):
+def train(stimulus, rates, *, config: TrainConfig | None = None, valid=None, checkpoint=None,
+          norm_stats: dict | None = None, cell_ids=None, progress: bool = False, backend: str = "cpu",
+          max_epochs: int | None = None, init_from=None, score=None, frame_weights=None, **overrides) -> TrainResult:
     """Fit a CNN to a stimulus and firing rates.
 
     Parameters

@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +107,7 @@ _STAGE_KEYS = {f for f in Stage.__dataclass_fields__}
 _STREAM_KEYS = {"kind", "minutes", "seed", "options", "validate_share", "test_clips", "clip_seconds", "repeats"}
 
 
-def load_recipe(path):
+def load_recipe(path: str | Path) -> Recipe:
     """Read a recipe: a TOML file's path, or the name of one shipped with the package (``"default"``)."""
     p = Path(path)
     if not p.suffix and not p.exists():
@@ -234,7 +235,8 @@ def git_commit(path=None):
         return "unknown"
 
 
-def run(recipe, out_dir, *, progress=True, max_stages=None):
+def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = False,
+        max_stages: int | None = None) -> tuple:
     """Run ``recipe`` (a :class:`Recipe`, a TOML path or a shipped name) in ``out_dir``.
 
     Datasets, checkpoints, ``model.h5``, ``report.json`` and ``report.md`` go
@@ -284,7 +286,7 @@ def run(recipe, out_dir, *, progress=True, max_stages=None):
         shares = [rest * (1 - stage.noise_share), rest * stage.noise_share]
         losses = [float(stage.loss.get("natural", 1.0)), float(stage.loss.get("whitenoise", 1.0))]
         fweights = [None, None]
-        valid = list(vsets)
+        valid: Any = list(vsets)
         for name, stream in recipe.streams.items():   # the extra streams in the recipe's order
             if name in BASE_STREAMS or stage.shares.get(name, 0) <= 0:
                 continue
@@ -322,6 +324,7 @@ def run(recipe, out_dir, *, progress=True, max_stages=None):
                     frame_weights=fweights if any(w is not None for w in fweights) else None, score=score)
         previous = ck
     t_train = time.time() - t0
+    assert res is not None   # a recipe has at least one stage
     model = res.model
     model.metadata.update(recipe=recipe.text, recipe_name=recipe.name, git_commit=git_commit(),
                           retina_version=__version__, seed=recipe.seed,
