@@ -10,7 +10,7 @@ format attribute       written by                            module
 ``retina-explain``     :func:`save_explain` (``results.h5``)  :mod:`retina.io.results`
 ``retina-sweep``       :func:`retina.sweep.sweep`            :mod:`retina.io.results`
 ``retina-checkpoint``  :func:`save_checkpoint`               :mod:`retina.io.checkpoint`
-``deep-retina``        :func:`retina.datasets.simulate_dataset`  :mod:`retina.datasets`
+``deep-retina``        :func:`retina.datasets.simulate_dataset`  :mod:`retina.io.dataset`
 =====================  ====================================  ==================================
 
 Every write is atomic (:func:`atomic_h5`, :func:`atomic_text`); long runs
@@ -18,23 +18,25 @@ write one resumable partial file (:func:`open_partial`, :func:`finish_partial`).
 No pickled objects are ever read or written.
 """
 
-from . import checkpoint, model, results, stimulus
+from . import checkpoint, dataset, model, results, stimulus
 from ._files import atomic_h5, atomic_text, finish_partial, open_h5, open_partial, partial_path
 from .checkpoint import load_checkpoint, save_checkpoint
+from .dataset import load_dataset
 from .model import SCHEMA_VERSION, bundled_path, load_model, save_model
 from .results import save_attribution, save_explain, save_rates
 from .stimulus import load_stimulus, save_stimulus
 
 __all__ = ["FORMATS", "SCHEMA_VERSION", "atomic_h5", "atomic_text", "open_h5", "open_partial", "finish_partial",
            "partial_path", "load_model", "save_model", "bundled_path", "load_stimulus", "save_stimulus",
-           "save_rates", "save_attribution", "save_explain", "save_checkpoint", "load_checkpoint", "model_hash"]
+           "save_rates", "save_attribution", "save_explain", "save_checkpoint", "load_checkpoint", "load_dataset",
+           "model_hash"]
 
 FORMATS = {
     model.MODEL_FORMAT: model.SCHEMA_VERSION,
     stimulus.STIMULUS_FORMAT: stimulus.SCHEMA_VERSION,
     **results.SCHEMA_VERSIONS,
     checkpoint.CHECKPOINT_FORMAT: checkpoint.SCHEMA_VERSION,
-    "deep-retina": 1,
+    dataset.DATASET_FORMAT: dataset.SCHEMA_VERSION,
 }
 """Each format this package writes and the schema version it writes it in."""
 
