@@ -11,7 +11,6 @@ plain-text summary table.  Nothing here is specific to one phenomenon.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Sequence
@@ -25,8 +24,6 @@ from ._version import __version__
 from .insilico import InSilicoRetina
 from .io import atomic_text, save_explain
 from .model import RetinaCNN
-
-log = logging.getLogger(__name__)
 
 __all__ = ["explain", "ground_truth", "cnn_shares", "channel_matches", "criteria", "TYPE_TO_PATHWAY"]
 
