@@ -435,6 +435,32 @@ def train(data, output, response, cells, minutes, epochs, epoch_windows, batch, 
     click.echo("test correlation per cell: " + " ".join(f"{c:.2f}" for c in corr) + f"  (mean {corr.mean():.3f})")
 
 
+@main.command("recipe")
+@click.argument("recipe", default="default")
+@click.option("-o", "--output", type=click.Path(file_okay=False), default="build/recipe", show_default=True,
+              help="Folder for the datasets, checkpoints, model.h5 and the report (an interrupted run resumes).")
+@click.option("--max-stages", type=click.IntRange(1), default=None, help="Stop after this many stages.")
+@click.option("-q", "--quiet", is_flag=True)
+def recipe_command(recipe, output, max_stages, quiet):
+    """Train a model from RECIPE: a recipe TOML file, or the name of a shipped one (default: the bundled model's).
+
+    Simulates the recipe's streams with the in-silico retina, trains its stages and writes OUTPUT/model.h5 (its
+    provenance holds the recipe's text, the package version and the git commit) and OUTPUT/report.md.
+    """
+    from .train.recipe import run
+
+    _quiet(quiet)
+    try:
+        _, report = run(recipe, output, progress=not quiet, max_stages=max_stages)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    if not quiet:
+        fits = ", ".join(f"{k[5:]} {v['mean_corr']:.3f}" for k, v in report.items() if k.startswith("test_"))
+        shows = ", ".join(f"{k} {'yes' if d['cnn_shows_it'] else 'no'}" for k, d in report["directions"].items())
+        click.echo(f"held-out correlation: {fits}\nphenomena in the simulator's direction: {shows}")
+        click.echo(f"wrote {output}/model.h5 and {output}/report.md in {report['total_seconds'] / 60:.1f} min")
+
+
 @main.command()
 @click.argument("model", default="default")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="results", show_default=True,

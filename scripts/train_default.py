@@ -1,6 +1,7 @@
 """Train the bundled default model (retina/data/default.h5) from its recipe, retina/recipes/default.toml.
 
     python scripts/train_default.py --out build/default          # about 51 minutes on a 2-core machine
+    retina recipe default -o build/default                     # the same from the command line
 
 The recipe file holds every stream, stage, weight and seed; retina.train.recipe.run does the work (resumable:
 rerun the same command after an interruption).  The model is written to OUT/model.h5 with the recipe's text,

@@ -102,3 +102,13 @@ def test_a_tiny_recipe_runs_end_to_end_and_records_itself(tmp_path):
         assert int(f["train/events/flash_onset"][()].sum()) > 3
     again, _ = run(recipe, tmp_path, progress=False)   # every step resumes: nothing left to do, same model
     assert again.content_hash() == model.content_hash()
+
+
+def test_recipe_command_names_a_missing_recipe(tmp_path):
+    from click.testing import CliRunner
+
+    from retina.cli import main
+
+    res = CliRunner().invoke(main, ["recipe", str(tmp_path / "nope.toml"), "-o", str(tmp_path / "out")])
+    assert res.exit_code != 0 and "no recipe file" in res.output
+    assert "RECIPE" in CliRunner().invoke(main, ["recipe", "--help"]).output
