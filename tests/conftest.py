@@ -10,9 +10,11 @@ os.environ.setdefault("RETINA_NO_PROGRESS", "1")
 
 # The tests exercise the installed package, not the source tree beside them: ``python -m pytest`` puts the
 # working directory first on sys.path, which would shadow the installed copy (and hide, say, a data file
-# missing from the package).  An editable install (pip install -e .) still maps to the source tree.
+# missing from the package).  An editable install (pip install -e .) still maps to the source tree;
+# RETINA_TEST_SOURCE=1 tests the checkout itself (bench/gpu_check.sh, on a machine where nothing installs).
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO]
+if not os.environ.get("RETINA_TEST_SOURCE"):
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO]
 try:
     import retina  # noqa: E402, F401
 except ImportError as exc:
