@@ -33,10 +33,9 @@ def step_response(model, *, intensities=(-1.0, -0.5), cells=None, explain=True, 
             t, v = M.peak(np.asarray(resp, np.float64).mean(1), on, on + 20)
             return {"peak_ms": (t - on) * 10.0, "rate": v}
 
-        res.add(dict(intensity=float(c)), r, st.events, measure(r), stimulus=build)
-        res.windows[-1] = _window(res, len(res.conditions) - 1)
+        win = res.add(dict(intensity=float(c)), r, st.events, measure(r), stimulus=build, window=_window)
         if explain:
-            res.add_reduced(*mechanism(model, st.movie, cells, res.windows[-1], share, n_steps, measure, context_ms))
+            res.add_reduced(*mechanism(model, st.movie, cells, win, share, n_steps, measure, context_ms))
     res.measures = {"peak_mean": float(np.mean([m["rate"] for m in res.per_condition]))}
     return res
 

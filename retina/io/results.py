@@ -14,7 +14,18 @@ import numpy as np
 
 from .._version import __version__
 from ..units import FRAME_MS
-from ._files import atomic_h5, axis, check_format, labelled, open_h5, text, write_labelled, write_scalars, write_table
+from ._files import (
+    atomic_h5,
+    attr_value,
+    axis,
+    check_format,
+    labelled,
+    open_h5,
+    text,
+    write_labelled,
+    write_scalars,
+    write_table,
+)
 
 __all__ = ["save_rates", "save_attribution", "save_explain", "write_sweep_point", "write_sweep_tables",
            "read_sweep", "read_point_measures", "RATES_FORMAT", "ATTRIBUTION_FORMAT", "EXPLAIN_FORMAT",
@@ -33,7 +44,7 @@ _GZIP = dict(compression="gzip", compression_opts=1)
 def _root(f, fmt, attrs=None):
     f.attrs.update(format=fmt, schema_version=SCHEMA_VERSIONS[fmt], retina_version=__version__)
     for k, v in (attrs or {}).items():
-        f.attrs[k] = v if isinstance(v, (str, int, float, np.integer, np.floating)) else json.dumps(v, default=str)
+        f.attrs[k] = attr_value(v)
 
 
 def _time_axis(group, n, start=0, name="time"):
@@ -90,15 +101,32 @@ def save_attribution(attr, path):
 
 
 # ------------------------------------------------------------------ explain
-def _condition_group(g, i, res):
-    """One condition: its parameters, response over (time, cell), events, and for CNNs the reduction."""
+def _condition(g, i, res, dtype=None):
+    """Group ``conditionNN`` of ``g``: the condition's parameters (attributes) and its response over
+    (time, cell), in ``dtype`` when given."""
     c = g.create_group(f"condition{i:02d}")
     for k, v in res.conditions[i].items():
-        c.attrs[k] = v
-    resp = np.asarray(res.responses[i])
+        c.attrs[k] = attr_value(v)
+    resp = np.asarray(res.responses[i], dtype)
     _time_axis(c, resp.shape[0])
     _cell_axis(c, res.cells)
     labelled(c, "response", resp, ("time", "cell"), units="Hz")
+    return c
+
+
+def _pooled(c, red, dtype=None):
+    """A reduction's pooled attribution (labelled), kept channels and first attributed frame; returns the axes."""
+    pooled = np.asarray(red.pooled, dtype)
+    dims = _pooled_axes(c, pooled, red.start)
+    labelled(c, "pooled_attribution", pooled, dims, units="Hz", **_GZIP)
+    labelled(c, "kept_channels", np.asarray(red.kept), (None,))
+    c.attrs["attribution_start_frame"] = int(red.start)
+    return dims
+
+
+def _condition_group(g, i, res):
+    """One condition: its parameters, response over (time, cell), measure, events and window of interest."""
+    c = _condition(g, i, res)
     write_scalars(c.create_group("measure"), res.per_condition[i])
     ev = c.create_group("events")
     for k, v in res.events[i].items():
@@ -120,16 +148,12 @@ def _pooled_axes(c, pooled, start):
 
 def _reduction(c, red):
     """The reduced model of one condition: pooled attribution, kept channels, pruned response, fidelity."""
-    pooled = np.asarray(red.pooled)
-    dims = _pooled_axes(c, pooled, red.start)
-    labelled(c, "pooled_attribution", pooled, dims, units="Hz", **_GZIP)
-    labelled(c, "kept_channels", np.asarray(red.kept), (None,))
+    dims = _pooled(c, red)
     for name in ("attribution_sum", "pruned_response"):
         a = getattr(red, name)
         if a is not None:
             labelled(c, name, np.asarray(a), dims[:2], units="Hz")
     write_scalars(c.create_group("fidelity"), red.fidelity)
-    c.attrs["attribution_start_frame"] = int(red.start)
 
 
 def save_explain(path, results, report):
@@ -185,20 +209,10 @@ def write_sweep_point(f, key, point, measures, res):
             g.attrs[k] = v
     write_scalars(g.create_group("measures", track_order=True), measures)
     _cell_axis(g, res.cells)
-    for j, resp in enumerate(res.responses):
-        c = g.create_group(f"condition{j:02d}")
-        for k, v in res.conditions[j].items():
-            c.attrs[k] = v if np.isscalar(v) else json.dumps(v)
-        resp = np.asarray(resp, np.float32)
-        _time_axis(c, resp.shape[0])
-        _cell_axis(c, res.cells)
-        labelled(c, "response", resp, ("time", "cell"), units="Hz")
+    for j in range(len(res.responses)):
+        c = _condition(g, j, res, np.float32)
         if j < len(res.reduced):
-            red = res.reduced[j]
-            pooled = np.asarray(red.pooled, np.float32)
-            labelled(c, "pooled_attribution", pooled, _pooled_axes(c, pooled, red.start), units="Hz", **_GZIP)
-            labelled(c, "kept_channels", np.asarray(red.kept), (None,))
-            c.attrs["attribution_start_frame"] = int(red.start)
+            _pooled(c, res.reduced[j], np.float32)
     g.attrs["done"] = True
     f.flush()
 

@@ -113,12 +113,11 @@ def anticipation(model, *, speeds=SPEEDS, width=2.0, intensity=-1.0, cells=None,
         r = rates(model, st.movie)[:, cells]
         bars.append(st)
         m = dict(measure(r, st), speed=float(v))
-        res.add(dict(speed=float(v)), r, st.events, m, stimulus=build)
-        res.windows[-1] = _window(res, len(res.conditions) - 1)
+        win = res.add(dict(speed=float(v)), r, st.events, m, stimulus=build, window=_window)
         res.measures[f"offset_px_{v:g}"] = m["offset_px"]
         res.measures[f"lead_um_{v:g}"] = m["lead_um"]
         if explain:
-            red, rm = mechanism(model, st.movie, cells, res.windows[-1], share, n_steps,
+            red, rm = mechanism(model, st.movie, cells, win, share, n_steps,
                                 lambda resp, st=st: measure(resp, st), context_ms)
             res.add_reduced(red, rm)
             if rm is not None:

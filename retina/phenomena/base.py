@@ -74,13 +74,18 @@ class PhenomenonResult:
     windows: list = field(default_factory=list)
 
     def add(self, condition, response, events, measure, *, stimulus=None, window=None):
-        """Record one condition: its parameters, response, events, measure, stimulus builder and window."""
+        """Record one condition: its parameters, response, events, measure, stimulus builder and window of
+        interest (``(lo, hi)`` frames, or a phenomenon's ``window(result, i)`` evaluated on what was just
+        recorded); returns the window."""
         self.conditions.append(condition)
         self.responses.append(response)
         self.events.append(events)
         self.per_condition.append(measure)
         self.stimuli.append(stimulus)
+        if callable(window):
+            window = window(self, len(self.conditions) - 1)
         self.windows.append(None if window is None else (int(window[0]), int(window[1])))
+        return self.windows[-1]
 
     def add_reduced(self, reduced, measure):
         if reduced is not None:

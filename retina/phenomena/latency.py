@@ -96,10 +96,9 @@ def latency(model, *, intensities=LATENCY_INTENSITIES, duration=2, delay=50, pos
         st = build()
         movies.append(st.movie)
         r = rates(model, st.movie)[:, cells]
-        res.add(dict(intensity=float(c)), r, st.events, measure(r), stimulus=build)
-        res.windows[-1] = _window(res, len(res.conditions) - 1)
+        win = res.add(dict(intensity=float(c)), r, st.events, measure(r), stimulus=build, window=_window)
         if explain:
-            red, m = mechanism(model, st.movie, cells, res.windows[-1], share, n_steps, measure, context_ms)
+            red, m = mechanism(model, st.movie, cells, win, share, n_steps, measure, context_ms)
             res.add_reduced(red, m)
     pk = M.latency_trend(intensities, [m["peak_ms"] for m in res.per_condition])
     com = M.latency_trend(intensities, [m["com_ms"] for m in res.per_condition])

@@ -99,10 +99,10 @@ def osr(model, *, frequencies=OSR_FREQUENCIES_HZ, periods=None, intensity=-1.0, 
         def measure(resp, st=st):
             return M.osr(resp, st.events["flash_frames"], st.events["omitted_frame"], window_ms=window_ms)
 
-        res.add(dict(period=int(p), intensity=intensity), r, st.events, measure(r), stimulus=build)
-        res.windows[-1] = _window(res, len(res.conditions) - 1)
+        win = res.add(dict(period=int(p), intensity=intensity), r, st.events, measure(r), stimulus=build,
+                      window=_window)
         if explain:
-            red, m = mechanism(model, st.movie, cells, res.windows[-1], share, n_steps, measure, context_ms)
+            red, m = mechanism(model, st.movie, cells, win, share, n_steps, measure, context_ms)
             res.add_reduced(red, m)
     per = res.per_condition
     fit = M.osr_slope([m["period_ms"] for m in per], [m["peak_after_last_ms"] for m in per])

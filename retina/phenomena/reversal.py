@@ -91,10 +91,9 @@ def reversal(model, *, flips=(21, 23, 25, 27, 29), speed=0.14, width=2.0, intens
         def measure(resp, st=st):
             return M.reversal(resp, st.events["reversal_frame"])
 
-        res.add(dict(reverse_at=float(x), speed=speed), r, st.events, measure(r), stimulus=build)
-        res.windows[-1] = _window(res, len(res.conditions) - 1)
+        win = res.add(dict(reverse_at=float(x), speed=speed), r, st.events, measure(r), stimulus=build, window=_window)
         if explain:
-            red, m = mechanism(model, st.movie, cells, res.windows[-1], share, n_steps, measure, context_ms)
+            red, m = mechanism(model, st.movie, cells, win, share, n_steps, measure, context_ms)
             res.add_reduced(red, m)
     per = res.per_condition
     res.measures = M.reversal_spread([m["latency_ms"] for m in per])

@@ -310,11 +310,10 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
             kw["lr_patience"] = stage.lr_patience
         if stage.noise is not None:
             kw["noise"] = stage.noise
-        only_base = len(xs) == 2 and all(v == 1.0 for v in losses)
         cfg = TrainConfig(epochs=stage.epochs, epoch_windows=stage.windows, lr=stage.lr, seed=stage.seed,
-                          stream_weights=tuple(shares) if not only_base else (1 - stage.noise_share,
-                                                                              stage.noise_share),
-                          stream_loss_weights=None if only_base else tuple(losses), freeze=stage.freeze, **kw)
+                          stream_weights=tuple(shares),
+                          stream_loss_weights=None if all(v == 1.0 for v in losses) else tuple(losses),
+                          freeze=stage.freeze, **kw)
         score = None
         if stage.select == "phenomena":
             score = assess.phenomena_score(sim, vsets[1] if stage.select_wn > 0 else None, stage.select_wn)
