@@ -216,7 +216,7 @@ def _collapse(model, kind):
 def attribute(model: RetinaCNN, movie: ArrayLike, *, layer: str = "conv1", cells=None, n_steps: int = 50,
               method: str = "midpoint", baseline=None, pool: str | tuple | None = None, backend: str = "auto",
               batch: int | None = None, progress: bool = False, keep_windows: bool = False, dtype=None,
-              kinks: str = "secant") -> Attribution:
+              kinks: str = "secant", client=None) -> Attribution:
     """Integrated gradients of model responses to the stimulus or to hidden units.
 
     Parameters
@@ -258,6 +258,12 @@ def attribute(model: RetinaCNN, movie: ArrayLike, *, layer: str = "conv1", cells
         against 1e-3..1e-2 for ``"node"``).  ``"node"`` takes every derivative
         at the node, the textbook Riemann sum; with ``method="right"`` it is
         the authors' formula ``sum_k g(a_k) (z(a_k) - z(a_{k-1}))``.
+    client : dask.distributed.Client, optional
+        Shard the windows across the cluster's workers (batches of ``batch``
+        windows, grouped into tasks of about a second; the model and movie
+        are sent to each worker once) and gather them in window order: the
+        same arrays as the in-process run.  NumPy input, CPU kernels on the
+        workers.
 
     Returns
     -------
@@ -271,8 +277,14 @@ def attribute(model: RetinaCNN, movie: ArrayLike, *, layer: str = "conv1", cells
     check_choice("kinks", kinks, KINKS)
     alphas, weights = quadrature(n_steps, method)
     bounds = quadrature_cells(alphas, weights) if kinks == "secant" else np.empty(0)
-    be = _backend.resolve(backend, movie)
+    from .distributed import check_client
+
+    client = check_client(client)
+    be = _backend.resolve("cpu" if client is not None and backend == "auto" else backend, movie)
     on_device = _backend._is_device_array(movie)
+    if client is not None and (on_device or be.name != "cpu"):
+        raise ValueError(f"client= runs the CPU kernels on the workers: pass a NumPy movie and backend='cpu' or "
+                         f"'auto', got backend {backend!r} with a {type(movie).__module__} array")
     dt = compute_dtype(dtype)
     batch = 64 if batch is None else check_int("batch", batch, minimum=1)
     x = model.check_movie(movie, dtype=dt, xp=be.xp if on_device else np)
@@ -301,7 +313,7 @@ def attribute(model: RetinaCNN, movie: ArrayLike, *, layer: str = "conv1", cells
                 break
 
     result = _run(work_model, xs, x0s, cw, (alphas, weights, bounds), layer, axes, be, batch, progress,
-                  keep_windows)
+                  keep_windows, client)
     values, delta, r1, r0, per_window = result
     if not on_device:  # NumPy in, NumPy out (CuPy in, CuPy out)
         values = be.to_host(values)
@@ -313,21 +325,104 @@ def attribute(model: RetinaCNN, movie: ArrayLike, *, layer: str = "conv1", cells
                        settings={"baseline": base_setting, "kinks": kinks})
 
 
-def _run(model, x, x0, cw, rule, layer, axes, be, batch, progress, keep_windows):
+@dataclass
+class _Job:
+    """Everything one batch of windows needs (scattered once to a cluster's workers)."""
+
+    model: RetinaCNN
+    x: object
+    x0: object
+    cw: np.ndarray
+    rule: tuple
+    layer: str
+    axes: tuple | None
+    batch: int
+    keep_windows: bool
+    constant_baseline: bool
+    cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_windows(self):
+        return self.x.shape[0] - self.model.history + 1
+
+    def prepared(self, be):
+        """Parameters, involved cells and the grey start, made once per process and backend."""
+        got = self.cache.get(be.name)
+        if got is None:
+            p = self.model.params(self.x.dtype, be)
+            involved = np.flatnonzero(np.abs(self.cw).sum(axis=0) > 0)
+            z_const = None
+            if self.constant_baseline:
+                hist = self.model.history
+                z_const = be.xp.ascontiguousarray(self.model._layer1(be.asarray(self.x0[:hist]), be) * p["scale1"]
+                                                  + p["shift1"])
+            got = self.cache[be.name] = (p, np.ascontiguousarray(self.cw[:, involved], dtype=np.float64),
+                                         involved.astype(np.int64), z_const)
+        return got
+
+
+def _batch(n0, job, be=None):
+    """Windows ``n0 .. n0 + batch`` of ``job``: a dict of this batch's pieces (see :func:`_run`)."""
+    if be is None:
+        be = _backend.resolve("cpu")
     kern, xp = be.kernels, be.xp
+    model, hist = job.model, job.model.history
+    p, cw_sub, cells_idx, z_const = job.prepared(be)
+    alphas, weights, bounds = (np.ascontiguousarray(r, np.float64) for r in job.rule)
+    x, x0 = be.asarray(job.x), be.asarray(job.x0)
+    dt = x.dtype
+    n_out = job.cw.shape[0]
+    nb = min(job.batch, job.n_windows - n0)
+    sl = slice(n0, n0 + nb + hist - 1)
+    z_s = model._layer1(x[sl], be)
+    z_s = z_s * p["scale1"] + p["shift1"]
+    if z_const is None:
+        z_0 = xp.ascontiguousarray(model._layer1(x0[sl], be) * p["scale1"] + p["shift1"])
+    else:
+        z_0 = z_const
+    dz = xp.ascontiguousarray(z_s - z_0)
+    g1 = xp.empty((nb, n_out) + model.shape1, dtype=dt)
+    want_a2 = job.layer == "conv2"
+    a2 = xp.empty((nb, n_out) + (model.shape2 if want_a2 else (1, 1, 1)), dtype=dt)
+    r0 = np.empty((nb, len(cells_idx)), dtype=np.float64)
+    r1 = np.empty((nb, len(cells_idx)), dtype=np.float64)
+    kern.pig_conv_relu_dense(z_0, dz, alphas, weights, bounds, p["w2"], p["scale2"], p["shift2"], p["v3"],
+                             p["shift3"], cw_sub, cells_idx, g1, a2, r0, r1, want_a2)
+    out = {"r1": r1 @ cw_sub.T, "r0": r0 @ cw_sub.T}
+    a1 = a2 if want_a2 else dz[:, None] * g1       # the conductance whose sum is checked
+    total = be.to_host(a1.reshape(nb, n_out, -1).sum(axis=2, dtype=np.float64))
+    out["delta"] = total - (out["r1"] - out["r0"])
+    if job.layer != "input":
+        out["values"] = a1 if job.axes is None else a1.sum(axis=tuple(2 + ax for ax in job.axes))
+        return out
+    gbar = g1 * p["scale1"]                       # d out / d corr1, path-averaged
+    grads = []
+    per_window = xp.empty((nb, n_out, hist) + x.shape[1:], dtype=dt) if job.keep_windows else None
+    for o in range(n_out):
+        grad = xp.empty((nb + hist - 1,) + x.shape[1:], dtype=dt)
+        kern.corr3d_movie_transpose_fft(xp.ascontiguousarray(gbar[:, o]), p["w1"], grad)
+        grads.append(grad)
+        if per_window is not None:
+            diff = x[sl].astype(np.float64) - x0[sl]
+            one = xp.empty((hist,) + x.shape[1:], dtype=dt)
+            for b in range(nb):
+                kern.corr3d_movie_transpose(xp.ascontiguousarray(gbar[b:b + 1, o]), p["w1"], one)
+                per_window[b, o] = one * diff[b:b + hist]
+    out["grads"] = grads
+    out["per_window"] = per_window
+    return out
+
+
+def _run(model, x, x0, cw, rule, layer, axes, be, batch, progress, keep_windows, client=None):
+    xp = be.xp
     x, x0 = be.asarray(x), be.asarray(x0)
     dt = x.dtype
-    p = model.params(dt, be)
     hist = model.history
     n_win = x.shape[0] - hist + 1
     n_out = cw.shape[0]
-    involved = np.flatnonzero(np.abs(cw).sum(axis=0) > 0)
-    cw_sub = np.ascontiguousarray(cw[:, involved], dtype=np.float64)
-    cells_idx = involved.astype(np.int64)
-    alphas, weights, bounds = (np.ascontiguousarray(r, np.float64) for r in rule)
-
-    def pooled(a, lead):
-        return a if axes is None else a.sum(axis=tuple(lead + ax for ax in axes))
+    # a constant baseline (grey) gives every window the same layer-1 start: the kernel gets it once
+    constant = n_win > 1 and bool(xp.all(x0 == x0.reshape(-1)[0]))
+    job = _Job(model, x, x0, cw, rule, layer, axes, batch, keep_windows, constant)
 
     delta = np.empty((n_win, n_out))
     r1_all = np.empty((n_win, n_out))
@@ -335,56 +430,46 @@ def _run(model, x, x0, cw, rule, layer, axes, be, batch, progress, keep_windows)
     values = None
     per_window = None
     if layer == "input":
-        diff = (x.astype(np.float64) - x0)
         values = xp.zeros((n_out,) + x.shape)
         if keep_windows:
             per_window = xp.empty((n_win, n_out, hist) + x.shape[1:], dtype=dt)
+    starts = list(range(0, n_win, batch))
+    waiting: dict[int, dict] = {}
+    order = iter(starts)
+    state = {"next": next(order, None)}
 
-    # a constant baseline (grey) gives every window the same layer-1 start: the kernel gets it once
-    z_const = None
-    if n_win > 1 and bool(xp.all(x0 == x0.reshape(-1)[0])):
-        z_const = xp.ascontiguousarray(model._layer1(x0[:hist], be) * p["scale1"] + p["shift1"])
-    starts = range(0, n_win, batch)
-    for n0 in progress_bar(starts, total=len(starts), desc=f"attribute {layer}", unit="batch", enabled=progress):
-        nb = min(batch, n_win - n0)
-        sl = slice(n0, n0 + nb + hist - 1)
-        z_s = model._layer1(x[sl], be)
-        z_s = z_s * p["scale1"] + p["shift1"]
-        if z_const is None:
-            z_0 = xp.ascontiguousarray(model._layer1(x0[sl], be) * p["scale1"] + p["shift1"])
-        else:
-            z_0 = z_const
-        dz = xp.ascontiguousarray(z_s - z_0)
-        g1 = xp.empty((nb, n_out) + model.shape1, dtype=dt)
-        want_a2 = layer == "conv2"
-        a2 = xp.empty((nb, n_out) + (model.shape2 if want_a2 else (1, 1, 1)), dtype=dt)
-        r0 = np.empty((nb, len(cells_idx)), dtype=np.float64)
-        r1 = np.empty((nb, len(cells_idx)), dtype=np.float64)
-        kern.pig_conv_relu_dense(z_0, dz, alphas, weights, bounds, p["w2"], p["scale2"], p["shift2"], p["v3"],
-                                 p["shift3"], cw_sub, cells_idx, g1, a2, r0, r1, want_a2)
-        r1_all[n0:n0 + nb] = r1 @ cw_sub.T
-        r0_all[n0:n0 + nb] = r0 @ cw_sub.T
-        a1 = a2 if want_a2 else dz[:, None] * g1       # the conductance whose sum is checked
-        total = be.to_host(a1.reshape(nb, n_out, -1).sum(axis=2, dtype=np.float64))
-        delta[n0:n0 + nb] = total - (r1_all[n0:n0 + nb] - r0_all[n0:n0 + nb])
-        if layer != "input":
-            chunk = pooled(a1, 2)
-        else:
-            gbar = g1 * p["scale1"]                       # d out / d corr1, path-averaged
-            grad = xp.empty((nb + hist - 1,) + x.shape[1:], dtype=dt)
-            for o in range(n_out):
-                kern.corr3d_movie_transpose_fft(xp.ascontiguousarray(gbar[:, o]), p["w1"], grad)
-                values[o, sl] += grad
-                if keep_windows:
-                    one = xp.empty((hist,) + x.shape[1:], dtype=dt)
-                    for b in range(nb):
-                        kern.corr3d_movie_transpose(xp.ascontiguousarray(gbar[b:b + 1, o]), p["w1"], one)
-                        per_window[n0 + b, o] = one * diff[n0 + b:n0 + b + hist]
-            continue
-        if values is None:
-            values = xp.empty((n_win,) + chunk.shape[1:], dtype=dt)
-        values[n0:n0 + nb] = chunk
+    def absorb(n0, piece):
+        """Pieces are added in window order (the input layer's sums then do not depend on arrival order)."""
+        nonlocal values
+        waiting[n0] = piece
+        while state["next"] is not None and state["next"] in waiting:
+            m0 = state["next"]
+            got = waiting.pop(m0)
+            nb = got["delta"].shape[0]
+            r1_all[m0:m0 + nb], r0_all[m0:m0 + nb], delta[m0:m0 + nb] = got["r1"], got["r0"], got["delta"]
+            if layer == "input":
+                sl = slice(m0, m0 + nb + hist - 1)
+                for o, grad in enumerate(got["grads"]):
+                    values[o, sl] += be.asarray(grad)
+                if per_window is not None:
+                    per_window[m0:m0 + nb] = be.asarray(got["per_window"])
+            else:
+                if values is None:
+                    values = xp.empty((n_win,) + got["values"].shape[1:], dtype=dt)
+                values[m0:m0 + nb] = be.asarray(got["values"])
+            state["next"] = next(order, None)
+
+    if client is None:
+        for n0 in progress_bar(starts, total=len(starts), desc=f"attribute {layer}", unit="batch",
+                               enabled=progress):
+            absorb(n0, _batch(n0, job, be))
+    else:
+        from .distributed import run_items
+
+        run_items(client, _batch, starts, shared=(job,), on_result=absorb, desc=f"attribute {layer}",
+                  unit="batch", label=lambda n0: f"windows {n0}..{min(n0 + batch, n_win) - 1}", progress=progress)
     if layer == "input":
+        diff = (x.astype(np.float64) - x0)
         values = values * diff[None]
         if axes is not None:
             values = values.sum(axis=tuple(1 + ax for ax in axes if ax > 0))

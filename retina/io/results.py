@@ -217,17 +217,32 @@ def write_sweep_point(f, key, point, measures, res):
     f.flush()
 
 
-def write_sweep_tables(f, grid, measures):
-    """The finished sweep's grid axes and one labelled array per measure over the grid (NaN where missing)."""
+def write_sweep_tables(f, grid, measures, points=None):
+    """The finished sweep's axes and one labelled array per measure (NaN where missing).
+
+    A Cartesian ``grid``: one axis per parameter, arrays of the grid's shape.
+    A list of conditions (``grid`` None, ``points`` given): one ``point`` axis,
+    each parameter a labelled 1-D array along it.
+    """
     t = f.require_group("measures")
-    dims = []
-    for k, vals in grid.items():
-        if all(np.isscalar(v) for v in vals):
-            axis(t, k, np.asarray(vals))
-        else:   # list-valued grid values: labelled by their JSON text
-            axis(t, k, [json.dumps(v) for v in vals])
-        dims.append(k)
-    shape = tuple(len(v) for v in grid.values())
+
+    def values(vals):
+        return np.asarray(vals) if all(np.isscalar(v) and not isinstance(v, str) for v in vals) \
+            else [v if isinstance(v, str) else json.dumps(v) for v in vals]   # list values: their JSON text
+
+    if grid is not None:
+        dims = []
+        for k, vals in grid.items():
+            axis(t, k, values(vals))
+            dims.append(k)
+        shape = tuple(len(v) for v in grid.values())
+    else:
+        axis(t, "point", np.arange(len(points)))
+        dims, shape = ["point"], (len(points),)
+        for k in sorted({k for p in points for k in p}):
+            col = [p.get(k, "") for p in points]
+            vals = values(col)
+            labelled(t, f"param_{k}", np.array(vals, dtype=object) if isinstance(vals, list) else vals, ("point",))
     keys = sorted({k for m in measures for k in m})
     for k in keys:
         vals = np.array([float(m.get(k, np.nan)) for m in measures]).reshape(shape)

@@ -266,7 +266,9 @@ def corr3d_movie_weight_grad(x, g, out):
 
 
 def _kw(workers):
-    return {"workers": workers or -1}
+    from .._threads import get_num_threads
+
+    return {"workers": workers or get_num_threads()}
 
 
 def corr3d_movie_fft(x, w, out, *, chunk=512, workers=None, cache=None, spectra=None):

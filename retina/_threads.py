@@ -1,0 +1,64 @@
+"""One thread setting for every compiled kernel: Numba's parallel loops and ``scipy.fft``'s workers.
+
+:func:`set_num_threads` is the library's single knob.  It sets Numba's thread
+count in the calling thread and the number of workers the kernels pass to
+``scipy.fft``; :func:`apply` re-applies it in another thread (Numba's setting is
+per thread), which is what a Dask worker's task does before it runs a kernel.
+The default is every thread Numba was started with (``NUMBA_NUM_THREADS``,
+normally the number of cores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from ._validate import check_int
+
+__all__ = ["set_num_threads", "get_num_threads", "num_threads", "apply"]
+
+_setting: int | None = None
+
+
+def _ceiling() -> int:
+    from numba import config
+
+    return int(config.NUMBA_NUM_THREADS)
+
+
+def get_num_threads() -> int:
+    """The thread count the kernels use (Numba and ``scipy.fft`` alike)."""
+    return _setting if _setting is not None else _ceiling()
+
+
+def set_num_threads(n: int | None) -> int:
+    """Use ``n`` threads in every kernel (``None``: back to the default); returns the previous setting.
+
+    ``n`` may not exceed ``NUMBA_NUM_THREADS`` (fixed when Numba starts: set
+    that environment variable to go higher).
+    """
+    global _setting
+    previous = get_num_threads()
+    if n is None:
+        _setting = None
+    else:
+        _setting = check_int("n", n, minimum=1, maximum=_ceiling())
+    apply()
+    return previous
+
+
+def apply() -> None:
+    """Make the current thread follow the setting (Numba keeps its thread count per thread)."""
+    import numba
+
+    numba.set_num_threads(get_num_threads())
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None):
+    """``with num_threads(1): ...``: a temporary setting."""
+    previous = _setting
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(previous)
