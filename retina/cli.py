@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -150,6 +151,31 @@ def _fail(exc):
     raise click.ClickException(str(exc)) from None
 
 
+def cluster_options(fn):
+    """``--scheduler`` / ``--workers``: run on an existing Dask cluster or an embedded local one."""
+    fn = click.option("--workers", type=click.IntRange(1), default=None,
+                      help="Start an embedded Dask LocalCluster of N single-threaded worker processes (each runs "
+                           "the kernels on cores/N threads). Needs the 'dist' extra.")(fn)
+    fn = click.option("--scheduler", default=None, metavar="ADDRESS",
+                      help="Run on an existing Dask cluster: a scheduler address (tcp://host:8786) or a scheduler "
+                           "file. Needs the 'dist' extra.")(fn)
+    return fn
+
+
+@contextlib.contextmanager
+def _cluster(scheduler, workers, quiet):
+    """The Dask client the options ask for (``None`` when neither option is given); closed on exit."""
+    from .distributed import client_from_options
+
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(client_from_options(scheduler, workers,
+                                                             echo=None if quiet else click.echo))
+        except (ImportError, ValueError, RuntimeError) as exc:
+            _fail(exc)
+        yield client
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="retina")
 def main():
@@ -278,8 +304,9 @@ stimulus.help = (stimulus.help or "") + "\n\nKIND is one of: " + ", ".join(_gene
 @click.option("--lesion", multiple=True, type=Registered(_lesions),
               help="Remove part of the circuit. Repeatable.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@cluster_options
 def simulate(output, kind, natural_minutes, noise_minutes, test_clips, clip_seconds, repeats, seed, params_path,
-             lesion, quiet):
+             lesion, quiet, scheduler, workers):
     """Simulate training and test sets with the in-silico retina (deep-retina HDF5 layout).
 
     Writes OUTPUT/naturalscene.h5 and/or OUTPUT/whitenoise.h5, chunk by chunk:
@@ -292,15 +319,19 @@ def simulate(output, kind, natural_minutes, noise_minutes, test_clips, clip_seco
     os.makedirs(output, exist_ok=True)
     sim = InSilicoRetina(params_path, lesion=list(lesion))
     kinds = ["naturalscene", "whitenoise"] if kind == "both" else [kind]
-    for k in kinds:
-        minutes = natural_minutes if k == "naturalscene" else noise_minutes
-        t0 = time.time()
-        path = simulate_dataset(os.path.join(output, f"{k}.h5"), k, retina=sim, train_minutes=minutes,
-                                test_clips=test_clips, clip_s=clip_seconds, repeats=repeats, seed=seed,
-                                progress=not quiet)
-        if not quiet:
-            click.echo(f"wrote {path}: {minutes:g} min train, {test_clips} x {clip_seconds:g} s test clips "
-                       f"x {repeats} repeats, {sim.n_cells} cells ({time.time() - t0:.0f} s)")
+    with _cluster(scheduler, workers, quiet) as client:
+        for k in kinds:
+            minutes = natural_minutes if k == "naturalscene" else noise_minutes
+            t0 = time.time()
+            try:
+                path = simulate_dataset(os.path.join(output, f"{k}.h5"), k, retina=sim, train_minutes=minutes,
+                                        test_clips=test_clips, clip_s=clip_seconds, repeats=repeats, seed=seed,
+                                        progress=not quiet, client=client)
+            except (ValueError, RuntimeError) as exc:
+                _fail(exc)
+            if not quiet:
+                click.echo(f"wrote {path}: {minutes:g} min train, {test_clips} x {clip_seconds:g} s test clips "
+                           f"x {repeats} repeats, {sim.n_cells} cells ({time.time() - t0:.0f} s)")
 
 
 @main.command()
@@ -350,8 +381,9 @@ def _parse_cells(text, n_cells):
 @click.option("--batch", type=click.IntRange(1), default=None)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
 @click.option("-q", "--quiet", is_flag=True)
+@cluster_options
 def attribute(model, stimulus_path, layer, cells, steps, method, kinks, pool, dataset, backend, dtype, batch,
-              output, quiet):
+              output, quiet, scheduler, workers):
     """Integrated-gradient attributions of MODEL's responses to STIMULUS.h5, written to HDF5."""
     from .attribution import attribute as run
     from .io import load_stimulus
@@ -360,9 +392,10 @@ def attribute(model, stimulus_path, layer, cells, steps, method, kinks, pool, da
     try:
         net = _load_model(model, 0, 5)
         movie = load_stimulus(stimulus_path, dataset=dataset)
-        attr = run(net, movie, layer=layer, cells=_parse_cells(cells, net.n_cells), n_steps=steps,
-                   method=method, pool=None if pool == "none" else pool, backend=backend, batch=batch,
-                   dtype=dtype, progress=not quiet, kinks=kinks)
+        with _cluster(scheduler, workers, quiet) as client:
+            attr = run(net, movie, layer=layer, cells=_parse_cells(cells, net.n_cells), n_steps=steps,
+                       method=method, pool=None if pool == "none" else pool, backend=backend, batch=batch,
+                       dtype=dtype, progress=not quiet, kinks=kinks, client=client)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(exc)
     attr.settings.update({"model": model, "model_hash": net.content_hash(),
@@ -393,13 +426,18 @@ def attribute(model, stimulus_path, layer, cells, steps, method, kinks, pool, da
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint file (default OUTPUT.ckpt); an existing one with the same settings is resumed.")
+@click.option("--seeds", type=IntList(), default=None,
+              help="Train an ensemble, one model per seed (e.g. 0,1,2,3,4): OUTPUT gets -seed<N> before its "
+                   "suffix, or use {seed} in it. Finished seeds are kept when rerun. With --workers/--scheduler "
+                   "the seeds train in parallel.")
 @click.option("--backend", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
+@cluster_options
 def train(data, output, response, cells, minutes, epochs, epoch_windows, batch, lr, l2, noise, channels,
-          kernel_sizes, history, seed, checkpoint, backend, quiet):
+          kernel_sizes, history, seed, checkpoint, seeds, backend, quiet, scheduler, workers):
     """Fit a CNN to DATA.h5 (deep-retina layout) and write the model to OUTPUT."""
     from .datasets import load_dataset
-    from .train import TrainConfig, evaluate
+    from .train import TrainConfig, evaluate, train_ensemble
     from .train import train as fit
 
     _quiet(quiet)
@@ -413,6 +451,24 @@ def train(data, output, response, cells, minutes, epochs, epoch_windows, batch, 
         if minutes is not None:
             n = int(minutes * 60_000 / FRAME_MS)
             x, y = x[:n], y[:n]
+        if seeds is not None or scheduler is not None or workers is not None:
+            if seeds is None:
+                raise ValueError("--workers/--scheduler train an ensemble: give the seeds with --seeds")
+            if checkpoint is not None:
+                raise ValueError("--checkpoint applies to one model; an ensemble keeps each finished seed's file")
+            t0 = time.time()
+            with _cluster(scheduler, workers, quiet) as client:
+                results = train_ensemble(x, y, seeds, config=cfg, out=output, client=client, norm_stats=tr.stats,
+                                         progress=not quiet,
+                                         metadata=dict(data=os.path.abspath(data), response=response))
+            if not quiet:
+                from .train.ensemble import seed_path
+
+                for s_, r in zip(seeds, results):
+                    click.echo(f"seed {s_}: best epoch {r.best_epoch}, validation correlation "
+                               f"{r.best_val_corr:.3f} ({r.stopped or 'trained'}) -> {seed_path(output, s_)}")
+                click.echo(f"{len(seeds)} models in {time.time() - t0:.0f} s")
+            return
         ck = checkpoint or output + ".ckpt"
         t0 = time.time()
         res = fit(x, y, config=cfg, checkpoint=ck, norm_stats=tr.stats, progress=not quiet, backend=backend)
@@ -511,56 +567,130 @@ def explain(model, output, names, steps, share, context_ms, whole_movies, params
 
 
 def _values(text):
-    """``"4,6,8"`` or ``"2:20"`` (inclusive integer range) or ``"-1:-0.1:10"`` (linspace) -> list."""
+    """``"4,6,8"`` or ``"2:20"`` (inclusive integer range) or ``"-1:-0.1:10"`` (linspace) -> list; text values
+    (``none,A1``) stay text."""
     parts = text.split(":")
-    if len(parts) == 2:
-        return list(range(int(parts[0]), int(parts[1]) + 1))
-    if len(parts) == 3:
-        return np.linspace(float(parts[0]), float(parts[1]), int(parts[2])).round(6).tolist()
+    try:
+        if len(parts) == 2:
+            return list(range(int(parts[0]), int(parts[1]) + 1))
+        if len(parts) == 3:
+            return np.linspace(float(parts[0]), float(parts[1]), int(parts[2])).round(6).tolist()
+    except ValueError:
+        pass
     out = []
     for v in text.split(","):
         v = v.strip()
-        out.append(int(v) if v.lstrip("-").isdigit() else float(v))
+        if v.lstrip("-").isdigit():
+            out.append(int(v))
+        else:
+            try:
+                out.append(float(v))
+            except ValueError:
+                out.append(v)
     return out
+
+
+class Shard(click.ParamType):
+    """``i/n``: the i-th of n shards (0-based)."""
+
+    name = "I/N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        i, sep, n = str(value).partition("/")
+        try:
+            i_, n_ = int(i), int(n)
+        except ValueError:
+            self.fail(f"expected I/N with 0 <= I < N, e.g. 0/4, got {value!r}", param, ctx)
+        if not sep or not 0 <= i_ < n_:
+            self.fail(f"expected I/N with 0 <= I < N, e.g. 0/4, got {value!r}", param, ctx)
+        return i_, n_
+
+
+def _sweep_models(spec):
+    """MODEL argument of ``retina sweep``: one model, or several comma-separated (swept as the ``model`` axis)."""
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    if not names:
+        raise ValueError(f"MODEL must name at least one model, got {spec!r}")
+    loaded = {}
+    for name in names:
+        if name == "insilico":
+            from .insilico import InSilicoRetina
+            loaded[name] = InSilicoRetina()
+        else:
+            loaded[name] = _load_model(name, 0, 5)
+    return loaded[names[0]] if len(names) == 1 else loaded
 
 
 @main.command()
 @click.argument("model", default="default")
 @click.argument("phenomenon", type=PHENOMENON)
-@click.option("-p", "--param", "params", multiple=True, required=True, type=Assignment(_values, "VALUES"),
+@click.option("-p", "--param", "params", multiple=True, type=Assignment(_values, "VALUES"),
               help="A swept parameter: NAME=v1,v2,... or NAME=a:b (integers a..b) or NAME=a:b:n (n values "
-                   "from a to b). Repeat for a grid, e.g. -p periods=2:20 -p intensity=-1:-0.1:10.")
+                   "from a to b). Repeat for a grid, e.g. -p periods=2:20 -p intensity=-1:-0.1:10. For the "
+                   "in-silico retina also -p lesion=none,A1,ONs+A1 and -p sim.tau_membrane_ms=20,40.")
+@click.option("--grid", "grid_file", type=click.Path(dir_okay=False), default=None,
+              help="Conditions file (CSV with a header of parameter names, or JSON list of objects): one point "
+                   "per row, for non-Cartesian designs (instead of -p).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="sweep.h5", show_default=True,
               help="HDF5 file; an interrupted sweep resumes from OUTPUT.partial.")
 @click.option("--steps", type=click.IntRange(1), default=50, show_default=True, help="Integrated-gradient steps.")
 @click.option("--no-explain", is_flag=True, help="Measure only (no attribution and reduction).")
+@click.option("--shard", type=Shard(), default=None,
+              help="Run only shard I of N (points I, I+N, ...), e.g. in a job array; join with retina sweep-merge.")
 @click.option("-q", "--quiet", is_flag=True)
-def sweep(model, phenomenon, params, output, steps, no_explain, quiet):
-    """Sweep PHENOMENON over stimulus parameters on MODEL ('default', a model file, 'random' or 'insilico').
+@cluster_options
+def sweep(model, phenomenon, params, grid_file, output, steps, no_explain, shard, quiet, scheduler, workers):
+    """Sweep PHENOMENON over stimulus parameters on MODEL ('default', a model file, 'random' or 'insilico';
+    several comma-separated models are swept too).
 
     Writes every point's measures, responses and pooled attributions to OUTPUT
     and prints a table of the main measures.
     """
+    from .sweep import read_conditions
     from .sweep import sweep as run
 
     _quiet(quiet)
     grid = _assignments(params, "--param")
+    if bool(grid) == bool(grid_file):
+        raise click.UsageError("give the points either with -p NAME=VALUES (a grid) or with --grid FILE")
     try:
-        if model == "insilico":
-            from .insilico import InSilicoRetina
-            net = InSilicoRetina()
-        else:
-            net = _load_model(model, 0, 5)
-        res = run(net, phenomenon, grid, out=output, progress=not quiet, explain=not no_explain, n_steps=steps)
-    except (ValueError, FileNotFoundError) as exc:
+        conditions = read_conditions(grid_file) if grid_file else None
+        net = _sweep_models(model)
+        with _cluster(scheduler, workers, quiet) as client:
+            res = run(net, phenomenon, grid or None, conditions=conditions, out=output, progress=not quiet,
+                      explain=not no_explain, n_steps=steps, client=client, shard=shard)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(exc)
     if not quiet:
-        keys = [k for k in res.measures[0] if not k.startswith(("reduced", "ablated"))][:4]
-        click.echo("  ".join(f"{k:>14}" for k in list(grid) + keys))
-        for pt, m in zip(res.points, res.measures):
-            click.echo("  ".join([f"{pt[k]!s:>14}" for k in grid] + [f"{m.get(k, float('nan')):>14.4g}"
-                                                                     for k in keys]))
+        _print_sweep(res)
         click.echo(f"wrote {output}")
+
+
+def _print_sweep(res):
+    names = list(res.points[0]) if res.points else []
+    keys = [k for k in res.measures[0] if not k.startswith(("reduced", "ablated"))][:4] if res.measures else []
+    click.echo("  ".join(f"{k:>14}" for k in names + keys))
+    for pt, m in zip(res.points, res.measures):
+        click.echo("  ".join([f"{pt.get(k)!s:>14}" for k in names] + [f"{m.get(k, float('nan')):>14.4g}"
+                                                                       for k in keys]))
+
+
+@main.command("sweep-merge")
+@click.argument("output", metavar="OUT.h5", type=click.Path(dir_okay=False))
+@click.argument("shards", metavar="SHARD.h5...", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-q", "--quiet", is_flag=True)
+def sweep_merge(output, shards, quiet):
+    """Join the shard files of one sweep (retina sweep --shard I/N) into OUT.h5, checking they belong together."""
+    from .sweep import merge_shards
+
+    try:
+        res = merge_shards(output, shards)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        _fail(exc)
+    if not quiet:
+        click.echo(f"merged {len(shards)} shards: {len(res.points)} points -> {output}")
 
 
 @main.command()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,10 +139,66 @@ def _save_state(g, state):
             g.create_dataset(k, data=v)
 
 
+@dataclass
+class _SimJob:
+    """What a chunk of a simulated dataset needs (sent once to each worker of a cluster)."""
+
+    kind: str
+    seed: int
+    frame_shape: tuple
+    options: dict
+    sim: InSilicoRetina
+    chunk: int
+    n_train: int
+    clip: int
+    repeats: int
+
+
+def _train_piece(i, job):
+    """Training chunk ``i``'s stateless part: stimulus bytes, the simulator's drive and the events."""
+    n = min(job.chunk, job.n_train - i * job.chunk)
+    st = _stimulus(job.kind, n, _seed(job.seed, 0, i), job.frame_shape, job.options)
+    u8 = encode_uint8(st.movie)
+    return u8, job.sim.drive(decode_uint8(u8)), frame_events(job.kind, st)
+
+
+def _test_piece(i, job):
+    """Test clip ``i``, whole: stimulus bytes, rates from the grey-adapted state, events and repeats' spikes."""
+    st = _stimulus(job.kind, job.clip, _seed(job.seed, 2, i), job.frame_shape, job.options)
+    u8 = encode_uint8(st.movie)
+    rate = job.sim.rates(decode_uint8(u8))
+    counts = np.random.default_rng(_seed(job.seed, 3, i)).poisson(rate.T[:, None, :] * DT,
+                                                                   (job.sim.n_cells, job.repeats, job.clip))
+    return u8, rate, frame_events(job.kind, st), counts
+
+
+def _in_order(client, piece, items, job, commit, desc, unit, progress):
+    """``commit(i, piece(i, job))`` for each item in order; the pieces are made in this process or on ``client``."""
+    items = list(items)
+    if client is None:
+        for i in progress_bar(items, total=len(items), desc=desc, unit=unit, enabled=progress):
+            commit(i, piece(i, job))
+        return
+    from .distributed import run_items
+
+    waiting: dict = {}
+    order = iter(items)
+    state = {"next": next(order, None)}
+
+    def arrived(i, value):
+        waiting[i] = value
+        while state["next"] is not None and state["next"] in waiting:
+            commit(state["next"], waiting.pop(state["next"]))
+            state["next"] = next(order, None)
+
+    run_items(client, piece, items, shared=(job,), on_result=arrived, label=lambda i: f"{unit} {i}", desc=desc,
+              unit=unit, progress=progress)
+
+
 def simulate_dataset(path: str | os.PathLike, kind: str = "naturalscene", *, retina: InSilicoRetina | None = None,
                      train_minutes: float = 60.0, test_clips: int = 30, clip_s: float = 10.0, repeats: int = 20,
                      chunk_s: float = 60.0, seed: int = 0, stimulus_options: dict | None = None,
-                     progress: bool = False) -> Path:
+                     progress: bool = False, client=None) -> Path:
     """Simulate a training and test set and write it in the deep-retina layout.
 
     Parameters
@@ -165,12 +222,22 @@ def simulate_dataset(path: str | os.PathLike, kind: str = "naturalscene", *, ret
         Keyword arguments for the kind's generator in :mod:`retina.stimuli`
         (e.g. ``{"speeds": (0.02, 0.25)}`` for ``"motion"``), over the
         kind's defaults; recorded in the file's settings.
+    client : dask.distributed.Client, optional
+        Make the chunks on the cluster: each training chunk's stimulus and
+        the simulator's stateless first stage (:meth:`InSilicoRetina.drive`),
+        and each test clip whole.  The training stream is one continuous
+        recording, so this process integrates its state chunk by chunk in
+        order and writes everything: the file is identical to the
+        in-process one.
 
     Returns
     -------
     Path
         The finished file.
     """
+    from .distributed import check_client
+
+    client = check_client(client)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {tuple(KINDS)}, got {kind!r}")
     options = _check_options(kind, stimulus_options)
@@ -202,47 +269,46 @@ def simulate_dataset(path: str | os.PathLike, kind: str = "naturalscene", *, ret
         create_layout(f, {"train": n_train, "test": n_test}, (h, w), n_cells, repeats, EVENTS.get(kind, {}))
         f.create_group("_resume").attrs.update(train_done=0, test_done=0)
         _save_state(f["_resume"].create_group("state"), sim.initial_state())
+    job = _SimJob(kind, int(seed), (h, w), options, sim, chunk, n_train, clip, repeats)
     try:
         res = f["_resume"]
-        train_starts = list(range(0, n_train, chunk))
-        done = int(res.attrs["train_done"])
         state = {k: res["state"][k][()] for k in res["state"]}
-        g = f["train"]
-        for i in progress_bar(range(done, len(train_starts)), total=len(train_starts), desc=f"{kind} train",
-                              unit="chunk", enabled=progress):
-            t0 = train_starts[i]
-            n = min(chunk, n_train - t0)
-            st = _stimulus(kind, n, _seed(seed, 0, i), (h, w), options)
-            u8 = encode_uint8(st.movie)
-            rate = sim.rates(decode_uint8(u8), state=state)
-            for k, v in frame_events(kind, st).items():
-                g["events"][k][t0:t0 + n] = v
+        g_train, g_test = f["train"], f["test"]
+
+        def commit_train(i, piece):
+            t0 = i * chunk
+            u8, drive, events = piece
+            n = len(u8)
+            rate = sim.run(None, state=state, drive=drive)[0]
+            for k, v in events.items():
+                g_train["events"][k][t0:t0 + n] = v
             counts = np.random.default_rng(_seed(seed, 1, i)).poisson(rate * DT)
-            g["stimulus"][t0:t0 + n] = u8
-            g["response/rate"][:, t0:t0 + n] = rate.T
-            g["response/binned"][:, t0:t0 + n] = counts.T
+            g_train["stimulus"][t0:t0 + n] = u8
+            g_train["response/rate"][:, t0:t0 + n] = rate.T
+            g_train["response/binned"][:, t0:t0 + n] = counts.T
             _save_state(res["state"], state)
             res.attrs["train_done"] = i + 1
             f.flush()
-        g = f["test"]
-        for i in progress_bar(range(int(res.attrs["test_done"]), test_clips), total=test_clips,
-                              desc=f"{kind} test", unit="clip", enabled=progress):
+
+        def commit_test(i, piece):
             t0 = i * clip
-            st = _stimulus(kind, clip, _seed(seed, 2, i), (h, w), options)
-            u8 = encode_uint8(st.movie)
-            rate = sim.rates(decode_uint8(u8))
-            for k, v in frame_events(kind, st).items():
-                g["events"][k][t0:t0 + clip] = v
-            counts = np.random.default_rng(_seed(seed, 3, i)).poisson(rate.T[:, None, :] * DT,
-                                                                       (n_cells, repeats, clip))
-            g["stimulus"][t0:t0 + clip] = u8
-            g["response/rate"][:, t0:t0 + clip] = rate.T
-            g["response/binned"][:, t0:t0 + clip] = counts[:, 0]
-            g["response/firing_rate_10ms"][:, t0:t0 + clip] = smooth_rate(counts.mean(1))
+            u8, rate, events, counts = piece
+            for k, v in events.items():
+                g_test["events"][k][t0:t0 + clip] = v
+            g_test["stimulus"][t0:t0 + clip] = u8
+            g_test["response/rate"][:, t0:t0 + clip] = rate.T
+            g_test["response/binned"][:, t0:t0 + clip] = counts[:, 0]
+            g_test["response/firing_rate_10ms"][:, t0:t0 + clip] = smooth_rate(counts.mean(1))
             for j in range(n_cells):
-                g["repeats"][f"cell{j:02d}"][:, t0:t0 + clip] = counts[j]
+                g_test["repeats"][f"cell{j:02d}"][:, t0:t0 + clip] = counts[j]
             res.attrs["test_done"] = i + 1
             f.flush()
+
+        n_chunks = -(-n_train // chunk)
+        _in_order(client, _train_piece, range(int(res.attrs["train_done"]), n_chunks), job, commit_train,
+                  f"{kind} train", "chunk", progress)
+        _in_order(client, _test_piece, range(int(res.attrs["test_done"]), test_clips), job, commit_test,
+                  f"{kind} test", "clip", progress)
         # the training rate is smoothed over the whole stream at the end (no seams at chunk borders)
         tr = f["train/response"]
         tr["firing_rate_10ms"][...] = smooth_rate(tr["binned"][()]).astype(np.float32)

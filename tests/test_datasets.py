@@ -48,7 +48,7 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path, sim, dataset):
         pass
 
     calls = {"n": 0}
-    real = sim.rates
+    real = sim.run
 
     def flaky(movie, **kw):
         calls["n"] += 1
@@ -57,12 +57,12 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path, sim, dataset):
         return real(movie, **kw)
 
     out = tmp_path / "naturalscene.h5"
-    sim.rates = flaky
+    sim.run = flaky
     try:
         with pytest.raises(Crash):
             simulate_dataset(out, "naturalscene", retina=sim, **SMALL)
     finally:
-        del sim.rates
+        del sim.run
     partial = out.with_name(out.name + ".partial")
     assert partial.exists() and not out.exists()
     with h5py.File(partial) as f:

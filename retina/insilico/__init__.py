@@ -410,7 +410,19 @@ class InSilicoRetina:
         s = filt(movie, (0, p.sigma_surround_px, p.sigma_surround_px), mode="constant", truncate=p.truncate)
         return xp.ascontiguousarray((c - p.w_surround * s).reshape(len(movie), -1)[:, self._pixels])
 
-    def run(self, movie, *, state=None, progress=False, backend="cpu"):
+    def drive(self, movie):
+        """The centre-surround drive of every simulated pixel, ``(T, pixels)`` float64: the stateless first stage.
+
+        :meth:`run` computes it block by block; computing it elsewhere (e.g.
+        on a cluster's workers, :func:`retina.datasets.simulate_dataset`) and
+        passing it as ``run(drive=...)`` gives the same result.
+        """
+        movie = as_float_array("movie", movie, ndim=3, dtype=np.float64)
+        if movie.shape[1:] != self.frame_shape:
+            raise ValueError(f"movie must have frames of shape {self.frame_shape}, got {movie.shape[1:]}")
+        return self._centre_surround(movie)
+
+    def run(self, movie, *, state=None, progress=False, backend="cpu", drive=None):
         """Simulate a movie; the workhorse behind :meth:`rates` and :meth:`pathways`.
 
         Parameters
@@ -426,6 +438,8 @@ class InSilicoRetina:
         backend : {"cpu", "gpu", "auto"}
             Where the kernels run (float64 on both); results and ``state``
             come back as NumPy arrays.
+        drive : ndarray (T, pixels), optional
+            The movie's :meth:`drive`, computed beforehand (``movie`` may then be None).
 
         Returns
         -------
@@ -439,15 +453,20 @@ class InSilicoRetina:
 
         be = _backend.resolve(backend)
         kern, xp = be.family("insilico"), be.xp
-        movie = as_float_array("movie", movie, ndim=3, dtype=np.float64)
-        if movie.shape[1:] != self.frame_shape:
-            raise ValueError(f"movie must have frames of shape {self.frame_shape}, got {movie.shape[1:]}")
+        if drive is not None:
+            drive = as_float_array("drive", drive, shape=(None, len(self._pixels)), dtype=np.float64)
+            t_len = len(drive)
+        else:
+            movie = as_float_array("movie", movie, ndim=3, dtype=np.float64)
+            if movie.shape[1:] != self.frame_shape:
+                raise ValueError(f"movie must have frames of shape {self.frame_shape}, got {movie.shape[1:]}")
+            t_len = len(movie)
         if state is None:
             state = self.initial_state()
         else:
             self._check_state(state)
         p = self.params
-        t_len, n_j = len(movie), self.n_cells
+        n_j = self.n_cells
         e_inh = np.exp(-DT * 1e3 / p.tau_amacrine_ms)
         e_mem = np.exp(-DT * 1e3 / p.tau_membrane_ms)
         rec_inh = np.exp(-DT / p.tau_rec_amacrine_s)
@@ -462,7 +481,10 @@ class InSilicoRetina:
         parts = xp.empty((t_len, 4, n_j))
         starts = range(0, t_len, self.block)
         for t0 in progress_bar(starts, total=len(starts), desc="simulate", unit="block", enabled=progress):
-            s = self._centre_surround(dev(movie[t0:t0 + self.block]), be)
+            if drive is None:
+                s = self._centre_surround(dev(movie[t0:t0 + self.block]), be)
+            else:
+                s = dev(np.ascontiguousarray(drive[t0:t0 + self.block]))
             b = xp.empty((len(s), 3, len(self._pixels)))
             kern.bipolar_block(s, consts["_drive"], consts["_decay"], self._stages, consts["_a2"], consts["_theta"],
                                consts["_rec"], consts["_use"], st["cascade"], st["pool"], b)

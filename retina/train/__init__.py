@@ -9,6 +9,7 @@
 :mod:`.schedule`       best epoch, plateau learning-rate decay, early stopping
 :mod:`.checkpoint`     resuming a run, starting from another run
 :mod:`.loop`           :func:`train`, composing the above
+:mod:`.ensemble`       :func:`train_ensemble`: one model per seed, in this process or on a Dask cluster
 =====================  ===================================================================
 
 The gradients use the same kernel module as the forward pass and attribution,
@@ -16,9 +17,10 @@ on the CPU or the GPU, and are checked against finite differences in the tests.
 """
 
 from .config import LAYERS, PARAMS, RUNNING, TrainConfig, TrainResult
+from .ensemble import train_ensemble
 from .loop import train
 from .loss import evaluate, init_params, loss_and_grads, pairs, to_model
 from .optim import Adam
 
-__all__ = ["TrainConfig", "TrainResult", "train", "init_params", "loss_and_grads", "to_model", "pairs", "evaluate",
-           "Adam", "PARAMS", "RUNNING", "LAYERS"]
+__all__ = ["TrainConfig", "TrainResult", "train", "train_ensemble", "init_params", "loss_and_grads", "to_model",
+           "pairs", "evaluate", "Adam", "PARAMS", "RUNNING", "LAYERS"]
