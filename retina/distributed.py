@@ -238,9 +238,9 @@ def run_items(client, fn: Callable, items: Sequence, *, shared: Sequence = (),
     ``max_batch``, and never fewer tasks than two per worker thread while
     items remain).  At most ``in_flight`` tasks (default 2 per worker thread
     plus 1) are submitted at once, so results never pile up.  Results arrive
-    in completion order; a task that raises cancels the rest and raises a
-    :class:`RuntimeError` naming the item after the finished ones have been
-    handed to ``on_result``.
+    in completion order.  A task that raises stops the run: no new task is
+    started, the tasks already running finish and are handed to
+    ``on_result``, then a :class:`RuntimeError` names the failed item.
 
     Returns a dict of timings: ``tasks``, ``items``, ``item_s`` (mean item
     time on the workers), ``task_overhead_s`` (worker-thread seconds the run
@@ -285,28 +285,31 @@ def run_items(client, fn: Callable, items: Sequence, *, shared: Sequence = (),
         submit()
     bar = progress_bar(range(len(items)), total=len(items), desc=desc, unit=unit, enabled=progress)
     bar_update = getattr(bar, "update", None)
+    failure = None
     try:
         for fut in ac:
             batch = started.pop(fut.key)
-            if fut.status == "error":
-                exc = fut.exception()
-                for other in list(ac.futures):
-                    other.cancel()
-                names = ", ".join(label(i) for i in batch)
-                raise RuntimeError(f"{desc or 'task'} failed at {names}: {type(exc).__name__}: {exc}") from None
+            if fut.status != "finished":
+                exc = fut.exception() if fut.status == "error" else RuntimeError(f"task {fut.status}")
+                if failure is None:
+                    names = ", ".join(label(i) for i in batch)
+                    failure = f"{desc or 'task'} failed at {names}: {type(exc).__name__}: {exc}"
+                continue
             done = fut.result()
             for item, value, seconds in done:
                 item_times.append(seconds)
                 on_result(item, value)
             if bar_update is not None:
                 bar_update(len(done))
-            if pending:
+            if pending and failure is None:
                 submit()
     finally:
         if hasattr(bar, "close"):
             bar.close()
         for f in futures_shared:
             f.release()
+    if failure is not None:
+        raise RuntimeError(failure + " (the items that finished were handed over; nothing else was started)")
     stats["wall_s"] = time.perf_counter() - t_start
     stats["item_s"] = sum(item_times) / len(item_times)
     # worker-thread time the run occupied that items did not use, per task (scheduling, transfer, idle tail)
