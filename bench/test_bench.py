@@ -54,3 +54,14 @@ def test_osr_sweep(benchmark):
     res = benchmark.pedantic(osr_sweep, kwargs=dict(scale=SCALE, repeat=1), rounds=1, iterations=1)
     benchmark.extra_info["seconds_total"] = res.seconds
     assert res.max_rel_error < 1e-4
+
+
+def test_sweep_scale(benchmark):
+    """One OSR sweep in process and on 1 and 2 local Dask workers (needs the 'dist' extra)."""
+    pytest.importorskip("distributed")
+    from retina.bench import sweep_scale
+
+    res = benchmark.pedantic(sweep_scale, kwargs=dict(scale=SCALE), rounds=1, iterations=1)
+    benchmark.extra_info["points_per_s_2_workers"] = res.figure
+    benchmark.extra_info["detail"] = res.detail
+    assert res.max_rel_error == 0.0   # the cluster's measures equal the in-process ones exactly

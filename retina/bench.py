@@ -11,6 +11,7 @@ than the direct count (FFT layer 1, piecewise-linear path sweep).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -186,8 +187,69 @@ def osr_sweep(scale=1.0, repeat=1, backend="cpu", rate=None):
                        f"max|delta|/range {max(x.relative_delta for x in attrs):.1e}")
 
 
+def _noop(i):
+    return i
+
+
+def sweep_scale(scale=1.0, repeat=1, backend="cpu", rate=None):
+    """One OSR sweep (periods x intensities, layer-1 attribution and reduction at every point, 25 steps) in
+    process and on an embedded Dask cluster of 1 and 2 single-threaded workers; the scheduler's cost per task
+    and the driver's cost per written point, from which bench/RESULTS.md projects a large cluster."""
+    import os
+    import tempfile
+
+    from . import _threads
+    from .distributed import local_client, run_items
+    from .io import open_partial
+    from .io.results import write_sweep_point
+    from .sweep import sweep
+
+    model = RetinaCNN.random(5, seed=0)
+    grid = {"periods": list(range(4, 4 + 2 * max(int(round(10 * scale)), 1), 2)), "intensity": [-1.0, -0.5]}
+    n = len(grid["periods"]) * 2
+    sweep(model, "osr", {"periods": [4], "intensity": [-1.0]}, n_steps=25)   # warm-up (compilation)
+    with _threads.num_threads(1):
+        t = time.perf_counter()
+        serial = sweep(model, "osr", grid, n_steps=25)
+        one_thread = time.perf_counter() - t
+    t = time.perf_counter()
+    sweep(model, "osr", grid, n_steps=25)
+    all_threads = time.perf_counter() - t
+    figures, overhead = {}, float("nan")
+    for workers in (1, 2):
+        client = local_client(workers, threads=1, dashboard=False)
+        try:
+            t = time.perf_counter()
+            res = sweep(model, "osr", grid, n_steps=25, client=client)
+            figures[workers] = time.perf_counter() - t
+            if workers == 2:
+                stats = run_items(client, _noop, range(400), on_result=lambda i, v: None, max_batch=1)
+                overhead = stats["task_overhead_s"]
+        finally:
+            cluster = client.cluster
+            client.close()
+            cluster.close()
+    same = json.dumps(res.measures) == json.dumps(serial.measures)
+    with tempfile.TemporaryDirectory() as tmp:
+        f, _ = open_partial(os.path.join(tmp, "w.h5"), {"bench": 1}, fmt="retina-sweep", schema_version=2)
+        t = time.perf_counter()
+        for i, (pt, m, r) in enumerate(zip(serial.points, serial.measures, serial.results)):
+            write_sweep_point(f, f"point{i:05d}", pt, m, r)
+        write_s = (time.perf_counter() - t) / n
+        f.close()
+    point_s = one_thread / n
+    detail = (f"{n} points; in process {n / one_thread:.2f} pt/s (1 thread), {n / all_threads:.2f} pt/s (all "
+              f"threads); 1 worker {n / figures[1]:.2f} pt/s, 2 workers {n / figures[2]:.2f} pt/s "
+              f"(speed-up {figures[1] / figures[2]:.2f}x); {point_s:.2f} s per point on one thread; scheduler "
+              f"{overhead * 1e3:.1f} ms per task; driver write {write_s * 1e3:.1f} ms per point; "
+              f"identical to in-process: {same}")
+    return BenchResult("sweep-scale", "cpu", n / figures[2], "points/s (2 wkr)", figures[2], float("nan"),
+                       0.0 if same else float("inf"), detail)
+
+
 WORKLOADS = {"forward-movie": forward_movie, "ig-hidden": ig_hidden, "ig-input": ig_input,
-             "osr-sweep": osr_sweep, "insilico-minute": insilico_minute, "train-epoch": train_epoch}
+             "osr-sweep": osr_sweep, "insilico-minute": insilico_minute, "train-epoch": train_epoch,
+             "sweep-scale": sweep_scale}
 
 
 def run_workload(name, *, scale=1.0, repeat=None, backend="cpu", rate=None):

@@ -19,8 +19,10 @@ What a sweep can range over:
   parameters (axes ``sim.<name>``, dotted for nested ones, e.g.
   ``sim.tau_membrane_ms`` or ``sim.bipolar.ONs.tau_rec_s``).
 
-With ``client=`` (a :class:`dask.distributed.Client`) the points run on the
-cluster (:func:`retina.distributed.run_items`) and the driver writes them as
+Each point's result keeps its measures, responses and reductions but not the
+pruned network itself (about 2 MB per point; ``reduction.prune(model,
+red.kept)`` rebuilds it).  With ``client=`` (a :class:`dask.distributed.Client`)
+the points run on the cluster (:func:`retina.distributed.run_items`) and the driver writes them as
 they finish; each point is computed by the same code as in-process, so the
 arrays are identical.  ``shard=(i, n)`` runs every n-th point from the i-th
 (for plain job arrays); :func:`merge_shards` joins the shard files.
@@ -217,6 +219,8 @@ def _run_point(i, ph, points, models, options):
         if not _is_special(k):
             kwargs[k] = [v] if k in ph.list_params and np.isscalar(v) else v
     res = ph.run(model_for(models, point), **kwargs)
+    for red in getattr(res, "reduced", None) or []:
+        red.pruned = None   # a copy of the network (~2 MB): rebuilt on demand by reduction.prune(model, red.kept)
     found = dict(res.per_condition[0]) if len(res.per_condition) == 1 else {}
     found.update(res.measures)  # one condition per point: its own measure first, then the summary
     m = {k: float(v) for k, v in found.items() if isinstance(v, (int, float, np.floating, np.integer))}
