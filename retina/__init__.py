@@ -16,6 +16,7 @@ from .model import RetinaCNN
 from .reduction import ReducedModel, reduce
 
 __all__ = ["RetinaCNN", "load_model", "save_model", "attribute", "Attribution", "reduce", "ReducedModel",
-           "InSilicoRetina", "InSilicoParams", "stimuli", "measures", "phenomena", "units", "set_num_threads", "get_num_threads", "__version__"]
+           "InSilicoRetina", "InSilicoParams", "stimuli", "measures", "phenomena", "units", "set_num_threads",
+           "get_num_threads", "__version__"]
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())   # quiet unless the application configures logging

@@ -22,7 +22,7 @@ _setting: int | None = None
 def _ceiling() -> int:
     from numba import config
 
-    return int(config.NUMBA_NUM_THREADS)
+    return int(config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
 
 
 def get_num_threads() -> int:

@@ -77,10 +77,6 @@ def worker_count(client) -> int:
 
 
 # ----------------------------------------------------------------- workers
-class _Plugin:
-    """Base of :class:`RetinaWorker` once Dask is importable (see :func:`_plugin_class`)."""
-
-
 def _warm():
     """Compile (or load from Numba's cache) the kernels a worker will use, once."""
     import numpy as np
@@ -99,13 +95,13 @@ def RetinaWorker(threads: int | None = None, warm: bool = True):  # noqa: N802 (
 
     ``threads``: :func:`retina.set_num_threads` on the worker (default: the
     environment variable ``RETINA_THREADS``, else the machine's cores divided
-    by ``RETINA_WORKERS_PER_HOST``, else all cores; a cluster launched
-    elsewhere, e.g. by dask-jobqueue, should set one of the two in the
-    workers' environment).
+    by ``RETINA_WORKERS_PER_HOST``, else 1: one kernel thread per Dask
+    thread, so a cluster sized the usual way, one Dask thread per core, is
+    never oversubscribed).
     """
     dist = require()
 
-    class _RetinaWorker(dist.WorkerPlugin):
+    class _RetinaWorker(dist.WorkerPlugin):  # type: ignore[name-defined]
         name = "retina"
 
         def __init__(self, threads, warm):
@@ -123,13 +119,15 @@ def RetinaWorker(threads: int | None = None, warm: bool = True):  # noqa: N802 (
 
 
 def _default_threads() -> int:
-    """Kernel threads for one worker: ``RETINA_THREADS``, else the cores over ``RETINA_WORKERS_PER_HOST``."""
+    """Kernel threads per task on a worker: ``RETINA_THREADS``, else the cores over ``RETINA_WORKERS_PER_HOST``,
+    else 1 (each Dask thread stands for one core, the usual sizing of a Dask cluster: never oversubscribed)."""
     n = os.environ.get("RETINA_THREADS", "")
     if n.isdigit() and int(n) > 0:
         return int(n)
     per_host = os.environ.get("RETINA_WORKERS_PER_HOST", "")
-    share = int(per_host) if per_host.isdigit() and int(per_host) > 0 else 1
-    return max(1, (os.cpu_count() or 1) // share)
+    if per_host.isdigit() and int(per_host) > 0:
+        return max(1, (os.cpu_count() or 1) // int(per_host))
+    return 1
 
 
 def prepare(client, threads: int | None = None, warm: bool = True) -> None:

@@ -405,7 +405,9 @@ def merge_shards(out: str | os.PathLike, shards) -> SweepResult:
     paths = [Path(s) for s in shards]
     if not paths:
         raise ValueError("shards must list at least one shard file")
-    base, seen = None, {}
+    base: dict | None = None
+    seen: dict[int, Path] = {}
+    count = 0
     for p in paths:
         with open_h5(p, "sweep shard") as f:
             check_format(f, p, SWEEP_FORMAT, (2,))
@@ -424,7 +426,7 @@ def merge_shards(out: str | os.PathLike, shards) -> SweepResult:
     if missing:
         raise ValueError(f"the sweep has {count} shards; missing shard(s) {missing}")
     assert base is not None
-    grid = base.get("grid")
+    grid: dict = base.get("grid") or {}
     points = base.get("conditions") or [dict(zip(grid, c)) for c in itertools.product(*grid.values())]
     measures: list = [None] * len(points)
     from .io._files import settings_hash
@@ -445,5 +447,5 @@ def merge_shards(out: str | os.PathLike, shards) -> SweepResult:
                         measures[j] = read_point_measures(f[key])
         if any(m is None for m in measures):
             raise ValueError(f"the shards lack point(s) {[j for j, m in enumerate(measures) if m is None][:10]}")
-        write_sweep_tables(g, grid, measures, None if grid is not None else points)
+        write_sweep_tables(g, grid or None, measures, None if grid else points)
     return load_sweep(out)

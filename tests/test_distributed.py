@@ -29,7 +29,7 @@ from retina.datasets import simulate_dataset  # noqa: E402
 from retina.distributed import connect, local_client  # noqa: E402
 from retina.insilico import InSilicoRetina  # noqa: E402
 from retina.model import RetinaCNN  # noqa: E402
-from retina.sweep import load_sweep, merge_shards, read_conditions, sweep  # noqa: E402
+from retina.sweep import load_sweep, read_conditions, sweep  # noqa: E402
 from retina.train import TrainConfig, train_ensemble  # noqa: E402
 
 
@@ -284,3 +284,31 @@ def test_one_thread_setting_for_numba_and_fft():
         set_num_threads(10_000)
     with pytest.raises(ValueError, match="n must be an integer"):
         set_num_threads(1.5)
+
+
+def test_cli_simulate_attribute_and_seeds_on_workers(tmp_path):
+    base = ["simulate", "--kind", "whitenoise", "--noise-minutes", "0.1", "--test-clips", "2", "--clip-seconds",
+            "0.5", "--repeats", "2", "-q"]
+    assert CliRunner().invoke(main, base + ["-o", str(tmp_path / "a")]).exit_code == 0
+    r = CliRunner().invoke(main, base + ["-o", str(tmp_path / "b"), "--workers", "2"])
+    assert r.exit_code == 0, r.output
+    assert same_h5(tmp_path / "a" / "whitenoise.h5", tmp_path / "b" / "whitenoise.h5") == []
+    data = str(tmp_path / "a" / "whitenoise.h5")
+    att = ["attribute", "random", data, "--dataset", "train/stimulus", "--steps", "3", "-q"]
+    assert CliRunner().invoke(main, att + ["-o", str(tmp_path / "a1.h5")]).exit_code == 0
+    r = CliRunner().invoke(main, att + ["-o", str(tmp_path / "a2.h5"), "--workers", "2"])
+    assert r.exit_code == 0, r.output
+    assert same_h5(tmp_path / "a1.h5", tmp_path / "a2.h5") == []
+    tr = ["train", data, "--epochs", "1", "--epoch-windows", "40", "--batch", "20", "--channels", "2,2",
+          "--cells", "0,9", "--seeds", "3,4", "-q"]
+    r = CliRunner().invoke(main, tr + ["-o", str(tmp_path / "m{seed}.h5"), "--workers", "2"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, tr + ["-o", str(tmp_path / "serial.h5")])
+    assert r.exit_code == 0, r.output
+    from retina import load_model
+
+    for s in (3, 4):
+        a, b = load_model(tmp_path / f"m{s}.h5"), load_model(tmp_path / f"serial-seed{s}.h5")
+        assert a.content_hash() == b.content_hash()
+    r = CliRunner().invoke(main, ["train", data, "--workers", "2", "-q"])
+    assert r.exit_code != 0 and "--seeds" in r.output

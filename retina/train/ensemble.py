@@ -59,7 +59,7 @@ def _data_hash(*arrays) -> str:
         for part in (a if isinstance(a, (list, tuple)) else [a]):
             arr = np.ascontiguousarray(part)
             h.update(str((arr.dtype.str, arr.shape)).encode())
-            h.update(memoryview(arr).cast("B"))
+            h.update(arr.data)   # the buffer itself: no copy of a large movie
     return h.hexdigest()
 
 
