@@ -334,6 +334,29 @@ def simulate(output, kind, natural_minutes, noise_minutes, test_clips, clip_seco
                            f"x {repeats} repeats, {sim.n_cells} cells ({time.time() - t0:.0f} s)")
 
 
+@main.command("import")
+@click.argument("source", metavar="IN", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The model file to write.")
+@click.option("--format", "fmt", type=click.Choice(["torch-deep-retina", "deep-retina-keras"]), default=None,
+              help="Default: recognised from the file.")
+@click.option("--frame-order", type=click.Choice(["oldest-first", "newest-first"]), default="oldest-first",
+              show_default=True, help="How the source stacked a window's frames as input channels.")
+def import_command(source, output, fmt, frame_order):
+    """Import a torch-deep-retina checkpoint or deep-retina Keras weights as a retina model file.
+
+    The checkpoint is read without torch and without executing anything it names (docs/lab.md).
+    """
+    from .io.importers import import_model
+
+    try:
+        model = import_model(source, format=fmt, frame_order=frame_order)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        _fail(exc)
+    model.save(output)
+    click.echo(f"{model!r}\nnorm_stats {model.norm_stats}; from {model.metadata.get('source_format')} "
+               f"{model.metadata.get('model_type')} -> {output}")
+
+
 @main.command()
 @click.argument("model")
 def info(model):

@@ -72,9 +72,12 @@ def bundled_path(name):
 
 
 def load_model(path: str | os.PathLike, *, verify_hash: bool = True) -> RetinaCNN:
-    """Load a model written by :func:`save_model`.
+    """Load a model written by :func:`save_model`, or import one of another toolkit's files.
 
-    ``path`` may also be ``"default"`` for the bundled model.  Checks the
+    ``path`` may also be ``"default"`` for the bundled model.  A torch-deep-retina
+    checkpoint or deep-retina Keras weights are recognised by their first
+    bytes and read by :func:`retina.io.importers.import_model` (never by
+    executing the file).  Checks the
     format, the schema version, every array's presence, dtype and shape, and
     (unless ``verify_hash=False``) that the arrays match the stored content
     hash.  Raises ``FileNotFoundError`` or ``ValueError`` naming the problem.
@@ -85,6 +88,10 @@ def load_model(path: str | os.PathLike, *, verify_hash: bool = True) -> RetinaCN
             raise FileNotFoundError("the bundled 'default' model is not part of this installation yet; "
                                     "pass the path of a model file (see `retina train`)")
         path = bundled
+    from .importers import detect_format, import_model
+
+    if Path(path).is_file() and detect_format(path) != "retina":
+        return import_model(path)
     with open_h5(path, "model") as f:
         fmt = f.attrs.get("format")
         if isinstance(fmt, bytes):
