@@ -47,7 +47,7 @@ import numpy as np
 from scipy.signal import convolve2d
 
 from ..model import RetinaCNN
-from .torch_pickle import Inert, TorchFileError, read_torch_checkpoint
+from .torch_pickle import Inert, read_torch_checkpoint
 
 __all__ = ["import_model", "detect_format", "IMPORT_FORMATS", "MODEL_TYPES"]
 
@@ -267,7 +267,7 @@ def _from_torch(path) -> RetinaCNN:
                          f"linear layer under 'sequential.*', found {len(convs)}, {len(bns)} and {len(lins)}")
     absolute = model_type == "LinearStackedBNCNN"
     kernels = []
-    for n, (idx, mod, kind) in enumerate(convs):
+    for idx, mod, kind in convs:
         if kind == "stack":
             k, b = _compose_stack(mod, f"sequential.{idx}", path)
         else:
