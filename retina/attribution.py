@@ -115,11 +115,13 @@ class Attribution:
     history: int
     per_window: np.ndarray | None = None
     settings: dict = field(default_factory=dict)
+    response_offset: int = 1
 
     @property
     def window_frames(self):
-        """Frame index at which each window is time-stamped (its newest frame)."""
-        return np.arange(self.delta.shape[0]) + self.history - 1
+        """The response bin (frame index) each window's response belongs to: its newest frame plus the
+        model's ``response_offset``."""
+        return np.arange(self.delta.shape[0]) + self.history - 1 + self.response_offset
 
     @property
     def relative_delta(self):
@@ -209,14 +211,14 @@ def _collapse(model, kind):
         w3 = model.w3.reshape(n, c2, h2, w2).sum(axis=2).reshape(n, -1)
     return RetinaCNN(model.w1.sum(axis=sum_axes, keepdims=True), model.scale1[take], model.shift1[take],
                      model.w2.sum(axis=sum_axes, keepdims=True), model.scale2[take], model.shift2[take],
-                     w3, model.scale3, model.shift3, frame_shape=frame)
+                     w3, model.scale3, model.shift3, frame_shape=frame, response_offset=model.response_offset)
 
 
 # ------------------------------------------------------------------- entry
 def attribute(model: RetinaCNN, movie: ArrayLike, *, layer: str = "conv1", cells=None, n_steps: int = 50,
               method: str = "midpoint", baseline=None, pool: str | tuple | None = None, backend: str = "auto",
               batch: int | None = None, progress: bool = False, keep_windows: bool = False, dtype=None,
-              kinks: str = "secant", client=None) -> Attribution:
+              kinks: str = "secant", client=None, units: str = "model") -> Attribution:
     """Integrated gradients of model responses to the stimulus or to hidden units.
 
     Parameters
@@ -258,6 +260,11 @@ def attribute(model: RetinaCNN, movie: ArrayLike, *, layer: str = "conv1", cells
         against 1e-3..1e-2 for ``"node"``).  ``"node"`` takes every derivative
         at the node, the textbook Riemann sum; with ``method="right"`` it is
         the authors' formula ``sum_k g(a_k) (z(a_k) - z(a_{k-1}))``.
+    units : {"model", "contrast", "intensity"}
+        The units of ``movie`` and of an array or scalar ``baseline`` (default:
+        the model's own); others are converted with its ``norm_stats``
+        (:meth:`retina.RetinaCNN.to_model_units`).  The attributions are
+        always to the model-unit stimulus.
     client : dask.distributed.Client, optional
         Shard the windows across the cluster's workers (batches of ``batch``
         windows, grouped into tasks of about a second; the model and movie
@@ -287,6 +294,13 @@ def attribute(model: RetinaCNN, movie: ArrayLike, *, layer: str = "conv1", cells
                          f"'auto', got backend {backend!r} with a {type(movie).__module__} array")
     dt = compute_dtype(dtype)
     batch = 64 if batch is None else check_int("batch", batch, minimum=1)
+    check_choice("units", units, ("model", "contrast", "intensity"))
+    if units != "model":
+        movie = model.to_model_units(movie, units, xp=be.xp if on_device else np)
+        if baseline is not None:
+            baseline = model.to_model_units(np.asarray(baseline, np.float32) if np.isscalar(baseline) else baseline,
+                                            units, xp=be.xp if on_device else np, name="baseline")
+            baseline = float(baseline) if np.ndim(baseline) == 0 else baseline
     x = model.check_movie(movie, dtype=dt, xp=be.xp if on_device else np)
     xp_in = be.xp if on_device else np
     x0 = _baseline(baseline, x, model, dt, xp_in)
@@ -322,7 +336,8 @@ def attribute(model: RetinaCNN, movie: ArrayLike, *, layer: str = "conv1", cells
     return Attribution(values=values, delta=delta, response=r1, baseline_response=r0, cell_weights=cw,
                        layer=layer, n_steps=int(n_steps), method=method, pool=axes, path=path,
                        backend=be.name, dtype=dt.name, history=model.history, per_window=per_window,
-                       settings={"baseline": base_setting, "kinks": kinks})
+                       settings={"baseline": base_setting, "kinks": kinks, "units": units},
+                       response_offset=model.response_offset)
 
 
 @dataclass

@@ -198,26 +198,36 @@ def main():
 @click.option("--dtype", type=DTYPE, default="float32", show_default=True)
 @click.option("--batch", type=click.IntRange(1), default=None, help="Windows per kernel call.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def predict(model, stimulus_path, kind, frames, seed, n_cells, output, backend, dtype, batch, quiet):
-    """Predict firing rates of MODEL (a model file, or 'random') and write them to HDF5."""
-    from .io import load_stimulus, save_rates
+@click.option("--units", type=click.Choice(["contrast", "intensity", "model"]), default=None,
+              help="Units of the stimulus (default: from its file; generated stimuli are contrast).")
+def predict(model, stimulus_path, kind, frames, seed, n_cells, output, backend, dtype, batch, quiet, units):
+    """Predict firing rates of MODEL (a model file, or 'random') and write them to HDF5.
+
+    The stimulus' units come from its file (contrast for this package's files, raw intensity for a lab file)
+    or are given with --units; the movie is converted with the model's norm_stats.
+    """
+    from .io import read_stimulus, save_rates
     from .stimuli import natural_movie, white_noise
 
     _quiet(quiet)
     try:
         net = _load_model(model, seed, n_cells)
         if stimulus_path:
-            movie, source = load_stimulus(stimulus_path), os.path.abspath(stimulus_path)
+            movie, file_units = read_stimulus(stimulus_path)
+            source = os.path.abspath(stimulus_path)
         else:
             gen = natural_movie if kind == "natural" else white_noise
             movie, source = gen(frames, net.frame_shape, seed=seed + 1).movie, f"{kind}(seed={seed + 1})"
+            file_units = "contrast"
+        units = units or file_units
         t0 = time.perf_counter()
-        rates = net.predict(movie, backend=backend, dtype=dtype, batch=batch, progress=not quiet)
+        rates = net.predict(movie, backend=backend, dtype=dtype, batch=batch, progress=not quiet, units=units)
         dt = time.perf_counter() - t0
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(exc)
-    save_rates(output, rates, window_frames=np.arange(rates.shape[0]) + net.history - 1, cell_ids=net.cell_ids,
-               attrs={"model": model, "model_hash": net.content_hash(), "stimulus": source, "history": net.history})
+    save_rates(output, rates, window_frames=net.window_bins(rates.shape[0]), cell_ids=net.cell_ids,
+               attrs={"model": model, "model_hash": net.content_hash(), "stimulus": source, "history": net.history,
+                      "stimulus_units": units, "response_offset": net.response_offset})
     if not quiet:
         click.echo(f"{rates.shape[0]} windows x {rates.shape[1]} cells in {dt:.2f} s "
                    f"({rates.shape[0] / dt:.0f} windows/s); mean rate {rates.mean():.2f} Hz -> {output}")
@@ -404,21 +414,24 @@ def _parse_cells(text, n_cells):
 @click.option("--batch", type=click.IntRange(1), default=None)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
 @click.option("-q", "--quiet", is_flag=True)
+@click.option("--units", type=click.Choice(["contrast", "intensity", "model"]), default=None,
+              help="Units of the stimulus (default: from its file).")
 @cluster_options
 def attribute(model, stimulus_path, layer, cells, steps, method, kinks, pool, dataset, backend, dtype, batch,
-              output, quiet, scheduler, workers):
+              output, quiet, units, scheduler, workers):
     """Integrated-gradient attributions of MODEL's responses to STIMULUS.h5, written to HDF5."""
     from .attribution import attribute as run
-    from .io import load_stimulus
+    from .io import read_stimulus
 
     _quiet(quiet)
     try:
         net = _load_model(model, 0, 5)
-        movie = load_stimulus(stimulus_path, dataset=dataset)
+        movie, file_units = read_stimulus(stimulus_path, dataset=dataset)
         with _cluster(scheduler, workers, quiet) as client:
             attr = run(net, movie, layer=layer, cells=_parse_cells(cells, net.n_cells), n_steps=steps,
                        method=method, pool=None if pool == "none" else pool, backend=backend, batch=batch,
-                       dtype=dtype, progress=not quiet, kinks=kinks, client=client)
+                       dtype=dtype, progress=not quiet, kinks=kinks, client=client, units=units or file_units,
+                       baseline=net.grey)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(exc)
     attr.settings.update({"model": model, "model_hash": net.content_hash(),
@@ -432,9 +445,12 @@ def attribute(model, stimulus_path, layer, cells, steps, method, kinks, pool, da
 @main.command()
 @click.argument("data", metavar="DATA.h5", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="model.h5", show_default=True)
-@click.option("--response", type=click.Choice(["firing_rate_10ms", "rate", "binned"]), default="firing_rate_10ms",
-              show_default=True, help="Response dataset to fit ('rate': the simulator's noise-free rate).")
-@click.option("--cells", type=IntList(), default=None, help="Comma-separated cell indices (default all).")
+@click.option("--response", default="firing_rate_10ms", show_default=True,
+              help="Response dataset to fit: any firing_rate_* the file has (e.g. firing_rate_20ms), 'binned' "
+                   "(counts) or 'rate' (the simulator's noise-free rate).")
+@click.option("--cells", default="all", show_default=True, help="Comma-separated cell indices, or 'all'.")
+@click.option("--nskip", type=click.IntRange(0), default=0, show_default=True,
+              help="Frames dropped at the start of the training split (adaptation), as deep-retina's nskip.")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Use only the first MINUTES of the training movie.")
 @click.option("--epochs", type=click.IntRange(1), default=40, show_default=True)
@@ -456,7 +472,7 @@ def attribute(model, stimulus_path, layer, cells, steps, method, kinks, pool, da
 @click.option("--backend", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
 @cluster_options
-def train(data, output, response, cells, minutes, epochs, epoch_windows, batch, lr, l2, noise, channels,
+def train(data, output, response, cells, nskip, minutes, epochs, epoch_windows, batch, lr, l2, noise, channels,
           kernel_sizes, history, seed, checkpoint, seeds, backend, quiet, scheduler, workers):
     """Fit a CNN to DATA.h5 (deep-retina layout) and write the model to OUTPUT."""
     from .datasets import load_dataset
@@ -464,9 +480,16 @@ def train(data, output, response, cells, minutes, epochs, epoch_windows, batch, 
     from .train import train as fit
 
     _quiet(quiet)
-    cell_idx = cells
+    if cells.strip() == "all":
+        cell_idx = None
+    else:
+        try:
+            cell_idx = [int(c) for c in cells.split(",")]
+        except ValueError:
+            raise click.BadParameter(f"expected 'all' or comma-separated cell indices, got {cells!r}",
+                                     param_hint="--cells") from None
     try:
-        tr = load_dataset(data, "train", response=response, cells=cell_idx)
+        tr = load_dataset(data, "train", response=response, cells=cell_idx, nskip=nskip)
         cfg = TrainConfig(channels=channels, kernel_sizes=kernel_sizes, history=history, epochs=epochs,
                           epoch_windows=epoch_windows, batch=batch, segments=10 if batch % 10 == 0 else 1, lr=lr,
                           l2=l2, noise=noise, seed=seed)
@@ -482,7 +505,7 @@ def train(data, output, response, cells, minutes, epochs, epoch_windows, batch, 
             t0 = time.time()
             with _cluster(scheduler, workers, quiet) as client:
                 results = train_ensemble(x, y, seeds, config=cfg, out=output, client=client, norm_stats=tr.stats,
-                                         progress=not quiet,
+                                         progress=not quiet, input_units=tr.units,
                                          metadata=dict(data=os.path.abspath(data), response=response))
             if not quiet:
                 from .train.ensemble import seed_path
@@ -494,7 +517,8 @@ def train(data, output, response, cells, minutes, epochs, epoch_windows, batch, 
             return
         ck = checkpoint or output + ".ckpt"
         t0 = time.time()
-        res = fit(x, y, config=cfg, checkpoint=ck, norm_stats=tr.stats, progress=not quiet, backend=backend)
+        res = fit(x, y, config=cfg, checkpoint=ck, norm_stats=tr.stats, progress=not quiet, backend=backend,
+                  input_units=tr.units)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(exc)
     model = res.model

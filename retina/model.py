@@ -72,12 +72,22 @@ class RetinaCNN:
     cell_ids : sequence of str, optional
     metadata : dict, optional
         Free-form provenance (strings and numbers), kept in saved files.
+    input_units : {"contrast", "intensity"}
+        The units ``norm_stats`` were computed in, i.e. of the stimulus the
+        model was fitted on: ``"contrast"`` (Weber contrast, this package's
+        simulated recordings) or ``"intensity"`` (a lab file's raw pixel
+        values, e.g. 0-255; grey is the mean).  See :mod:`retina.units`.
+    response_offset : int
+        Response bins between a window's newest frame and the bin it predicts:
+        1 (the default, the lab convention and :mod:`retina.train`'s) means
+        the window of frames ``[i, i + history)`` predicts bin ``i + history``.
     """
 
     _ARRAYS = PARAM_NAMES
 
     def __init__(self, w1, scale1, shift1, w2, scale2, shift2, w3, scale3, shift3, *,
-                 frame_shape=None, norm_stats=None, cell_ids=None, metadata=None):
+                 frame_shape=None, norm_stats=None, cell_ids=None, metadata=None, input_units="contrast",
+                 response_offset=1):
         w1 = as_float_array("w1", w1, ndim=4, dtype=np.float64)
         w2 = as_float_array("w2", w2, ndim=4, dtype=np.float64)
         c1, hist, kh1, kw1 = w1.shape
@@ -120,6 +130,8 @@ class RetinaCNN:
             raise ValueError(f"cell_ids must have {n_cells} entries (one per cell), got {len(cell_ids)}")
         self.cell_ids = cell_ids
         self.metadata = dict(metadata or {})
+        self.input_units = check_choice("input_units", input_units, _units.INPUT_UNITS)
+        self.response_offset = check_int("response_offset", response_offset, minimum=0, maximum=hist)
         self._cache = {}
 
     # ------------------------------------------------------------------ set-up
@@ -355,7 +367,8 @@ class RetinaCNN:
         return softplus(drive * p["scale3"] + p["shift3"], xp)
 
     def predict(self, movie: ArrayLike, *, backend: str = "auto", dtype=None, batch: int | None = None,
-                layer1_method: str = "auto", layer2_method: str = "auto", progress: bool = False) -> Any:
+                layer1_method: str = "auto", layer2_method: str = "auto", progress: bool = False,
+                units: str = "model") -> Any:
         """Firing rates (Hz) for every window of a movie.
 
         Parameters
@@ -374,17 +387,24 @@ class RetinaCNN:
             Direct loops or FFT for each layer's correlation; ``"auto"`` takes
             FFT for layer 1 from a few windows and for layer 2 (6x6 kernels or
             larger) from 1,024 windows per call.  They agree to float rounding.
+        units : {"model", "contrast", "intensity"}
+            The units of ``movie`` (default: already in the model's units);
+            others are converted with ``norm_stats`` (:meth:`to_model_units`).
 
         Returns
         -------
         rates : array (T - history + 1, n_cells)
-            Row ``i`` is the response to frames ``[i, i + history)``, time-stamped
-            at frame ``i + history - 1``.  NumPy in, NumPy out; CuPy in, CuPy out.
+            Row ``i`` is the response to frames ``[i, i + history)``, in response
+            bin ``i + history - 1 + response_offset`` (:meth:`window_bins`).
+            NumPy in, NumPy out; CuPy in, CuPy out.
         """
         be = _backend.resolve(backend, movie)
         batch = 512 if batch is None else check_int("batch", batch, minimum=1)
         check_choice("layer1_method", layer1_method, CORR_METHODS)
         check_choice("layer2_method", layer2_method, CORR_METHODS)
+        check_choice("units", units, _units.UNITS)
+        if units != "model":
+            movie = self.to_model_units(movie, units, xp=be.xp if _backend._is_device_array(movie) else np)
         x = self.check_movie(movie, dtype=compute_dtype(dtype), xp=be.xp)
         p = self.params(x.dtype, be)
         n_win = x.shape[0] - self.history + 1
@@ -401,39 +421,59 @@ class RetinaCNN:
             return be.to_host(out)
         return out
 
-    def padded(self, movie: Any, *, units: str = "contrast", xp=np) -> Any:
-        """The movie in model units preceded by ``history - 1`` grey frames (float32 for contrast units).
+    @property
+    def grey(self) -> float:
+        """The grey screen (contrast 0) in the model's units."""
+        return _units.grey_level(self.norm_stats, self.input_units)
 
-        ``units``: ``"contrast"`` (Weber contrast, converted with the model's
-        ``norm_stats``, see :mod:`retina.units`) or ``"model"`` (already in
-        model units, kept in its float dtype).  Row ``t`` of :meth:`predict`
-        on the result is the response to the window ending at movie frame ``t``.
-        """
+    def to_model_units(self, movie: Any, units: str = "contrast", *, xp=np, name: str = "movie") -> Any:
+        """``movie`` in ``units`` ("contrast", "intensity" or "model") converted to the model's units (float32
+        for the first two); warns when it reaches beyond :data:`retina.units.TRAINING_RANGE_SD` training s.d."""
         check_choice("units", units, _units.UNITS)
+        if units == "model":
+            movie = xp.asarray(movie)
+            z = movie if movie.dtype.kind == "f" else movie.astype(np.float32)
+        else:
+            z = _units.to_model_units(movie, self.norm_stats, xp, units=units, input_units=self.input_units)
+        _warn_range(z, xp, name, units)
+        return z
+
+    def padded(self, movie: Any, *, units: str = "contrast", xp=np) -> Any:
+        """The movie in model units, preceded by grey frames, so that row ``t`` of :meth:`predict` on it is the
+        response in bin ``t`` of the movie.
+
+        ``units``: ``"contrast"`` (Weber contrast), ``"intensity"`` (raw pixel
+        values, for models fitted on a lab file) or ``"model"``; see
+        :mod:`retina.units`.  Bin ``t`` is predicted by the window ending
+        ``response_offset`` frames earlier, so ``history - 1 +
+        response_offset`` grey frames lead and the last ``response_offset``
+        frames are not needed.
+        """
         movie = xp.asarray(movie)
         if movie.ndim != 3:
             raise ValueError(f"movie must have 3 dimensions (T, H, W), got shape {tuple(movie.shape)}")
-        if units == "contrast":
-            z = _units.to_model_units(movie, self.norm_stats, xp)
-        else:
-            z = movie if movie.dtype.kind == "f" else movie.astype(np.float32)
-        lead = xp.full((self.history - 1,) + tuple(z.shape[1:]), _units.grey_level(self.norm_stats), dtype=z.dtype)
-        return xp.concatenate([lead, z])
+        z = self.to_model_units(movie, units, xp=xp)
+        keep = max(len(z) - self.response_offset, 0)
+        lead = xp.full((self.history - 1 + len(z) - keep,) + tuple(z.shape[1:]), self.grey, dtype=z.dtype)
+        return xp.concatenate([lead, z[:keep]])
 
     def rates(self, movie: ArrayLike, *, units: str = "contrast", **kwargs) -> Any:
-        """Firing rates (Hz) aligned with the movie's frames: ``(T, n_cells)``.
+        """Firing rates (Hz) aligned with the movie's frames: ``(T, n_cells)``, row ``t`` = response bin ``t``.
 
-        ``movie`` is in contrast units (0 = grey, -1 = black) and converted with
-        the model's ``norm_stats`` (:func:`retina.units.to_model_units`);
-        ``units="model"`` takes it in the model's own units as :meth:`predict`
-        does.  The movie is preceded by ``history - 1`` grey frames, as if the
-        retina had been looking at grey, so row ``t`` is the response to the
-        window ending at frame ``t``.  This is the interface the phenomena
-        expect (the in-silico retina has the same method).  Keyword arguments
-        go to :meth:`predict`.
+        ``movie`` is in contrast units (0 = grey, -1 = black) unless ``units``
+        says otherwise, and is converted with the model's ``norm_stats``
+        (:meth:`to_model_units`).  The movie is preceded by grey frames, as
+        if the retina had been looking at grey, and bin ``t`` is predicted
+        by the window ending at frame ``t - response_offset`` (:meth:`padded`).
+        This is the interface the phenomena expect (the in-silico retina has
+        the same method).  Keyword arguments go to :meth:`predict`.
         """
         xp = _backend.resolve(kwargs.get("backend", "auto"), movie).xp
         return self.predict(self.padded(movie, units=units, xp=xp), **kwargs)
+
+    def window_bins(self, n_windows: int) -> np.ndarray:
+        """The response bin (frame index) each of :meth:`predict`'s rows belongs to."""
+        return np.arange(n_windows) + self.history - 1 + self.response_offset
 
     # ---------------------------------------------------------------------- io
     def save(self, path, **kwargs):
@@ -445,6 +485,19 @@ class RetinaCNN:
     def content_hash(self):
         """SHA-256 over the architecture and the parameter arrays: :func:`content_hash`."""
         return content_hash(self)
+
+
+def _warn_range(z, xp, name, units):
+    """Warn (once per call) when a model-unit movie reaches far outside the training stimulus' range."""
+    import warnings
+
+    if z.size == 0 or z.dtype.kind != "f":
+        return
+    reach = float(xp.abs(z).max())
+    if reach > _units.TRAINING_RANGE_SD and np.isfinite(reach):
+        warnings.warn(f"{name} reaches {reach:.3g} training-stimulus s.d. from the training mean (given in "
+                      f"{units} units); the model was never fitted there, its output is an extrapolation",
+                      RuntimeWarning, stacklevel=3)
 
 
 def content_hash(model) -> str:

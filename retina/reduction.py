@@ -145,7 +145,7 @@ def prune(model, keep, *, baseline=0.0):
     a.update(w1=w1, shift1=shift1, scale1=np.array(scale1))
     meta = dict(model.metadata, pruned_from=model.content_hash(), kept_channels=",".join(map(str, keep)))
     return RetinaCNN(**a, frame_shape=model.frame_shape, norm_stats=model.norm_stats, cell_ids=model.cell_ids,
-                     metadata=meta)
+                     metadata=meta, input_units=model.input_units, response_offset=model.response_offset)
 
 
 def baseline_activity(model, baseline=0.0):
@@ -190,7 +190,7 @@ def ablate(model, channels, *, layer="conv2", baseline=0.0):
     a.update(w2=w2, scale2=scale2, shift2=shift2)
     meta = dict(model.metadata, ablated_from=model.content_hash(), ablated_conv2=",".join(map(str, channels)))
     return RetinaCNN(**a, frame_shape=model.frame_shape, norm_stats=model.norm_stats, cell_ids=model.cell_ids,
-                     metadata=meta)
+                     metadata=meta, input_units=model.input_units, response_offset=model.response_offset)
 
 
 def inhibitory_channels(model, movie, *, cells=None, window=None, baseline=0.0, n_steps=50, min_share=0.05,

@@ -9,12 +9,20 @@ Intensity: contrast units
     Weber contrast: 0 = mean grey, -1 = black, negative = dark.  Every
     stimulus generator (:mod:`retina.stimuli`), the in-silico retina and the
     phenomenon protocols speak contrast units.
+Intensity: intensity units
+    A lab recording's raw pixel values (e.g. 0-255), whose mean is the grey
+    screen.  A model fitted on such a file has ``input_units="intensity"``
+    and its ``norm_stats`` are in these units.
 Intensity: model units
     What a CNN was fitted on: the training stimulus z-scored with the
-    ``norm_stats`` (``mean``, ``std``) stored in the model file.
-    :func:`to_model_units` converts contrast to model units; the grey screen
-    is :func:`grey_level` in model units.  :meth:`retina.RetinaCNN.predict`
-    takes model units, :meth:`retina.RetinaCNN.rates` contrast units.
+    ``norm_stats`` (``mean``, ``std``) stored in the model file, in the
+    model's ``input_units``.  :func:`to_model_units` converts a contrast or
+    intensity movie to model units; a contrast movie shown to an
+    intensity-unit model is taken as Weber contrast around the training
+    stimulus' mean, ``I = mean * (1 + c)``.  The grey screen is
+    :func:`grey_level` in model units.  :meth:`retina.RetinaCNN.predict` and
+    :func:`retina.attribute` take model units unless told otherwise
+    (``units=``); :meth:`retina.RetinaCNN.rates` takes contrast units.
 
 See ``docs/units.md``.
 """
@@ -25,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FRAME_MS", "DT", "UM_PER_PX", "FRAME_SHAPE", "GREY", "UNITS", "ms_to_frames", "frames_to_ms",
-           "to_model_units", "grey_level"]
+__all__ = ["FRAME_MS", "DT", "UM_PER_PX", "FRAME_SHAPE", "GREY", "UNITS", "INPUT_UNITS", "ms_to_frames",
+           "frames_to_ms", "to_model_units", "grey_level", "TRAINING_RANGE_SD"]
 
 FRAME_MS = 10.0
 """Duration of one frame (and one response bin) in milliseconds."""
@@ -38,8 +46,12 @@ FRAME_SHAPE = (50, 50)
 """The default frame size (H, W) in pixels."""
 GREY = 0.0
 """The mean-grey level in contrast units."""
-UNITS = ("contrast", "model")
+UNITS = ("contrast", "intensity", "model")
 """The intensity scales a movie can be given in."""
+INPUT_UNITS = ("contrast", "intensity")
+"""The units a model's training stimulus (and so its ``norm_stats``) can be in."""
+TRAINING_RANGE_SD = 10.0
+"""A stimulus reaching beyond this many training-stimulus s.d. from its mean gets a warning."""
 
 
 def ms_to_frames(ms: float) -> int:
@@ -58,18 +70,38 @@ def _stats(norm_stats) -> tuple[float, float]:
     return float(norm_stats["mean"]), float(norm_stats["std"])
 
 
-def grey_level(norm_stats) -> float:
-    """The grey screen (contrast 0) in model units: ``(0 - mean) / std``."""
+def grey_level(norm_stats, input_units: str = "contrast") -> float:
+    """The grey screen in model units: contrast 0 for a contrast-unit model, the mean for an intensity-unit one."""
     mean, std = _stats(norm_stats)
+    if input_units == "intensity":
+        return 0.0
     return (GREY - mean) / std
 
 
-def to_model_units(movie, norm_stats, xp=np):
-    """Contrast-unit ``movie`` in model units, float32: ``(movie - mean) / std``.
+def to_model_units(movie, norm_stats, xp=np, *, units: str = "contrast", input_units: str = "contrast"):
+    """A movie in ``units`` converted to a model's units, float32.
 
-    ``norm_stats`` is a model's ``{"mean", "std"}`` (``None`` or empty: the
-    identity).  ``xp`` is the array module (numpy or cupy).
+    ``norm_stats`` is the model's ``{"mean", "std"}`` (``None`` or empty: the
+    identity), ``input_units`` the units they are in.  ``units="model"``
+    returns the movie unchanged (as float32).  A contrast movie for an
+    intensity-unit model is ``mean * (1 + c)`` before z-scoring; an
+    intensity movie cannot be shown to a contrast-unit model (its mean
+    luminance is unknown) and is refused.  ``xp`` is the array module.
     """
-    mean, std = _stats(norm_stats)
+    if units not in UNITS:
+        raise ValueError(f"units must be one of {UNITS}, got {units!r}")
     z = xp.asarray(movie, dtype=np.float32)
-    return (z - np.float32(mean)) / np.float32(std)
+    if units == "model":
+        return z
+    mean, std = _stats(norm_stats)
+    if units == input_units:
+        return (z - np.float32(mean)) / np.float32(std)
+    if units == "contrast":    # an intensity-unit model: Weber contrast around the training mean
+        return z * np.float32(mean / std)
+    raise ValueError("units='intensity' (raw pixel values) cannot be converted for a model trained on contrast "
+                     "units: give the movie in contrast units (0 = grey, -1 = black)")
+
+
+def out_of_range(z, xp=np) -> float:
+    """The largest distance of a model-unit movie from the training mean, in training s.d. (0 for empty)."""
+    return float(xp.abs(z).max()) if z.size else 0.0

@@ -93,13 +93,21 @@ def test_from_arrays_per_channel_vector_affine(rng):
     assert m2.scale1.shape == (m.shape1[0], 1, 1) and m2.frame_shape == m.frame_shape
 
 
-def test_rates_align_with_frames(tiny, rng):
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_rates_align_with_response_bins(tiny, rng, offset):
+    """Row t of rates() is response bin t: the window ending ``response_offset`` frames before t."""
+    net = RetinaCNN(**tiny.arrays, frame_shape=tiny.frame_shape, response_offset=offset)
     movie = rng.standard_normal((30,) + tiny.frame_shape).astype(np.float32)
-    r = tiny.rates(movie)
-    assert r.shape == (30, tiny.n_cells)
-    full = tiny.predict(np.concatenate([np.zeros((tiny.history - 1,) + tiny.frame_shape, np.float32), movie]))
+    r = net.rates(movie)
+    assert r.shape == (30, net.n_cells)
+    lead = np.zeros((net.history - 1 + offset,) + net.frame_shape, np.float32)
+    full = net.predict(np.concatenate([lead, movie[:30 - offset]]))
     np.testing.assert_array_equal(r, full)
-    np.testing.assert_allclose(r[tiny.history - 1:], tiny.predict(movie), rtol=2e-5)  # other batching
+    direct = net.predict(movie)                         # row i: window [i, i + history) -> bin i + history - 1 + offset
+    bins = net.window_bins(len(direct))
+    assert bins[0] == net.history - 1 + offset
+    keep = bins < 30
+    np.testing.assert_allclose(r[bins[keep]], direct[keep], rtol=2e-5)  # other batching
 
 
 @pytest.mark.gpu
@@ -130,9 +138,26 @@ def test_rates_take_contrast_units_and_apply_the_models_norm_stats(tiny, rng):
     m = RetinaCNN(**tiny.arrays, frame_shape=tiny.frame_shape, norm_stats={"mean": 0.2, "std": 0.5})
     movie = rng.uniform(-1, 1, (30,) + tiny.frame_shape).astype(np.float32)
     z = (movie - np.float32(0.2)) / np.float32(0.5)
-    lead = np.full((tiny.history - 1,) + tiny.frame_shape, (0.0 - 0.2) / 0.5, np.float32)
-    np.testing.assert_array_equal(m.rates(movie), m.predict(np.concatenate([lead, z])))
+    lead = np.full((tiny.history,) + tiny.frame_shape, (0.0 - 0.2) / 0.5, np.float32)   # history - 1 + offset 1
+    np.testing.assert_array_equal(m.rates(movie), m.predict(np.concatenate([lead, z[:-1]])))
     np.testing.assert_array_equal(m.rates(z, units="model"), m.rates(movie))
+    np.testing.assert_array_equal(m.predict(movie, units="contrast"), m.predict(z))
     assert not np.allclose(m.rates(movie), tiny.rates(movie))   # the conversion matters
     with pytest.raises(ValueError, match="units must be one of"):
         m.rates(movie, units="volts")
+
+
+def test_intensity_unit_models_convert_contrast_around_their_mean_and_warn_out_of_range(tiny, rng):
+    """A lab model (norm_stats of raw 0-255 pixels): contrast c is shown as mean * (1 + c); raw pixels as is."""
+    lab = RetinaCNN(**tiny.arrays, frame_shape=tiny.frame_shape, norm_stats={"mean": 120.0, "std": 40.0},
+                    input_units="intensity")
+    c = rng.uniform(-1, 1, (30,) + tiny.frame_shape).astype(np.float32)
+    pixels = 120.0 * (1 + c)
+    np.testing.assert_allclose(lab.predict(c, units="contrast"), lab.predict(pixels, units="intensity"), rtol=1e-5)
+    assert lab.grey == 0.0
+    with pytest.raises(ValueError, match="cannot be converted for a model trained on contrast"):
+        tiny.predict(pixels, units="intensity")
+    with pytest.warns(RuntimeWarning, match="training-stimulus s.d."):
+        lab.predict(pixels * 100, units="intensity")
+    with pytest.warns(RuntimeWarning, match="extrapolation"):
+        lab.rates(c * 1000)

@@ -70,6 +70,10 @@ class Dataset:
     events : dict
         Per-frame stimulus events stored with the data (``SPLIT/events``,
         :func:`frame_events`), e.g. ``flash_onset``; empty when the file has none.
+    units : {"contrast", "intensity"}
+        The units ``stats`` are in: ``"contrast"`` when the file's stimulus is
+        marked ``encoding="uint8-contrast"`` (this package's simulations),
+        else ``"intensity"`` (a lab file's raw values).
     """
 
     stimulus: np.ndarray
@@ -80,6 +84,7 @@ class Dataset:
     stats: dict = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)
     events: dict = field(default_factory=dict)
+    units: str = "contrast"
 
     @property
     def n_cells(self):
@@ -101,8 +106,16 @@ def _read_stimulus(g, path, split, block=20000):
     return out
 
 
+def stimulus_units(ds) -> str:
+    """``"contrast"`` for a stimulus dataset marked ``encoding="uint8-contrast"``, else ``"intensity"``."""
+    enc = ds.attrs.get("encoding")
+    enc = enc.decode() if isinstance(enc, bytes) else enc
+    return "contrast" if enc == "uint8-contrast" else "intensity"
+
+
 def load_dataset(path: str | os.PathLike, split: str = "train", *, response: str = "firing_rate_10ms",
-                 cells: Sequence[int] | None = None, norm_stats: dict | tuple | None = None) -> Dataset:
+                 cells: Sequence[int] | str | None = None, norm_stats: dict | tuple | None = None,
+                 nskip: int = 0) -> Dataset:
     """Read one split of a deep-retina-layout file and z-score its stimulus.
 
     Parameters
@@ -111,10 +124,15 @@ def load_dataset(path: str | os.PathLike, split: str = "train", *, response: str
         An HDF5 file in the layout above.
     split : {"train", "test"}
     response : str
-        Dataset under ``SPLIT/response`` to fit: ``"firing_rate_10ms"`` (default),
-        ``"binned"`` (counts per bin, converted to Hz) or ``"rate"`` (ground truth).
-    cells : sequence of int, optional
-        Cell indices to keep (default all).
+        Dataset under ``SPLIT/response`` to fit: ``"firing_rate_10ms"`` (default)
+        or any other ``firing_rate_*`` the file has (rates in Hz, e.g. the
+        5/10/20 ms smoothings of the public recordings), ``"binned"`` (counts
+        per bin, converted to Hz) or ``"rate"`` (the simulator's ground truth).
+    cells : sequence of int or "all", optional
+        Cell indices to keep (default, or ``"all"``: every cell).
+    nskip : int
+        Frames dropped at the start of the split, stimulus and responses
+        alike (the retina adapting to the stimulus), as deep-retina's ``nskip``.
     norm_stats : dict or (mean, std), optional
         Stimulus statistics; default the split's own mean and s.d. (as
         deep-retina), pass the training split's for the test split.
@@ -130,6 +148,15 @@ def load_dataset(path: str | os.PathLike, split: str = "train", *, response: str
         raise FileNotFoundError(f"no dataset file at {str(path)!r}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if isinstance(cells, str):
+        if cells != "all":
+            raise ValueError(f"cells must be a sequence of cell indices or 'all', got {cells!r}")
+        cells = None
+    from .._validate import check_int
+
+    nskip = check_int("nskip", nskip, minimum=0)
+    if not (response in ("binned", "rate") or response.startswith("firing_rate_")):
+        raise ValueError(f"response must be 'binned', 'rate' or a 'firing_rate_*' dataset, got {response!r}")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -145,6 +172,7 @@ def load_dataset(path: str | os.PathLike, split: str = "train", *, response: str
             raise ValueError(f"{str(path)!r} has no '{split}/response/{response}' (found "
                              f"{sorted(g['response'].keys())})")
         stim = _read_stimulus(g, path, split)
+        units = stimulus_units(g["stimulus"])
         resp = np.asarray(g["response"][response][()], np.float64)
         if resp.ndim == 1:
             resp = resp[None]
@@ -166,6 +194,14 @@ def load_dataset(path: str | os.PathLike, split: str = "train", *, response: str
                     raise ValueError(f"{str(path)!r}: '{split}/events/{k}' must have one value per stimulus frame "
                                      f"({len(stim)}), got shape {ev.shape}")
                 events[k] = ev[()]
+    if nskip:
+        if nskip >= len(stim) - 1:
+            raise ValueError(f"nskip={nskip} leaves nothing of the {len(stim)} frames of '{split}'")
+        stim, resp = stim[nskip:], resp[:, nskip:]
+        binned = binned[:, nskip:] if binned is not None else None
+        true_rate = true_rate[:, nskip:] if true_rate is not None else None
+        repeats = repeats[..., nskip:] if repeats is not None else None
+        events = {k: v[nskip:] for k, v in events.items()}
     if response == "binned":
         resp = resp / DT
     if not np.isfinite(resp).all():
@@ -198,7 +234,8 @@ def load_dataset(path: str | os.PathLike, split: str = "train", *, response: str
     stim /= np.float32(stats["std"])
     return Dataset(stim, np.ascontiguousarray(resp.T, np.float32),
                    None if binned is None else np.ascontiguousarray(binned.T),
-                   repeats, None if true_rate is None else np.ascontiguousarray(true_rate.T), stats, attrs, events)
+                   repeats, None if true_rate is None else np.ascontiguousarray(true_rate.T), stats, attrs, events,
+                   units)
 
 
 def create_layout(f, splits, frame_shape, n_cells, repeats, events):

@@ -80,7 +80,7 @@ def detect_format(path) -> str:
                 if "layer_names" in f.attrs or ("model_weights" in f and "layer_names" in f["model_weights"].attrs):
                     return "deep-retina-keras"
         except OSError as exc:
-            raise ValueError(f"{str(p)!r} is an unreadable HDF5 file: {exc}") from None
+            raise ValueError(f"{str(p)!r} is not a readable HDF5 file ({exc})") from None
         raise ValueError(f"{str(p)!r} is an HDF5 file but neither a retina model (attribute format="
                          "'retina-model') nor Keras weights (attribute layer_names)")
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
@@ -337,9 +337,10 @@ def _assemble(path, w1, b1, bn1, w2, b2, bn2, w3, b3, bn3, frame, norm, ids, met
     shift1 = t1.reshape(c1, h1, wd1) + s1 * b1[:, None, None]
     shift2 = t2.reshape(c2, h2, wd2) + s2 * b2[:, None, None]
     shift3 = t3 + s3 * b3
-    try:
+    try:   # both toolkits pair the window [i, i + history) with bin i + history; lab stimuli are raw intensities
         return RetinaCNN(w1, s1, shift1, w2, s2, shift2, w3, s3, shift3, frame_shape=frame, norm_stats=norm,
-                         cell_ids=ids, metadata=meta)
+                         cell_ids=ids, metadata=meta, response_offset=1,
+                         input_units="intensity" if norm is not None else "contrast")
     except ValueError as exc:
         raise ValueError(f"{path}: the imported arrays do not form a model: {exc}") from None
 

@@ -1,10 +1,16 @@
-"""The model file: schema version 1 (``format = "retina-model"``).
+"""The model file: schema version 2 (``format = "retina-model"``).
 
 Root attributes
-    ``format`` "retina-model"; ``schema_version`` 1; ``retina_version``;
+    ``format`` "retina-model"; ``schema_version`` 2; ``retina_version``;
     ``created`` (ISO 8601, UTC); ``content_hash`` (SHA-256 of architecture and
     arrays, :func:`retina.model.content_hash`); ``history``, ``frame_height``,
-    ``frame_width``, ``n_cells``, ``channels1``, ``channels2``.
+    ``frame_width``, ``n_cells``, ``channels1``, ``channels2``;
+    ``response_offset`` (bins between a window's newest frame and the bin it
+    predicts) and ``input_units`` ("contrast" or "intensity": the units of
+    ``norm_stats``).  Schema 1 files (before both) are read as
+    ``response_offset`` 1 and ``input_units`` "contrast": every schema-1
+    model was trained by :mod:`retina.train` on contrast-unit data, which
+    pairs the window ``[i, i + history)`` with bin ``i + history``.
 ``/weights/{w1,scale1,shift1,w2,scale2,shift2,w3,scale3,shift3}``
     float32 or float64 datasets with the shapes of :class:`retina.RetinaCNN`.
 ``/norm_stats`` attributes ``mean``, ``std``: the stimulus normalisation the
@@ -29,13 +35,13 @@ from ._files import atomic_h5, attr_value, open_h5
 
 __all__ = ["save_model", "load_model", "bundled_path", "SCHEMA_VERSION", "MODEL_FORMAT"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MODEL_FORMAT = "retina-model"
 _ARRAYS = PARAM_NAMES
 
 
 def save_model(model: RetinaCNN, path: str | os.PathLike, *, dtype=None) -> Path:
-    """Write ``model`` to ``path`` (HDF5, schema version 1), atomically.
+    """Write ``model`` to ``path`` (HDF5, schema version 2), atomically.
 
     ``dtype`` (float32 or float64, default float64) is the storage type of the arrays.
     Returns the path.
@@ -50,6 +56,7 @@ def save_model(model: RetinaCNN, path: str | os.PathLike, *, dtype=None) -> Path
             "content_hash": content_hash(model), "history": model.history,
             "frame_height": model.frame_shape[0], "frame_width": model.frame_shape[1],
             "n_cells": model.n_cells, "channels1": model.shape1[0], "channels2": model.shape2[0],
+            "response_offset": int(model.response_offset), "input_units": model.input_units,
         })
         g = f.create_group("weights")
         for name in _ARRAYS:
@@ -90,7 +97,11 @@ def load_model(path: str | os.PathLike, *, verify_hash: bool = True) -> RetinaCN
         path = bundled
     from .importers import detect_format, import_model
 
-    if Path(path).is_file() and detect_format(path) != "retina":
+    try:
+        foreign = Path(path).is_file() and detect_format(path) != "retina"
+    except ValueError:
+        foreign = False      # not a format the importers know: the checks below say what is wrong
+    if foreign:
         return import_model(path)
     with open_h5(path, "model") as f:
         fmt = f.attrs.get("format")
@@ -124,8 +135,12 @@ def load_model(path: str | os.PathLike, *, verify_hash: bool = True) -> RetinaCN
         meta = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f["provenance"].attrs.items()} \
             if "provenance" in f else {}
         stored_hash = f.attrs.get("content_hash")
+        offset = int(f.attrs.get("response_offset", 1))
+        units = f.attrs.get("input_units", "contrast")
+        units = units.decode() if isinstance(units, bytes) else str(units)
     try:
-        model = RetinaCNN(**arrays, frame_shape=frame_shape, norm_stats=norm, cell_ids=ids, metadata=meta)
+        model = RetinaCNN(**arrays, frame_shape=frame_shape, norm_stats=norm, cell_ids=ids, metadata=meta,
+                          input_units=units, response_offset=offset)
     except ValueError as exc:
         raise ValueError(f"{str(path)!r} holds inconsistent model arrays: {exc}") from None
     if verify_hash and stored_hash is not None:

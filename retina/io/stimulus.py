@@ -18,7 +18,7 @@ import numpy as np
 from .._version import __version__
 from ._files import atomic_h5, attr_value, open_h5
 
-__all__ = ["save_stimulus", "load_stimulus", "STIMULUS_FORMAT", "SCHEMA_VERSION"]
+__all__ = ["save_stimulus", "load_stimulus", "read_stimulus", "STIMULUS_FORMAT", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 STIMULUS_FORMAT = "retina-stimulus"
@@ -42,19 +42,34 @@ def save_stimulus(path: str | os.PathLike, movie: np.ndarray, *, params: dict | 
 
 
 def load_stimulus(path: str | os.PathLike, *, dataset: str | None = None) -> np.ndarray:
-    """Read a movie from an HDF5 file.
+    """Read a movie from an HDF5 file: a float32 array ``(T, H, W)`` (see :func:`read_stimulus` for its units)."""
+    return read_stimulus(path, dataset=dataset)[0]
+
+
+def read_stimulus(path: str | os.PathLike, *, dataset: str | None = None) -> tuple[np.ndarray, str]:
+    """Read a movie from an HDF5 file with its units: ``(movie, units)``.
 
     Looks for ``dataset`` if given, else ``stimulus``, then the deep-retina
-    layouts ``test/stimulus`` and ``train/stimulus``.  Returns a float32 array
-    ``(T, H, W)``.
+    layouts ``test/stimulus`` and ``train/stimulus``.  A dataset marked
+    ``encoding="uint8-contrast"`` (this package's simulated recordings) is
+    decoded to contrast; a ``retina-stimulus`` file is in contrast units;
+    anything else is a lab file's raw values, ``"intensity"`` units
+    (``docs/units.md``).
     """
+    from .dataset import decode_uint8, stimulus_units
+
     with open_h5(path, "stimulus") as f:
+        fmt = f.attrs.get("format")
+        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
         keys = [dataset] if dataset else ["stimulus", "test/stimulus", "train/stimulus"]
         for k in keys:
             if k in f:
                 ds = f[k]
-                if ds.ndim != 3 or ds.dtype.kind not in "biuf":
+                if not hasattr(ds, "dtype") or ds.ndim != 3 or ds.dtype.kind not in "biuf":
                     raise ValueError(f"stimulus dataset {k!r} in {str(path)!r} must be a numeric (T, H, W) "
-                                     f"array, got shape {ds.shape} and dtype {ds.dtype}")
-                return np.asarray(ds[()], dtype=np.float32)
+                                     f"array, got {getattr(ds, 'shape', type(ds).__name__)}")
+                units = "contrast" if fmt == STIMULUS_FORMAT else stimulus_units(ds)
+                movie = decode_uint8(ds[()]) if stimulus_units(ds) == "contrast" and ds.dtype == np.uint8 \
+                    else np.asarray(ds[()], dtype=np.float32)
+                return movie, units
     raise ValueError(f"no stimulus dataset in {str(path)!r}: looked for {keys}")

@@ -28,8 +28,8 @@ class CNNProbe:
     """A :class:`retina.RetinaCNN` presented with stimuli in contrast units, aligned with the frames.
 
     The movie is converted to the model's units (:func:`retina.units.to_model_units`
-    with its ``norm_stats``) and preceded by ``history - 1`` grey frames, so
-    response row ``t`` belongs to frame ``t`` (:meth:`retina.RetinaCNN.rates`).
+    with its ``norm_stats``) and preceded by grey frames, so response row ``t``
+    is response bin ``t`` (:meth:`retina.RetinaCNN.padded`).
     Cell types and positions are ``cells`` (a list of
     :class:`retina.insilico.Cell`, one per model cell) when given, else come
     from the model's metadata when it was trained on the simulator
@@ -64,10 +64,10 @@ class CNNProbe:
     @property
     def grey(self):
         """The grey screen in the model's units (the attribution baseline)."""
-        return units.grey_level(self.model.norm_stats)
+        return self.model.grey
 
     def padded(self, movie):
-        """The movie in model units, preceded by ``history - 1`` grey frames."""
+        """The movie in model units, preceded by grey frames: window ``t`` predicts bin ``t``."""
         return self.model.padded(movie)
 
     def rates(self, movie, model=None):

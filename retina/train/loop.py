@@ -77,7 +77,8 @@ def _validate(model, vsets, score, be):
 
 def train(stimulus, rates, *, config: TrainConfig | None = None, valid=None, checkpoint=None,
           norm_stats: dict | None = None, cell_ids=None, progress: bool = False, backend: str = "cpu",
-          max_epochs: int | None = None, init_from=None, score=None, frame_weights=None, **overrides) -> TrainResult:
+          max_epochs: int | None = None, init_from=None, score=None, frame_weights=None,
+          input_units: str = "contrast", **overrides) -> TrainResult:
     """Fit a CNN to a stimulus and firing rates.
 
     Parameters
@@ -118,6 +119,9 @@ def train(stimulus, rates, *, config: TrainConfig | None = None, valid=None, che
         stream's ``config.stream_loss_weights``): e.g. larger around events
         whose few frames the Poisson loss barely sees, such as the burst
         after a moving bar turns back.  Default 1 everywhere.
+    input_units : {"contrast", "intensity"}
+        The units ``norm_stats`` are in (:attr:`retina.datasets.Dataset.units`),
+        recorded in the model.
     backend : {"cpu", "gpu", "auto"}
         Where the forward and backward passes and the validation run.  On
         ``"gpu"`` each mini-batch is copied to the device and the CuPy kernels
@@ -155,7 +159,7 @@ def train(stimulus, rates, *, config: TrainConfig | None = None, valid=None, che
 
     def model_of(p, r, **extra):
         return to_model(p, r, cfg, frame_shape=frame_shape, norm_stats=norm_stats, cell_ids=cell_ids,
-                        metadata=dict(meta, **extra))
+                        metadata=dict(meta, **extra), input_units=input_units)
 
     stopped, done_here = state["stopped"], 0
     while not stopped and state["epoch"] < cfg.epochs:

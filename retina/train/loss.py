@@ -56,15 +56,21 @@ def init_params(cfg, n_cells, frame_shape, *, mean_rate=5.0, rng=None):
     return p, running
 
 
-def to_model(params, running, cfg, *, frame_shape, norm_stats=None, cell_ids=None, metadata=None):
-    """Fold batch norm (running statistics) into ``scale``/``shift``: an inference :class:`RetinaCNN`."""
+def to_model(params, running, cfg, *, frame_shape, norm_stats=None, cell_ids=None, metadata=None,
+             input_units="contrast"):
+    """Fold batch norm (running statistics) into ``scale``/``shift``: an inference :class:`RetinaCNN`.
+
+    Training pairs the window ``[i, i + history)`` with bin ``i + history``
+    (:mod:`.sampling`), so the model's ``response_offset`` is 1.
+    """
     f64 = {k: np.asarray(v, np.float64) for k, v in {**params, **running}.items()}
     scale1 = f64["g1"] / np.sqrt(f64["v1"] + cfg.bn_eps)
     scale2 = f64["g2"] / np.sqrt(f64["v2"] + cfg.bn_eps)
     n = f64["w3"].shape[0]
     return RetinaCNN(f64["w1"], scale1, f64["b1"] - f64["m1"] * scale1, f64["w2"], scale2,
                      f64["b2"] - f64["m2"] * scale2, f64["w3"], np.ones(n), f64["b3"], frame_shape=frame_shape,
-                     norm_stats=norm_stats, cell_ids=cell_ids, metadata=metadata)
+                     norm_stats=norm_stats, cell_ids=cell_ids, metadata=metadata, input_units=input_units,
+                     response_offset=1)
 
 
 def _bn_forward(c, g, b, eps):
