@@ -141,6 +141,13 @@ def explain(model: RetinaCNN, out_dir: str | os.PathLike, *, sim: InSilicoRetina
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sim = sim or InSilicoRetina()
+    truth_note = "compared with the in-silico retina"
+    if truth:
+        why = _no_truth_reason(model, sim)
+        if why:
+            truth, truth_note = False, f"no ground truth: {why}"
+    else:
+        truth_note = "no ground truth: not asked for"
     report = {}
     results = {}
     t_start = time.time()
@@ -167,11 +174,24 @@ def explain(model: RetinaCNN, out_dir: str | os.PathLike, *, sim: InSilicoRetina
         report[name] = entry
     report["_meta"] = {"seconds": time.time() - t_start, "retina_version": __version__,
                        "model_hash": model.content_hash(), "n_steps": n_steps, "share": share,
-                       "context_ms": context_ms}
+                       "context_ms": context_ms, "truth": truth_note}
     save_explain(out / "results.h5", results, report)
     atomic_text(out / "summary.txt", summary_table(report))
     report["_meta"]["figures"] = _figures(results, out) if figures else "not asked for"
     return report
+
+
+def _no_truth_reason(model, sim) -> str:
+    """Why the simulator is not this model's ground truth ('' when it is): only a model fitted to the in-silico
+    retina's cells (its metadata names their types and positions) can be checked against its circuit."""
+    meta = getattr(model, "metadata", {}) or {}
+    if "cell_types" not in meta or "cell_positions" not in meta:
+        source = meta.get("source_format") or meta.get("trainer") or "unknown"
+        return (f"the model was not trained on the in-silico retina (its metadata names no simulated cells; "
+                f"source: {source}); phenomena, attributions and reductions are reported without a comparison")
+    if tuple(model.frame_shape) != tuple(sim.frame_shape):
+        return f"the model's frame {tuple(model.frame_shape)} is not the simulator's {tuple(sim.frame_shape)}"
+    return ""
 
 
 def _figures(results, out):
@@ -222,6 +242,9 @@ def summary_table(report):
                 lines.append(f"  simulator without {les}: {report[name]['truth']['key']} "
                              f"{d['value']:.3g} (change {d['change']:+.3g})")
     lines.append("")
+    note = report.get("_meta", {}).get("truth")
+    if note and note.startswith("no ground truth") and note != "no ground truth: not asked for":
+        lines.append(note)
     lines.append(f"took {report.get('_meta', {}).get('seconds', float('nan')):.0f} s")
     return "\n".join(lines) + "\n"
 

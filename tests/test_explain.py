@@ -10,8 +10,20 @@ from retina.cli import main
 from retina.explain import cnn_shares, explain
 
 
+def simulated_metadata(n):
+    """The cell metadata a model trained on the in-silico retina carries (what makes it comparable with it)."""
+    import json
+
+    from retina.insilico import InSilicoRetina
+
+    cells = InSilicoRetina().cells
+    pick = [cells[0], cells[len(cells) // 2], cells[1]][:n]
+    return {"cell_types": json.dumps([c.type for c in pick]), "cell_positions": json.dumps([[c.y, c.x] for c in pick])}
+
+
 def test_explain_writes_results_figures_and_summary(tmp_path):
     model = RetinaCNN.random(3, seed=0, per_unit=False)
+    model.metadata.update(simulated_metadata(3))
     report = explain(model, tmp_path, phenomena=("osr", "reversal"), n_steps=8, progress=False)
     for name in ("osr", "reversal"):
         png = (tmp_path / f"{name}.png").read_bytes()
@@ -46,6 +58,13 @@ def test_explain_writes_results_figures_and_summary(tmp_path):
     assert top["period"].dims == ("condition",) and top["criterion_passed"].dims == ("criterion",)
     truth = xr.open_dataset(tmp_path / "results.h5", group="osr/truth", engine="h5netcdf", phony_dims="sort")
     assert truth["share"].dims == ("source",) and list(truth["source"].values) == ["OFF", "ONf", "ONs", "A1"]
+
+
+def test_no_ground_truth_for_a_model_not_fitted_to_the_simulator(tmp_path):
+    model = RetinaCNN.random(3, seed=0, per_unit=False)
+    report = explain(model, tmp_path, phenomena=("latency",), n_steps=4, figures=False)
+    assert "truth" not in report["latency"] and "criteria" not in report["latency"]
+    assert "no ground truth: the model was not trained on the in-silico retina" in (tmp_path / "summary.txt").read_text()
 
 
 def test_simulator_truth_for_the_osr_is_the_slow_on_pathway(tmp_path):

@@ -87,9 +87,10 @@ def test_imported_models_run_the_analyses(tmp_path):
     assert np.abs(a.delta).max() < 1e-3 * np.ptp(a.response)
     res = sweep(m, "latency", {"intensities": [-1.0, -0.5]}, explain=False)
     assert len(res.measures) == 2
-    report = explain(m, tmp_path / "ex", phenomena=["latency"], n_steps=4, figures=False, truth=False)
+    report = explain(m, tmp_path / "ex", phenomena=["latency"], n_steps=4, figures=False)
     text = (tmp_path / "ex" / "summary.txt").read_text()
-    assert "latency" in text and report is not None
+    assert "latency" in text and "no ground truth: the model was not trained on the in-silico retina" in text
+    assert "truth" not in report["latency"] and report["_meta"]["truth"].startswith("no ground truth")
 
 
 def test_other_model_types_are_refused_by_name(tmp_path):

@@ -63,8 +63,15 @@ def test_a_registered_phenomenon_is_swept(step, tmp_path):
 def test_a_registered_phenomenon_is_explained(step, tmp_path):
     from retina.explain import explain
 
-    report = explain(RetinaCNN.random(2, seed=3, per_unit=False), tmp_path, phenomena=("step",), n_steps=4,
-                     progress=False, figures=False)
+    import json
+
+    from retina.insilico import InSilicoRetina
+
+    cells = InSilicoRetina().cells[:2]            # the metadata of a model fitted to the simulator's cells
+    model = RetinaCNN.random(2, seed=3, per_unit=False)
+    model.metadata.update(cell_types=json.dumps([c.type for c in cells]),
+                          cell_positions=json.dumps([[c.y, c.x] for c in cells]))
+    report = explain(model, tmp_path, phenomena=("step",), n_steps=4, progress=False, figures=False)
     e = report["step"]
     assert set(e["truth"]["lesions"]) == {"A1"} and e["truth"]["key"] == "peak_mean"
     assert "OFF carries the step" in e["criteria"] and len(e["fidelity"]) == 2
