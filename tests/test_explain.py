@@ -64,7 +64,8 @@ def test_no_ground_truth_for_a_model_not_fitted_to_the_simulator(tmp_path):
     model = RetinaCNN.random(3, seed=0, per_unit=False)
     report = explain(model, tmp_path, phenomena=("latency",), n_steps=4, figures=False)
     assert "truth" not in report["latency"] and "criteria" not in report["latency"]
-    assert "no ground truth: the model was not trained on the in-silico retina" in (tmp_path / "summary.txt").read_text()
+    text = (tmp_path / "summary.txt").read_text()
+    assert "no ground truth: the model was not trained on the in-silico retina" in text
 
 
 def test_simulator_truth_for_the_osr_is_the_slow_on_pathway(tmp_path):

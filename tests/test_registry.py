@@ -61,10 +61,9 @@ def test_a_registered_phenomenon_is_swept(step, tmp_path):
 
 
 def test_a_registered_phenomenon_is_explained(step, tmp_path):
-    from retina.explain import explain
-
     import json
 
+    from retina.explain import explain
     from retina.insilico import InSilicoRetina
 
     cells = InSilicoRetina().cells[:2]            # the metadata of a model fitted to the simulator's cells
