@@ -378,7 +378,8 @@ def info(model):
     click.echo(repr(net))
     click.echo(f"scale/shift: {'per channel' if net.per_channel else 'per unit'}")
     click.echo(f"cells: {', '.join(net.cell_ids)}")
-    click.echo(f"norm_stats: {net.norm_stats}")
+    click.echo(f"norm_stats: {net.norm_stats} ({net.input_units} units)")
+    click.echo(f"response bin: window [i, i + {net.history}) -> bin i + {net.history - 1 + net.response_offset}")
     click.echo(f"content hash: {net.content_hash()}")
 
 
