@@ -176,10 +176,59 @@ def _cluster(scheduler, workers, quiet):
         yield client
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Guarded(click.Group):
+    """The command group: every failure ends in one clear line and a non-zero exit, never a traceback.
+
+    Errors the commands foresee are ``click`` errors already; anything else is caught here and reported in
+    one line (``--debug`` shows the traceback).  Ctrl-C says how to resume; a full disk says so.
+    """
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted: rerun the same command to resume from what was written", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            if _DEBUG["on"]:
+                raise
+            raise click.ClickException(_one_line(exc)) from None
+
+
+_DEBUG = {"on": False}
+
+
+def _one_line(exc: BaseException) -> str:
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return ("the disk is full (no space left on device) while writing; the partial output is kept: free "
+                f"space and rerun the same command to resume ({exc.filename or ''})").replace(" ()", "")
+    if isinstance(exc, MemoryError):
+        return "out of memory: use a smaller size (or --max-memory to be refused before allocating)"
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename or exc}"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text} (an unexpected error; rerun with --debug for the traceback)"
+
+
+@click.group(cls=Guarded, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="retina")
-def main():
+@click.option("--debug", is_flag=True, help="Show the full traceback of an unexpected error.")
+@click.option("--max-memory", default=None, metavar="SIZE",
+              help="Memory budget (e.g. 8G): work that would need more is refused before allocating. Default: "
+                   "the memory available.")
+def main(debug, max_memory):
     """retina: deep-network models of the retina, attributed and reduced to mechanisms."""
+    from ._resources import set_max_memory
+
+    _DEBUG["on"] = debug
+    try:
+        set_max_memory(max_memory)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-memory") from None
     _setup_logging()
 
 

@@ -24,7 +24,7 @@ from ._progress import progress_bar
 from ._validate import check_int
 from ._version import __version__
 from .insilico import InSilicoRetina
-from .io import finish_partial, open_partial
+from .io import close_partial, finish_partial, open_partial
 from .io.dataset import DATASET_FORMAT, Dataset, create_layout, decode_uint8, encode_uint8, load_dataset
 from .io.dataset import SCHEMA_VERSION as DATASET_SCHEMA
 from .stimuli import bar_motion, bar_noise, flash_sequence, full_field_noise, natural_movie, white_noise
@@ -261,15 +261,22 @@ def simulate_dataset(path: str | os.PathLike, kind: str = "naturalscene", *, ret
     if options:
         settings["stimulus_options"] = options
     settings["events"] = sorted(EVENTS.get(kind, {}))
-    f, created = open_partial(path, settings, fmt=DATASET_FORMAT, schema_version=DATASET_SCHEMA,
-                              attrs=dict(generator="retina simulate", kind=kind,
-                                         cell_types=json.dumps(sim.cell_types),
-                                         cell_positions=json.dumps([[c.y, c.x] for c in sim.cells])))
+    attrs = dict(generator="retina simulate", kind=kind, cell_types=json.dumps(sim.cell_types),
+                 cell_positions=json.dumps([[c.y, c.x] for c in sim.cells]))
+    f, created = open_partial(path, settings, fmt=DATASET_FORMAT, schema_version=DATASET_SCHEMA, attrs=attrs)
+    if not created and not _heal(f, chunk, n_train, clip, n_cells):
+        # the training stream's state cannot be trusted: start the file afresh (same settings, same bytes)
+        close_partial(f, path)
+        from .io import partial_path
+
+        partial_path(path).unlink()
+        f, created = open_partial(path, settings, fmt=DATASET_FORMAT, schema_version=DATASET_SCHEMA, attrs=attrs)
     if created:
         create_layout(f, {"train": n_train, "test": n_test}, (h, w), n_cells, repeats, EVENTS.get(kind, {}))
         f.create_group("_resume").attrs.update(train_done=0, test_done=0)
         _save_state(f["_resume"].create_group("state"), sim.initial_state())
     job = _SimJob(kind, int(seed), (h, w), options, sim, chunk, n_train, clip, repeats)
+    complete = False
     try:
         res = f["_resume"]
         state = {k: res["state"][k][()] for k in res["state"]}
@@ -313,6 +320,44 @@ def simulate_dataset(path: str | os.PathLike, kind: str = "naturalscene", *, ret
         tr = f["train/response"]
         tr["firing_rate_10ms"][...] = smooth_rate(tr["binned"][()]).astype(np.float32)
         del f["_resume"]
+        complete = True
     finally:
-        f.close()
+        if complete:
+            f.close()
+        else:
+            close_partial(f, path)   # resumable; the output's lock is released
     return finish_partial(path)
+
+
+def _heal(f, chunk, n_train, clip, n_cells) -> bool:
+    """Check what a resumed partial file says is done really reads back (a kill mid-write can leave chunks
+    that do not).  Test clips found unreadable are redone (their counter is lowered); an unreadable training
+    chunk or state means the stream must start again (returns False)."""
+    from .io import readable
+
+    try:
+        res = f["_resume"]
+        done = int(res.attrs["train_done"])
+        for k in res["state"]:
+            if not readable(res["state"][k]):
+                return False
+        g = f["train"]
+        for i in range(done):
+            t0, t1 = i * chunk, min((i + 1) * chunk, n_train)
+            regions = [(g["stimulus"], np.s_[t0:t1]), (g["response/rate"], np.s_[:, t0:t1]),
+                       (g["response/binned"], np.s_[:, t0:t1])]
+            regions += [(g["events"][k], np.s_[t0:t1]) for k in g["events"]] if "events" in g else []
+            if not all(readable(ds, r) for ds, r in regions):
+                return False
+        g = f["test"]
+        for i in range(int(res.attrs["test_done"])):
+            t0, t1 = i * clip, (i + 1) * clip
+            regions = [(g["stimulus"], np.s_[t0:t1]), (g["response/rate"], np.s_[:, t0:t1]),
+                       (g["response/binned"], np.s_[:, t0:t1]), (g["response/firing_rate_10ms"], np.s_[:, t0:t1])]
+            regions += [(g["repeats"][k], np.s_[:, t0:t1]) for k in g["repeats"]]
+            if not all(readable(ds, r) for ds, r in regions):
+                res.attrs["test_done"] = i
+                break
+        return True
+    except (OSError, KeyError, ValueError, RuntimeError):
+        return False

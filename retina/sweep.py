@@ -45,7 +45,7 @@ import numpy as np
 
 from . import phenomena as P
 from ._progress import progress_bar
-from .io import atomic_h5, finish_partial, open_partial
+from .io import atomic_h5, close_partial, finish_partial, open_partial
 from .io._files import check_format, open_h5, text
 from .io.results import (
     SCHEMA_VERSIONS,
@@ -348,12 +348,14 @@ def sweep(model, phenomenon: str | P.Phenomenon, grid: dict | None = None, *, co
     measures: dict[int, dict] = {}
     results: dict[int, object] = {}
     stats: dict = {}
+    complete = False
     try:
         todo = []
         for i in mine:
             key = f"point{i:05d}"
-            if f is not None and key in f and f[key].attrs.get("done", False):
-                measures[i] = read_point_measures(f[key])
+            kept = _finished_point(f, key) if f is not None else None
+            if kept is not None:
+                measures[i] = kept
                 results[i] = None
             else:
                 todo.append(i)
@@ -377,12 +379,41 @@ def sweep(model, phenomenon: str | P.Phenomenon, grid: dict | None = None, *, co
                 write_sweep_tables(f, grid, [measures[i] for i in mine], None if grid is not None else points)
             else:
                 f.attrs["shard"] = f"{shard[0]}/{shard[1]}"
+        complete = True
     finally:
         if f is not None:
-            f.close()
+            if complete:
+                f.close()
+            else:
+                close_partial(f, out)     # resumable; the output's lock is released
     path = finish_partial(out) if out is not None else None
     return SweepResult(phenomenon, grid if shard is None else None, [points[i] for i in mine],
                        [measures[i] for i in mine], path, [results[i] for i in mine], stats)
+
+
+def _finished_point(f, key):
+    """A point's measures if the partial file holds it complete and readable, else None (it is then redone:
+    a run killed while writing it may have left it half-written)."""
+    from .io import readable
+
+    if key not in f:
+        return None
+    try:
+        g = f[key]
+        if not g.attrs.get("done", False):
+            return None
+        measures = read_point_measures(g)
+        bad = []
+        g.visititems(lambda name, obj: bad.append(name) if hasattr(obj, "dtype") and not readable(obj) else None)
+        if bad:
+            raise OSError(f"unreadable datasets {bad[:3]}")
+        return measures
+    except (OSError, KeyError, ValueError, RuntimeError):
+        try:
+            del f[key]
+        except (OSError, KeyError, RuntimeError):
+            pass
+        return None
 
 
 def load_sweep(path: str | os.PathLike) -> SweepResult:

@@ -26,12 +26,14 @@ def test_round_trip(tmp_path, rng):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_float32_storage(tmp_path):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_storage_type_round_trips_through_the_checked_loader(tmp_path, dtype):
     m = small_model()
     from retina.io import save_model
-    save_model(m, tmp_path / "m.h5", dtype=np.float32)
-    m2 = load_model(tmp_path / "m.h5", verify_hash=False)
+    save_model(m, tmp_path / "m.h5", dtype=dtype)
+    m2 = load_model(tmp_path / "m.h5")            # the content hash is checked: no verify_hash=False needed
     np.testing.assert_allclose(m2.w1, m.w1, rtol=1e-6)
+    assert m2.response_offset == m.response_offset and m2.input_units == m.input_units
 
 
 def test_missing_file(tmp_path):
@@ -81,7 +83,7 @@ def test_wrong_shape(tmp_path):
         w = f["weights/w3"][()]
         del f["weights/w3"]
         f["weights/w3"] = w[:, :-1]
-    with pytest.raises(ValueError, match="w3 must have shape"):
+    with pytest.raises(ValueError, match="w3.? must have shape"):
         load_model(_mutate(tmp_path, bad))
 
 
@@ -89,7 +91,7 @@ def test_wrong_dtype(tmp_path):
     def bad(f):
         del f["weights/scale3"]
         f["weights/scale3"] = np.array(["a", "b", "c"], dtype="S1")
-    with pytest.raises(ValueError, match="floating point"):
+    with pytest.raises(ValueError, match="floating point|numeric array"):
         load_model(_mutate(tmp_path, bad))
 
 

@@ -19,7 +19,16 @@ No pickled objects are ever read or written.
 """
 
 from . import checkpoint, dataset, model, results, stimulus
-from ._files import atomic_h5, atomic_text, finish_partial, open_h5, open_partial, partial_path
+from ._files import (
+    atomic_h5,
+    atomic_text,
+    close_partial,
+    finish_partial,
+    open_h5,
+    open_partial,
+    partial_path,
+    readable,
+)
 from .checkpoint import load_checkpoint, save_checkpoint
 from .dataset import load_dataset
 from .model import SCHEMA_VERSION, bundled_path, load_model, save_model
@@ -27,10 +36,9 @@ from .results import save_attribution, save_explain, save_rates
 from .stimulus import load_stimulus, read_stimulus, save_stimulus
 
 __all__ = ["FORMATS", "SCHEMA_VERSION", "atomic_h5", "atomic_text", "open_h5", "open_partial", "finish_partial",
-           "partial_path", "load_model", "save_model", "bundled_path", "load_stimulus", "read_stimulus",
-           "save_stimulus",
-           "save_rates", "save_attribution", "save_explain", "save_checkpoint", "load_checkpoint", "load_dataset",
-           "model_hash"]
+           "close_partial", "readable", "partial_path", "load_model", "save_model", "bundled_path", "load_stimulus",
+           "read_stimulus", "save_stimulus", "save_rates", "save_attribution", "save_explain", "save_checkpoint",
+           "load_checkpoint", "load_dataset", "model_hash"]
 
 FORMATS = {
     model.MODEL_FORMAT: model.SCHEMA_VERSION,

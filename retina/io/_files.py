@@ -25,8 +25,10 @@ import numpy as np
 
 from .._version import __version__
 
-__all__ = ["atomic_h5", "atomic_text", "open_h5", "open_partial", "finish_partial", "partial_path", "settings_hash",
-           "labelled", "axis", "write_scalars", "write_labelled", "write_table", "attr_value", "text", "check_format"]
+__all__ = ["atomic_h5", "atomic_text", "open_h5", "check_regular_file", "check_self_contained", "dataset",
+           "open_partial", "finish_partial", "close_partial", "lock_output", "unlock_output", "readable",
+           "partial_path", "settings_hash", "labelled", "axis", "write_scalars",
+           "write_labelled", "write_table", "attr_value", "text", "check_format"]
 
 
 def _publish(tmp, path):
@@ -70,20 +72,108 @@ def atomic_text(path, content):
     return Path(path)
 
 
-def open_h5(path, what):
-    """Open an existing HDF5 file for reading, with errors naming ``what`` and the path."""
-    import h5py
+MAX_OBJECTS = 100_000
+"""Most groups and datasets a file this package reads may hold (a guard against crafted files)."""
+
+
+def check_regular_file(path, what):
+    """``path`` must be an existing regular file (not a directory, FIFO, device or socket: those hang or lie)."""
+    import stat
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} file not found: {str(path)!r}")
-    if path.is_dir():
-        raise ValueError(f"{what} path must be an HDF5 file, got a directory: {str(path)!r}")
     try:
-        return h5py.File(path, "r")
+        st = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} file not found: {str(path)!r}") from None
+    except OSError as exc:
+        raise ValueError(f"{what} file {str(path)!r} cannot be examined: {exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{what} path must be an HDF5 file, got a directory: {str(path)!r}")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{what} path {str(path)!r} is not a regular file (a FIFO, device or socket): refused")
+    return path
+
+
+def check_self_contained(f, path, what):
+    """Refuse a file whose contents come from elsewhere: external or soft links, virtual datasets, datasets
+    with external raw storage.  Every byte a loader reads must be in this file."""
+    import h5py
+
+    count = 0
+    stack = [f]
+    while stack:
+        g = stack.pop()
+        for name in g:
+            count += 1
+            if count > MAX_OBJECTS:
+                raise ValueError(f"{what} file {str(path)!r} holds more than {MAX_OBJECTS} objects: refused")
+            link = g.get(name, getlink=True)
+            full = f"{g.name.rstrip('/')}/{name}"
+            if isinstance(link, h5py.ExternalLink):
+                raise ValueError(f"{what} file {str(path)!r} links {full!r} to another file "
+                                 f"({link.filename}:{link.path}): external links are refused")
+            if isinstance(link, h5py.SoftLink):
+                raise ValueError(f"{what} file {str(path)!r} has a soft link {full!r} -> {link.path!r}: links "
+                                 "are refused (this package never writes them)")
+            obj = g.get(name)
+            if isinstance(obj, h5py.Group):
+                stack.append(obj)
+            elif isinstance(obj, h5py.Dataset):
+                if obj.is_virtual:
+                    raise ValueError(f"{what} file {str(path)!r}: dataset {full!r} is virtual (its data live in "
+                                     "other files): refused")
+                if obj.external:
+                    raise ValueError(f"{what} file {str(path)!r}: dataset {full!r} keeps its data in external "
+                                     f"files {[e[0] for e in obj.external][:3]}: refused")
+
+
+def open_h5(path, what, *, strict=True):
+    """Open an existing HDF5 file for reading, with errors naming ``what`` and the path.
+
+    ``strict`` (default): refuse special files and files whose data come from
+    elsewhere (:func:`check_self_contained`).
+    """
+    import h5py
+
+    path = check_regular_file(path, what)
+    try:
+        f = h5py.File(path, "r", locking=False)
     except OSError as exc:
         raise ValueError(f"{what} file {str(path)!r} is not a readable HDF5 file "
                          f"(truncated, corrupt or another format): {exc}") from None
+    if strict:
+        try:
+            check_self_contained(f, path, what)
+        except BaseException:
+            f.close()
+            raise
+    return f
+
+
+def dataset(f, key, path, what, *, shape=None, max_bytes=1 << 31):
+    """The dataset ``key`` of an open file, checked before any read: a dataset (not a group), with a shape,
+    numeric, of the expected ``shape`` (``None`` entries free) and no larger than ``max_bytes``."""
+    import h5py
+
+    obj = f.get(key)
+    if obj is None:
+        raise ValueError(f"{what} file {str(path)!r} is malformed: '/{key}' is missing")
+    if not isinstance(obj, h5py.Dataset):
+        raise ValueError(f"{what} file {str(path)!r} is malformed: '/{key}' must be a dataset, got a "
+                         f"{type(obj).__name__}")
+    if obj.shape is None or obj.dtype.kind not in "biuf":
+        raise ValueError(f"{what} file {str(path)!r} is malformed: '/{key}' must be a numeric array, got dtype "
+                         f"{obj.dtype} and shape {obj.shape}")
+    if shape is not None and (len(shape) != obj.ndim or any(w is not None and w != g for w, g in
+                                                            zip(shape, obj.shape))):
+        want = "(" + ", ".join("any" if w is None else str(w) for w in shape) + ")"
+        raise ValueError(f"{what} file {str(path)!r} is malformed: '/{key}' must have shape {want}, declares "
+                         f"{obj.shape}")
+    nbytes = int(np.prod(obj.shape, dtype=np.float64)) * obj.dtype.itemsize
+    if nbytes > max_bytes:
+        raise ValueError(f"{what} file {str(path)!r}: '/{key}' declares {nbytes / 1e9:.3g} GB, more than the "
+                         f"{max_bytes / 1e9:.3g} GB allowed for it")
+    return obj
 
 
 def text(v):
@@ -129,42 +219,122 @@ def settings_hash(settings):
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
+_LOCKS: dict[str, object] = {}
+
+
+def lock_output(path):
+    """Take the lock of output ``path`` (``PATH.lock``, an advisory ``flock``): one writer per output.
+
+    A second run on the same output, in this or another process, is refused
+    with a clear error; the lock dies with its process, so a killed run
+    never leaves a stale one.  Released by :func:`unlock_output`.
+    """
+    import fcntl
+
+    key = str(Path(path).resolve())
+    if key in _LOCKS:
+        raise RuntimeError(f"output {str(path)!r} is already being written by this process")
+    lock = Path(key + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(lock, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise RuntimeError(f"output {str(path)!r} is being written by another run (lock {str(lock)!r} is held); "
+                           "wait for it to finish, or choose another output") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    _LOCKS[key] = fh
+    return lock
+
+
+def unlock_output(path):
+    """Release the lock taken by :func:`lock_output` (no-op when not held) and remove the lock file."""
+    import fcntl
+
+    key = str(Path(path).resolve())
+    fh = _LOCKS.pop(key, None)
+    if fh is None:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(key + ".lock")
+    fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    fh.close()
+
+
 def open_partial(path, settings, *, fmt, schema_version, attrs=None):
     """Open the resumable output ``PATH.partial`` for ``settings``: ``(file, created)``.
 
-    An existing partial file written with the same settings (its
-    ``settings_hash``) is reopened for appending (``created`` False); one
-    with other settings, or unreadable, is replaced by a new file carrying
-    ``format``, ``schema_version``, ``retina_version``, ``settings_hash``,
-    ``settings`` (JSON, for provenance) and ``attrs``.
+    Takes the output's lock first (:func:`lock_output`: a concurrent run on
+    the same output is refused, never interleaved).  An existing partial file
+    written with the same settings (its ``settings_hash``) is reopened for
+    appending (``created`` False); one with other settings, or unreadable, is
+    replaced by a new file carrying ``format``, ``schema_version``,
+    ``retina_version``, ``settings_hash``, ``settings`` (JSON, for
+    provenance) and ``attrs``.  Close it with :func:`close_partial` (or
+    finish it with :func:`finish_partial`), which releases the lock.
     """
     import h5py
 
     partial = partial_path(path)
     partial.parent.mkdir(parents=True, exist_ok=True)
-    digest = settings_hash(settings)
-    if partial.exists():
-        try:
-            f = h5py.File(partial, "a")
-        except OSError:
-            f = None
-        if f is not None:
-            if text(f.attrs.get("settings_hash")) == digest:
-                return f, False
+    lock_output(path)
+    try:
+        digest = settings_hash(settings)
+        if partial.exists():
+            try:
+                f = h5py.File(partial, "a")
+            except OSError:
+                f = None
+            if f is not None:
+                try:
+                    same = text(f.attrs.get("settings_hash")) == digest
+                except (OSError, KeyError):
+                    same = False
+                if same:
+                    return f, False
+                f.close()
+            partial.unlink()
+        f = h5py.File(partial, "w")
+        f.attrs.update(format=fmt, schema_version=schema_version, retina_version=__version__,
+                       settings_hash=digest, settings=json.dumps(settings, default=str))
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = attr_value(v)
+        f.flush()
+        return f, True
+    except BaseException:
+        unlock_output(path)
+        raise
+
+
+def close_partial(f, path):
+    """Close an unfinished partial file (it stays resumable) and release the output's lock."""
+    try:
+        if f is not None and f.id.valid:
             f.close()
-        partial.unlink()
-    f = h5py.File(partial, "w")
-    f.attrs.update(format=fmt, schema_version=schema_version, retina_version=__version__, settings_hash=digest,
-                   settings=json.dumps(settings, default=str))
-    for k, v in (attrs or {}).items():
-        f.attrs[k] = attr_value(v)
-    return f, True
+    finally:
+        unlock_output(path)
 
 
 def finish_partial(path):
-    """Rename the completed ``PATH.partial`` (closed) to ``PATH``, durably; returns ``PATH``."""
-    _publish(partial_path(path), Path(path))
+    """Rename the completed ``PATH.partial`` (closed) to ``PATH``, durably, and release the lock; returns ``PATH``."""
+    try:
+        _publish(partial_path(path), Path(path))
+    finally:
+        unlock_output(path)
     return Path(path)
+
+
+def readable(obj, region=None) -> bool:
+    """Whether a dataset (or a region of it) reads back: a run killed mid-write can leave chunks that do not."""
+    try:
+        obj[region if region is not None else ()]
+        return True
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return False
 
 
 # ------------------------------------------------------------------ labelled axes

@@ -31,7 +31,7 @@ import numpy as np
 
 from .._version import __version__
 from ..model import PARAM_NAMES, RetinaCNN, content_hash
-from ._files import atomic_h5, attr_value, open_h5
+from ._files import atomic_h5, attr_value, dataset, open_h5
 
 __all__ = ["save_model", "load_model", "bundled_path", "SCHEMA_VERSION", "MODEL_FORMAT"]
 
@@ -53,7 +53,7 @@ def save_model(model: RetinaCNN, path: str | os.PathLike, *, dtype=None) -> Path
         f.attrs.update({
             "format": MODEL_FORMAT, "schema_version": SCHEMA_VERSION, "retina_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "content_hash": content_hash(model), "history": model.history,
+            "content_hash": content_hash(_as_stored(model, dtype)), "history": model.history,
             "frame_height": model.frame_shape[0], "frame_width": model.frame_shape[1],
             "n_cells": model.n_cells, "channels1": model.shape1[0], "channels2": model.shape2[0],
             "response_offset": int(model.response_offset), "input_units": model.input_units,
@@ -70,6 +70,56 @@ def save_model(model: RetinaCNN, path: str | os.PathLike, *, dtype=None) -> Path
         for k, v in model.metadata.items():
             prov.attrs[str(k)] = attr_value(v)
     return Path(path)
+
+
+_MAX_ARRAY_BYTES = 1 << 30
+"""Largest parameter array a model file may declare (1 GiB; the published models' largest is 0.6 MB)."""
+
+
+def _declared_shapes(f, path):
+    """Every parameter array's shape, from the root attributes and the layer-1/2 kernels' declared shapes,
+    before any array is read: a crafted file cannot make the loader allocate what the architecture does not need."""
+    try:
+        h, w = int(f.attrs["frame_height"]), int(f.attrs["frame_width"])
+        hist, n = int(f.attrs["history"]), int(f.attrs["n_cells"])
+        c1, c2 = int(f.attrs["channels1"]), int(f.attrs["channels2"])
+    except KeyError as exc:
+        raise ValueError(f"{str(path)!r} is malformed: root attribute {exc} is missing") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"{str(path)!r} is malformed: the architecture attributes are not integers") from None
+    for name, v in (("frame_height", h), ("frame_width", w), ("history", hist), ("n_cells", n),
+                    ("channels1", c1), ("channels2", c2)):
+        if not 1 <= v <= 100_000:
+            raise ValueError(f"{str(path)!r} is malformed: {name} = {v} is out of range")
+    w1 = dataset(f, "weights/w1", path, "model", shape=(c1, hist, None, None), max_bytes=_MAX_ARRAY_BYTES)
+    w2 = dataset(f, "weights/w2", path, "model", shape=(c2, c1, None, None), max_bytes=_MAX_ARRAY_BYTES)
+    k1, k1w = w1.shape[2:]
+    k2, k2w = w2.shape[2:]
+    h1, w1_ = h - k1 + 1, w - k1w + 1
+    h2, w2_ = h1 - k2 + 1, w1_ - k2w + 1
+    if min(h1, w1_, h2, w2_) < 1:
+        raise ValueError(f"{str(path)!r} is malformed: kernels {w1.shape[2:]} and {w2.shape[2:]} do not fit the "
+                         f"frame ({h}, {w})")
+
+    def affine(c, hh, ww):
+        return (c, None, None)   # per unit (c, hh, ww) or per channel (c, 1, 1): checked by RetinaCNN
+
+    return {"w1": (c1, hist, k1, k1w), "w2": (c2, c1, k2, k2w), "scale1": affine(c1, h1, w1_),
+            "shift1": affine(c1, h1, w1_), "scale2": affine(c2, h2, w2_), "shift2": affine(c2, h2, w2_),
+            "w3": (n, c2 * h2 * w2_), "scale3": (n,), "shift3": (n,)}
+
+
+class _Stored:
+    """The arrays of ``model`` as a file of storage type ``dtype`` will give them back (for the content hash)."""
+
+    def __init__(self, model, dtype):
+        self.frame_shape, self.history = model.frame_shape, model.history
+        for name in _ARRAYS:
+            setattr(self, name, np.asarray(getattr(model, name), dtype))
+
+
+def _as_stored(model, dtype):
+    return model if np.dtype(dtype) == np.float64 else _Stored(model, dtype)
 
 
 def bundled_path(name):
@@ -89,6 +139,8 @@ def load_model(path: str | os.PathLike, *, verify_hash: bool = True) -> RetinaCN
     (unless ``verify_hash=False``) that the arrays match the stored content
     hash.  Raises ``FileNotFoundError`` or ``ValueError`` naming the problem.
     """
+    import h5py
+
     if isinstance(path, str) and path == "default":
         bundled = bundled_path("default")
         if not bundled.is_file():
@@ -114,13 +166,12 @@ def load_model(path: str | os.PathLike, *, verify_hash: bool = True) -> RetinaCN
         if ver is None or int(ver) < 1 or int(ver) > SCHEMA_VERSION:
             raise ValueError(f"{str(path)!r} has model schema_version {ver}; this retina "
                              f"({__version__}) reads versions 1..{SCHEMA_VERSION}")
-        if "weights" not in f:
+        if "weights" not in f or not isinstance(f["weights"], h5py.Group):
             raise ValueError(f"{str(path)!r} is malformed: group '/weights' is missing")
+        shapes = _declared_shapes(f, path)
         arrays = {}
         for name in _ARRAYS:
-            if name not in f["weights"]:
-                raise ValueError(f"{str(path)!r} is malformed: dataset '/weights/{name}' is missing")
-            ds = f["weights"][name]
+            ds = dataset(f, f"weights/{name}", path, "model", shape=shapes[name], max_bytes=_MAX_ARRAY_BYTES)
             if ds.dtype.kind != "f":
                 raise ValueError(f"{str(path)!r} is malformed: '/weights/{name}' must be floating point, "
                                  f"got dtype {ds.dtype}")
@@ -143,7 +194,10 @@ def load_model(path: str | os.PathLike, *, verify_hash: bool = True) -> RetinaCN
                           input_units=units, response_offset=offset)
     except ValueError as exc:
         raise ValueError(f"{str(path)!r} holds inconsistent model arrays: {exc}") from None
-    if verify_hash and stored_hash is not None:
+    if verify_hash and stored_hash is None:
+        raise ValueError(f"{str(path)!r} has no content_hash, so its arrays cannot be checked; load it with "
+                         "verify_hash=False only to recover a file you trust")
+    if verify_hash:
         if isinstance(stored_hash, bytes):
             stored_hash = stored_hash.decode()
         if content_hash(model) != stored_hash:
