@@ -16,6 +16,7 @@ from ._version import __version__
 from .units import FRAME_MS
 
 BACKEND = click.Choice(["auto", "cpu", "gpu"])
+SEED = click.IntRange(0, 2**63 - 1)
 DTYPE = click.Choice(["float32", "float64"])
 
 
@@ -151,6 +152,31 @@ def _fail(exc):
     raise click.ClickException(str(exc)) from None
 
 
+def _check_output(path, *inputs, directory=False, option="--output"):
+    """An output the command can write, checked before any work: not one of its inputs, in a writable folder."""
+    out = Path(path).expanduser()
+    for src in inputs:
+        if src is None or src in ("default", "random", "insilico"):
+            continue
+        src_p = Path(src).expanduser()
+        if out.resolve() == src_p.resolve() or (out.exists() and src_p.exists() and os.path.samefile(out, src_p)):
+            raise click.BadParameter(f"{str(path)!r} is also an input of this command ({str(src)!r}); writing it "
+                                     "would destroy the input", param_hint=option)
+    folder = out if directory else (out.parent if str(out.parent) else Path("."))
+    if folder.exists() and not folder.is_dir():
+        raise click.BadParameter(f"{str(folder)!r} is not a folder", param_hint=option)
+    if not directory and out.is_dir():
+        raise click.BadParameter(f"{str(path)!r} is a folder; give a file name", param_hint=option)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot create the folder {str(folder)!r}: {exc.strerror or exc}",
+                                 param_hint=option) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"the folder {str(folder)!r} is not writable", param_hint=option)
+    return out
+
+
 def cluster_options(fn):
     """``--scheduler`` / ``--workers``: run on an existing Dask cluster or an embedded local one."""
     fn = click.option("--workers", type=click.IntRange(1), default=None,
@@ -239,7 +265,7 @@ def main(debug, max_memory):
 @click.option("--kind", type=click.Choice(["natural", "white_noise"]), default="natural", show_default=True,
               help="Stimulus to generate when --stimulus is not given.")
 @click.option("--frames", type=click.IntRange(1), default=3000, show_default=True, help="Frames to generate.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random model and stimulus.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random model and stimulus.")
 @click.option("--cells", "n_cells", type=click.IntRange(1), default=5, show_default=True,
               help="Cells of the random model.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="rates.h5", show_default=True)
@@ -255,17 +281,22 @@ def predict(model, stimulus_path, kind, frames, seed, n_cells, output, backend, 
     The stimulus' units come from its file (contrast for this package's files, raw intensity for a lab file)
     or are given with --units; the movie is converted with the model's norm_stats.
     """
+    from ._resources import check_memory
     from .io import read_stimulus, save_rates
     from .stimuli import natural_movie, white_noise
 
     _quiet(quiet)
+    _check_output(output, stimulus_path, model)
     try:
+        check_memory(n_cells * 8 * 26 * 26 * 8 * 3, f"a random model with {n_cells} cells")
         net = _load_model(model, seed, n_cells)
         if stimulus_path:
             movie, file_units = read_stimulus(stimulus_path)
             source = os.path.abspath(stimulus_path)
         else:
             gen = natural_movie if kind == "natural" else white_noise
+            check_memory(frames * net.frame_shape[0] * net.frame_shape[1] * 4 * 3,
+                         f"a {kind} movie of {frames} frames")
             movie, source = gen(frames, net.frame_shape, seed=seed + 1).movie, f"{kind}(seed={seed + 1})"
             file_units = "contrast"
         units = units or file_units
@@ -285,12 +316,15 @@ def predict(model, stimulus_path, kind, frames, seed, n_cells, output, backend, 
 @main.command("random-model")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
 @click.option("--cells", "n_cells", type=click.IntRange(1), default=5, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--per-channel", is_flag=True, help="Per-channel (not per-unit) scale/shift.")
 def random_model(output, n_cells, seed, per_channel):
     """Write a seeded random model (trained-like statistics) to an HDF5 model file."""
+    from ._resources import check_memory
     from .model import RetinaCNN
 
+    _check_output(output)
+    check_memory(n_cells * 8 * 26 * 26 * 8 * 3, f"a random model with {n_cells} cells")
     RetinaCNN.random(n_cells, seed=seed, per_unit=not per_channel).save(output)
     click.echo(f"wrote {output}")
 
@@ -310,7 +344,7 @@ def _parse_value(text):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
 @click.option("--frames", type=click.IntRange(1), default=1000, show_default=True,
               help="Length, for generators that take n_frames.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed, for random generators.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed, for random generators.")
 @click.option("-p", "--param", "params", multiple=True, type=Assignment(_parse_value, "VALUE"),
               help="Generator argument (JSON value), e.g. -p speed=0.14 -p reverse_at=25. Repeatable, each NAME once.")
 def stimulus(kind, output, frames, seed, params):
@@ -331,6 +365,17 @@ def stimulus(kind, output, frames, seed, params):
         kwargs["n_frames"] = frames
     if "seed" in sig and "seed" not in kwargs:
         kwargs["seed"] = seed
+    _check_output(output)
+    from ._resources import check_disk, check_memory
+
+    try:
+        n = int(kwargs.get("n_frames", frames))
+        fh, fw = (int(v) for v in kwargs.get("frame_shape", (50, 50)))
+        canvas = int(kwargs.get("canvas", 0) or 0)
+    except (TypeError, ValueError):
+        raise click.BadParameter("n_frames, frame_shape and canvas must be integers", param_hint="--param") from None
+    check_memory(n * fh * fw * 8 * 2 + canvas * canvas * 8 * 4, f"a {kind} movie of {n} frames of {fh}x{fw}")
+    check_disk(output, n * fh * fw * 4, f"a {kind} movie of {n} frames")
     try:
         stim = gen(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -357,7 +402,7 @@ stimulus.help = (stimulus.help or "") + "\n\nKIND is one of: " + ", ".join(_gene
 @click.option("--clip-seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True)
 @click.option("--repeats", type=click.IntRange(1), default=20, show_default=True,
               help="Poisson repeats of each test clip.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Simulator parameter JSON (default: the calibrated set).")
 @click.option("--lesion", multiple=True, type=Registered(_lesions),
@@ -375,8 +420,11 @@ def simulate(output, kind, natural_minutes, noise_minutes, test_clips, clip_seco
     from .insilico import InSilicoRetina
 
     _quiet(quiet)
-    os.makedirs(output, exist_ok=True)
-    sim = InSilicoRetina(params_path, lesion=list(lesion))
+    _check_output(output, params_path, directory=True)
+    try:
+        sim = InSilicoRetina(params_path, lesion=list(lesion))
+    except (ValueError, OSError) as exc:
+        _fail(f"--params {params_path}: {exc}" if params_path else exc)
     kinds = ["naturalscene", "whitenoise"] if kind == "both" else [kind]
     with _cluster(scheduler, workers, quiet) as client:
         for k in kinds:
@@ -512,7 +560,7 @@ def attribute(model, stimulus_path, layer, cells, steps, method, kinks, pool, da
 @click.option("--channels", type=IntList(), default="8,8", show_default=True)
 @click.option("--kernel-sizes", type=IntList(), default="15,11", show_default=True)
 @click.option("--history", type=click.IntRange(1), default=40, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint file (default OUTPUT.ckpt); an existing one with the same settings is resumed.")
 @click.option("--seeds", type=IntList(), default=None,

@@ -244,16 +244,27 @@ def simulate_dataset(path: str | os.PathLike, kind: str = "naturalscene", *, ret
     sim = retina if retina is not None else InSilicoRetina()
     if not isinstance(sim, InSilicoRetina):
         raise ValueError(f"retina must be an InSilicoRetina, got {type(sim).__name__}")
-    if not train_minutes > 0:
-        raise ValueError(f"train_minutes must be > 0, got {train_minutes!r}")
-    test_clips = check_int("test_clips", test_clips, minimum=0)
-    repeats = check_int("repeats", repeats, minimum=1)
+    for name, value, top in (("train_minutes", train_minutes, 100_000.0), ("clip_s", clip_s, 3_600.0),
+                             ("chunk_s", chunk_s, 3_600.0)):
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and 0 < value <= top):
+            raise ValueError(f"{name} must be a finite number in (0, {top:g}], got {value!r}")
+    test_clips = check_int("test_clips", test_clips, minimum=0, maximum=100_000)
+    repeats = check_int("repeats", repeats, minimum=1, maximum=100_000)
+    check_int("seed", seed, minimum=0)
     chunk = max(1, int(round(chunk_s / DT)))
     clip = max(1, int(round(clip_s / DT)))
     n_train = int(round(train_minutes * 60 / DT))
     n_test = test_clips * clip
     n_cells = sim.n_cells
     h, w = sim.frame_shape
+    from ._resources import check_disk, check_memory
+
+    # per chunk: the movie (float64), the drive and the simulator's pathway outputs; a test clip's repeats
+    check_memory(chunk * h * w * 8 * 3 + clip * n_cells * repeats * 8 * 2 + clip * h * w * 8 * 3,
+                 f"simulating {kind} in chunks of {chunk} frames ({repeats} repeats per test clip)")
+    frame_bytes = h * w + n_cells * 10          # uint8 pixels; int16 counts, float32 rate and smoothed rate
+    check_disk(path, (n_train + n_test) * frame_bytes + n_test * n_cells * repeats * 2,
+               f"the {kind} dataset ({n_train + n_test} frames)")
     settings: dict[str, Any] = dict(
         kind=kind, train_frames=n_train, test_clips=test_clips, clip_frames=clip, repeats=repeats, chunk_frames=chunk,
         seed=int(seed), params=sim.params.to_dict(), lesion=list(sim.lesion), frame_shape=[h, w],

@@ -141,22 +141,45 @@ class InSilicoParams:
             raise ValueError(f"unknown in-silico parameters {sorted(unknown)}; known: {sorted(known)}")
         if "bipolar" in d:
             bip = _default_bipolars()
+            if not isinstance(d["bipolar"], dict):
+                raise ValueError("bipolar must map pathway names to their parameters")
             for name, v in d["bipolar"].items():
                 if name not in PATHWAYS:
                     raise ValueError(f"bipolar pathway must be one of {PATHWAYS}, got {name!r}")
                 bip[name] = BipolarParams(**v) if isinstance(v, dict) else v
             d["bipolar"] = bip
         if "ganglion" in d:
+            if not isinstance(d["ganglion"], dict):
+                raise ValueError("ganglion must map cell types to their parameters")
             d["ganglion"] = {k: GanglionParams(**v) if isinstance(v, dict) else v for k, v in d["ganglion"].items()}
-        p = cls(**d)
+        try:
+            p = cls(**d)
+        except TypeError as exc:
+            raise ValueError(f"in-silico parameters: {exc}") from None
         p.validate()
         return p
 
     @classmethod
     def from_json(cls, path):
-        """Read a parameter file written by :meth:`to_json`."""
-        with open(path) as fh:
-            return cls.from_dict(json.load(fh))
+        """Read a parameter file written by :meth:`to_json` (errors name the file and the problem)."""
+        def refuse(name):
+            raise ValueError(f"{name} is not a number in a parameter file")
+
+        try:
+            with open(path) as fh:
+                data = json.load(fh, parse_constant=refuse)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read the parameter file {str(path)!r}: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"the parameter file {str(path)!r} is not valid JSON: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"the parameter file {str(path)!r}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"the parameter file {str(path)!r} must hold a JSON object, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the parameter file {str(path)!r}: {exc}") from None
 
     @classmethod
     def default(cls):
@@ -184,7 +207,28 @@ class InSilicoParams:
         return copy.deepcopy(self)
 
     def validate(self):
-        """Raise ``ValueError`` naming the first parameter out of range."""
+        """Raise ``ValueError`` naming the first parameter out of range (every number must also be finite)."""
+        def numbers(obj, prefix):
+            if isinstance(obj, bool):
+                raise ValueError(f"{prefix} must be a number, got {obj!r}")
+            if isinstance(obj, (int, float)):
+                yield prefix, obj
+            elif isinstance(obj, dict):
+                for k, v in obj.items():
+                    yield from numbers(v, f"{prefix}[{k!r}]")
+            elif isinstance(obj, (list, tuple)):
+                for i, v in enumerate(obj):
+                    yield from numbers(v, f"{prefix}[{i}]")
+            elif hasattr(obj, "__dataclass_fields__"):
+                for f in fields(obj):
+                    yield from numbers(getattr(obj, f.name), f"{prefix}.{f.name}")
+            else:
+                raise ValueError(f"{prefix} must be a number, got {type(obj).__name__}")
+
+        for f in fields(self):
+            for name, v in numbers(getattr(self, f.name), f.name):
+                if not np.isfinite(v):
+                    raise ValueError(f"{name} must be finite, got {v!r}")
         pos = ["sigma_center_px", "sigma_surround_px", "gain", "sigma_amacrine_px", "tau_amacrine_ms",
                "tau_rec_amacrine_s", "sigma_ganglion_px", "tau_membrane_ms", "beta", "tau_gain_control_s",
                "truncate"]

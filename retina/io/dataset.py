@@ -244,8 +244,8 @@ def create_layout(f, splits, frame_shape, n_cells, repeats, events):
     h, w = frame_shape
     for split, n in splits.items():
         g = f.create_group(split)
-        ds = g.create_dataset("stimulus", (n, h, w), np.uint8, chunks=(min(max(n, 1), 500), h, w),
-                              compression="gzip", compression_opts=1)
+        ds = g.create_dataset("stimulus", (n, h, w), np.uint8, chunks=(min(n, 500), h, w) if n else None,
+                              compression="gzip" if n else None, compression_opts=1 if n else None)
         ds.attrs["encoding"] = "uint8-contrast"
         g.create_dataset("time", data=np.arange(n) * DT)
         r = g.create_group("response")

@@ -54,12 +54,14 @@ class TrainConfig:
             check_int(name, getattr(self, name), minimum=1)
         if self.batch % self.segments:
             raise ValueError(f"batch ({self.batch}) must be a multiple of segments ({self.segments})")
-        for name in ("lr", "bn_eps", "min_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("l2", "noise"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name, top in (("lr", 10.0), ("bn_eps", 1.0), ("min_lr", 10.0)):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 < v <= top):
+                raise ValueError(f"{name} must be in (0, {top:g}], got {v!r}")
+        for name, top in (("l2", 1e3), ("noise", 1e3)):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 <= v <= top):
+                raise ValueError(f"{name} must be in [0, {top:g}], got {v!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if not 0 < self.lr_factor < 1 or not 0 < self.bn_momentum <= 1:
@@ -72,6 +74,13 @@ class TrainConfig:
         self.freeze = tuple(frozen)
         self.channels = tuple(int(c) for c in self.channels)
         self.kernel_sizes = tuple(int(k) for k in self.kernel_sizes)
+        if len(self.channels) != 2 or not all(1 <= c <= 1024 for c in self.channels):
+            raise ValueError(f"channels must be two channel counts in 1..1024, got {self.channels}")
+        if len(self.kernel_sizes) != 2 or not all(1 <= k <= 255 for k in self.kernel_sizes):
+            raise ValueError(f"kernel_sizes must be two kernel sizes in 1..255, got {self.kernel_sizes}")
+        if not 1 <= self.history <= 10_000:
+            raise ValueError(f"history must be in 1..10000 frames, got {self.history}")
+        check_int("seed", self.seed, minimum=0)
         for name in ("stream_weights", "stream_loss_weights"):
             if getattr(self, name) is not None:
                 sw = [float(v) for v in getattr(self, name)]
