@@ -34,6 +34,8 @@ LAYERS = ("input", "conv1", "conv2")
 METHODS = ("midpoint", "trapezoid", "left", "right", "gauss-legendre")
 KINKS = ("secant", "node")
 POOLS = {"space": (1, 2), "rows": (1,)}
+MAX_STEPS = 100_000
+"""Most quadrature steps: the secant rule's error falls as steps**-2, so 1e5 steps are already exact in float64."""
 
 
 def quadrature(n_steps, method="midpoint"):
@@ -43,7 +45,7 @@ def quadrature(n_steps, method="midpoint"):
     (the authors' right Riemann sum); ``trapezoid``: ``n + 1`` nodes ``k / n``;
     ``gauss-legendre``: ``n`` Gauss-Legendre nodes mapped to [0, 1].
     """
-    n = check_int("n_steps", n_steps, minimum=1)
+    n = check_int("n_steps", n_steps, minimum=1, maximum=MAX_STEPS)
     check_choice("method", method, METHODS)
     k = np.arange(n, dtype=np.float64)
     if method == "midpoint":
@@ -329,6 +331,11 @@ def attribute(model: RetinaCNN, movie: ArrayLike, *, layer: str = "conv1", cells
     result = _run(work_model, xs, x0s, cw, (alphas, weights, bounds), layer, axes, be, batch, progress,
                   keep_windows, client)
     values, delta, r1, r0, per_window = result
+    from .model import _check_finite
+
+    _check_finite(np.concatenate([np.ravel(delta), np.ravel(r1), np.ravel(r0)]), xs, be.xp if on_device else np,
+                  "attributions' responses")
+    _check_finite(values, xs, be.xp if on_device else np, "attributions")
     if not on_device:  # NumPy in, NumPy out (CuPy in, CuPy out)
         values = be.to_host(values)
         per_window = None if per_window is None else be.to_host(per_window)
@@ -444,8 +451,16 @@ def _run(model, x, x0, cw, rule, layer, axes, be, batch, progress, keep_windows,
     r0_all = np.empty((n_win, n_out))
     values = None
     per_window = None
+    space = tuple(ax for ax in (axes or ()) if ax > 0)       # pooled frame axes (1: rows, 2: columns)
+    stream = layer == "input" and bool(space)                 # pool each batch's frames as they come
     if layer == "input":
-        values = xp.zeros((n_out,) + x.shape)
+        shape = tuple(d for i, d in enumerate(x.shape) if i not in space)
+        from ._resources import check_memory
+
+        check_memory(8 * n_out * int(np.prod(shape)) + (4 * n_win * n_out * hist * int(np.prod(x.shape[1:]))
+                                                          if keep_windows else 0),
+                     f"input-layer attributions of {n_out} outputs over {x.shape[0]} frames")
+        values = xp.zeros((n_out,) + shape)
         if keep_windows:
             per_window = xp.empty((n_win, n_out, hist) + x.shape[1:], dtype=dt)
     starts = list(range(0, n_win, batch))
@@ -465,7 +480,10 @@ def _run(model, x, x0, cw, rule, layer, axes, be, batch, progress, keep_windows,
             if layer == "input":
                 sl = slice(m0, m0 + nb + hist - 1)
                 for o, grad in enumerate(got["grads"]):
-                    values[o, sl] += be.asarray(grad)
+                    if stream:
+                        values[o, sl] += (be.asarray(grad) * (x[sl].astype(np.float64) - x0[sl])).sum(axis=space)
+                    else:
+                        values[o, sl] += be.asarray(grad)
                 if per_window is not None:
                     per_window[m0:m0 + nb] = be.asarray(got["per_window"])
             else:
@@ -484,9 +502,7 @@ def _run(model, x, x0, cw, rule, layer, axes, be, batch, progress, keep_windows,
         run_items(client, _batch, starts, shared=(job,), on_result=absorb, desc=f"attribute {layer}",
                   unit="batch", label=lambda n0: f"windows {n0}..{min(n0 + batch, n_win) - 1}", progress=progress)
     if layer == "input":
-        diff = (x.astype(np.float64) - x0)
-        values = values * diff[None]
-        if axes is not None:
-            values = values.sum(axis=tuple(1 + ax for ax in axes if ax > 0))
+        if not stream:
+            values = values * (x.astype(np.float64) - x0)[None]
         values = values.astype(dt)
     return values, delta, r1_all, r0_all, per_window

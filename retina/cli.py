@@ -177,6 +177,21 @@ def _check_output(path, *inputs, directory=False, option="--output"):
     return out
 
 
+@contextlib.contextmanager
+def _locked(path):
+    """Hold the output's lock for the command (a second run on the same output is refused, not interleaved)."""
+    from .io._files import lock_output, unlock_output
+
+    try:
+        lock_output(path)
+    except RuntimeError as exc:
+        _fail(exc)
+    try:
+        yield
+    finally:
+        unlock_output(path)
+
+
 def cluster_options(fn):
     """``--scheduler`` / ``--workers``: run on an existing Dask cluster or an embedded local one."""
     fn = click.option("--workers", type=click.IntRange(1), default=None,
@@ -455,6 +470,7 @@ def import_command(source, output, fmt, frame_order):
     """
     from .io.importers import import_model
 
+    _check_output(output, source)
     try:
         model = import_model(source, format=fmt, frame_order=frame_order)
     except (ValueError, FileNotFoundError, OSError) as exc:
@@ -522,6 +538,7 @@ def attribute(model, stimulus_path, layer, cells, steps, method, kinks, pool, da
     from .io import read_stimulus
 
     _quiet(quiet)
+    _check_output(output, stimulus_path, model)
     try:
         net = _load_model(model, 0, 5)
         movie, file_units = read_stimulus(stimulus_path, dataset=dataset)
@@ -578,6 +595,9 @@ def train(data, output, response, cells, nskip, minutes, epochs, epoch_windows, 
     from .train import train as fit
 
     _quiet(quiet)
+    _check_output(output, data, checkpoint)
+    if checkpoint is not None:
+        _check_output(checkpoint, data, option="--checkpoint")
     if cells.strip() == "all":
         cell_idx = None
     else:
@@ -615,8 +635,9 @@ def train(data, output, response, cells, nskip, minutes, epochs, epoch_windows, 
             return
         ck = checkpoint or output + ".ckpt"
         t0 = time.time()
-        res = fit(x, y, config=cfg, checkpoint=ck, norm_stats=tr.stats, progress=not quiet, backend=backend,
-                  input_units=tr.units)
+        with _locked(output):
+            res = fit(x, y, config=cfg, checkpoint=ck, norm_stats=tr.stats, progress=not quiet, backend=backend,
+                      input_units=tr.units)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(exc)
     model = res.model
@@ -651,6 +672,7 @@ def recipe_command(recipe, output, max_stages, quiet):
     from .train.recipe import run
 
     _quiet(quiet)
+    _check_output(output, directory=True)
     try:
         _, report = run(recipe, output, progress=not quiet, max_stages=max_stages)
     except (ValueError, FileNotFoundError) as exc:
@@ -693,14 +715,17 @@ def explain(model, output, names, steps, share, context_ms, whole_movies, params
     from .insilico import InSilicoRetina
 
     _quiet(quiet)
+    _check_output(output, model, params_path, directory=True)
     try:
         net = _load_model(model, 0, 5)
+        sim = InSilicoRetina(params_path)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     t0 = time.time()
-    report = run(net, output, sim=InSilicoRetina(params_path), phenomena=names or None, n_steps=steps,
-                 share=share, figures=not no_figures, progress=not quiet, truth=not no_truth,
-                 context_ms=None if whole_movies else context_ms)
+    with _locked(output):
+        report = run(net, output, sim=sim, phenomena=names or None, n_steps=steps, share=share,
+                     figures=not no_figures, progress=not quiet, truth=not no_truth,
+                     context_ms=None if whole_movies else context_ms)
     if not quiet:
         click.echo((Path(output) / "summary.txt").read_text())
         figures = report["_meta"]["figures"]
@@ -800,6 +825,7 @@ def sweep(model, phenomenon, params, grid_file, output, steps, no_explain, shard
     grid = _assignments(params, "--param")
     if bool(grid) == bool(grid_file):
         raise click.UsageError("give the points either with -p NAME=VALUES (a grid) or with --grid FILE")
+    _check_output(output, grid_file, *model.split(","))
     try:
         conditions = read_conditions(grid_file) if grid_file else None
         net = _sweep_models(model)
@@ -830,6 +856,7 @@ def sweep_merge(output, shards, quiet):
     """Join the shard files of one sweep (retina sweep --shard I/N) into OUT.h5, checking they belong together."""
     from .sweep import merge_shards
 
+    _check_output(output, *shards)
     try:
         res = merge_shards(output, shards)
     except (ValueError, FileNotFoundError, OSError) as exc:

@@ -417,6 +417,7 @@ class RetinaCNN:
             nb = min(batch, n_win - n0)
             corr1 = self._layer1(x[n0:n0 + nb + self.history - 1], be, layer1_method, chunk=batch)
             out[n0:n0 + nb] = self._head(corr1, p, be, layer2_method)
+        _check_finite(out, x, be.xp, "rates")
         if be.name == "gpu" and not _backend._is_device_array(movie):
             return be.to_host(out)
         return out
@@ -485,6 +486,15 @@ class RetinaCNN:
     def content_hash(self):
         """SHA-256 over the architecture and the parameter arrays: :func:`content_hash`."""
         return content_hash(self)
+
+
+def _check_finite(out, x, xp, what):
+    """A result that overflowed is an error naming the input's magnitude, never silent NaN or inf."""
+    if out.size and not bool(xp.isfinite(out).all()):
+        reach = float(xp.abs(x).max()) if x.size else 0.0
+        raise FloatingPointError(f"the {what} are not finite: the movie reaches {reach:.3g} in model units, beyond "
+                                 f"what {x.dtype} arithmetic carries through the network; give a stimulus in the "
+                                 "model's range (or dtype=float64)")
 
 
 def _warn_range(z, xp, name, units):

@@ -102,6 +102,9 @@ def phenomenon_figure(result, path=None, *, reference=None):
     meas = ", ".join(f"{k}={v:.3g}" for k, v in list(result.measures.items())[:4] if isinstance(v, float))
     fig.suptitle(f"{result.name}: {meas}", fontsize=10)
     if path is not None:
-        fig.savefig(path, dpi=110)
+        from .io._files import atomic_file
+
+        with atomic_file(path) as tmp:     # a killed run never leaves a half-written figure under its name
+            fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
     return fig

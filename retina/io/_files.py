@@ -25,10 +25,10 @@ import numpy as np
 
 from .._version import __version__
 
-__all__ = ["atomic_h5", "atomic_text", "open_h5", "check_regular_file", "check_self_contained", "dataset",
-           "open_partial", "finish_partial", "close_partial", "lock_output", "unlock_output", "readable",
-           "partial_path", "settings_hash", "labelled", "axis", "write_scalars",
-           "write_labelled", "write_table", "attr_value", "text", "check_format"]
+__all__ = ["atomic_h5", "atomic_text", "atomic_file", "open_h5", "check_regular_file", "check_self_contained",
+           "dataset", "open_partial", "finish_partial", "close_partial", "lock_output", "unlock_output", "readable",
+           "partial_path", "settings_hash", "labelled", "axis", "write_scalars", "write_labelled", "write_table",
+           "attr_value", "text", "check_format"]
 
 
 def _publish(tmp, path):
@@ -53,6 +53,13 @@ def _temporary(path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path):
+    """A temporary path next to ``path`` to write any file to; renamed to ``path`` on success, removed on failure."""
+    with _temporary(path) as tmp:
+        yield tmp
 
 
 @contextlib.contextmanager
