@@ -42,7 +42,7 @@ def as_float_array(name, a, *, ndim=None, shape=None, dtype=None, xp=np, finite=
         except Exception:
             raise ValueError(f"{name} must be a numeric array, got {describe(a)}") from None
     kind = np.dtype(arr.dtype).kind
-    if kind not in "biuf":
+    if kind not in "iuf":
         raise ValueError(f"{name} must be a real numeric array (float or int), got dtype {arr.dtype}")
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got {describe(arr)}")

@@ -172,9 +172,13 @@ def _pool_axes(pool):
         check_choice("pool", pool, tuple(POOLS))
         return POOLS[pool]
     try:
-        axes = tuple(sorted({int(a) % 3 for a in pool}))
+        given = [a for a in pool]
+        if not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) and -3 <= a <= 2 for a in given):
+            raise ValueError
+        axes = tuple(sorted({int(a) % 3 for a in given}))
     except (TypeError, ValueError):
-        raise ValueError(f"pool must be None, 'space', 'rows' or a tuple of axes of (C, H, W), got {pool!r}") from None
+        raise ValueError(f"pool must be None, 'space', 'rows' or a tuple of axes of (C, H, W) (0..2 or -3..-1), "
+                         f"got {pool!r}") from None
     return axes or None
 
 

@@ -226,7 +226,11 @@ class InSilicoParams:
                 raise ValueError(f"{prefix} must be a number, got {type(obj).__name__}")
 
         for f in fields(self):
-            for name, v in numbers(getattr(self, f.name), f.name):
+            value = getattr(self, f.name)
+            if f.name not in ("bipolar", "ganglion", "mosaic") and (
+                    isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{f.name} must be a number, got {value!r}")
+            for name, v in numbers(value, f.name):
                 if not np.isfinite(v):
                     raise ValueError(f"{name} must be finite, got {v!r}")
         pos = ["sigma_center_px", "sigma_surround_px", "gain", "sigma_amacrine_px", "tau_amacrine_ms",

@@ -157,10 +157,10 @@ def load_dataset(path: str | os.PathLike, split: str = "train", *, response: str
     nskip = check_int("nskip", nskip, minimum=0)
     if not (response in ("binned", "rate") or response.startswith("firing_rate_")):
         raise ValueError(f"response must be 'binned', 'rate' or a 'firing_rate_*' dataset, got {response!r}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{str(path)!r} is not a readable HDF5 file ({exc})") from None
+    from .._resources import check_memory
+    from ._files import open_h5
+
+    f = open_h5(path, "dataset")          # a regular, self-contained HDF5 file
     with f:
         if split not in f:
             raise ValueError(f"{str(path)!r} has no '{split}' group (found {sorted(f.keys())})")
@@ -171,6 +171,10 @@ def load_dataset(path: str | os.PathLike, split: str = "train", *, response: str
         if response not in g["response"]:
             raise ValueError(f"{str(path)!r} has no '{split}/response/{response}' (found "
                              f"{sorted(g['response'].keys())})")
+        st = g["stimulus"]
+        if not isinstance(st, h5py.Dataset) or st.shape is None or st.ndim != 3:
+            raise ValueError(f"{str(path)!r}: '{split}/stimulus' must be a (T, H, W) dataset")
+        check_memory(int(np.prod(st.shape, dtype=np.float64)) * 4 * 2, f"reading '{split}/stimulus' {st.shape}")
         stim = _read_stimulus(g, path, split)
         units = stimulus_units(g["stimulus"])
         resp = np.asarray(g["response"][response][()], np.float64)
