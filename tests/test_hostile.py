@@ -428,3 +428,50 @@ def test_json_of_the_cases_is_well_formed():
     """The CLI table is data (the note reports its size): every case names a command and an expectation."""
     assert all(isinstance(a, list) and isinstance(e, str) and e for a, e in CASES)
     assert json.dumps([c[0] for c in CASES])
+
+
+def test_orphan_temporary_files_of_killed_writers_are_swept(tmp_path):
+    from retina.io import atomic_text
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = tmp_path / f".out.txt.pid{dead.pid}.abc.tmp"
+    orphan.write_text("half")
+    mine = tmp_path / f".out.txt.pid{os.getpid()}.xyz.tmp"   # a live writer's file is left alone
+    mine.write_text("busy")
+    atomic_text(tmp_path / "out.txt", "done")
+    assert (tmp_path / "out.txt").read_text() == "done" and not orphan.exists() and mine.exists()
+
+
+def _sweep_cmd(out):
+    return [sys.executable, "-m", "retina.cli", "sweep", "random", "latency", "-p",
+            "intensities=-1,-0.8,-0.6,-0.4,-0.3,-0.2", "--steps", "20", "-q", "-o", str(out)]
+
+
+@pytest.mark.parametrize("delay", [1.5, 4.0])
+def test_killed_sweep_resumes_to_the_uninterrupted_measures(tmp_path, delay):
+    from retina.sweep import load_sweep
+
+    subprocess.run(_sweep_cmd(tmp_path / "whole.h5"), check=True, timeout=300)
+    proc = subprocess.Popen(_sweep_cmd(tmp_path / "s.h5"), stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run(_sweep_cmd(tmp_path / "s.h5"), check=True, timeout=300)
+    assert json.dumps(load_sweep(tmp_path / "s.h5").measures) == json.dumps(load_sweep(tmp_path / "whole.h5").measures)
+
+
+def test_killed_training_resumes_to_the_uninterrupted_model(tmp_path, data):
+    _, path = data
+    cmd = [sys.executable, "-m", "retina.cli", "train", str(path), "--epochs", "4", "--epoch-windows", "200",
+           "--batch", "20", "--channels", "2,2", "--cells", "0,9", "-q"]
+    subprocess.run(cmd + ["-o", str(tmp_path / "whole.h5")], check=True, timeout=600)
+    proc = subprocess.Popen(cmd + ["-o", str(tmp_path / "m.h5")], stderr=subprocess.DEVNULL)
+    ck = tmp_path / "m.h5.ckpt"
+    deadline = time.time() + 300
+    while not ck.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run(cmd + ["-o", str(tmp_path / "m.h5")], check=True, timeout=600)
+    assert load_model(tmp_path / "m.h5").content_hash() == load_model(tmp_path / "whole.h5").content_hash()
