@@ -872,9 +872,33 @@ def sweep_merge(output, shards, quiet):
 @click.option("--scale", type=click.FloatRange(0.01, 10), default=1.0, show_default=True,
               help="Scale the workload sizes (e.g. 0.1 for a quick look).")
 @click.option("--backend", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
-def bench(workloads, scale, backend):
+@click.option("--peers", is_flag=True,
+              help="Run each workload beside its peer (PyTorch, captum; the 'bench' extra), interleaved, and print "
+                   "the median same-run ratio.")
+@click.option("--repeat", type=click.IntRange(1, 100), default=None, help="Repetitions per workload (peers).")
+def bench(workloads, scale, backend, peers, repeat):
     """Run the canonical workloads and print a table."""
     from .bench import WORKLOADS, matmul_rate, run_workload
+
+    if peers:
+        from .bench_peers import PEERS, run_peers
+
+        names = [w for w in (workloads or PEERS) if w in PEERS]
+        if not names:
+            _fail(f"no peer for {', '.join(workloads)}; peers exist for {', '.join(PEERS)}")
+        try:
+            rows = run_peers(names, scale=scale, repeat=repeat)
+        except RuntimeError as exc:
+            _fail(exc)
+        head = (f"{'workload':<15} {'unit':<12} {'work':>6} {'retina s':>9} {'peer s':>9} {'ratio':>7} "
+                f"{'max rel diff':>12}")
+        click.echo(f"{os.cpu_count()} CPUs; ratio = median over repetitions of peer time / retina time")
+        click.echo(head)
+        click.echo("-" * len(head))
+        for r in rows:
+            click.echo(f"{r.workload:<15} {r.unit:<12} {r.work:>6} {np.median(r.retina_s):>9.3f} "
+                       f"{np.median(r.peer_s):>9.3f} {r.ratio:>6.1f}x {r.max_rel_diff:>12.1e}  {r.detail}")
+        return
 
     rate = matmul_rate()
     click.echo(f"float32 matmul floor: {rate / 1e9:.1f} GFLOP/s; {os.cpu_count()} CPUs")
