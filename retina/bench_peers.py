@@ -15,9 +15,10 @@ forward-movie      the same CNN as a ``torch.nn.Module`` (layer 1 a Conv2d      
                    over the history as channels), eval mode, no_grad, windows
                    from ``unfold``, 512 per call
 ig-hidden          captum ``LayerConductance`` on the layer-1 pre-activations,  window-cell
-                   50 steps, ``riemann_middle`` (= retina's midpoint rule),
-                   one target cell at a time
-ig-input           captum ``IntegratedGradients``, same steps and rule          window-cell
+                   50 steps, ``riemann_trapezoid`` (= retina's left node rule,
+                   see ``_ig``), one target cell at a time
+ig-input           captum ``IntegratedGradients``, 50 ``riemann_middle`` steps  window-cell
+                   (= retina's midpoint node rule)
 train-epoch        the BN-CNN (BatchNorm1d per unit, Poisson loss, Adam) in     window
                    PyTorch, same batch and windows per epoch
 =================  ==========================================================  =======================
@@ -166,9 +167,11 @@ def _ig(layer, scale, repeat):
     win = torch.as_tensor(movie).unfold(0, model.history, 1).permute(0, 3, 1, 2).contiguous()
     base = torch.zeros_like(win)
     method = LayerConductance(net, net.a1) if layer == "conv1" else IntegratedGradients(net)
-    # the same quadrature: captum's conductance sums g(a_k) (z(a_k) - z(a_{k-1})) over right-end nodes, which is
-    # retina's method="right" with the node rule; its IG takes midpoint nodes
-    rule = ("right", "riemann_right") if layer == "conv1" else ("midpoint", "riemann_middle")
+    # the same quadrature.  captum's conductance evaluates n_steps + 1 points of its rule and sums
+    # g(a_k) (z(a_{k+1}) - z(a_k)); with "riemann_trapezoid" the points are k / n_steps, so it is the left
+    # Riemann sum with the gradient at each left node: retina's method="left", kinks="node" (layer 1 is affine
+    # along the path).  captum's IG with "riemann_middle" is retina's midpoint node rule.
+    rule = ("left", "riemann_trapezoid") if layer == "conv1" else ("midpoint", "riemann_middle")
 
     def peer():
         out = []
