@@ -242,7 +242,15 @@ def train_epoch(scale=1.0, repeat=3):
             loss.backward()
             opt.step()
 
-    mine, theirs, ratio, _, _ = _interleave(lambda: train(x, y, config=cfg, progress=False), peer, repeat)
+    import logging
+
+    quiet = logging.getLogger("retina.train")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)        # the epochs' log lines are not what a benchmark table shows
+    try:
+        mine, theirs, ratio, _, _ = _interleave(lambda: train(x, y, config=cfg, progress=False), peer, repeat)
+    finally:
+        quiet.setLevel(level)
     return PeerResult("train-epoch", "window", windows, mine, theirs, ratio,
                       f"{windows} windows per epoch, batch 500, {n_cells} cells (retina's time includes its "
                       "validation pass)")

@@ -233,12 +233,26 @@ class Guarded(click.Group):
             click.echo("interrupted: rerun the same command to resume from what was written", err=True)
             ctx.exit(130)
         except Exception as exc:
+            if _interrupted(exc):    # Ctrl-C inside a compiled kernel surfaces as the kernel's SystemError
+                click.echo("interrupted: rerun the same command to resume from what was written", err=True)
+                ctx.exit(130)
             if _DEBUG["on"]:
                 raise
             raise click.ClickException(_one_line(exc)) from None
 
 
 _DEBUG = {"on": False}
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` was caused by Ctrl-C (possibly wrapped by a C extension that was running at the time)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _one_line(exc: BaseException) -> str:

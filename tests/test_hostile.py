@@ -383,15 +383,30 @@ def test_a_chunk_cut_mid_write_is_detected_and_redone(tmp_path):
 
 
 def test_ctrl_c_stops_a_long_command_within_a_second_or_two(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "retina.cli", "predict", "random", "--frames", "40000", "-o",
-                             str(tmp_path / "p.h5")], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    time.sleep(6.0)   # past start-up and compilation, inside the kernels
+    import threading
+
+    env = {k: v for k, v in os.environ.items() if k != "RETINA_NO_PROGRESS"}   # the progress bar says "running"
+    proc = subprocess.Popen([sys.executable, "-m", "retina.cli", "predict", "random", "--frames", "60000", "-o",
+                             str(tmp_path / "p.h5")], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=env)
+    seen, err = threading.Event(), []
+
+    def read():
+        for chunk in iter(lambda: proc.stderr.read(1), ""):
+            err.append(chunk)
+            if "predict" in "".join(err[-200:]):
+                seen.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert seen.wait(timeout=240), "the command never reached its kernels"
+    time.sleep(1.0)   # inside the kernels (the progress bar is running)
     t0 = time.time()
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=30)
+    proc.wait(timeout=60)
     took = time.time() - t0
-    err = proc.stderr.read()
-    assert "Traceback" not in err and proc.returncode != 0
+    time.sleep(0.2)
+    text = "".join(err)
+    assert "Traceback" not in text and proc.returncode != 0 and "interrupted" in text
     assert took < 2.5, f"took {took:.1f} s to stop"
 
 
