@@ -200,9 +200,10 @@ def client_from_options(scheduler: str | None = None, workers: int | None = None
     try:
         n = len(client.scheduler_info().get("workers", {}))
         line = f"dask: {n} workers at {client.scheduler.address}; dashboard {client.dashboard_link}"
-        log.info(line)
         if echo is not None:
             echo(line)
+        else:
+            log.info(line)
         yield client
     finally:
         cluster = getattr(client, "cluster", None) if scheduler is None else None
