@@ -387,6 +387,21 @@ class _Job:
         return got
 
 
+SUB_WINDOWS = 8
+"""Windows per call of the CPU path-integration kernel.  Each window is computed independently, so the split
+changes no result; it bounds a call to a fraction of a second even where every ReLU switches (a few tens of ms
+per window), so the interpreter sees Ctrl-C between calls."""
+
+
+def _sub_batches(nb, be):
+    if be.name != "cpu" or nb <= SUB_WINDOWS:
+        return [(0, nb)]
+    cuts = list(range(0, nb, SUB_WINDOWS))
+    if nb - cuts[-1] < 2:          # never a lone window: a shared baseline start needs at least two
+        cuts.pop()
+    return [(a, b) for a, b in zip(cuts, cuts[1:] + [nb])]
+
+
 def _batch(n0, job, be=None):
     """Windows ``n0 .. n0 + batch`` of ``job``: a dict of this batch's pieces (see :func:`_run`)."""
     if be is None:
@@ -412,8 +427,11 @@ def _batch(n0, job, be=None):
     a2 = xp.empty((nb, n_out) + (model.shape2 if want_a2 else (1, 1, 1)), dtype=dt)
     r0 = np.empty((nb, len(cells_idx)), dtype=np.float64)
     r1 = np.empty((nb, len(cells_idx)), dtype=np.float64)
-    kern.pig_conv_relu_dense(z_0, dz, alphas, weights, bounds, p["w2"], p["scale2"], p["shift2"], p["v3"],
-                             p["shift3"], cw_sub, cells_idx, g1, a2, r0, r1, want_a2)
+    for s0, s1 in _sub_batches(nb, be):   # short kernel calls: Ctrl-C is seen between them
+        z0_part = z_0 if z_0.shape[0] == 1 and nb > 1 else z_0[s0:s1]
+        kern.pig_conv_relu_dense(z0_part, dz[s0:s1], alphas, weights, bounds, p["w2"], p["scale2"], p["shift2"],
+                                 p["v3"], p["shift3"], cw_sub, cells_idx, g1[s0:s1], a2[s0:s1], r0[s0:s1],
+                                 r1[s0:s1], want_a2)
     out = {"r1": r1 @ cw_sub.T, "r0": r0 @ cw_sub.T}
     a1 = a2 if want_a2 else dz[:, None] * g1       # the conductance whose sum is checked
     total = be.to_host(a1.reshape(nb, n_out, -1).sum(axis=2, dtype=np.float64))

@@ -382,19 +382,27 @@ def test_a_chunk_cut_mid_write_is_detected_and_redone(tmp_path):
     assert _same(_arrays(simulate_dataset(out, "whitenoise", **kw)), whole)
 
 
-def test_ctrl_c_stops_a_long_command_within_a_second_or_two(tmp_path):
+@pytest.mark.parametrize("command", ["predict", "attribute"])
+def test_ctrl_c_stops_a_long_command_within_a_second_or_two(tmp_path, command):
     import threading
 
+    from retina.io import save_stimulus
+
     env = {k: v for k, v in os.environ.items() if k != "RETINA_NO_PROGRESS"}   # the progress bar says "running"
-    proc = subprocess.Popen([sys.executable, "-m", "retina.cli", "predict", "random", "--frames", "60000", "-o",
-                             str(tmp_path / "p.h5")], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env=env)
+    if command == "predict":
+        args = ["predict", "random", "--frames", "60000", "-o", str(tmp_path / "p.h5")]
+    else:   # strong binary noise: almost every ReLU switches along the path, the kernel's slowest case
+        movie = np.random.default_rng(0).choice([-1.0, 1.0], size=(800, 50, 50)).astype(np.float32)
+        save_stimulus(tmp_path / "s.h5", movie)
+        args = ["attribute", "random", str(tmp_path / "s.h5"), "--steps", "400", "-o", str(tmp_path / "a.h5")]
+    proc = subprocess.Popen([sys.executable, "-m", "retina.cli", *args], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, env=env)
     seen, err = threading.Event(), []
 
     def read():
         for chunk in iter(lambda: proc.stderr.read(1), ""):
             err.append(chunk)
-            if "predict" in "".join(err[-200:]):
+            if command in "".join(err[-200:]):
                 seen.set()
 
     threading.Thread(target=read, daemon=True).start()
