@@ -24,7 +24,6 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _backend
-from ._progress import progress_bar
 from ._validate import as_float_array, check_choice, check_int, compute_dtype, describe
 from .model import RetinaCNN, movie_invariance
 
@@ -486,43 +485,33 @@ def _run(model, x, x0, cw, rule, layer, axes, be, batch, progress, keep_windows,
         if keep_windows:
             per_window = xp.empty((n_win, n_out, hist) + x.shape[1:], dtype=dt)
     starts = list(range(0, n_win, batch))
-    waiting: dict[int, dict] = {}
-    order = iter(starts)
-    state = {"next": next(order, None)}
 
-    def absorb(n0, piece):
-        """Pieces are added in window order (the input layer's sums then do not depend on arrival order)."""
+    def absorb(m0, got):
+        """One batch's pieces, added in window order (the input layer's sums then do not depend on where the
+        batches ran, :func:`retina.distributed.map_in_order`)."""
         nonlocal values
-        waiting[n0] = piece
-        while state["next"] is not None and state["next"] in waiting:
-            m0 = state["next"]
-            got = waiting.pop(m0)
-            nb = got["delta"].shape[0]
-            r1_all[m0:m0 + nb], r0_all[m0:m0 + nb], delta[m0:m0 + nb] = got["r1"], got["r0"], got["delta"]
-            if layer == "input":
-                sl = slice(m0, m0 + nb + hist - 1)
-                for o, grad in enumerate(got["grads"]):
-                    if stream:
-                        values[o, sl] += (be.asarray(grad) * (x[sl].astype(np.float64) - x0[sl])).sum(axis=space)
-                    else:
-                        values[o, sl] += be.asarray(grad)
-                if per_window is not None:
-                    per_window[m0:m0 + nb] = be.asarray(got["per_window"])
-            else:
-                if values is None:
-                    values = xp.empty((n_win,) + got["values"].shape[1:], dtype=dt)
-                values[m0:m0 + nb] = be.asarray(got["values"])
-            state["next"] = next(order, None)
+        nb = got["delta"].shape[0]
+        r1_all[m0:m0 + nb], r0_all[m0:m0 + nb], delta[m0:m0 + nb] = got["r1"], got["r0"], got["delta"]
+        if layer == "input":
+            sl = slice(m0, m0 + nb + hist - 1)
+            for o, grad in enumerate(got["grads"]):
+                if stream:
+                    values[o, sl] += (be.asarray(grad) * (x[sl].astype(np.float64) - x0[sl])).sum(axis=space)
+                else:
+                    values[o, sl] += be.asarray(grad)
+            if per_window is not None:
+                per_window[m0:m0 + nb] = be.asarray(got["per_window"])
+        else:
+            if values is None:
+                values = xp.empty((n_win,) + got["values"].shape[1:], dtype=dt)
+            values[m0:m0 + nb] = be.asarray(got["values"])
 
-    if client is None:
-        for n0 in progress_bar(starts, total=len(starts), desc=f"attribute {layer}", unit="batch",
-                               enabled=progress):
-            absorb(n0, _batch(n0, job, be))
-    else:
-        from .distributed import run_items
+    from .distributed import map_in_order
 
-        run_items(client, _batch, starts, shared=(job,), on_result=absorb, desc=f"attribute {layer}",
-                  unit="batch", label=lambda n0: f"windows {n0}..{min(n0 + batch, n_win) - 1}", progress=progress)
+    # in process the batches run on this backend; on a cluster each worker resolves its CPU kernels
+    map_in_order(client, _batch, starts, shared=(job,) if client is not None else (job, be), commit=absorb,
+                 desc=f"attribute {layer}", unit="batch", progress=progress,
+                 label=lambda n0: f"windows {n0}..{min(n0 + batch, n_win) - 1}")
     if layer == "input":
         if not stream:
             values = values * (x.astype(np.float64) - x0)[None]

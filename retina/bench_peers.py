@@ -101,11 +101,6 @@ def _torch_cnn(torch, model):
     return net
 
 
-def _windows(torch, movie):
-    x = torch.as_tensor(np.ascontiguousarray(movie), dtype=torch.float32)
-    return x
-
-
 def _clock(fn):
     t = time.perf_counter()
     out = fn()

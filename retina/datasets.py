@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from ._progress import progress_bar
 from ._validate import check_int
 from ._version import __version__
 from .insilico import InSilicoRetina
@@ -172,29 +171,6 @@ def _test_piece(i, job):
     return u8, rate, frame_events(job.kind, st), counts
 
 
-def _in_order(client, piece, items, job, commit, desc, unit, progress):
-    """``commit(i, piece(i, job))`` for each item in order; the pieces are made in this process or on ``client``."""
-    items = list(items)
-    if client is None:
-        for i in progress_bar(items, total=len(items), desc=desc, unit=unit, enabled=progress):
-            commit(i, piece(i, job))
-        return
-    from .distributed import run_items
-
-    waiting: dict = {}
-    order = iter(items)
-    state = {"next": next(order, None)}
-
-    def arrived(i, value):
-        waiting[i] = value
-        while state["next"] is not None and state["next"] in waiting:
-            commit(state["next"], waiting.pop(state["next"]))
-            state["next"] = next(order, None)
-
-    run_items(client, piece, items, shared=(job,), on_result=arrived, label=lambda i: f"{unit} {i}", desc=desc,
-              unit=unit, progress=progress)
-
-
 def simulate_dataset(path: str | os.PathLike, kind: str = "naturalscene", *, retina: InSilicoRetina | None = None,
                      train_minutes: float = 60.0, test_clips: int = 30, clip_s: float = 10.0, repeats: int = 20,
                      chunk_s: float = 60.0, seed: int = 0, stimulus_options: dict | None = None,
@@ -235,7 +211,7 @@ def simulate_dataset(path: str | os.PathLike, kind: str = "naturalscene", *, ret
     Path
         The finished file.
     """
-    from .distributed import check_client
+    from .distributed import check_client, map_in_order
 
     client = check_client(client)
     if kind not in KINDS:
@@ -323,10 +299,12 @@ def simulate_dataset(path: str | os.PathLike, kind: str = "naturalscene", *, ret
             f.flush()
 
         n_chunks = -(-n_train // chunk)
-        _in_order(client, _train_piece, range(int(res.attrs["train_done"]), n_chunks), job, commit_train,
-                  f"{kind} train", "chunk", progress)
-        _in_order(client, _test_piece, range(int(res.attrs["test_done"]), test_clips), job, commit_test,
-                  f"{kind} test", "clip", progress)
+        map_in_order(client, _train_piece, range(int(res.attrs["train_done"]), n_chunks), shared=(job,),
+                     commit=commit_train, label=lambda i: f"chunk {i}", desc=f"{kind} train", unit="chunk",
+                     progress=progress)
+        map_in_order(client, _test_piece, range(int(res.attrs["test_done"]), test_clips), shared=(job,),
+                     commit=commit_test, label=lambda i: f"clip {i}", desc=f"{kind} test", unit="clip",
+                     progress=progress)
         # the training rate is smoothed over the whole stream at the end (no seams at chunk borders)
         tr = f["train/response"]
         tr["firing_rate_10ms"][...] = smooth_rate(tr["binned"][()]).astype(np.float32)

@@ -38,7 +38,7 @@ from typing import Any
 
 from ._progress import progress_bar
 
-__all__ = ["require", "check_client", "local_client", "connect", "client_from_options", "run_items",
+__all__ = ["require", "check_client", "local_client", "connect", "client_from_options", "run_items", "map_in_order",
            "RetinaWorker", "worker_count", "TARGET_TASK_S"]
 
 log = logging.getLogger("retina.distributed")
@@ -316,3 +316,32 @@ def run_items(client, fn: Callable, items: Sequence, *, shared: Sequence = (),
     log.info("%s: %d items in %d tasks on %d worker threads, %.3f s per item, %.1f s", desc, len(items),
              stats["tasks"], threads, stats["item_s"], stats["wall_s"])
     return stats
+
+
+def map_in_order(client, fn: Callable, items: Sequence, *, shared: Sequence = (), commit: Callable[[Any, Any], None],
+                 label: Callable[[Any], str] = str, desc: str = "", unit: str = "item",
+                 progress: bool = False) -> None:
+    """``commit(item, fn(item, *shared))`` for every item, in the items' order.
+
+    Without a client the items run here, one after the other.  With one they
+    run on the cluster (:func:`run_items`) and a result that arrives before
+    its predecessors waits for them, so whatever ``commit`` accumulates
+    (sums, a stream's state, file writes) sees the same order as in process.
+    """
+    items = list(items)
+    if client is None:
+        for item in progress_bar(items, total=len(items), desc=desc, unit=unit, enabled=progress):
+            commit(item, fn(item, *shared))
+        return
+    waiting: dict = {}
+    order = iter(items)
+    upcoming = [next(order, None)]
+
+    def arrived(item, value):
+        waiting[item] = value
+        while upcoming[0] is not None and upcoming[0] in waiting:
+            commit(upcoming[0], waiting.pop(upcoming[0]))
+            upcoming[0] = next(order, None)
+
+    run_items(client, fn, items, shared=shared, on_result=arrived, label=label, desc=desc, unit=unit,
+              progress=progress)

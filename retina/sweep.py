@@ -328,16 +328,19 @@ def sweep(model, phenomenon: str | P.Phenomenon, grid: dict | None = None, *, co
         if name not in accepted:
             raise ValueError(f"{phenomenon}() has no parameter {name!r}; it takes {sorted(accepted)}")
     grid, points = _points(grid, conditions, accepted, phenomenon)
-    variants = {json.dumps({k: v for k, v in pt.items() if _is_special(k)}, sort_keys=True): pt for pt in points}
-    for pt in variants.values():   # every model variant is built once here: a bad lesion or parameter fails now
-        m = model_for(models, pt)
-        n_cells = getattr(m, "n_cells", None)
-        for cells in [options.get("cells")] + [q.get("cells") for q in points]:
-            if cells is None or n_cells is None:
-                continue
-            idx = np.atleast_1d(np.asarray(cells))
-            if idx.dtype.kind not in "iu" or idx.size == 0 or idx.min() < 0 or idx.max() >= n_cells:
-                raise ValueError(f"cells must be indices of the model's {n_cells} cells, got {cells!r}")
+    def variant(pt):
+        return json.dumps({k: v for k, v in pt.items() if _is_special(k)}, sort_keys=True)
+
+    # every model variant is built once here: a bad lesion or parameter fails now, and so do cells out of range
+    n_cells = {key: getattr(model_for(models, pt), "n_cells", None) for key, pt in
+               {variant(pt): pt for pt in points}.items()}
+    for pt in points:
+        cells, n = pt.get("cells", options.get("cells")), n_cells[variant(pt)]
+        if cells is None or n is None:
+            continue
+        idx = np.atleast_1d(np.asarray(cells))
+        if idx.dtype.kind not in "iu" or idx.size == 0 or idx.min() < 0 or idx.max() >= n:
+            raise ValueError(f"cells must be indices of the model's {n} cells, got {cells!r}")
     shard = _check_shard(shard, len(points))
     mine = list(range(len(points))) if shard is None else list(range(shard[0], len(points), shard[1]))
     settings = dict(phenomenon=phenomenon, grid=grid, options=_jsonable(options),

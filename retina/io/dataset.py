@@ -94,16 +94,20 @@ class Dataset:
         return len(self.stimulus)
 
 
-def _read_stimulus(g, path, split, block=20000):
-    ds = g["stimulus"]
+def read_movie(ds, what, block=20000):
+    """A (T, H, W) numeric dataset as float32, read block by block; ``encoding="uint8-contrast"`` is decoded."""
     if ds.ndim != 3 or ds.dtype.kind not in "biuf":
-        raise ValueError(f"{path}: '{split}/stimulus' must be a numeric (T, H, W) array, got shape {ds.shape} "
-                         f"and dtype {ds.dtype}")
+        raise ValueError(f"{what} must be a numeric (T, H, W) array, got shape {ds.shape} and dtype {ds.dtype}")
     out = np.empty(ds.shape, np.float32)
+    contrast = stimulus_units(ds) == "contrast"
     for s in range(0, ds.shape[0], block):
         blk = ds[s:s + block]
-        out[s:s + block] = decode_uint8(blk) if ds.attrs.get("encoding") == "uint8-contrast" else blk
+        out[s:s + block] = decode_uint8(blk) if contrast else blk
     return out
+
+
+def _read_stimulus(g, path, split):
+    return read_movie(g["stimulus"], f"{path}: '{split}/stimulus'")
 
 
 def stimulus_units(ds) -> str:

@@ -101,11 +101,9 @@ def _declared_shapes(f, path):
         raise ValueError(f"{str(path)!r} is malformed: kernels {w1.shape[2:]} and {w2.shape[2:]} do not fit the "
                          f"frame ({h}, {w})")
 
-    def affine(c, hh, ww):
-        return (c, None, None)   # per unit (c, hh, ww) or per channel (c, 1, 1): checked by RetinaCNN
-
-    return {"w1": (c1, hist, k1, k1w), "w2": (c2, c1, k2, k2w), "scale1": affine(c1, h1, w1_),
-            "shift1": affine(c1, h1, w1_), "scale2": affine(c2, h2, w2_), "shift2": affine(c2, h2, w2_),
+    # scale/shift are per unit (c, h, w) or per channel (c, 1, 1): the spatial sizes are checked by RetinaCNN
+    return {"w1": (c1, hist, k1, k1w), "w2": (c2, c1, k2, k2w), "scale1": (c1, None, None),
+            "shift1": (c1, None, None), "scale2": (c2, None, None), "shift2": (c2, None, None),
             "w3": (n, c2 * h2 * w2_), "scale3": (n,), "shift3": (n,)}
 
 

@@ -56,7 +56,7 @@ def read_stimulus(path: str | os.PathLike, *, dataset: str | None = None) -> tup
     anything else is a lab file's raw values, ``"intensity"`` units
     (``docs/units.md``).
     """
-    from .dataset import decode_uint8, stimulus_units
+    from .dataset import read_movie, stimulus_units
 
     with open_h5(path, "stimulus") as f:
         fmt = f.attrs.get("format")
@@ -65,11 +65,9 @@ def read_stimulus(path: str | os.PathLike, *, dataset: str | None = None) -> tup
         for k in keys:
             if k in f:
                 ds = f[k]
-                if not hasattr(ds, "dtype") or ds.ndim != 3 or ds.dtype.kind not in "biuf":
+                if not hasattr(ds, "dtype"):
                     raise ValueError(f"stimulus dataset {k!r} in {str(path)!r} must be a numeric (T, H, W) "
-                                     f"array, got {getattr(ds, 'shape', type(ds).__name__)}")
-                units = "contrast" if fmt == STIMULUS_FORMAT else stimulus_units(ds)
-                movie = decode_uint8(ds[()]) if stimulus_units(ds) == "contrast" and ds.dtype == np.uint8 \
-                    else np.asarray(ds[()], dtype=np.float32)
-                return movie, units
+                                     f"array, got a {type(ds).__name__}")
+                movie = read_movie(ds, f"stimulus dataset {k!r} in {str(path)!r}")
+                return movie, "contrast" if fmt == STIMULUS_FORMAT else stimulus_units(ds)
     raise ValueError(f"no stimulus dataset in {str(path)!r}: looked for {keys}")
