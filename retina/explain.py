@@ -20,58 +20,59 @@ import numpy as np
 
 from . import phenomena as P
 from ._progress import progress_bar
+from ._validate import check_int
 from ._version import __version__
 from .insilico import InSilicoRetina
 from .io import atomic_text, save_explain
 from .model import RetinaCNN
+from .recovery import FIDELITY_MIN_CORR, key_value, recover, relevant, simulator_effects
 
-__all__ = ["explain", "ground_truth", "cnn_shares", "channel_matches", "criteria", "TYPE_TO_PATHWAY"]
+__all__ = ["explain", "ground_truth", "cnn_shares", "criteria", "reduced_key_fraction", "TYPE_TO_PATHWAY",
+           "N_UNTRAINED"]
 
 TYPE_TO_PATHWAY = {"OFF-fast": "OFF", "ON-fast": "ONf", "ON-slow": "ONs", "OFF-slow": "OFF",
                    "ON-intermediate": "ONf", "OFF-intermediate": "OFF"}
-"""Which simulator pathway a CNN channel type stands for (``docs/phenomena.md``, ground truth)."""
+"""The simulator pathway a channel *type label* names; used only by the paper's descriptive criteria.  The
+ground-truth verdict matches channels by what they do (:mod:`retina.recovery`)."""
 SOURCES = ("OFF", "ONf", "ONs", "A1")
-MATCH_SHARE = 0.2
-"""A recovered channel matches when its pathway carries at least this share of the simulator's positive attribution."""
+N_UNTRAINED = 3
+"""Untrained CNNs of the model's shape scored beside it every time (the untrained null)."""
 
 
 def _shares(values, sources):
-    """Share of positive attribution per source (``values (..., n_sources)`` summed over the rest)."""
-    pos = np.clip(values, 0, None).reshape(-1, values.shape[-1]).sum(0)
-    tot = pos.sum()
-    return {s: float(v / tot) if tot > 0 else 0.0 for s, v in zip(sources, pos)}
+    """Share of absolute attribution per source (``values (..., n_sources)`` summed over the rest): negative
+    contributions (the amacrine's inhibition) count by their size."""
+    mag = np.abs(values).reshape(-1, values.shape[-1]).sum(0)
+    tot = mag.sum()
+    return {s: float(v / tot) if tot > 0 else 0.0 for s, v in zip(sources, mag)}
 
 
 def ground_truth(name, sim=None, *, result=None):
-    """The simulator's mechanism for one phenomenon: pathway attribution shares and lesion effects.
+    """The simulator's mechanism for one phenomenon: attribution shares and lesion effects.
 
     Returns ``{"measures", "shares", "lesions", "key"}``: the phenomenon's
-    measures on the simulator, the share of positive exact attribution
-    (``docs/insilico.md``) of each source (OFF, ONf, ONs, A1) in the
-    phenomenon's windows of interest averaged over conditions, and the change
-    of the key measure when each relevant part is removed.
+    measures on the simulator, each source's (OFF, ONf, ONs, A1) share of the
+    absolute exact attribution (``docs/insilico.md``) in the windows of
+    interest, and for each of the phenomenon's lesions the key measure
+    (``value``), its change and its relative effect (:mod:`retina.recovery`).
     """
     ph = P.get(name)
     sim = ph.simulator(sim)
-    kw = ph.options_for(sim)
-    res = result or ph.run(sim, **kw)
+    res = result or ph.run(sim, **ph.options_for(sim))
     vals = []
     for i in range(len(res.conditions)):
         attr = sim.attribution(res.stimulus(i).movie)[:, res.cells]  # (T, cells, 4)
         lo, hi = res.windows[i]
         vals.append(attr[lo:hi].mean(1))
     shares = _shares(np.concatenate(vals), SOURCES)
-    key = ph.key_measure
-    lesions = {}
-    for les in ph.lesions:
-        other = InSilicoRetina(sim.params, lesion=les, positions=sim.positions)
-        m = ph.run(other, **kw).measures
-        lesions[les] = {"value": m[key], "change": m[key] - res.measures[key]}
-    return {"measures": res.measures, "shares": shares, "lesions": lesions, "key": key}
+    eff = simulator_effects(name, sim, intact=res, parts=ph.lesions)
+    lesions = {p: {"value": d["lesioned"], "change": d["lesioned"] - d["intact"], "effect": d["effect"]}
+               for p, d in eff.items()}
+    return {"measures": res.measures, "shares": shares, "lesions": lesions, "key": ph.key_measure}
 
 
 def cnn_shares(result):
-    """Share of positive pooled layer-1 attribution per channel type, in each condition's window."""
+    """Share of absolute pooled layer-1 attribution per channel type, in each condition's window."""
     per_type = {}
     total = 0.0
     for red in result.reduced:
@@ -79,33 +80,12 @@ def cnn_shares(result):
         vals = red.pooled[lo:hi]
         if vals.ndim == 4:
             vals = vals.sum(-1)
-        pos = np.clip(vals, 0, None).sum(axis=(0, 1))
+        mag = np.abs(vals).sum(axis=(0, 1))
         types = [t["type"] for t in red.types]
-        for c, v in enumerate(pos):
+        for c, v in enumerate(mag):
             per_type[types[c]] = per_type.get(types[c], 0.0) + float(v)
-        total += float(pos.sum())
+        total += float(mag.sum())
     return {k: v / total if total > 0 else 0.0 for k, v in sorted(per_type.items(), key=lambda kv: -kv[1])}
-
-
-def channel_matches(result, truth):
-    """Each recovered channel (kept in any condition) paired with the simulator pathway its type stands for.
-
-    Returns a list, most important first, of ``channel``, ``type``, ``share``
-    (mean share of pooled |IG| over the conditions), ``pathway`` and
-    ``truth_share`` (that pathway's share of the simulator's positive
-    attribution), ``match`` (the pathway carries >= :data:`MATCH_SHARE` in the simulator).
-    """
-    acc = {}
-    for red in result.reduced:
-        for ch in red.channels:
-            d = acc.setdefault(ch["channel"], dict(channel=int(ch["channel"]), type=ch["type"], share=0.0))
-            d["share"] += ch["share"] / len(result.reduced)
-    out = []
-    for d in sorted(acc.values(), key=lambda d: -d["share"]):
-        pw = TYPE_TO_PATHWAY.get(d["type"], "OFF")
-        ts = float(truth["shares"].get(pw, 0.0))
-        out.append(dict(d, pathway=pw, truth_share=ts, match=ts >= MATCH_SHARE))
-    return out
 
 
 def _pathway_shares(type_shares):
@@ -115,29 +95,49 @@ def _pathway_shares(type_shares):
     return out
 
 
-def criteria(name, type_shares, truth, result):
-    """The phenomenon's mechanism criteria (:attr:`retina.phenomena.Phenomenon.mechanism`) and whether the
-    dominant pathway matches the simulator's."""
+def criteria(name, type_shares, result):
+    """The paper's descriptive criteria for the phenomenon (:attr:`retina.phenomena.Phenomenon.mechanism`),
+    read from channel type labels and the CNN's own ablations.  They describe the CNN; they are not the
+    ground-truth verdict (:mod:`retina.recovery`)."""
     ph = P.get(name)
-    ps = _pathway_shares(type_shares)
-    c = dict(ph.mechanism(ps, type_shares, result)) if ph.mechanism is not None else {}
-    top_truth = max((s for s in ("OFF", "ONf", "ONs")), key=lambda s: truth["shares"][s])
-    top_cnn = max(ps, key=ps.get)
-    c[f"dominant pathway matches the simulator ({top_truth})"] = top_cnn == top_truth
-    return c
+    return dict(ph.mechanism(_pathway_shares(type_shares), type_shares, result)) if ph.mechanism is not None else {}
+
+
+def reduced_key_fraction(model, name, result):
+    """How much of the phenomenon the reduced model keeps: the network pruned to the channels kept in any
+    condition, run on the protocol, ``(K_reduced - K_absent) / (K_full - K_absent)`` of the key measure."""
+    from .reduction import prune
+
+    ph = P.get(name)
+    kept = sorted({int(c) for red in result.reduced for c in red.kept})
+    if not result.reduced:
+        return {"kept_channels": [], "key_full": float("nan"), "key_reduced": float("nan"), "fraction": float("nan")}
+    probe = P.CNNProbe(model)
+    pruned = P.CNNProbe(prune(model, kept, baseline=model.grey), cells=probe.cells)
+    full = key_value(ph, result)
+    red = key_value(ph, ph.run(pruned, explain=False, **ph.options_for(pruned)))
+    size = full - ph.absent_value
+    frac = float((red - ph.absent_value) / size) if abs(size) > 1e-9 else float("nan")
+    return {"kept_channels": kept, "key_full": full, "key_reduced": red, "fraction": frac}
 
 
 def explain(model: RetinaCNN, out_dir: str | os.PathLike, *, sim: InSilicoRetina | None = None,
             phenomena: Sequence[str] | None = None, n_steps: int = 25, share: float = 0.9, figures: bool = True,
-            progress: bool = False, truth: bool = True, context_ms: float | None = P.CONTEXT_MS) -> dict:
-    """Run the four phenomena on ``model``, compare with the simulator, write results to ``out_dir``.
+            progress: bool = False, truth: bool = True, context_ms: float | None = P.CONTEXT_MS,
+            n_untrained: int = N_UNTRAINED) -> dict:
+    """Run the phenomena on ``model``, judge its mechanisms against the simulator, write results to ``out_dir``.
 
-    Returns a dict per phenomenon: measures, channel-type shares, reduced-model
-    fidelity, ground truth and pass criteria.  Files: ``results.h5``,
-    ``<phenomenon>.png`` (with the ``plot`` extra) and ``summary.txt``.
-    ``context_ms`` is the response attributed either side of each window of
-    interest (None: whole movies; see :mod:`retina.phenomena`).
+    For each phenomenon: the measures, attribution, reduction (channel types,
+    effective weights, the fraction of the phenomenon the reduced model
+    keeps) and the paper's descriptive criteria; with ground truth (a model
+    fitted to the in-silico retina's cells), fidelity against the simulator
+    and the mechanism-recovery benchmark with its nulls
+    (:func:`retina.recovery.recover`, ``n_untrained`` untrained CNNs).
+    Files: ``results.h5``, ``<phenomenon>.png`` (with the ``plot`` extra) and
+    ``summary.txt``.  ``context_ms`` is the response attributed either side of
+    each window of interest (None: whole movies; see :mod:`retina.phenomena`).
     """
+    n_untrained = check_int("n_untrained", n_untrained, minimum=0)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sim = sim or InSilicoRetina()
@@ -149,7 +149,7 @@ def explain(model: RetinaCNN, out_dir: str | os.PathLike, *, sim: InSilicoRetina
     else:
         truth_note = "no ground truth: not asked for"
     report = {}
-    results = {}
+    results, sim_results = {}, {}
     t_start = time.time()
     phenomena = P.names() if phenomena is None else tuple(phenomena)
     for name in progress_bar(list(phenomena), desc="explain", unit="phenomenon", enabled=progress):
@@ -163,21 +163,30 @@ def explain(model: RetinaCNN, out_dir: str | os.PathLike, *, sim: InSilicoRetina
                  "important_channels": [[dict((k, v) for k, v in ch.items() if k != "filter")
                                          for ch in red.channels] for red in res.reduced],
                  "fidelity": [red.fidelity for red in res.reduced],
+                 "reduced_key": reduced_key_fraction(model, name, res),
                  "inhibitory_conv2": res.inhibitory,
-                 "ablated": res.ablated_measures, "ablated_conv1": res.params.get("ablated_conv1", [])}
+                 "ablated": res.ablated_measures, "ablated_conv1": res.params.get("ablated_conv1", []),
+                 "criteria": criteria(name, shares, res)}
         if truth:
-            gt = ground_truth(name, sim)
-            entry["truth"] = gt
-            entry["criteria"] = criteria(name, shares, gt, res)
-            entry["matches"] = channel_matches(res, gt)
+            base = ph.simulator(sim)
+            sim_results[name] = ph.run(base, **ph.options_for(base))
+            entry["truth"] = ground_truth(name, sim, result=sim_results[name])
         entry["seconds"] = time.time() - t0
         report[name] = entry
-    report["_meta"] = {"seconds": time.time() - t_start, "retina_version": __version__,
-                       "model_hash": model.content_hash(), "n_steps": n_steps, "share": share,
-                       "context_ms": context_ms, "truth": truth_note}
+    rec_seconds = 0.0
+    if truth and results:
+        t0 = time.time()
+        rec = recover(model, tuple(results), sim, n_untrained=n_untrained, model_results=results,
+                      sim_results=sim_results)
+        for name, r in rec.items():
+            report[name]["recovery"] = r.as_dict()
+        rec_seconds = time.time() - t0
+    report["_meta"] = {"seconds": time.time() - t_start, "recovery_seconds": rec_seconds,
+                       "retina_version": __version__, "model_hash": model.content_hash(), "n_steps": n_steps,
+                       "share": share, "context_ms": context_ms, "truth": truth_note, "n_untrained": n_untrained}
     save_explain(out / "results.h5", results, report)
     atomic_text(out / "summary.txt", summary_table(report))
-    report["_meta"]["figures"] = _figures(results, out) if figures else "not asked for"
+    report["_meta"]["figures"] = _figures(results, out, report) if figures else "not asked for"
     return report
 
 
@@ -194,57 +203,88 @@ def _no_truth_reason(model, sim) -> str:
     return ""
 
 
-def _figures(results, out):
-    """Draw one PNG per phenomenon; returns what happened, in words."""
+def _figures(results, out, report=None):
+    """Draw one PNG per phenomenon (model beside simulator, recovery beside the channels); returns what
+    happened, in words."""
     from .plotting import available, phenomenon_figure
 
     missing = available()
     if missing:   # said in the returned report (and by the command line), not raised: the results stand
         return f"skipped: {missing}"
     for name, res in results.items():
-        phenomenon_figure(res, out / f"{name}.png")
+        phenomenon_figure(res, out / f"{name}.png", entry=(report or {}).get(name))
     return "written"
 
 
+def _fmt(v, spec=".3g"):
+    return format(v, spec) if isinstance(v, (int, float)) and np.isfinite(v) else "n/a"
+
+
 def summary_table(report):
-    """Plain-text table: phenomenon, measure, important channels and types, fidelity, ground-truth match."""
-    lines = [f"{'phenomenon':<13} {'measure':<34} {'important channel types (share of +IG)':<46} "
-             f"{'fidelity (pruned corr)':<22} ground truth", "-" * 150]
+    """Plain text: per phenomenon, fidelity against the simulator, the recovery verdict with its nulls, the
+    reduction, and the paper's descriptive criteria."""
     names = [n for n in P.names() if n in report] + [n for n in report if n not in P.REGISTRY and n[:1] != "_"]
+    lines = [f"{'phenomenon':<13} {'key measure: model':<30} {'simulator':<12} {'reproduced':<11} "
+             f"{'mechanism (recovery score vs nulls)':<48} reduced model keeps", "-" * 140]
     for name in names:
         e = report[name]
         key = P.get(name).key_measure if name in P.REGISTRY else e.get("truth", {}).get("key", "")
-        meas = f"{key} = {e['measures'].get(key, float('nan')):.3g}"
-        types = ", ".join(f"{t} {s:.0%}" for t, s in list(e["cnn_type_shares"].items())[:3])
-        fid = [f.get("pruned_corr", float("nan")) for f in e["fidelity"]]
-        fid_s = f"{np.nanmean(fid):.3f}" if fid else "n/a"
-        gt = ""
-        if "truth" in e:
-            ts = e["truth"]["shares"]
-            gt = "sim " + ", ".join(f"{k} {v:.0%}" for k, v in ts.items())
-            passed = sum(bool(v) for v in e["criteria"].values())
-            gt += f"; criteria {passed}/{len(e['criteria'])}"
-        lines.append(f"{name:<13} {meas:<34} {types:<46} {fid_s:<22} {gt}")
+        meas = f"{key} = {_fmt(e['measures'].get(key, float('nan')))}"
+        rk = e.get("reduced_key", {}).get("fraction", float("nan"))
+        sim_v, repro, mech = "", "", "no ground truth"
+        if "recovery" in e:
+            r = e["recovery"]
+            f = r["fidelity"]
+            sim_v = _fmt(f["key_simulator"])
+            repro = "yes" if f["reproduces"] else "NO"
+            mech = ("no claim (not reproduced)" if not f["reproduces"] else
+                    f"{'RECOVERED' if r['recovered'] else 'not recovered'} {_fmt(r['score'], '.2f')} "
+                    f"vs null max {_fmt(r['null_max'], '.2f')}")
+        lines.append(f"{name:<13} {meas:<30} {sim_v:<12} {repro:<11} {mech:<48} {_fmt(100 * rk, '.0f')} %")
     for name in names:
-        if "criteria" in report[name]:
-            lines.append("")
-            lines.append(f"{name}:")
-            for k, v in report[name]["criteria"].items():
-                lines.append(f"  [{'x' if v else ' '}] {k}")
-            for d in report[name].get("matches", []):
-                lines.append(f"  channel {d['channel']} {d['type']:<15} {d['share']:>4.0%} of |IG|  ->  simulator "
-                             f"{d['pathway']:<3} ({d['truth_share']:.0%} of its +IG) "
-                             f"{'match' if d['match'] else 'no match'}")
-            for d in report[name].get("inhibitory_conv2", []):
-                lines.append(f"  CNN inhibitory layer-2 channel {d['channel']}: {d['share']:.0%} of |IG|, "
-                             f"{d['delay_ms']:+.0f} ms after the excitation peak ({d['conditions']} conditions)")
-            for les, d in report[name]["truth"]["lesions"].items():
-                lines.append(f"  simulator without {les}: {report[name]['truth']['key']} "
-                             f"{d['value']:.3g} (change {d['change']:+.3g})")
+        e = report[name]
+        lines += ["", f"{name}:"]
+        if "recovery" in e:
+            r = e["recovery"]
+            f = r["fidelity"]
+            lines.append(f"  fidelity: shows it {'yes' if f['shows'] else 'no'}; response in the windows of interest "
+                         f"correlates {f['window_corr']:.2f} with the simulator's (needs >= {FIDELITY_MIN_CORR:g})")
+            lines.append(f"  {f['measure']} per condition (model / simulator): " + ", ".join(
+                f"{_fmt(d['model'])}/{_fmt(d['simulator'])}" for d in f["per_condition"]))
+            lines.append(f"  verdict: {r['verdict']}")
+            lines.append(f"  {'part':<11} {'simulator lesion':>17} {'CNN channels ablated':>22} {'':>4} channels")
+            for part, d in r["simulator"].items():
+                c = r["cnn"][part]
+                rel = "" if relevant(d["effect"]) else " (does not matter)"
+                lines.append(f"  {part:<11} {_fmt(100 * d['effect'], '+.0f'):>16}% "
+                             f"{_fmt(100 * c['effect'], '+.0f'):>21}% {'ok' if r['agrees'][part] else '--':>4} "
+                             f"{c['channels']}{rel}")
+            perm = r["null_permutation"]
+            lines.append(f"  nulls: label permutations max {_fmt(max(perm) if perm else float('nan'), '.2f')} "
+                         f"(median {_fmt(float(np.median(perm)) if perm else float('nan'), '.2f')}); untrained CNNs "
+                         + (", ".join(_fmt(v, ".2f") for v in r["null_untrained"]) or "none"))
+            lines.append("  channels by function: " + ", ".join(
+                f"{m['channel']}->{m['part'] or '-'} (R2 {m['r2']:.2f})" for m in r["matches"]))
+        rk = e.get("reduced_key")
+        if rk and rk["kept_channels"]:
+            lines.append(f"  reduced model (channels {rk['kept_channels']}): key measure {_fmt(rk['key_reduced'])} "
+                         f"of {_fmt(rk['key_full'])} ({_fmt(100 * rk['fraction'], '.0f')} % kept)")
+        types = ", ".join(f"{t} {v:.0%}" for t, v in list(e["cnn_type_shares"].items())[:4])
+        if types:
+            lines.append(f"  channel types by |IG|: {types}")
+        if "truth" in e:
+            lines.append("  simulator |attribution| shares: " + ", ".join(
+                f"{k} {v:.0%}" for k, v in e["truth"]["shares"].items()))
+        if e.get("criteria"):
+            lines.append("  the paper's descriptive criteria (type labels; not the verdict):")
+            for k, v in e["criteria"].items():
+                lines.append(f"    [{'x' if v else ' '}] {k}")
+        for d in e.get("inhibitory_conv2", []):
+            lines.append(f"  CNN inhibitory layer-2 channel {d['channel']}: {d['share']:.0%} of |IG|, "
+                         f"{d['delay_ms']:+.0f} ms after the excitation peak ({d['conditions']} conditions)")
     lines.append("")
     note = report.get("_meta", {}).get("truth")
     if note and note.startswith("no ground truth") and note != "no ground truth: not asked for":
         lines.append(note)
     lines.append(f"took {report.get('_meta', {}).get('seconds', float('nan')):.0f} s")
     return "\n".join(lines) + "\n"
-

@@ -20,6 +20,9 @@ __all__ = ["peak", "osr", "osr_slope", "latency", "latency_trend", "reversal", "
 
 
 
+RATE_FLOOR_HZ = 1.0
+"""Responses are compared as amplitudes above baseline; one under this many Hz counts as this many Hz."""
+
 def _trace(name, r):
     r = as_float_array(name, r, dtype=np.float64, finite=False)
     if r.ndim == 2:
@@ -70,7 +73,12 @@ def osr(r, flash_frames, omitted_frame, *, window_ms=450.0, onset_fraction=0.2):
     -------
     dict
         ``osr_peak`` (Hz), ``last_flash_response`` (peak during the train's last
-        period, Hz), ``ratio``, ``baseline`` (mean rate before the train),
+        period, Hz), ``baseline`` (mean rate before the train), ``osr_amplitude``
+        and ``last_flash_amplitude`` (the two peaks above the baseline),
+        ``ratio`` (``osr_amplitude / max(last_flash_amplitude, RATE_FLOOR_HZ)``:
+        amplitudes, not raw rates, and a last-flash response under
+        :data:`RATE_FLOOR_HZ` counts as that floor, so a silent last flash does
+        not make the ratio explode),
         ``peak_after_omitted_ms``, ``peak_after_last_ms``, ``onset_after_omitted_ms``
         (first crossing of ``onset_fraction`` of the peak above baseline),
         ``period_ms``.
@@ -87,8 +95,9 @@ def osr(r, flash_frames, omitted_frame, *, window_ms=450.0, onset_fraction=0.2):
     seg = r[omitted:omitted + win]
     above = np.flatnonzero(seg >= thr)
     onset = float(above[0]) * FRAME_MS if above.size else float("nan")
-    return {"osr_peak": v_pk, "last_flash_response": v_last,
-            "ratio": v_pk / v_last if v_last > 0 else float("inf"),
+    amp, amp_last = v_pk - base, v_last - base
+    return {"osr_peak": v_pk, "last_flash_response": v_last, "osr_amplitude": amp, "last_flash_amplitude": amp_last,
+            "ratio": amp / max(amp_last, RATE_FLOOR_HZ),
             "baseline": base, "peak_after_omitted_ms": (t_pk - omitted) * FRAME_MS,
             "peak_after_last_ms": (t_pk - last) * FRAME_MS, "onset_after_omitted_ms": onset,
             "period_ms": period * FRAME_MS}

@@ -33,16 +33,22 @@ def _plt():
     return plt
 
 
-def phenomenon_figure(result, path=None, *, reference=None):
+def phenomenon_figure(result, path=None, *, reference=None, entry=None):
     """Draw a :class:`retina.phenomena.PhenomenonResult`; save to ``path`` (PNG) when given.
 
     ``reference`` picks the condition whose attribution is shown (default the
-    middle one).  Returns the matplotlib figure.
+    middle one).  ``entry`` is the phenomenon's part of :func:`retina.explain.explain`'s
+    report: with ground truth, a third column shows the model's key measure
+    per condition beside the simulator's and the recovery benchmark (each
+    part's lesion effect in the simulator beside the matched CNN channels'
+    ablation, with the score and its nulls).  Returns the matplotlib figure.
     """
     plt = _plt()
     n = len(result.conditions)
     ref = n // 2 if reference is None else int(reference)
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    fig, grid = plt.subplots(2, 3, figsize=(18, 8), constrained_layout=True)
+    axes = grid[:, :2]
+    _truth_panels(grid[0, 2], grid[1, 2], (entry or {}).get("recovery"))
     ax = axes[0, 0]
     cmap = plt.get_cmap("viridis")
     for i, (cond, r) in enumerate(zip(result.conditions, result.responses)):
@@ -100,6 +106,8 @@ def phenomenon_figure(result, path=None, *, reference=None):
         for ax in axes.ravel()[1:]:
             ax.axis("off")
     meas = ", ".join(f"{k}={v:.3g}" for k, v in list(result.measures.items())[:4] if isinstance(v, float))
+    if entry and "recovery" in entry:
+        meas += "  |  " + entry["recovery"]["verdict"]
     fig.suptitle(f"{result.name}: {meas}", fontsize=10)
     if path is not None:
         from .io._files import atomic_file
@@ -108,3 +116,35 @@ def phenomenon_figure(result, path=None, *, reference=None):
             fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
     return fig
+
+
+def _truth_panels(ax_fid, ax_rec, rec):
+    """The ground-truth column: fidelity per condition and the recovery benchmark (or why there is none)."""
+    if rec is None:
+        for ax in (ax_fid, ax_rec):
+            ax.axis("off")
+        ax_fid.text(0.5, 0.5, "no ground truth", ha="center", va="center")
+        return
+    f = rec["fidelity"]
+    x = np.arange(len(f["per_condition"]))
+    labels = [", ".join(f"{v:g}" for v in d["condition"].values() if isinstance(v, (int, float)))
+              for d in f["per_condition"]]
+    ax_fid.plot(x, [d["simulator"] for d in f["per_condition"]], "o-", color="k", label="simulator")
+    ax_fid.plot(x, [d["model"] for d in f["per_condition"]], "s--", color="C1", label="model")
+    ax_fid.set_xticks(x, labels, rotation=30, fontsize=7)
+    ax_fid.set(ylabel=f["measure"], title=f"fidelity: window corr {f['window_corr']:.2f}; "
+                                          f"{'reproduced' if f['reproduces'] else 'NOT reproduced'}")
+    ax_fid.legend(fontsize=7)
+    parts = list(rec["simulator"])
+    xp = np.arange(len(parts))
+    ax_rec.bar(xp - 0.2, [100 * rec["simulator"][p]["effect"] for p in parts], 0.4, color="k", label="simulator lesion")
+    ax_rec.bar(xp + 0.2, [100 * rec["cnn"][p]["effect"] for p in parts], 0.4, color="C1",
+               label="CNN: matched channels ablated")
+    ax_rec.set_xticks(xp, [f"{p}\n{rec['cnn'][p]['channels']}" for p in parts], fontsize=7)
+    ax_rec.axhline(0, color="k", lw=0.5)
+    perm = rec["null_permutation"]
+    nulls = f"null max {rec['null_max']:.2f}" if np.isfinite(rec["null_max"]) else "no null"
+    ax_rec.set(ylabel="change of the key measure (% of the phenomenon)",
+               title=f"recovery {rec['score']:.2f} ({nulls}; {len(perm)} permutations, "
+                     f"{len(rec['null_untrained'])} untrained)")
+    ax_rec.legend(fontsize=7)

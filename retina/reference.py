@@ -124,7 +124,7 @@ def insilico_rates(sim, movie):
     rates = np.empty((len(s), sim.n_cells))
     for t in range(len(s)):
         a = e_a * a + (1 - e_a) * inh[t]
-        ap = np.maximum(a, 0)
+        ap = np.maximum(a - p.theta_amacrine, 0)
         dep = 1 - (1 - dep) * rec_a
         amac = ap * dep
         dep = dep * np.exp(-p.U_amacrine * dt * ap)

@@ -5,7 +5,9 @@ the parameters it was made with, and the frame indices of its events (flash
 onsets, the omitted flash, the reversal frame, the bar centre per frame), so
 that analyses never re-derive them.  Conventions (docs/spec.md section 1): 1 frame =
 10 ms, 1 px = 55 um, 0 = mean grey, negative = dark.  Pixel ``i`` is centred
-at coordinate ``i`` and covers ``[i - 0.5, i + 0.5)``.
+at coordinate ``i`` and covers ``[i - 0.5, i + 0.5)``.  Nothing is darker than
+black (contrast -1): protocol intensities below it are refused, and Gaussian
+noise and natural movies show a darker draw as black.
 
 Full-field: :func:`flash`, :func:`step`, :func:`flash_train`,
 :func:`paired_flash`, :func:`contrast_steps`, :func:`full_field_noise`.
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._validate import check_int
-from .units import FRAME_MS
+from .units import BLACK, FRAME_MS, check_contrast
 
 __all__ = ["Stimulus", "flash", "step", "flash_train", "paired_flash", "contrast_steps", "full_field_noise",
            "white_noise", "bar_noise", "bar_motion", "flash_sequence", "moving_bar", "flashed_bar",
@@ -116,7 +118,7 @@ def flash(intensity=-1.0, *, duration=2, delay=50, post=100, frame_shape=(50, 50
 
     Events: ``flash_frames`` (the onset, as a 1-element array).
     """
-    intensity = _number("intensity", intensity)
+    intensity = check_contrast("intensity", _number("intensity", intensity))
     duration = check_int("duration", duration, minimum=1)
     delay = check_int("delay", delay, minimum=0)
     post = check_int("post", post, minimum=0)
@@ -138,7 +140,7 @@ def step(intensity=-1.0, *, duration=100, delay=50, post=100, frame_shape=(50, 5
     return Stimulus(s.movie, s.params, dict(onset_frame=np.array(delay), offset_frame=np.array(delay + duration)))
 
 
-def flash_train(n_flashes=10, period=8, *, intensity=-2.0, duration=2, pre=100, post=100, frame_shape=(50, 50),
+def flash_train(n_flashes=10, period=8, *, intensity=-1.0, duration=2, pre=100, post=100, frame_shape=(50, 50),
                 omit_last=True):
     """Full-field flashes (``duration`` frames, every ``period`` frames) on grey: the OSR protocol.
 
@@ -154,7 +156,7 @@ def flash_train(n_flashes=10, period=8, *, intensity=-2.0, duration=2, pre=100, 
         raise ValueError(f"duration ({duration} frames) must not exceed period ({period} frames)")
     pre = check_int("pre", pre, minimum=0)
     post = check_int("post", post, minimum=0)
-    intensity = _number("intensity", intensity)
+    intensity = check_contrast("intensity", _number("intensity", intensity))
     fs = _frame(frame_shape)
     onsets = pre + period * np.arange(n_flashes)
     trace = np.zeros(int(onsets[-1] + period + post), np.float32)
@@ -200,7 +202,7 @@ def contrast_steps(sds=(0.35, 0.05, 0.35), durations=(1000, 1000, 1000), *, mean
     rng = np.random.default_rng(seed)
     sd = np.repeat(np.asarray(sds), durations)
     noise = np.repeat(rng.standard_normal(-(-len(sd) // hold)), hold)[:len(sd)]
-    trace = (mean + sd * noise).astype(np.float32)
+    trace = np.maximum(mean + sd * noise, BLACK).astype(np.float32)
     return Stimulus(_full_field(trace, fs), dict(kind="contrast_steps", sds=tuple(sds), durations=tuple(durations),
                                                  mean=mean, hold=hold, seed=seed, frame_shape=fs),
                     dict(switch_frames=np.concatenate([[0], np.cumsum(durations)[:-1]]),
@@ -211,11 +213,13 @@ def full_field_noise(n_frames, *, contrast=0.35, binary=False, hold=1, seed=0, f
     """Full-field white noise: Gaussian (s.d. ``contrast``) or binary (``+-contrast``), held ``hold`` frames."""
     n = check_int("n_frames", n_frames, minimum=1)
     contrast = _positive("contrast", contrast)
+    if binary:
+        check_contrast("-contrast (binary noise)", -contrast)
     hold = check_int("hold", hold, minimum=1)
     fs = _frame(frame_shape)
     rng = np.random.default_rng(seed)
     m = -(-n // hold)
-    vals = rng.choice([-contrast, contrast], m) if binary else contrast * rng.standard_normal(m)
+    vals = rng.choice([-contrast, contrast], m) if binary else np.maximum(contrast * rng.standard_normal(m), BLACK)
     trace = np.repeat(vals, hold)[:n].astype(np.float32)
     return Stimulus(_full_field(trace, fs), dict(kind="full_field_noise", n_frames=n, contrast=contrast,
                                                  binary=bool(binary), hold=hold, seed=seed, frame_shape=fs))
@@ -232,6 +236,8 @@ def white_noise(n_frames, frame_shape=(50, 50), *, contrast=1.0, binary=False, c
     n = check_int("n_frames", n_frames, minimum=1)
     h, w = _frame(frame_shape)
     contrast = _positive("contrast", contrast)
+    if binary:
+        check_contrast("-contrast (binary noise)", -contrast)
     check = check_int("check", check, minimum=1)
     hold = check_int("hold", hold, minimum=1)
     rng = np.random.default_rng(seed)
@@ -240,7 +246,7 @@ def white_noise(n_frames, frame_shape=(50, 50), *, contrast=1.0, binary=False, c
     if binary:
         vals = rng.choice(np.array([-contrast, contrast], np.float32), size=(n_up, gh, gw))
     else:
-        vals = (contrast * rng.standard_normal((n_up, gh, gw))).astype(np.float32)
+        vals = np.maximum(contrast * rng.standard_normal((n_up, gh, gw)), BLACK).astype(np.float32)
     movie = np.repeat(np.repeat(np.repeat(vals, hold, 0)[:n], check, 1)[:, :h], check, 2)[:, :, :w]
     return Stimulus(np.ascontiguousarray(movie), dict(kind="white_noise", n_frames=n, frame_shape=(h, w),
                                                       contrast=contrast, binary=bool(binary), check=check,
@@ -307,7 +313,7 @@ def moving_bar(speed=0.08, *, width=2.0, intensity=-1.0, start=None, stop=None, 
         raise ValueError("speed must be non-zero (px/frame); use flashed_bar for a static bar")
     h, w = _frame(frame_shape)
     width = _bar_width(width, w)
-    intensity = _number("intensity", intensity)
+    intensity = check_contrast("intensity", _number("intensity", intensity))
     pre = check_int("pre", pre, minimum=0)
     post = check_int("post", post, minimum=0)
     off_left, off_right = -width / 2 - 0.5, (w - 1) + width / 2 + 0.5
@@ -360,7 +366,7 @@ def bar_motion(n_frames, frame_shape=(50, 50), *, speeds=(0.02, 0.6), widths=(1.
     h, w = _frame(frame_shape)
     lo_v, hi_v = (_positive("speeds", v) for v in speeds)
     lo_w, hi_w = (_bar_width(v, w) for v in widths)
-    lo_c, hi_c = (_positive("contrasts", v) for v in contrasts)
+    lo_c, hi_c = (_number("contrasts[i]", v, minimum=0.0, maximum=-BLACK, strict=True) for v in contrasts)
     p_reverse = _number("p_reverse", p_reverse, minimum=0, maximum=1)
     gap_lo, gap_hi = (check_int("gaps", g, minimum=0) for g in gaps)
     max_segment = check_int("max_segment", max_segment, minimum=1)
@@ -411,7 +417,7 @@ def flash_sequence(n_frames, frame_shape=(50, 50), *, contrasts=(0.05, 1.0), dur
     """
     n = check_int("n_frames", n_frames, minimum=1)
     h, w = _frame(frame_shape)
-    lo_c, hi_c = (_positive("contrasts", v) for v in contrasts)
+    lo_c, hi_c = (_number("contrasts[i]", v, minimum=0.0, maximum=-BLACK, strict=True) for v in contrasts)
     d_lo, d_hi = (check_int("durations", d, minimum=1) for d in durations)
     gap_lo, gap_hi = (check_int("gaps", g, minimum=0) for g in gaps)
     if lo_c > hi_c or d_lo > d_hi or gap_lo > gap_hi:
@@ -448,7 +454,7 @@ def flashed_bar(position, *, width=2.0, intensity=-1.0, duration=2, delay=50, po
     h, w = _frame(frame_shape)
     position = _number("position", position)
     width = _bar_width(width, w)
-    intensity = _number("intensity", intensity)
+    intensity = check_contrast("intensity", _number("intensity", intensity))
     duration = check_int("duration", duration, minimum=1)
     delay = check_int("delay", delay, minimum=0)
     post = check_int("post", post, minimum=0)
@@ -473,6 +479,7 @@ def reversing_grating(bar_width=4, *, half_period=25, n_reversals=8, contrast=1.
     half_period = check_int("half_period", half_period, minimum=1)
     n_reversals = check_int("n_reversals", n_reversals, minimum=1)
     contrast = _positive("contrast", contrast)
+    check_contrast("-contrast (the grating's dark bars)", -contrast)
     if kind not in ("square", "sine"):
         raise ValueError(f"kind must be 'square' or 'sine', got {kind!r}")
     phase = _number("phase", phase)
@@ -623,7 +630,7 @@ def natural_movie(n_frames, frame_shape=(50, 50), *, seed=0, contrast=0.3, drift
             mask, level, _ = _object_epoch(rng, seg, h, w, contrast)
             frames = (1 - mask) * frames + mask * level
             objects.append((t, t + seg - 1))
-        movie[t:t + seg] = frames
+        movie[t:t + seg] = np.maximum(frames, BLACK)
         t += seg
     return Stimulus(movie, dict(kind="natural_movie", n_frames=n, frame_shape=(h, w), seed=seed,
                                 contrast=contrast, drift=drift, canvas=canvas, saccade_interval=(lo, hi),

@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FRAME_MS", "DT", "UM_PER_PX", "FRAME_SHAPE", "GREY", "UNITS", "INPUT_UNITS", "ms_to_frames",
-           "frames_to_ms", "to_model_units", "grey_level", "TRAINING_RANGE_SD"]
+__all__ = ["FRAME_MS", "DT", "UM_PER_PX", "FRAME_SHAPE", "GREY", "BLACK", "UNITS", "INPUT_UNITS", "ms_to_frames",
+           "frames_to_ms", "to_model_units", "grey_level", "TRAINING_RANGE_SD", "check_contrast",
+           "check_physical_movie"]
 
 FRAME_MS = 10.0
 """Duration of one frame (and one response bin) in milliseconds."""
@@ -46,12 +47,33 @@ FRAME_SHAPE = (50, 50)
 """The default frame size (H, W) in pixels."""
 GREY = 0.0
 """The mean-grey level in contrast units."""
+BLACK = -1.0
+"""Black in contrast units: no light.  Weber contrast cannot go lower; a stimulus darker than black does not
+exist, and the generators and the in-silico retina refuse one (:func:`check_contrast`)."""
 UNITS = ("contrast", "intensity", "model")
 """The intensity scales a movie can be given in."""
 INPUT_UNITS = ("contrast", "intensity")
 """The units a model's training stimulus (and so its ``norm_stats``) can be in."""
 TRAINING_RANGE_SD = 10.0
 """A stimulus reaching beyond this many training-stimulus s.d. from its mean gets a warning."""
+
+
+def check_contrast(name: str, value: float) -> float:
+    """``value`` as a float if it is a physical Weber contrast (>= :data:`BLACK`); ``ValueError`` naming ``name``
+    otherwise (a darker-than-black intensity has no light level to show)."""
+    v = float(value)
+    if v < BLACK:
+        raise ValueError(f"{name} must be a Weber contrast >= {BLACK:g} (black), got {value!r}: nothing is darker "
+                         "than black")
+    return v
+
+
+def check_physical_movie(name: str, movie: Any, *, tol: float = 1e-6) -> None:
+    """``ValueError`` when a contrast movie holds a value darker than black (below ``BLACK - tol``)."""
+    lo = float(np.min(movie)) if np.size(movie) else 0.0
+    if lo < BLACK - tol:
+        raise ValueError(f"{name} must be in Weber contrast units, >= {BLACK:g} (black); its darkest value is "
+                         f"{lo:.4g}. Clip it (np.maximum({name}, -1)) or check its units")
 
 
 def ms_to_frames(ms: float) -> int:

@@ -1,7 +1,7 @@
 """Calibrate the in-silico retina against the phenomena's signature checks (docs/insilico.md).
 
 Searches the calibration knobs ({tau1, a2, U, tau_rec} of the bipolar
-pathways; the amacrine's tau, U and tau_rec; pathway and amacrine weights;
+pathways; the amacrine's tau, U and tau_rec; the amacrine's threshold; pathway and amacrine weights;
 ganglion thresholds) with an elitist evolution strategy from the documented
 starting values.  Score = sum of the weighted, normalised violations of every
 registered phenomenon's ``signatures`` (intact and lesioned), the same checks
@@ -41,6 +41,7 @@ KNOBS = [
     ("bipolar.ONs.tau1_ms", 15, 90, True), ("bipolar.ONs.a2", 0.1, 1.0, False),
     ("bipolar.ONs.U", 0.5, 60, True), ("bipolar.ONs.tau_rec_s", 0.1, 3, True),
     ("tau_amacrine_ms", 20, 300, True), ("U_amacrine", 0.5, 60, True), ("tau_rec_amacrine_s", 0.1, 3, True),
+    ("theta_amacrine", 0.0, 0.2, False),
     ("ganglion.OFF.w_OFF", 0.3, 3, True), ("ganglion.OFF.w_ONf", 0.05, 4, True),
     ("ganglion.OFF.w_A1", 0.1, 5, True), ("ganglion.OFF.theta", -0.1, 0.3, False),
     ("ganglion.OSR.w_OFF", 0.02, 2, True), ("ganglion.OSR.w_ONf", 0.02, 2, True),

@@ -72,10 +72,11 @@ void h_bipolar_block(const double* s, const double* drive, const double* decay, 
 }
 void h_ganglion_block(const double* exc, const double* inh, const double* w, const double* w_inh,
                       const double* theta, const double* r_max, double beta, double e_inh, double e_mem,
-                      double rec_inh, double use_inh, double gc_gain, double e_gc, double* state_inh,
+                      double rec_inh, double use_inh, double theta_inh, double gc_gain, double e_gc,
+                      double* state_inh,
                       double* state_dep, double* state_u, double* state_gc, double* rates, double* parts,
                       int t_len, int n_k, int n_j) {
-    PER_BLOCK(n_j, ganglion_block, exc, inh, w, w_inh, theta, r_max, beta, e_inh, e_mem, rec_inh, use_inh, gc_gain,
-              e_gc, state_inh, state_dep, state_u, state_gc, rates, parts, t_len, n_k, n_j)
+    PER_BLOCK(n_j, ganglion_block, exc, inh, w, w_inh, theta, r_max, beta, e_inh, e_mem, rec_inh, use_inh, theta_inh,
+              gc_gain, e_gc, state_inh, state_dep, state_u, state_gc, rates, parts, t_len, n_k, n_j)
 }
 }

@@ -283,7 +283,7 @@ def insilico_rates(movie, p):
         wts = np.array([gp.w_OFF, gp.w_ONf, gp.w_ONs])
         for t in range(t_n):
             a = e_a * a + (1 - e_a) * inh[t]
-            ap = max(a, 0.0)
+            ap = max(a - p.theta_amacrine, 0.0)
             nA = 1 - (1 - nA) * rec_a
             amac = ap * nA
             nA = nA * np.exp(-p.U_amacrine * dt * ap)

@@ -140,7 +140,7 @@ def test_cpu_kernels_return_their_outputs():
     assert np.shares_memory(got, b)
     rates, parts = np.empty((t, n_j)), np.empty((t, n_k + 1, n_j))
     r, p = sim.ganglion_block(np.ones((t, n_k, n_j)), np.ones((t, n_j)), np.ones((n_j, n_k)), np.ones(n_j),
-                              np.zeros(n_j), np.ones(n_j), 2.0, 0.8, 0.7, 0.9, 0.05, 0.0, 0.95, np.zeros(n_j),
+                              np.zeros(n_j), np.ones(n_j), 2.0, 0.8, 0.7, 0.9, 0.05, 0.1, 0.0, 0.95, np.zeros(n_j),
                               np.ones(n_j), np.zeros((n_k + 1, n_j)), np.zeros(n_j), rates, parts)
     assert np.shares_memory(r, rates) and np.shares_memory(p, parts)
 

@@ -92,7 +92,7 @@ def test_simulator_kernels(lib, rng):
         assert relerr(a, b) < 1e-12
     exc, inh = u(t, n_k, n_j), u(t, n_j)
     pars = (u(n_j, n_k), u(n_j), 0.1 * u(n_j), 50 * u(n_j))
-    scal = (2.0, 0.8, 0.7, 0.9, 0.05, 0.3, 0.95)
+    scal = (2.0, 0.8, 0.7, 0.9, 0.05, 0.2, 0.3, 0.95)
     state = (u(n_j), u(n_j), u(n_k + 1, n_j), u(n_j))
     ref_state = tuple(a.copy() for a in state)
     ref = (np.full((t, n_j), np.nan), np.full((t, n_k + 1, n_j), np.nan))

@@ -24,7 +24,7 @@ def simulated_metadata(n):
 def test_explain_writes_results_figures_and_summary(tmp_path):
     model = RetinaCNN.random(3, seed=0, per_unit=False)
     model.metadata.update(simulated_metadata(3))
-    report = explain(model, tmp_path, phenomena=("osr", "reversal"), n_steps=8, progress=False)
+    report = explain(model, tmp_path, phenomena=("osr", "reversal"), n_steps=8, progress=False, n_untrained=1)
     for name in ("osr", "reversal"):
         png = (tmp_path / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
@@ -32,15 +32,20 @@ def test_explain_writes_results_figures_and_summary(tmp_path):
         assert abs(sum(e["cnn_type_shares"].values()) - 1.0) < 1e-9
         assert abs(sum(e["truth"]["shares"].values()) - 1.0) < 1e-9
         assert all(isinstance(v, bool) for v in e["criteria"].values())
-        # each recovered channel is paired with the simulator pathway its type stands for
-        assert e["matches"] and all(m["pathway"] in ("OFF", "ONf", "ONs") for m in e["matches"])
-        assert sum(m["share"] for m in e["matches"]) <= 1.0 + 1e-9
         assert any("ablating" in k for k in e["criteria"])
+        # the ground-truth verdict: functional matches, effects per part, the score and its nulls
+        r = e["recovery"]
+        assert [m["channel"] for m in r["matches"]] == list(range(8))
+        assert set(r["simulator"]) == set(r["cnn"]) == {"OFF", "ONf", "ONs", "A1", "depression"}
+        assert len(r["null_permutation"]) == 119 and len(r["null_untrained"]) == 1
+        assert r["verdict"] and isinstance(r["recovered"], bool)
+        assert 0.0 <= e["reduced_key"]["fraction"] or not np.isfinite(e["reduced_key"]["fraction"])
     text = (tmp_path / "summary.txt").read_text()
-    assert "osr" in text and "reversal" in text and "criteria" in text and "->  simulator" in text
+    assert "osr" in text and "reversal" in text and "verdict" in text and "nulls: label permutations" in text
     with h5py.File(tmp_path / "results.h5") as f:
         c = f["osr/condition00"]
         assert c["pooled_attribution"].shape[-1] == 8 and c["response"].ndim == 2
+        assert c["channel_map"].shape[0] == len(c["important_channel"])
         assert f["reversal/condition00/pooled_attribution"].shape[-2:] == (8, 36)
         # the report is data: labelled datasets, not a JSON attribute
         assert f.attrs["format"] == "retina-explain" and f.attrs["schema_version"] == 2
@@ -48,7 +53,11 @@ def test_explain_writes_results_figures_and_summary(tmp_path):
         assert shares == pytest.approx(report["osr"]["truth"]["shares"])
         passed = dict(zip(f["osr/criterion"].asstr()[()], f["osr/criterion_passed"][()].astype(bool)))
         assert passed == report["osr"]["criteria"]
-        assert f["osr/measures/osr_peak_mean"][()] == pytest.approx(report["osr"]["measures"]["osr_peak_mean"])
+        assert f["osr/measures/osr_amplitude"][()] == pytest.approx(report["osr"]["measures"]["osr_amplitude"])
+        rec = f["osr/recovery"]
+        assert list(rec["part"].asstr()[()]) == list(report["osr"]["recovery"]["simulator"])
+        assert rec["score"][()] == pytest.approx(report["osr"]["recovery"]["score"], nan_ok=True)
+        assert f["osr/fidelity/window_corr"][()] == pytest.approx(report["osr"]["recovery"]["fidelity"]["window_corr"])
     xr = pytest.importorskip("xarray")
     pytest.importorskip("h5netcdf")
     cond = xr.open_dataset(tmp_path / "results.h5", group="reversal/condition00", engine="h5netcdf", phony_dims="sort")
@@ -63,7 +72,7 @@ def test_explain_writes_results_figures_and_summary(tmp_path):
 def test_no_ground_truth_for_a_model_not_fitted_to_the_simulator(tmp_path):
     model = RetinaCNN.random(3, seed=0, per_unit=False)
     report = explain(model, tmp_path, phenomena=("latency",), n_steps=4, figures=False)
-    assert "truth" not in report["latency"] and "criteria" not in report["latency"]
+    assert "truth" not in report["latency"] and "recovery" not in report["latency"]
     text = (tmp_path / "summary.txt").read_text()
     assert "no ground truth: the model was not trained on the in-silico retina" in text
 

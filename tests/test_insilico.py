@@ -18,7 +18,7 @@ def small():
 
 
 def test_matches_reference_on_random_movies(small, rng):
-    movie = 0.6 * rng.standard_normal((90, 19, 21))
+    movie = np.maximum(0.6 * rng.standard_normal((90, 19, 21)), -1.0)   # nothing darker than black
     sim = InSilicoRetina(small, frame_shape=(19, 21), block=37)
     rates, parts = sim.run(movie)
     ref_rates, ref_parts = naive.insilico_rates(movie, small)
@@ -29,7 +29,7 @@ def test_matches_reference_on_random_movies(small, rng):
 
 @pytest.mark.parametrize("lesion", LESIONS)
 def test_lesions_match_reference(small, rng, lesion):
-    movie = 0.6 * rng.standard_normal((40, 19, 21))
+    movie = np.maximum(0.6 * rng.standard_normal((40, 19, 21)), -1.0)
     sim = InSilicoRetina(small, lesion=lesion, frame_shape=(19, 21))
     ref, parts = naive.insilico_rates(movie, small.lesioned(lesion))
     np.testing.assert_allclose(sim.rates(movie), ref, rtol=1e-10, atol=1e-10)
@@ -140,7 +140,7 @@ def test_gpu_simulation_equals_cpu(rng):
     if _backend._gpu_unavailable_reason() is not None:
         pytest.skip(f"no GPU: {_backend._gpu_unavailable_reason()}")
     sim = InSilicoRetina(block=37)
-    movie = 0.3 * rng.standard_normal((120, 50, 50))
+    movie = np.maximum(0.3 * rng.standard_normal((120, 50, 50)), -1.0)
     s_cpu, s_gpu = sim.initial_state(), sim.initial_state()
     r_cpu = sim.rates(movie, state=s_cpu)
     r_gpu = sim.rates(movie, state=s_gpu, backend="gpu")

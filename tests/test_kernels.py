@@ -254,7 +254,7 @@ def test_simulator_kernels_agree_with_cpu(kb, rng, dtype):
     for a, b in zip(*runs):
         assert relerr(b, a) < 10 * tol(dtype)
     exc, inh = f(t, n_k, n_j), f(t, n_j)
-    pars = (f(n_j, n_k), f(n_j), 0.1 * f(n_j), 50 * f(n_j), 2.0, 0.8, 0.7, 0.9, 0.05, 0.3, 0.95)
+    pars = (f(n_j, n_k), f(n_j), 0.1 * f(n_j), 50 * f(n_j), 2.0, 0.8, 0.7, 0.9, 0.05, 0.2, 0.3, 0.95)
     state = (f(n_j), f(n_j), f(n_k + 1, n_j), f(n_j))
     runs = []
     for run in (sim_cpu.ganglion_block, sk.ganglion_block):

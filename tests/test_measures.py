@@ -28,7 +28,10 @@ def test_osr_measures_known_trace():
     m = M.osr(r, flashes, omitted)
     assert m["peak_after_omitted_ms"] == pytest.approx(250.0, abs=1.0)
     assert m["peak_after_last_ms"] == pytest.approx(350.0, abs=1.0)
-    assert m["ratio"] == pytest.approx(65.0 / 15.0, rel=0.05)
+    # amplitudes above the 5 Hz baseline: 60 Hz against 10 Hz
+    assert m["osr_amplitude"] == pytest.approx(60.0, rel=0.02) and m["ratio"] == pytest.approx(60.0 / 10.0, rel=0.05)
+    silent = M.osr(bump(400, 225.0, width=3.0, height=60.0), flashes, omitted)   # no response to the last flash
+    assert silent["ratio"] == pytest.approx(60.0 / M.RATE_FLOOR_HZ, rel=0.02)   # the floor, not a division by ~0
     assert m["baseline"] == pytest.approx(5.0, abs=1e-6)
     assert m["period_ms"] == 100.0
 

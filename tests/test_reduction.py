@@ -42,7 +42,7 @@ def test_prune_keeps_baseline_activity(rng):
 
 def test_reduce_full_share_reproduces_the_response():
     m = RetinaCNN.random(2, seed=3, per_unit=False)
-    st = S.flash_train(5, 8, intensity=-2.0, pre=45, post=50)
+    st = S.flash_train(5, 8, intensity=-1.0, pre=45, post=50)
     red = reduce(m, st.movie, cells=0, share=1.0, movie=st.movie, n_steps=64)
     attr = red.attribution
     # with every channel kept, the attribution sum is the response up to the completeness error
@@ -54,7 +54,7 @@ def test_reduce_full_share_reproduces_the_response():
 
 def test_reduce_keeps_the_smallest_set_and_accepts_attributions():
     m = RetinaCNN.random(2, seed=3, per_unit=False)
-    bar = S.moving_bar(0.5, intensity=-2.0)
+    bar = S.moving_bar(0.5, intensity=-1.0)
     attr = attribute(m, bar.movie, layer="conv1", cells=[0, 1], pool="rows", progress=False)
     red = reduce(m, attr, share=0.6, movie=bar.movie)
     imp = np.sort(red.importance)[::-1]

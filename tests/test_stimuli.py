@@ -172,3 +172,32 @@ def test_bar_motion_draws_single_moving_bars_within_its_ranges():
         S.bar_motion(10, speeds=(0.5, 0.1))
     with pytest.raises(ValueError, match="width"):
         S.bar_motion(10, widths=(1.0, 99.0))
+
+
+# ---------------------------------------------------------------- the physical domain
+@pytest.mark.parametrize("make", [
+    lambda: S.flash(-1.5), lambda: S.flash_train(4, 8, intensity=-2.0), lambda: S.moving_bar(0.1, intensity=-1.2),
+    lambda: S.flashed_bar(0.0, intensity=-3.0), lambda: S.white_noise(10, binary=True, contrast=1.5),
+    lambda: S.full_field_noise(10, binary=True, contrast=2.0), lambda: S.reversing_grating(contrast=1.5),
+    lambda: S.bar_motion(100, contrasts=(0.3, 1.5)), lambda: S.flash_sequence(100, contrasts=(0.1, 2.0))])
+def test_nothing_darker_than_black_is_made(make):
+    with pytest.raises(ValueError, match="black|<= 1"):
+        make()
+
+
+def test_noise_shows_a_darker_draw_as_black():
+    for st in (S.white_noise(200, contrast=1.0, seed=1), S.full_field_noise(2000, contrast=0.6, seed=1),
+               S.contrast_steps((0.8,), (2000,)), S.natural_movie(300, seed=2, contrast=0.6)):
+        assert st.movie.min() >= -1.0
+    assert (S.white_noise(200, contrast=1.0, seed=1).movie == -1.0).mean() > 0.1   # clipped, not rescaled
+
+
+def test_the_simulator_refuses_a_darker_than_black_movie():
+    from retina.insilico import InSilicoRetina
+
+    movie = np.zeros((20, 50, 50))
+    movie[5] = -1.0
+    InSilicoRetina().rates(movie)                     # black is fine
+    movie[6] = -1.2
+    with pytest.raises(ValueError, match="darkest value is -1.2"):
+        InSilicoRetina().rates(movie)

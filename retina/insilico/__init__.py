@@ -41,7 +41,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from .._validate import as_float_array, check_int
-from ..units import DT
+from ..units import DT, check_physical_movie
 
 __all__ = ["BipolarParams", "GanglionParams", "InSilicoParams", "InSilicoRetina", "Cell", "PATHWAYS",
            "LESIONS", "ROW"]
@@ -117,6 +117,9 @@ class InSilicoParams:
     sigma_amacrine_px: float = 1.0
     tau_amacrine_ms: float = 110.0
     U_amacrine: float = 10.0
+    theta_amacrine: float = 0.0
+    """The amacrine's threshold: it releases ``max(a - theta_amacrine, 0)`` of its low-passed drive ``a``
+    (0: every positive drive).  A threshold recruits inhibition only for strong OFF input."""
     tau_rec_amacrine_s: float = 0.65
     sigma_ganglion_px: float = 2.0
     tau_membrane_ms: float = 20.0
@@ -240,7 +243,7 @@ class InSilicoParams:
             v = getattr(self, name)
             if not np.isfinite(v) or v <= 0:
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
-        for name in ("w_surround", "U_amacrine", "gain_control"):
+        for name in ("w_surround", "U_amacrine", "theta_amacrine", "gain_control"):
             v = getattr(self, name)
             if not np.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be >= 0, got {v!r}")
@@ -424,7 +427,7 @@ class InSilicoRetina:
         b_rest = n_rest * (1 - (1 - pool) * self._rec)  # release uses the pool after recovery
         exc = np.repeat(b_rest[:, None], n_j, 1) * self._wg.sum(0)[None, :]
         inh = b_rest[0] * self._wa.sum(0)
-        a_rest = np.maximum(inh, 0.0)
+        a_rest = np.maximum(inh - self.params.theta_amacrine, 0.0)
         rec_a = np.exp(-DT / self.params.tau_rec_amacrine_s)
         dep_a = np.exp(-self.params.U_amacrine * DT * a_rest)
         res_a = (1 - rec_a) * dep_a / (1 - rec_a * dep_a)
@@ -468,6 +471,7 @@ class InSilicoRetina:
         movie = as_float_array("movie", movie, ndim=3, dtype=np.float64)
         if movie.shape[1:] != self.frame_shape:
             raise ValueError(f"movie must have frames of shape {self.frame_shape}, got {movie.shape[1:]}")
+        check_physical_movie("movie", movie)
         return self._centre_surround(movie)
 
     def run(self, movie, *, state=None, progress=False, backend="cpu", drive=None):
@@ -508,6 +512,7 @@ class InSilicoRetina:
             movie = as_float_array("movie", movie, ndim=3, dtype=np.float64)
             if movie.shape[1:] != self.frame_shape:
                 raise ValueError(f"movie must have frames of shape {self.frame_shape}, got {movie.shape[1:]}")
+            check_physical_movie("movie", movie)
             t_len = len(movie)
         if state is None:
             state = self.initial_state()
@@ -540,6 +545,7 @@ class InSilicoRetina:
             inh = xp.ascontiguousarray(b[:, 0, :] @ consts["_wa"])
             kern.ganglion_block(exc, inh, consts["_w"], consts["_w_inh"], consts["_gtheta"], consts["_rmax"],
                                 float(p.beta), e_inh, e_mem, rec_inh, float(p.U_amacrine * DT),
+                                float(p.theta_amacrine),
                                 float(p.gain_control), e_gc, st["amacrine"], st["amacrine_resource"],
                                 st["membrane"], st["gain_control"], rates[t0:t0 + len(s)], parts[t0:t0 + len(s)])
         for k, v in st.items():

@@ -60,7 +60,7 @@ def bipolar_block(s, drive, decay, n_stages, a2, theta, rec, use, cascade, pool,
 
 
 @njit(**_JIT)
-def ganglion_block(exc, inh, w, w_inh, theta, r_max, beta, e_inh, e_mem, rec_inh, use_inh, gc_gain, e_gc,
+def ganglion_block(exc, inh, w, w_inh, theta, r_max, beta, e_inh, e_mem, rec_inh, use_inh, theta_inh, gc_gain, e_gc,
                    state_inh, state_dep, state_u, state_gc, rates, parts):
     """Amacrine and ganglion-cell dynamics over a block of frames, for ``J`` cells.
 
@@ -70,7 +70,8 @@ def ganglion_block(exc, inh, w, w_inh, theta, r_max, beta, e_inh, e_mem, rec_inh
     weight, ``theta`` threshold, ``r_max`` peak rate.  Scalars: softplus
     sharpness ``beta``, per-frame low-pass factors ``e_inh`` (amacrine),
     ``e_mem`` (membrane), ``rec_inh = exp(-dt / tau_rec)`` and
-    ``use_inh = U * dt`` of the amacrine synapse, Berry gain control
+    ``use_inh = U * dt`` of the amacrine synapse, the amacrine's threshold
+    ``theta_inh`` (its release is ``max(a - theta_inh, 0)``), Berry gain control
     ``gc_gain`` (0: off) with factor ``e_gc``.  State (in place):
     ``state_inh (J,)`` low-passed amacrine drive, ``state_dep (J,)`` its
     synaptic resource, ``state_u (K + 1, J)`` membrane potential split by
@@ -83,7 +84,7 @@ def ganglion_block(exc, inh, w, w_inh, theta, r_max, beta, e_inh, e_mem, rec_inh
         for j in range(n_j):
             a = e_inh * state_inh[j] + (1.0 - e_inh) * inh[t, j]
             state_inh[j] = a
-            ap = a if a > 0.0 else 0.0
+            ap = a - theta_inh if a > theta_inh else 0.0
             nr = 1.0 - (1.0 - state_dep[j]) * rec_inh
             amacrine = ap * nr
             state_dep[j] = nr * np.exp(-use_inh * ap)

@@ -31,12 +31,12 @@ def bipolar_block(s, drive, decay, n_stages, a2, theta, rec, use, cascade, pool,
     return out
 
 
-def ganglion_block(exc, inh, w, w_inh, theta, r_max, beta, e_inh, e_mem, rec_inh, use_inh, gc_gain, e_gc,
+def ganglion_block(exc, inh, w, w_inh, theta, r_max, beta, e_inh, e_mem, rec_inh, use_inh, theta_inh, gc_gain, e_gc,
                    state_inh, state_dep, state_u, state_gc, rates, parts):
     """GPU twin of :func:`retina.insilico._cpu.ganglion_block` (one thread per cell)."""
     t_len, n_k, n_j = exc.shape
     ft = exc.dtype.type
-    scalars = tuple(ft(v) for v in (beta, e_inh, e_mem, rec_inh, use_inh, gc_gain, e_gc))
+    scalars = tuple(ft(v) for v in (beta, e_inh, e_mem, rec_inh, use_inh, theta_inh, gc_gain, e_gc))
     f = compile_kernel(SOURCE, _NAMES, "ganglion_block", exc.dtype)
     f(_grid(n_j), (_THREADS,), (exc, inh, w, w_inh, theta, r_max) + scalars
       + (state_inh, state_dep, state_u, state_gc, rates, parts) + _i(t_len, n_k, n_j))

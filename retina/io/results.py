@@ -154,6 +154,46 @@ def _reduction(c, red):
         if a is not None:
             labelled(c, name, np.asarray(a), dims[:2], units="Hz")
     write_scalars(c.create_group("fidelity"), red.fidelity)
+    if red.effective_weights is not None and np.shape(red.effective_weights)[:2] == np.shape(red.pooled)[:2]:
+        axis(c, "kept_channel", np.asarray(red.kept), long_name="kept layer-1 channel")
+        labelled(c, "effective_weights", np.asarray(red.effective_weights), dims[:2] + ("kept_channel",),
+                 long_name="effective weight A_c(t) / dz_c(t) of each kept channel")
+    if red.channels:
+        # one map per important channel: its attribution over time (and position, for bar protocols)
+        kept = [int(ch["channel"]) for ch in red.channels]
+        maps = np.asarray(red.pooled)[:, 0][:, kept]             # (time, kept[, x])
+        axis(c, "important_channel", np.asarray(kept), long_name="important layer-1 channel, most important first")
+        labelled(c, "channel_map", np.moveaxis(maps, 1, 0), ("important_channel", dims[0]) + dims[3:],
+                 units="Hz", long_name="attribution of each important channel over time (and position)", **_GZIP)
+
+
+def _recovery(g, rec, key):
+    """The mechanism-recovery benchmark of one phenomenon (retina.recovery) as labelled data."""
+    r = g.create_group("recovery")
+    parts = list(rec["simulator"])
+    axis(r, "part", parts, long_name="part of the simulated circuit (lesion name)")
+    for what in ("simulator", "cnn"):
+        for k in ("intact", "lesioned", "effect"):
+            labelled(r, f"{what}_{k}", np.array([float(rec[what][p][k]) for p in parts]), ("part",))
+    labelled(r, "agrees", np.array([bool(rec["agrees"][p]) for p in parts]), ("part",))
+    labelled(r, "cnn_channels", np.array([json.dumps(rec["cnn"][p]["channels"]) for p in parts], object), ("part",),
+             long_name="the layer-1 channels matched to the part (ablated together)")
+    write_table(r.create_group("matches"), "channel",     # rows are the layer-1 channels, in order
+                [dict(part=m["part"] or "", r2=m["r2"], lag_frames=m["lag"],
+                      **{f"beta_{k}": v for k, v in m["betas"].items()}) for m in rec["matches"]])
+    labelled(r, "null_permutation", np.asarray(rec["null_permutation"], np.float64), (None,))
+    labelled(r, "null_untrained", np.asarray(rec["null_untrained"], np.float64), (None,))
+    write_scalars(r, {"score": rec["score"], "null_max": rec["null_max"], "recovered": bool(rec["recovered"])})
+    r.attrs["verdict"] = rec["verdict"]
+    r.attrs["key_measure"] = key
+    f = rec["fidelity"]
+    fg = g.create_group("fidelity")
+    write_scalars(fg, {"window_corr": f["window_corr"], "shows": bool(f["shows"]),
+                       "reproduces": bool(f["reproduces"]), "key_model": f["key_model"],
+                       "key_simulator": f["key_simulator"]})
+    write_table(fg, "condition", [dict(d["condition"], model=d["model"], simulator=d["simulator"])
+                                  for d in f["per_condition"]])
+    fg.attrs["measure"] = f["measure"]
 
 
 def save_explain(path, results, report):
@@ -189,11 +229,16 @@ def save_explain(path, results, report):
                 for k in ("value", "change"):
                     labelled(t, f"lesion_{k}", np.array([float(d[k]) for d in les.values()]), ("lesion",))
                 t.attrs["key_measure"] = e["truth"]["key"]
-                crit = e["criteria"]
+            if "recovery" in e:
+                _recovery(g, e["recovery"], e.get("truth", {}).get("key", ""))
+            crit = e.get("criteria") or {}
+            if crit:
                 axis(g, "criterion", list(crit))
                 labelled(g, "criterion_passed", np.array([bool(v) for v in crit.values()]), ("criterion",))
-                if e.get("matches"):
-                    write_table(g.create_group("matches"), "recovered_channel", e["matches"])
+            if e.get("reduced_key"):
+                rk = e["reduced_key"]
+                write_scalars(g.create_group("reduced_model"), {k: v for k, v in rk.items() if k != "kept_channels"})
+                g["reduced_model"]["kept_channels"] = np.asarray(rk["kept_channels"], np.int64)
     return path
 
 

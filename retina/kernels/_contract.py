@@ -39,8 +39,8 @@ CONTRACT = {
     "insilico": {
         "bipolar_block": ("s", "drive", "decay", "n_stages", "a2", "theta", "rec", "use", "cascade", "pool", "out"),
         "ganglion_block": ("exc", "inh", "w", "w_inh", "theta", "r_max", "beta", "e_inh", "e_mem", "rec_inh",
-                           "use_inh", "gc_gain", "e_gc", "state_inh", "state_dep", "state_u", "state_gc", "rates",
-                           "parts"),
+                           "use_inh", "theta_inh", "gc_gain", "e_gc", "state_inh", "state_dep", "state_u", "state_gc",
+                           "rates", "parts"),
     },
 }
 """Per family, each kernel's parameters in order (``"*"``: the keyword-only ones follow)."""

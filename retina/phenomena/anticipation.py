@@ -170,4 +170,4 @@ ANTICIPATION = register(Phenomenon(
     key_measure=KEY_MEASURE, cell_type="OFF", row=True, lesions=("linear", "A1", "depression"), window=_window,
     shows=shows, presence_measure=f"lead_um_{KEY_SPEED:g}", signatures=signatures,
     signature_lesions={"linear": {"speeds": (KEY_SPEED,)}}, mechanism=criteria,
-    known_cells_options={"flash_positions": ()}))
+    known_cells_options={"flash_positions": ()}, absent_value=0.0, condition_measure="lead_um"))

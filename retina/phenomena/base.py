@@ -192,6 +192,12 @@ class Phenomenon:
         and ablations.
     known_cells_options : mapping
         ``run`` options for a model that knows its cells' positions.
+    absent_value : float
+        The key measure's value when the phenomenon is absent (no OSR: 0 Hz;
+        no latency shift: 0 ms; no burst: a ratio of 1; no lead: 0 px); a key
+        measure that cannot be measured counts as this (:mod:`retina.recovery`).
+    condition_measure : str
+        The per-condition measure shown beside the simulator's (fidelity).
     """
 
     name: str
@@ -209,6 +215,8 @@ class Phenomenon:
     signature_lesions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     mechanism: Callable[..., dict] | None = None
     known_cells_options: Mapping[str, Any] = field(default_factory=dict)
+    absent_value: float = 0.0
+    condition_measure: str = ""
 
     def __call__(self, model, **params) -> PhenomenonResult:
         return self.run(model, **params)

@@ -1,7 +1,8 @@
 """Latency coding: the stronger a dark flash, the earlier the OFF cells answer.
 
 Protocol (``docs/phenomena.md``): grey, a 2-frame full-field dark flash, grey;
-flash strengths -0.15 to -3 in steps of 0.15 (the zero step is no flash).
+flash strengths -0.25 to -1 (black) in steps of 0.05: a 4x range, all of it
+physical (nothing is darker than black).
 Latency by the response's peak time and centre of mass in the 150 ms after
 the flash, rates under 3 Hz above baseline ignored.  Measured on OFF cells.
 """
@@ -20,8 +21,8 @@ from .probe import CONTEXT_MS, ablate_inhibition, analysed_cells, frame_shape, m
 
 __all__ = ["latency", "LATENCY", "LATENCY_INTENSITIES"]
 
-LATENCY_INTENSITIES = tuple(round(-0.15 * k, 2) for k in range(1, 21))
-"""The default flash strengths: -0.15 to -3 in 20 steps."""
+LATENCY_INTENSITIES = tuple(round(-0.05 * k, 2) for k in range(5, 21))
+"""The default flash strengths: -0.25 to -1 (black) in 16 steps, a 4x range."""
 WINDOW_MS = 150.0
 MIN_RATE_HZ = 3.0
 KEY_MEASURE = "peak_delta_ms"
@@ -31,7 +32,7 @@ MIN_SHIFT_MS = 10.0          # weakest minus strongest flash, by peak and by cen
 DEPRESSION_MAX_FRACTION = 0.6   # without depression the shift is at most 60 % of the intact one
 LINEAR_MAX_SHIFT_MS = 3.0    # without gain control (no depression, no A1) there is no shift
 A1_MIN_DELAY_MS = 15.0       # without A1 every answered flash peaks at least this much later
-A1_MIN_FLASHES = 15          # ... over at least this many flashes answered by both
+A1_MIN_FLASHES = 0.75        # ... over at least this fraction of the flashes, answered by both
 
 # The mechanism criteria
 MIN_OFF_FAST_SHARE = 0.8     # OFF-fast carries >= 80 % of layer-1 IG
@@ -148,9 +149,10 @@ def signatures(results):
         full = np.array([c["peak_ms"] for c in results[None].per_condition])
         late = np.array([c["peak_ms"] for c in results["A1"].per_condition])
         both = np.isfinite(full) & np.isfinite(late)
-        delay = float(np.min(late[both] - full[both])) if both.sum() >= A1_MIN_FLASHES else float("nan")
-        out.append(Check("latency_lesion_A1", f"least delay of the peaks without A1 over >= {A1_MIN_FLASHES} "
-                                              "flashes (ms)", delay, low=A1_MIN_DELAY_MS, scale=A1_MIN_DELAY_MS))
+        enough = both.sum() >= A1_MIN_FLASHES * len(both)
+        delay = float(np.min(late[both] - full[both])) if enough else float("nan")
+        out.append(Check("latency_lesion_A1", f"least delay of the peaks without A1 over >= {A1_MIN_FLASHES:.0%} "
+                                              "of the flashes (ms)", delay, low=A1_MIN_DELAY_MS, scale=A1_MIN_DELAY_MS))
     return out
 
 
@@ -171,4 +173,5 @@ LATENCY = register(Phenomenon(
     name="latency", title="latency coding", run=latency, list_params=("intensities",), key_measure=KEY_MEASURE,
     cell_type="OFF", row=False, lesions=("depression", "A1"), window=_window, shows=shows,
     presence_measure="peak_delta_ms", signatures=signatures,
-    signature_lesions={"depression": {}, "linear": {}, "A1": {}}, mechanism=criteria))
+    signature_lesions={"depression": {}, "linear": {}, "A1": {}}, mechanism=criteria, absent_value=0.0,
+    condition_measure="peak_ms"))

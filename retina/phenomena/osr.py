@@ -22,19 +22,19 @@ __all__ = ["osr", "OSR", "OSR_FREQUENCIES_HZ"]
 OSR_FREQUENCIES_HZ = (6, 8, 10, 12, 16)
 WINDOW_MS = 450.0
 """The OSR is looked for in ``[omission, omission + WINDOW_MS)``."""
-KEY_MEASURE = "osr_peak_mean"
+KEY_MEASURE = "osr_amplitude"   # mean OSR peak above the pre-train baseline (Hz)
 
 # The simulator's signature (acceptance bands)
-MIN_RATIO = 3.0             # OSR peak >= 3x the last flash's response ...
+MIN_RATIO = 3.0             # OSR amplitude >= 3x the last flash's (above baseline, floor 1 Hz) ...
 FAST_PERIOD_MS = 125.0      # ... at 8-16 Hz (periods up to 125 ms)
 SLOPE_RANGE = (0.8, 1.2)    # peak time after the last flash tracks the period
 MAX_LATENCY_SD_MS = 25.0    # optional: latency s.d. across frequencies
-LESION_MAX_FRACTION = 0.5   # without the slow ON pathway the OSR peak is at most half
+LESION_MAX_FRACTION = 0.5   # without the slow ON pathway the OSR amplitude is at most half
 
 # The mechanism criteria for a CNN's layer-1 attributions (docs/phenomena.md, "pass criteria")
 MIN_SLOW_ON_SHARE = 0.5     # slow ON carries >= 50 % of positive IG after the omission
 MAX_OFF_SHARE = 0.2         # OFF carries < 20 % there
-MIN_REDUCED_FRACTION = 0.7  # the reduced model keeps >= 70 % of the OSR
+MIN_REDUCED_FRACTION = 0.7  # the reduced model keeps >= 70 % of the OSR amplitude
 MAX_ABLATED_FRACTION = 0.3  # ablating the slow ON channels removes >= 70 % of the OSR amplitude
 
 
@@ -109,10 +109,11 @@ def osr(model, *, frequencies=OSR_FREQUENCIES_HZ, periods=None, intensity=-1.0, 
     res.measures = dict(fit, min_ratio=float(min(m["ratio"] for m in per)),
                         latency_after_omitted_ms=float(np.mean([m["peak_after_omitted_ms"] for m in per])),
                         osr_peak_mean=float(np.mean([m["osr_peak"] for m in per])),
-                        osr_amplitude=float(np.mean([m["osr_peak"] - m["baseline"] for m in per])))
+                        osr_amplitude=float(np.mean([m["osr_amplitude"] for m in per])))
     if res.reduced_measures:
         rm = res.reduced_measures
         res.measures.update(reduced_osr_peak_mean=float(np.mean([m["osr_peak"] for m in rm])),
+                            reduced_osr_amplitude=float(np.mean([m["osr_amplitude"] for m in rm])),
                             reduced_latency_after_omitted_ms=float(np.mean([m["peak_after_omitted_ms"]
                                                                             for m in rm])))
     if explain:  # in-silico lesion of the CNN's slow ON channels
@@ -123,8 +124,7 @@ def osr(model, *, frequencies=OSR_FREQUENCIES_HZ, periods=None, intensity=-1.0, 
             res.ablated_measures = am
             res.params["ablated_conv1"] = chans
             res.measures["ablated_on_slow_osr_peak_mean"] = float(np.mean([m["osr_peak"] for m in am]))
-            res.measures["ablated_on_slow_osr_amplitude"] = float(np.mean([m["osr_peak"] - m["baseline"]
-                                                                           for m in am]))
+            res.measures["ablated_on_slow_osr_amplitude"] = float(np.mean([m["osr_amplitude"] for m in am]))
     return res
 
 
@@ -137,16 +137,16 @@ def signatures(results):
     """The simulator's OSR tests: ratio >= 3 at 8-16 Hz, slope in [0.8, 1.2], latency s.d., the ON-slow lesion."""
     intact = results[None]
     fast = [c["ratio"] for c in intact.per_condition if c["period_ms"] <= FAST_PERIOD_MS]
-    peak = intact.measures["osr_peak_mean"]
-    out = [Check("osr_ratio", f"OSR peak / last-flash response at 8-16 Hz (min over {len(fast)})",
+    amp = intact.measures["osr_amplitude"]
+    out = [Check("osr_ratio", f"OSR amplitude / last-flash amplitude at 8-16 Hz (min over {len(fast)})",
                  float(min(fast)) if fast else float("nan"), low=MIN_RATIO, scale=MIN_RATIO),
            Check("osr_slope", "slope of peak time after the last flash vs period", intact.measures["slope"],
                  *SLOPE_RANGE, scale=0.2),
            Check("osr_latency_sd", "latency s.d. across frequencies (ms)", intact.measures["latency_sd_ms"],
                  high=MAX_LATENCY_SD_MS, scale=MAX_LATENCY_SD_MS)]
     if "ONs" in results:
-        out.append(Check("osr_lesion_ONs", "OSR peak without the slow ON pathway / intact",
-                         results["ONs"].measures["osr_peak_mean"] / max(peak, 1e-9), high=LESION_MAX_FRACTION,
+        out.append(Check("osr_lesion_ONs", "OSR amplitude without the slow ON pathway / intact",
+                         results["ONs"].measures["osr_amplitude"] / max(amp, 1e-9), high=LESION_MAX_FRACTION,
                          scale=1.0))
     return out
 
@@ -157,9 +157,10 @@ def criteria(pathway_shares, type_shares, result):
     c = {f"slow ON carries >= {MIN_SLOW_ON_SHARE:.0%} of positive IG after the omission":
          pathway_shares["ONs"] >= MIN_SLOW_ON_SHARE,
          f"OFF share < {MAX_OFF_SHARE:.0%} after the omission": pathway_shares["OFF"] < MAX_OFF_SHARE}
-    full, red = m.get("osr_peak_mean"), m.get("reduced_osr_peak_mean")
+    full, red = m.get("osr_amplitude"), m.get("reduced_osr_amplitude")
     if red is not None:
-        c[f"reduced model keeps >= {MIN_REDUCED_FRACTION:.0%} of the OSR"] = red >= MIN_REDUCED_FRACTION * full
+        c[f"reduced model keeps >= {MIN_REDUCED_FRACTION:.0%} of the OSR amplitude"] = (
+            red >= MIN_REDUCED_FRACTION * full)
     if "ablated_on_slow_osr_amplitude" in m:
         c[f"ablating the slow-ON channels removes >= {1 - MAX_ABLATED_FRACTION:.0%} of the OSR"] = (
             m["ablated_on_slow_osr_amplitude"] <= MAX_ABLATED_FRACTION * m["osr_amplitude"])
@@ -170,4 +171,4 @@ OSR = register(Phenomenon(
     name="osr", title="omitted stimulus response", run=osr, list_params=("periods", "frequencies"),
     key_measure=KEY_MEASURE, cell_type="OSR", row=False, lesions=("ONs", "OFF", "ONf", "A1"), window=_window,
     shows=shows, presence_measure="min_ratio", signatures=signatures, signature_lesions={"ONs": {}},
-    mechanism=criteria))
+    mechanism=criteria, absent_value=0.0, condition_measure="peak_after_last_ms"))

@@ -142,4 +142,5 @@ def criteria(pathway_shares, type_shares, result):
 REVERSAL = register(Phenomenon(
     name="reversal", title="motion reversal", run=reversal, list_params=("flips",), key_measure=KEY_MEASURE,
     cell_type="OFF", row=True, lesions=("ONf", "A1", "depression"), window=_window, shows=shows,
-    presence_measure="mean_ratio", signatures=signatures, signature_lesions={"ONf": {}}, mechanism=criteria))
+    presence_measure="mean_ratio", signatures=signatures, signature_lesions={"ONf": {}}, mechanism=criteria,
+    absent_value=1.0, condition_measure="ratio"))

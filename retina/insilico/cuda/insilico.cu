@@ -49,7 +49,7 @@ __device__ T softplus_(T x) {
 template <typename T>
 __global__ void ganglion_block(const T* __restrict__ exc, const T* __restrict__ inh, const T* __restrict__ w,
                                const T* __restrict__ w_inh, const T* __restrict__ theta, const T* __restrict__ r_max,
-                               T beta, T e_inh, T e_mem, T rec_inh, T use_inh, T gc_gain, T e_gc,
+                               T beta, T e_inh, T e_mem, T rec_inh, T use_inh, T theta_inh, T gc_gain, T e_gc,
                                T* __restrict__ state_inh, T* __restrict__ state_dep, T* __restrict__ state_u,
                                T* __restrict__ state_gc, T* __restrict__ rates, T* __restrict__ parts,
                                int t_len, int n_k, int n_j) {
@@ -59,7 +59,7 @@ __global__ void ganglion_block(const T* __restrict__ exc, const T* __restrict__ 
     for (int t = 0; t < t_len; ++t) {
         T a = e_inh * state_inh[j] + (1 - e_inh) * inh[(i64)t * n_j + j];
         state_inh[j] = a;
-        T ap = a > 0 ? a : 0;
+        T ap = a > theta_inh ? a - theta_inh : 0;
         T nr = 1 - (1 - state_dep[j]) * rec_inh;
         T amacrine = ap * nr;
         state_dep[j] = nr * exp(-use_inh * ap);
@@ -89,7 +89,7 @@ __global__ void ganglion_block(const T* __restrict__ exc, const T* __restrict__ 
     template __global__ void bipolar_block<T>(const T*, const T*, const T*, const long long*, const T*,    \
                                               const T*, const T*, const T*, T*, T*, T*, int, int, int, int); \
     template __global__ void ganglion_block<T>(const T*, const T*, const T*, const T*, const T*, const T*, \
-                                               T, T, T, T, T, T, T, T*, T*, T*, T*, T*, T*, int, int, int);
+                                               T, T, T, T, T, T, T, T, T*, T*, T*, T*, T*, T*, int, int, int);
 INST(float)
 INST(double)
 #endif

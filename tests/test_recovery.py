@@ -1,0 +1,98 @@
+"""The mechanism-recovery benchmark (retina.recovery, docs/recovery.md): its score, its nulls, its matching."""
+
+import numpy as np
+import pytest
+
+from retina import RetinaCNN
+from retina import recovery as R
+from retina.insilico import InSilicoRetina
+
+
+def effects(**e):
+    return {p: dict(intact=1.0, lesioned=1.0 + e.get(p, 0.0), effect=e.get(p, 0.0)) for p in R.PARTS}
+
+
+def test_the_score_counts_the_parts_that_matter_with_sign_and_size():
+    sim = effects(ONs=-0.9, A1=0.4)                  # two parts matter; three do not
+    assert R.score(sim, effects(ONs=-0.9, A1=0.4))[0] == 1.0
+    assert R.score(sim, effects(ONs=-0.5, A1=0.2))[0] == 1.0          # half the size is enough ...
+    assert R.score(sim, effects(ONs=-0.4, A1=0.4))[0] == 0.5          # ... less is not
+    assert R.score(sim, effects(ONs=+0.9, A1=0.4))[0] == 0.5          # the wrong sign fails
+    s, ok = R.score(sim, effects(ONs=-0.9, A1=0.4, OFF=-0.8))
+    assert s == 1.0 and not ok["OFF"]                # a spurious effect is reported, not scored
+    assert np.isnan(R.score(effects(), effects(ONs=-1.0))[0])         # nothing matters: no score
+    assert not R._agrees(-0.9, float("nan"))
+
+
+def test_the_permutation_null_pairs_every_other_assignment():
+    sim = effects(ONs=-0.9, A1=0.4)
+    right = effects(ONs=-0.9, A1=0.4)
+    null = R.permutation_null(sim, right)
+    assert len(null) == 120 - 6 and max(null) < 1.0   # pairings that keep ONs and A1 are not a null
+    # a CNN whose every ablation has the same large effect scores 1 under the identity too, and the null
+    # catches it: some permutation scores as well
+    blunt = effects(OFF=-1.0, ONf=-1.0, ONs=-1.0, A1=-1.0, depression=-1.0)
+    assert max(R.permutation_null(effects(ONs=-0.9, OFF=-0.5), blunt)) == R.score(effects(ONs=-0.9, OFF=-0.5),
+                                                                                   blunt)[0]
+
+
+def test_a_recovery_needs_fidelity_a_score_and_a_margin_over_the_nulls():
+    fid = dict(reproduces=True, shows=True, window_corr=0.9)
+    rec = R.Recovery("osr", [], {}, {}, {}, 0.9, [0.2, 0.5], [0.3], fid)
+    assert rec.null_max == 0.5 and rec.recovered                     # 0.9 - 0.5 >= 0.25
+    assert not R.Recovery("osr", [], {}, {}, {}, 0.7, [0.5], [], fid).recovered
+    assert not R.Recovery("osr", [], {}, {}, {}, 0.6, [0.0], [], fid).recovered
+    gone = R.Recovery("osr", [], {}, {}, {}, 1.0, [0.0], [], dict(fid, reproduces=False))
+    assert not gone.recovered and "no mechanism claim" in gone.verdict
+
+
+def test_channels_are_matched_to_the_part_whose_signal_explains_them(monkeypatch):
+    """Channels built from the part signals (rectified, lagged, noisy) are matched to their part; noise is not."""
+    sim = InSilicoRetina()
+    pos = sim.positions[:4]
+    movie = R.probe_movie(n_frames=400)
+    sig = R.part_signals(sim, movie, pos)
+    rng = np.random.default_rng(0)
+    plan = {0: 0, 1: 1, 2: 2, 3: 3, 4: None}        # channel -> part index (None: pure noise)
+
+    def fake(model, movie, positions):
+        act = np.empty((len(movie), len(plan), len(positions)))
+        for c, k in plan.items():
+            base = np.zeros_like(sig[..., 0]) if k is None else np.roll(sig[..., k], 2, axis=0)
+            z = base / (base.std() or 1.0)
+            act[:, c] = np.maximum(z + 0.3 * rng.standard_normal(z.shape), 0.0)
+        return act
+
+    monkeypatch.setattr(R, "channel_activity", fake)
+    got = R.match_channels(None, sim, pos, movie=movie, signals=sig)
+    assert [m["part"] for m in got] == ["OFF", "ONf", "ONs", "A1", None]
+    assert all(m["lag"] == 2 for m in got[:4]) and got[4]["r2"] < R.MIN_MATCH_R2
+
+
+def test_part_signals_are_the_probe_cells_sources():
+    sim = InSilicoRetina()
+    movie = R.probe_movie(n_frames=300)
+    sig = R.part_signals(sim, movie, sim.positions[:2])
+    assert sig.shape == (300, 2, 5)
+    assert (sig[..., 3] >= -1e-12).all()             # the amacrine's output, as a positive activity
+    assert np.abs(sig[..., 4]).max() > 0             # depression changes the release
+
+
+def test_the_untrained_null_has_the_models_shape_and_cells():
+    model = RetinaCNN.random(3, seed=0, per_unit=False)
+    model.metadata.update(cell_types='["OFF", "OFF", "OSR"]', cell_positions="[[17, 17], [17, 25], [25, 25]]")
+    null = R.untrained_model(model, 5)
+    assert null.w1.shape == model.w1.shape and null.w2.shape == model.w2.shape
+    assert null.metadata["cell_types"] == model.metadata["cell_types"] and null.norm_stats == model.norm_stats
+    assert not np.allclose(null.w1, model.w1)
+
+
+def test_the_benchmark_runs_on_a_small_model_with_its_nulls():
+    model = RetinaCNN.random(2, seed=1, per_unit=False)
+    model.metadata.update(cell_types='["OFF", "OFF"]', cell_positions="[[25, 21], [25, 29]]")
+    out = R.recover(model, ["latency"], n_untrained=1)
+    rec = out["latency"]
+    assert set(rec.simulator) == set(R.PARTS) and len(rec.null_untrained) == 1
+    assert rec.simulator["OFF"]["effect"] <= -R.RELEVANT_EFFECT    # without OFF no OFF cell answers a dark flash
+    assert isinstance(rec.recovered, bool) and rec.verdict
+    assert rec.fidelity["measure"] == "peak_ms" and len(rec.fidelity["per_condition"]) == 16
