@@ -14,10 +14,12 @@ import pytest
 from retina import phenomena as P
 
 KNOWN_FAILURES = {
-    # The documented threshold is a 10 ms shift from the weakest to the strongest flash; the shipped
-    # calibration shifts its OFF cells by about 5 ms under the documented protocol.  Kept at the documented
-    # level and reported as failing until the simulator is recalibrated.
-    "latency_peak_shift", "latency_com_shift",
+    # Inside the physical domain (flashes of -0.25 to -1, nothing darker than black) the shipped calibration shifts
+    # its OFF cells' latency by about 3 ms, not the documented 10 ms; its centre-of-mass latency is not monotonic,
+    # and without depression it keeps 67 % of that small shift (documented: at most 60 %).  The thresholds stay at
+    # the documented level and these are reported as failing until the simulator is recalibrated (docs/insilico.md
+    # section 2.2; bench/RESULTS.md has the recalibration attempts).
+    "latency_peak_shift", "latency_com_shift", "latency_com_monotonic", "latency_lesion_depression",
 }
 
 

@@ -72,9 +72,10 @@ def phenomena_report(model, sim):
     return out
 
 
-LATENCY_VARIANTS = (   # held-out latency protocols: other flash strengths and onsets than phenomena.latency's
-    dict(intensities=tuple(round(-0.2 * k, 2) for k in range(1, 16)), delay=70),          # -0.2 to -3 in 15
-    dict(intensities=tuple(round(-v, 3) for v in np.geomspace(0.12, 2.8, 12)), delay=35),  # log-spaced
+LATENCY_VARIANTS = (   # held-out latency protocols: other flash strengths and onsets than phenomena.latency's,
+    # all physical (nothing darker than black)
+    dict(intensities=tuple(round(-0.04 * k, 2) for k in range(7, 26)), delay=70),           # -0.28 to -1 in 19
+    dict(intensities=tuple(round(-v, 3) for v in np.geomspace(0.22, 0.97, 12)), delay=35),  # log-spaced
 )
 
 
