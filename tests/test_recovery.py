@@ -1,7 +1,6 @@
 """The mechanism-recovery benchmark (retina.recovery, docs/recovery.md): its score, its nulls, its matching."""
 
 import numpy as np
-import pytest
 
 from retina import RetinaCNN
 from retina import recovery as R
