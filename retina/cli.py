@@ -605,7 +605,7 @@ def attribute(model, stimulus_path, layer, cells, steps, method, kinks, pool, da
 def train(data, output, response, cells, nskip, minutes, epochs, epoch_windows, batch, lr, l2, noise, channels,
           kernel_sizes, history, seed, checkpoint, seeds, backend, quiet, scheduler, workers):
     """Fit a CNN to DATA.h5 (deep-retina layout) and write the model to OUTPUT."""
-    from .datasets import load_dataset
+    from .datasets import load_dataset, simulator_provenance
     from .train import TrainConfig, evaluate, train_ensemble
     from .train import train as fit
 
@@ -639,7 +639,8 @@ def train(data, output, response, cells, nskip, minutes, epochs, epoch_windows, 
             with _cluster(scheduler, workers, quiet) as client:
                 results = train_ensemble(x, y, seeds, config=cfg, out=output, client=client, norm_stats=tr.stats,
                                          progress=not quiet, input_units=tr.units,
-                                         metadata=dict(data=os.path.abspath(data), response=response))
+                                         metadata=dict(simulator_provenance(tr, cell_idx), data=os.path.abspath(data),
+                                                       response=response))
             if not quiet:
                 from .train.ensemble import seed_path
 
@@ -656,7 +657,7 @@ def train(data, output, response, cells, nskip, minutes, epochs, epoch_windows, 
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(exc)
     model = res.model
-    model.metadata.update(data=os.path.abspath(data), response=response)
+    model.metadata.update(simulator_provenance(tr, cell_idx), data=os.path.abspath(data), response=response)
     model.save(output)
     if os.path.exists(ck):
         os.remove(ck)
@@ -733,7 +734,7 @@ def explain(model, output, names, steps, share, context_ms, whole_movies, params
     _check_output(output, model, params_path, directory=True)
     try:
         net = _load_model(model, 0, 5)
-        sim = InSilicoRetina(params_path)
+        sim = InSilicoRetina(params_path) if params_path else None   # None: the one the model records
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     t0 = time.time()

@@ -29,7 +29,8 @@ from .io.dataset import SCHEMA_VERSION as DATASET_SCHEMA
 from .stimuli import bar_motion, bar_noise, flash_sequence, full_field_noise, natural_movie, white_noise
 from .units import DT
 
-__all__ = ["Dataset", "load_dataset", "simulate_dataset", "encode_uint8", "decode_uint8", "frame_events", "KINDS",
+__all__ = ["Dataset", "load_dataset", "simulate_dataset", "simulator_provenance", "encode_uint8", "decode_uint8",
+           "frame_events", "KINDS",
            "EVENTS"]
 
 KINDS = {"naturalscene": "natural-like movie (docs/insilico.md section 3)",
@@ -38,6 +39,30 @@ KINDS = {"naturalscene": "natural-like movie (docs/insilico.md section 3)",
          "bars": "flickering 2 px bars spanning all rows, binary +-0.35 contrast, 20 ms frames",
          "motion": "moving bars (stimuli.bar_motion): 1-4 px, +-0.3..1 contrast, 0.02-0.6 px/frame, some reversing",
          "flashes": "full-field flashes from grey (stimuli.flash_sequence): 1-4 frames, +-0.05..1 contrast"}
+
+
+def simulator_provenance(dataset, cells=None) -> dict:
+    """Model metadata for a fit to a simulated dataset (``retina simulate``): the cells' types and positions and
+    the simulator's parameters (:data:`retina.insilico.SIMULATOR_KEY`), so that ``retina explain`` compares the
+    model with the simulator it was fitted to.  ``cells``: the indices of the cells fitted (default all).
+    Empty for other files (a lab recording)."""
+    from .insilico import SIMULATOR_KEY
+
+    attrs = getattr(dataset, "attrs", None) or {}
+    if attrs.get("generator") != "retina simulate":
+        return {}
+    out = {}
+    for k in ("cell_types", "cell_positions"):
+        if k in attrs:
+            values = json.loads(str(attrs[k]))
+            out[k] = json.dumps(values if cells is None else [values[int(i)] for i in cells])
+    try:
+        params = json.loads(attrs.get("settings", "{}")).get("params")
+    except (TypeError, ValueError):
+        params = None
+    if params:
+        out[SIMULATOR_KEY] = json.dumps(params)
+    return out
 
 
 def smooth_rate(counts, sigma_ms=10.0):

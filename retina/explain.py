@@ -22,7 +22,7 @@ from . import phenomena as P
 from ._progress import progress_bar
 from ._validate import check_int
 from ._version import __version__
-from .insilico import InSilicoRetina
+from .insilico import SIMULATOR_KEY, InSilicoRetina, simulator_of
 from .io import atomic_text, save_explain
 from .model import RetinaCNN
 from .recovery import FIDELITY_MIN_CORR, key_value, recover, relevant, simulator_effects
@@ -140,8 +140,10 @@ def explain(model: RetinaCNN, out_dir: str | os.PathLike, *, sim: InSilicoRetina
     n_untrained = check_int("n_untrained", n_untrained, minimum=0)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sim = sim or InSilicoRetina()
-    truth_note = "compared with the in-silico retina"
+    sim_source = "given" if sim is not None else (
+        "recorded by the model" if SIMULATOR_KEY in (model.metadata or {}) else "the shipped calibration")
+    sim = sim if sim is not None else simulator_of(model)
+    truth_note = f"compared with the in-silico retina ({sim_source})"
     if truth:
         why = _no_truth_reason(model, sim)
         if why:

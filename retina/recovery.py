@@ -368,9 +368,9 @@ def recover(model, names=None, sim=None, *, n_untrained=3, seed=0, model_results
     ``model_results`` / ``sim_results`` (name -> PhenomenonResult) reuse intact
     runs already made.  Returns ``{name: Recovery}``.
     """
-    from .insilico import InSilicoRetina
+    from .insilico import simulator_of
 
-    sim = sim or InSilicoRetina()
+    sim = sim if sim is not None else simulator_of(model)
     names = P.names() if names is None else tuple(names)
     probe = P.CNNProbe(model)
     positions = ([(c.y, c.x) for c in probe.cells] if probe.cells is not None else sim.positions)

@@ -90,7 +90,7 @@ WEIGHTS = {"osr_latency_sd": 0.3, "reversal_ratio": 2.0, "latency_lesion_depress
            "latency_lesion_linear": 0.5, "latency_lesion_A1": 0.5}
 
 
-def evaluate(p):
+def evaluate(p, weights=None):
     """Score (0 = every signature check passes), each check's value and its weighted violation."""
     try:
         sim = InSilicoRetina(p)
@@ -98,7 +98,8 @@ def evaluate(p):
     except (FloatingPointError, ValueError, ZeroDivisionError) as exc:
         return 1e3, {"error": str(exc)}, {}
     m = {c.name: c.value for c in checks}
-    v = {c.name: WEIGHTS.get(c.name, 1.0) * c.violation for c in checks}
+    weights = WEIGHTS if weights is None else weights
+    v = {c.name: weights.get(c.name, 1.0) * c.violation for c in checks}
     return float(sum(v.values())), m, v
 
 
@@ -120,8 +121,8 @@ def _single_thread():
 
 
 def _eval_z(args):
-    z, base = args
-    return evaluate(decode(z, base))[0]
+    z, base, weights = args
+    return evaluate(decode(z, base), weights)[0]
 
 
 def main():
@@ -133,9 +134,14 @@ def main():
     ap.add_argument("--start", default=None, help="JSON to start from (default: the documented starting values)")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--budget-min", type=float, default=60.0, help="stop after this many minutes")
+    ap.add_argument("--weight", action="append", default=[], metavar="CHECK=W",
+                    help="search weight of one check's violation (repeatable; thresholds are not changed)")
     ap.add_argument("-o", "--output", default=os.path.join(os.path.dirname(__file__), "..", "retina", "data",
                                                            "insilico.json"))
     args = ap.parse_args()
+    for item in args.weight:
+        name, _, w = item.partition("=")
+        WEIGHTS[name] = float(w)
     base = InSilicoParams.from_json(args.start) if args.start else InSilicoParams()
     rng = np.random.default_rng(args.seed)
     best_z = encode(base)
@@ -148,7 +154,7 @@ def main():
         for g in range(args.generations):
             cands = [np.clip(best_z + sigma * rng.standard_normal(len(best_z)) * (rng.random(len(best_z)) < 0.4),
                              0, 1) for _ in range(args.population)]
-            scores = pool.map(_eval_z, [(c, base) for c in cands])
+            scores = pool.map(_eval_z, [(c, base, WEIGHTS) for c in cands])
             i = int(np.argmin(scores))
             improved = scores[i] < best
             if improved:

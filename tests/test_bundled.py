@@ -12,7 +12,7 @@ import pytest
 
 import retina.io as rio
 from retina import load_model
-from retina.insilico import InSilicoRetina
+from retina.insilico import InSilicoRetina, simulator_of
 from retina.stimuli import natural_movie, white_noise
 from retina.train import assess as recipe
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not rio.bundled_path("default").is_file(), reaso
 @pytest.fixture(scope="module")
 def pair():
     model = load_model("default")
-    sim = InSilicoRetina(positions=recipe.cell_positions())
+    sim = InSilicoRetina(simulator_of(model).params, positions=recipe.cell_positions())   # the one it was fitted to
     return model, sim
 
 

@@ -114,6 +114,13 @@ def test_train_command_smoke(tmp_path):
     from retina import load_model
     m = load_model(tmp_path / "m.h5")
     assert m.n_cells == 2 and m.norm_stats is not None and not (tmp_path / "m.h5.ckpt").exists()
+    # the model records the simulator and the cells it was fitted to: explain compares it with them
+    import json
+
+    from retina.insilico import simulator_of
+    sim = InSilicoRetina()
+    assert json.loads(m.metadata["cell_types"]) == [sim.cell_types[0], sim.cell_types[9]]
+    assert simulator_of(m).params.to_dict() == sim.params.to_dict()
     bad = CliRunner().invoke(main, ["train", str(tmp_path / "missing.h5"), "-o", str(tmp_path / "x.h5")])
     assert bad.exit_code != 0 and "no dataset file" in bad.output
 

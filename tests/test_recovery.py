@@ -1,6 +1,7 @@
 """The mechanism-recovery benchmark (retina.recovery, docs/recovery.md): its score, its nulls, its matching."""
 
 import numpy as np
+import pytest
 
 from retina import RetinaCNN
 from retina import recovery as R
@@ -95,3 +96,19 @@ def test_the_benchmark_runs_on_a_small_model_with_its_nulls():
     assert rec.simulator["OFF"]["effect"] <= -R.RELEVANT_EFFECT    # without OFF no OFF cell answers a dark flash
     assert isinstance(rec.recovered, bool) and rec.verdict
     assert rec.fidelity["measure"] == "peak_ms" and len(rec.fidelity["per_condition"]) == 16
+
+
+def test_a_model_is_judged_against_the_simulator_it_records():
+    import json
+
+    from retina.insilico import SIMULATOR_KEY, InSilicoParams, simulator_of
+
+    model = RetinaCNN.random(2, seed=0, per_unit=False)
+    assert simulator_of(model).params.to_dict() == InSilicoParams.default().to_dict()   # nothing recorded
+    p = InSilicoParams.default()
+    p.tau_membrane_ms = 31.0
+    model.metadata[SIMULATOR_KEY] = json.dumps(p.to_dict())
+    assert simulator_of(model).params.tau_membrane_ms == 31.0
+    model.metadata[SIMULATOR_KEY] = json.dumps({"tau_membrane_ms": -1.0})
+    with pytest.raises(ValueError, match="recorded simulator"):
+        simulator_of(model)

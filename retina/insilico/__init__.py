@@ -44,7 +44,7 @@ from .._validate import as_float_array, check_int
 from ..units import DT, check_physical_movie
 
 __all__ = ["BipolarParams", "GanglionParams", "InSilicoParams", "InSilicoRetina", "Cell", "PATHWAYS",
-           "LESIONS", "ROW"]
+           "LESIONS", "ROW", "SIMULATOR_KEY", "simulator_of", "simulator_metadata"]
 
 
 PATHWAYS = ("OFF", "ONf", "ONs")
@@ -287,6 +287,32 @@ class InSilicoParams:
                     b.U = 0.0
                 p.U_amacrine = 0.0
         return p
+
+
+SIMULATOR_KEY = "simulator_params"
+"""Model metadata key holding the JSON parameters of the in-silico retina a model was fitted to."""
+
+
+def simulator_metadata(sim) -> dict:
+    """What a model fitted to ``sim``'s cells records about it: cell types, positions and parameters."""
+    return {"cell_types": json.dumps(sim.cell_types), "cell_positions": json.dumps([[c.y, c.x] for c in sim.cells]),
+            SIMULATOR_KEY: json.dumps(sim.params.to_dict())}
+
+
+def simulator_of(model, default=None):
+    """The in-silico retina ``model`` was fitted to: its recorded parameters (metadata ``simulator_params``),
+    else ``default`` (an InSilicoRetina or parameters), else the shipped calibration."""
+    meta = getattr(model, "metadata", None) or {}
+    text = meta.get(SIMULATOR_KEY)
+    if text:
+        try:
+            params = InSilicoParams.from_dict(json.loads(text))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the model's recorded simulator ({SIMULATOR_KEY}) is invalid: {exc}") from None
+        return InSilicoRetina(params)
+    if isinstance(default, InSilicoRetina):
+        return default
+    return InSilicoRetina(default)
 
 
 class Cell(NamedTuple):

@@ -246,7 +246,7 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     """
     from .. import phenomena as P  # noqa: F401  (registers the phenomena the report measures)
     from ..datasets import load_dataset, simulate_dataset
-    from ..insilico import InSilicoRetina
+    from ..insilico import InSilicoRetina, simulator_metadata
     from ..reduction import classify_channels
     from . import assess
     from .loss import evaluate
@@ -326,9 +326,7 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     assert res is not None   # a recipe has at least one stage
     model = res.model
     model.metadata.update(recipe=recipe.text, recipe_name=recipe.name, git_commit=git_commit(),
-                          retina_version=__version__, seed=recipe.seed,
-                          cell_types=json.dumps(sim.cell_types),
-                          cell_positions=json.dumps([[c.y, c.x] for c in sim.cells]))
+                          retina_version=__version__, seed=recipe.seed, **simulator_metadata(sim))
     model.save(out / "model.h5")
     report = {"recipe": recipe.name, "train_seconds": t_train, "simulate_seconds": t_sim, "epochs": res.history,
               "best_epoch": res.best_epoch, "best_val_corr": res.best_val_corr}
