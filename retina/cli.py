@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -225,23 +226,62 @@ class Guarded(click.Group):
     """
 
     def invoke(self, ctx):
+        previous = _install_interrupt_handler()
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt:
+            _INTERRUPT["handled"] = True
             click.echo("interrupted: rerun the same command to resume from what was written", err=True)
             ctx.exit(130)
         except Exception as exc:
             if _interrupted(exc):    # Ctrl-C inside a compiled kernel surfaces as the kernel's SystemError
+                _INTERRUPT["handled"] = True
                 click.echo("interrupted: rerun the same command to resume from what was written", err=True)
                 ctx.exit(130)
             if _DEBUG["on"]:
                 raise
             raise click.ClickException(_one_line(exc)) from None
+        finally:
+            _INTERRUPT["handled"] = True
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
 
 _DEBUG = {"on": False}
+_INTERRUPT = {"seen": False, "handled": False}
+REINTERRUPT_S = 2.0
+"""After Ctrl-C, the interrupt is raised again in the main thread every this many seconds until the command has
+stopped: a KeyboardInterrupt that lands in a finaliser or a C callback is printed and swallowed by Python, and the
+command would otherwise run on to the end."""
+
+
+def _install_interrupt_handler():
+    """Ctrl-C raises KeyboardInterrupt as usual, and keeps raising it until the command has stopped; returns the
+    previous handler (None when not in the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _INTERRUPT.update(seen=False, handled=False)
+
+    def keep_interrupting():
+        import _thread
+
+        while True:
+            time.sleep(REINTERRUPT_S)
+            if _INTERRUPT["handled"]:
+                return
+            _thread.interrupt_main()
+
+    def on_sigint(signum, frame):
+        if not _INTERRUPT["seen"]:
+            _INTERRUPT["seen"] = True
+            threading.Thread(target=keep_interrupting, daemon=True).start()
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, on_sigint)
 
 
 def _interrupted(exc: BaseException) -> bool:

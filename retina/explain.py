@@ -25,7 +25,7 @@ from ._version import __version__
 from .insilico import SIMULATOR_KEY, InSilicoRetina, simulator_of
 from .io import atomic_text, save_explain
 from .model import RetinaCNN
-from .recovery import FIDELITY_MIN_CORR, key_value, recover, relevant, simulator_effects
+from .recovery import FIDELITY_MIN_CORR, key_value, overall, recover, relevant, simulator_effects
 
 __all__ = ["explain", "ground_truth", "cnn_shares", "criteria", "reduced_key_fraction", "TYPE_TO_PATHWAY",
            "N_UNTRAINED"]
@@ -182,6 +182,7 @@ def explain(model: RetinaCNN, out_dir: str | os.PathLike, *, sim: InSilicoRetina
                       sim_results=sim_results)
         for name, r in rec.items():
             report[name]["recovery"] = r.as_dict()
+        report["_overall"] = overall(list(rec.values()))
         rec_seconds = time.time() - t0
     report["_meta"] = {"seconds": time.time() - t_start, "recovery_seconds": rec_seconds,
                        "retina_version": __version__, "model_hash": model.content_hash(), "n_steps": n_steps,
@@ -226,7 +227,10 @@ def summary_table(report):
     """Plain text: per phenomenon, fidelity against the simulator, the recovery verdict with its nulls, the
     reduction, and the paper's descriptive criteria."""
     names = [n for n in P.names() if n in report] + [n for n in report if n not in P.REGISTRY and n[:1] != "_"]
-    lines = [f"{'phenomenon':<13} {'key measure: model':<30} {'simulator':<12} {'reproduced':<11} "
+    lines = []
+    if "_overall" in report:
+        lines += [f"mechanism recovery over the reproduced phenomena: {report['_overall']['verdict']}", ""]
+    lines += [f"{'phenomenon':<13} {'key measure: model':<30} {'simulator':<12} {'reproduced':<11} "
              f"{'mechanism (recovery score vs nulls)':<48} reduced model keeps", "-" * 140]
     for name in names:
         e = report[name]
@@ -240,8 +244,9 @@ def summary_table(report):
             sim_v = _fmt(f["key_simulator"])
             repro = "yes" if f["reproduces"] else "NO"
             mech = ("no claim (not reproduced)" if not f["reproduces"] else
+                    f"undecidable ({_fmt(r['score'], '.2f')})" if not r["decisive"] else
                     f"{'RECOVERED' if r['recovered'] else 'not recovered'} {_fmt(r['score'], '.2f')} "
-                    f"vs null max {_fmt(r['null_max'], '.2f')}")
+                    f"vs null {_fmt(r['null_level'], '.2f')}")
         lines.append(f"{name:<13} {meas:<30} {sim_v:<12} {repro:<11} {mech:<48} {_fmt(100 * rk, '.0f')} %")
     for name in names:
         e = report[name]
@@ -262,9 +267,11 @@ def summary_table(report):
                              f"{_fmt(100 * c['effect'], '+.0f'):>21}% {'ok' if r['agrees'][part] else '--':>4} "
                              f"{c['channels']}{rel}")
             perm = r["null_permutation"]
-            lines.append(f"  nulls: label permutations max {_fmt(max(perm) if perm else float('nan'), '.2f')} "
-                         f"(median {_fmt(float(np.median(perm)) if perm else float('nan'), '.2f')}); untrained CNNs "
-                         + (", ".join(_fmt(v, ".2f") for v in r["null_untrained"]) or "none"))
+            lines.append(f"  nulls: label permutations 95th percentile "
+                         f"{_fmt(float(np.quantile(perm, 0.95)) if perm else float('nan'), '.2f')} (max "
+                         f"{_fmt(max(perm) if perm else float('nan'), '.2f')}); untrained CNNs "
+                         + (", ".join(_fmt(v, ".2f") for v in r["null_untrained"]) or "none")
+                         + f"; the truth's own permutation null {_fmt(r['truth_null'], '.2f')}")
             lines.append("  channels by function: " + ", ".join(
                 f"{m['channel']}->{m['part'] or '-'} (R2 {m['r2']:.2f})" for m in r["matches"]))
         rk = e.get("reduced_key")

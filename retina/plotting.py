@@ -143,7 +143,7 @@ def _truth_panels(ax_fid, ax_rec, rec):
     ax_rec.set_xticks(xp, [f"{p}\n{rec['cnn'][p]['channels']}" for p in parts], fontsize=7)
     ax_rec.axhline(0, color="k", lw=0.5)
     perm = rec["null_permutation"]
-    nulls = f"null max {rec['null_max']:.2f}" if np.isfinite(rec["null_max"]) else "no null"
+    nulls = f"null {rec['null_level']:.2f}" if np.isfinite(rec["null_level"]) else "no null"
     ax_rec.set(ylabel="change of the key measure (% of the phenomenon)",
                title=f"recovery {rec['score']:.2f} ({nulls}; {len(perm)} permutations, "
                      f"{len(rec['null_untrained'])} untrained)")

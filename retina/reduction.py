@@ -3,8 +3,9 @@
 :func:`channel_filters` gives each layer-1 channel's effective temporal filter
 for full-field stimuli, ``k_c(tau) = sum_{x,y} w1[c, tau, x, y]`` times the sign
 of the channel's scale; :func:`classify_channels` types each channel ON/OFF by
-the sign of its largest tap within the 25 newest frames and fast/slow by time
-to peak (fast <= 110 ms, slow >= 120 ms; ``docs/insilico.md`` section 4).
+the sign of its white-noise STA's largest tap within the 25 newest frames times
+the sign of its downstream effect, and fast/slow by time to peak (fast <= 110
+ms, slow >= 120 ms; ``docs/insilico.md`` section 4).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import numpy as np
 
 from .units import FRAME_MS
 
-__all__ = ["channel_filters", "classify_channels", "prune", "reduce", "ReducedModel", "baseline_activity",
-           "ablate", "inhibitory_channels"]
+__all__ = ["channel_filters", "channel_stas", "downstream_signs", "classify_channels", "prune", "reduce",
+           "ReducedModel", "baseline_activity", "ablate", "inhibitory_channels"]
 
 FAST_MS, SLOW_MS = 110.0, 120.0
 
@@ -28,16 +29,81 @@ def channel_filters(model):
     return w1.sum(axis=(2, 3)) * np.where(sign == 0, 1.0, sign)[:, None]
 
 
-def classify_channels(model, *, recent=25, frame_ms=FRAME_MS):
-    """Type every layer-1 channel.
+STA_FRAMES = 3000      # white-noise frames for the channels' STAs
+STA_CHECK = 3          # ... in checks of this many pixels (single-pixel noise barely drives centre-surround units)
+EFFECT_FRAMES = 600    # white-noise frames for each channel's downstream effect
+_TYPES_CACHE: dict = {}
 
-    Returns a list of dicts: ``channel``, ``polarity`` ("ON"/"OFF"),
-    ``ttp_ms`` (time to peak: lag of the largest tap within the ``recent``
-    newest frames, counted to the predicted bin one frame after the window),
-    ``speed`` ("fast", "slow" or "intermediate"), ``type`` (e.g. "OFF-fast"),
-    ``norm`` (filter norm, a rough importance).
+
+def channel_stas(model, *, n_frames=STA_FRAMES, seed=0):
+    """White-noise spike-triggered averages of the layer-1 channels: ``(C1, history)``, tap ``history - 1`` newest.
+
+    Binary checkerboard white noise (:data:`STA_CHECK` px checks, +-1 in model
+    units, i.e. +-1 training s.d.) fills the frame; each channel's output after its ReLU at the centre of its map is
+    averaged against the stimulus summed over that unit's input footprint.
+    Unlike the filter's weights, the STA sees the channel's rectification
+    (and its scale's sign).
     """
-    k = channel_filters(model)
+    rng = np.random.default_rng(seed)
+    h, w = model.frame_shape
+    k = model.w1.shape[-1]
+    g = -(-h // STA_CHECK), -(-w // STA_CHECK)
+    x = rng.choice(np.array([-1.0, 1.0], np.float32), size=(n_frames + model.history - 1,) + g)
+    x = np.ascontiguousarray(np.repeat(np.repeat(x, STA_CHECK, 1), STA_CHECK, 2)[:, :h, :w])
+    corr1 = np.asarray(model.layer1(x, dtype=np.float32), np.float64)
+    y0, x0 = corr1.shape[2] // 2, corr1.shape[3] // 2
+    scale = np.broadcast_to(np.asarray(model.scale1, np.float64), model.shape1)[:, y0, x0]
+    shift = np.broadcast_to(np.asarray(model.shift1, np.float64), model.shape1)[:, y0, x0]
+    act = np.maximum(corr1[:, :, y0, x0] * scale + shift, 0.0)
+    foot = x[:, y0:y0 + k, x0:x0 + k].sum(axis=(1, 2), dtype=np.float64)
+    windows = np.lib.stride_tricks.sliding_window_view(foot, model.history)[:len(act)]
+    return (act - act.mean(0)).T @ windows / len(act)     # a channel that never fires has an STA of zeros
+
+
+def downstream_signs(model, *, n_frames=EFFECT_FRAMES, seed=1):
+    """Sign of each layer-1 channel's net effect on the model's output: ``+1`` when clamping the channel to its
+    grey-screen activity lowers the mean rate over white noise (the channel excites), ``-1`` when it raises it."""
+    rng = np.random.default_rng(seed)
+    x = rng.choice(np.array([-1.0, 1.0], np.float32), size=(n_frames + model.history - 1,) + tuple(model.frame_shape))
+    full = float(np.mean(model.predict(x, backend="cpu")))
+    c1 = model.w1.shape[0]
+    out = np.empty(c1)
+    for c in range(c1):
+        ablated = float(np.mean(prune(model, np.setdiff1d(np.arange(c1), [c]), baseline=model.grey).predict(
+            x, backend="cpu")))
+        out[c] = 1.0 if full - ablated >= 0 else -1.0
+    return out
+
+
+def classify_channels(model, *, recent=25, frame_ms=FRAME_MS, method="sta"):
+    """Type every layer-1 channel by what it does.
+
+    ``method="sta"`` (default): polarity from the channel's white-noise STA
+    (:func:`channel_stas`) times the sign of its downstream effect
+    (:func:`downstream_signs`; an OFF channel that inhibits the output acts
+    as an ON input), time to peak from the STA.  ``method="weights"``: from
+    the spatially summed filter weights alone (the older rule).
+
+    Returns a list of dicts: ``channel``, ``polarity`` ("ON"/"OFF", the
+    functional polarity), ``sta_polarity`` (the STA's own), ``downstream``
+    (+1/-1; 1 for ``"weights"``), ``ttp_ms`` (time to peak: lag of the
+    largest tap within the ``recent`` newest frames, counted to the predicted
+    bin one frame after the window), ``speed`` ("fast", "slow" or
+    "intermediate"), ``type`` (e.g. "OFF-fast"), ``norm`` (filter norm, a
+    rough importance).  Cached per model content.
+    """
+    if method not in ("sta", "weights"):
+        raise ValueError(f"method must be 'sta' or 'weights', got {method!r}")
+    key = (model.content_hash(), method, recent, frame_ms)
+    if key in _TYPES_CACHE:
+        return [dict(d) for d in _TYPES_CACHE[key]]
+    filt = channel_filters(model)
+    if method == "sta":
+        k, signs = channel_stas(model), downstream_signs(model)
+        silent = ~np.any(k != 0, axis=1)
+        k[silent] = filt[silent]          # a channel silent under the noise: its weights are all there is
+    else:
+        k, signs, silent = filt, np.ones(filt.shape[0]), np.ones(filt.shape[0], bool)
     hist = k.shape[1]
     out = []
     for c in range(k.shape[0]):
@@ -45,10 +111,15 @@ def classify_channels(model, *, recent=25, frame_ms=FRAME_MS):
         i = int(np.argmax(np.abs(taps)))
         lag = recent - i  # frames from the tap to the bin after the window
         ttp = lag * frame_ms
-        polarity = "ON" if taps[i] > 0 else "OFF"
+        own = "ON" if taps[i] > 0 else "OFF"
+        polarity = own if signs[c] > 0 else ("OFF" if own == "ON" else "ON")
         speed = "fast" if ttp <= FAST_MS else ("slow" if ttp >= SLOW_MS else "intermediate")
-        out.append(dict(channel=c, polarity=polarity, ttp_ms=float(ttp), speed=speed,
-                        type=f"{polarity}-{speed}", norm=float(np.linalg.norm(k[c]))))
+        out.append(dict(channel=c, polarity=polarity, sta_polarity=own, downstream=int(signs[c]), ttp_ms=float(ttp),
+                        speed=speed, type=f"{polarity}-{speed}", norm=float(np.linalg.norm(filt[c])),
+                        from_sta=bool(not silent[c])))
+    if len(_TYPES_CACHE) > 64:
+        _TYPES_CACHE.clear()
+    _TYPES_CACHE[key] = [dict(d) for d in out]
     return out
 
 

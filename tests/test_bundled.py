@@ -1,11 +1,13 @@
 """The bundled default model against the claims of its recipe (retina/recipes/default.toml; docs/history.md).
 
 Checked on stimuli it never saw: a fresh natural-like clip and white noise (new seeds) against the
-calibrated simulator's noise-free rates, and the four phenomena measured on the CNN and on the
-simulator with the recipe's own protocol (``phenomena_report``): each must go the simulator's way.
-The recipe's last stage selects its epoch on those protocols, so latency is also checked under two
-held-out protocols (other flash strengths and onsets).
+noise-free rates of the simulator it was fitted to, and each phenomenon on its held-out protocol
+(``Phenomenon.held_out``) at the spec's thresholds (``Phenomenon.judge``).  The recipe selected its
+epochs on the default protocols, so those are not used to judge it; the checks it misses are listed
+and expected to fail.
 """
+
+import functools
 
 import numpy as np
 import pytest
@@ -50,18 +52,33 @@ def directions(pair):
     return recipe.directions(recipe.phenomena_report(*pair))
 
 
-@pytest.mark.parametrize("name", ["osr", "latency", "reversal", "anticipation"])
-def test_bundled_model_shows_the_phenomena_the_simulators_way(directions, name):
-    d = directions[name]
-    assert d["simulator_shows_it"], d
-    assert d["cnn_shows_it"], d
+@functools.cache
+def _judged(name):
+    """The held-out protocol (Phenomenon.held_out: values no default, test or training stage uses) on the bundled
+    model and the simulator it was fitted to, judged at the spec's thresholds (Phenomenon.judge)."""
+    from retina import phenomena as P
+
+    return {c.name: c for c in P.get(name).judge_model(load_model("default"))}
 
 
-@pytest.mark.parametrize("i", [0, 1])
-def test_bundled_model_latency_under_held_out_protocols(pair, i):
-    v = recipe.latency_variants(*pair)[i]
-    assert v["simulator_shows_it"], v
-    assert v["cnn_shows_it"], v
+# The bundled model was tuned on the phenomenon protocols (its recipe selects epochs on them); on held-out protocol
+# values it misses these checks at the spec's thresholds (measured 2026-12-03: OSR ratio 1.56 and slope -0.14;
+# latency not monotonic, shift 8 ms against the simulator's 2 ms; reversal burst 1.00, latency s.d. 35 ms).  They
+# are reported as failing, not hidden by a lower bar.
+BUNDLED_FAILS = {("osr", "osr_ratio"), ("osr", "osr_slope"), ("latency", "latency_monotonic"),
+                 ("latency", "latency_shift"), ("reversal", "reversal_ratio"), ("reversal", "reversal_latency_sd")}
+HELD_OUT_CHECKS = [("osr", "osr_ratio"), ("osr", "osr_slope"), ("latency", "latency_monotonic"),
+                   ("latency", "latency_shift"), ("reversal", "reversal_ratio"), ("reversal", "reversal_latency_sd"),
+                   ("anticipation", "anticipation_lead_0.06"), ("anticipation", "anticipation_lead_0.12")]
+
+
+@pytest.mark.parametrize("name, check", [
+    pytest.param(n, c, marks=pytest.mark.xfail(strict=True, reason="the protocol-tuned bundled model misses it"))
+    if (n, c) in BUNDLED_FAILS else (n, c) for n, c in HELD_OUT_CHECKS])
+def test_bundled_model_on_held_out_protocols_at_the_spec_thresholds(name, check):
+    found = _judged(name)
+    assert check in found, sorted(found)
+    assert found[check].passed, str(found[check])
 
 
 def test_the_recipes_selection_score_counts_what_the_report_finds(pair, directions):

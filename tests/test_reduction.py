@@ -6,7 +6,7 @@ from conftest import small_model
 
 from retina import RetinaCNN, attribute
 from retina import stimuli as S
-from retina.reduction import channel_filters, classify_channels, prune, reduce
+from retina.reduction import channel_filters, classify_channels, downstream_signs, prune, reduce
 
 
 def test_channel_types_of_known_filters():
@@ -17,13 +17,31 @@ def test_channel_types_of_known_filters():
     w1[2, 39 - 9] = -1.0     # OFF, 100 ms
     a = dict(m.arrays, w1=w1)
     m2 = RetinaCNN(**a, frame_shape=m.frame_shape)
-    t = classify_channels(m2)
+    t = classify_channels(m2, method="weights")
     assert [t[c]["type"] for c in range(3)] == ["ON-fast", "OFF-slow", "OFF-fast"]
     assert [t[c]["ttp_ms"] for c in range(3)] == [60.0, 150.0, 100.0]
+    # the white-noise STA finds the same polarity and timing; the functional type also carries the sign of the
+    # channel's effect downstream (an ON channel that inhibits the output acts as an OFF input)
+    s = classify_channels(m2)
+    assert [s[c]["sta_polarity"] for c in range(3)] == ["ON", "OFF", "OFF"]
+    assert [s[c]["ttp_ms"] for c in range(3)] == [60.0, 150.0, 100.0]
+    flip = {"ON": "OFF", "OFF": "ON"}
+    for d in s[:3]:
+        assert d["polarity"] == (d["sta_polarity"] if d["downstream"] > 0 else flip[d["sta_polarity"]])
     # a negative scale flips the effective polarity
     a["scale1"] = -np.asarray(m.scale1)
-    assert classify_channels(RetinaCNN(**a, frame_shape=m.frame_shape))[0]["polarity"] == "OFF"
+    assert classify_channels(RetinaCNN(**a, frame_shape=m.frame_shape), method="weights")[0]["polarity"] == "OFF"
     assert channel_filters(m2).shape == (8, 40)
+
+
+def test_downstream_sign_follows_the_readout():
+    """Flip a model's readout and every channel's downstream effect flips with it."""
+    m = RetinaCNN.random(1, seed=2, per_unit=False)
+    signs = downstream_signs(m)
+    a = dict(m.arrays, w2=-np.asarray(m.w2))
+    flipped = RetinaCNN(**a, frame_shape=m.frame_shape)
+    assert set(np.unique(signs)) <= {-1.0, 1.0}
+    assert (downstream_signs(flipped) != signs).mean() >= 0.5
 
 
 def test_prune_keeps_baseline_activity(rng):

@@ -180,10 +180,12 @@ def _recovery(g, rec, key):
              long_name="the layer-1 channels matched to the part (ablated together)")
     write_table(r.create_group("matches"), "channel",     # rows are the layer-1 channels, in order
                 [dict(part=m["part"] or "", r2=m["r2"], lag_frames=m["lag"],
-                      **{f"beta_{k}": v for k, v in m["betas"].items()}) for m in rec["matches"]])
+                      **{f"corr_{k}": v for k, v in m["corr"].items()}) for m in rec["matches"]])
     labelled(r, "null_permutation", np.asarray(rec["null_permutation"], np.float64), (None,))
     labelled(r, "null_untrained", np.asarray(rec["null_untrained"], np.float64), (None,))
-    write_scalars(r, {"score": rec["score"], "null_max": rec["null_max"], "recovered": bool(rec["recovered"])})
+    write_scalars(r, {"score": rec["score"], "null_max": rec["null_max"], "null_level": rec["null_level"],
+                      "truth_null": rec["truth_null"], "decisive": bool(rec["decisive"]),
+                      "recovered": bool(rec["recovered"])})
     r.attrs["verdict"] = rec["verdict"]
     r.attrs["key_measure"] = key
     f = rec["fidelity"]
@@ -203,6 +205,13 @@ def save_explain(path, results, report):
     meta = report.get("_meta", {})
     with atomic_h5(path) as f:
         _root(f, EXPLAIN_FORMAT, {k: v for k, v in meta.items() if isinstance(v, (str, int, float)) and v is not None})
+        if "_overall" in report:
+            o = report["_overall"]
+            g = f.create_group("recovery_overall")
+            write_scalars(g, {k: o[k] for k in ("score", "null_level", "truth_null", "decisive", "recovered")})
+            labelled(g, "null_untrained", np.asarray(o["untrained"], np.float64), (None,))
+            g.attrs["verdict"] = o["verdict"]
+            g.attrs["phenomena"] = json.dumps(o["phenomena"])
         for name, res in results.items():
             e = report[name]
             g = f.create_group(name)

@@ -154,6 +154,25 @@ def signatures(results):
     return out
 
 
+HELD_OUT = {"speeds": (0.06, 0.12)}
+"""The held-out anticipation protocol: bar speeds (px/frame) other than the defaults."""
+MODEL_LEAD_TOLERANCE = 0.5   # a model's lead within +-50 % of the simulator's at each speed
+
+
+def judge(model_res, sim_res):
+    """A model's anticipation at the spec's thresholds: at each speed the lead (um) within +-50 % of the
+    simulator's."""
+    out = []
+    for mc, sc in zip(model_res.per_condition, sim_res.per_condition):
+        target = sc["lead_um"]
+        lo, hi = (1 - MODEL_LEAD_TOLERANCE) * target, (1 + MODEL_LEAD_TOLERANCE) * target
+        out.append(Check(f"anticipation_lead_{mc['speed']:g}", f"lead at {mc['speed']:g} px/frame (um) within "
+                                                             f"+-{MODEL_LEAD_TOLERANCE:.0%} of the simulator's "
+                                                             f"{target:.3g}", mc["lead_um"], low=min(lo, hi),
+                         high=max(lo, hi), scale=max(abs(target), 1.0)))
+    return out
+
+
 def criteria(pathway_shares, type_shares, result):
     """Anticipation's mechanism criteria: OFF carries it, and ablating the inhibition undoes the lead."""
     c = {"OFF carries the anticipation response": pathway_shares["OFF"] >= MIN_OFF_SHARE}
@@ -170,4 +189,5 @@ ANTICIPATION = register(Phenomenon(
     key_measure=KEY_MEASURE, cell_type="OFF", row=True, lesions=("linear", "A1", "depression"), window=_window,
     shows=shows, presence_measure=f"lead_um_{KEY_SPEED:g}", signatures=signatures,
     signature_lesions={"linear": {"speeds": (KEY_SPEED,)}}, mechanism=criteria,
-    known_cells_options={"flash_positions": ()}, absent_value=0.0, condition_measure="lead_um"))
+    known_cells_options={"flash_positions": ()}, absent_value=0.0, condition_measure="lead_um", held_out=HELD_OUT,
+    judge=judge))

@@ -198,6 +198,13 @@ class Phenomenon:
         measure that cannot be measured counts as this (:mod:`retina.recovery`).
     condition_measure : str
         The per-condition measure shown beside the simulator's (fidelity).
+    held_out : mapping
+        ``run`` options of the held-out protocol: values other than the
+        defaults, the tests' and any training or selection protocol, kept for
+        judging models (:meth:`judge_model`).
+    judge : callable
+        ``judge(model_result, sim_result) -> list[Check]``: does a model
+        reproduce the phenomenon at the spec's thresholds, beside the simulator?
     """
 
     name: str
@@ -217,6 +224,8 @@ class Phenomenon:
     known_cells_options: Mapping[str, Any] = field(default_factory=dict)
     absent_value: float = 0.0
     condition_measure: str = ""
+    held_out: Mapping[str, Any] = field(default_factory=dict)
+    judge: Callable[[PhenomenonResult, PhenomenonResult], list] | None = None
 
     def __call__(self, model, **params) -> PhenomenonResult:
         return self.run(model, **params)
@@ -241,6 +250,21 @@ class Phenomenon:
             other = self.simulator(sim, lesion=lesion)
             results[lesion] = self.run(other, **{**self.options_for(other), **options})
         return self.signatures(results)
+
+    def judge_model(self, model, sim=None) -> list:
+        """Run the held-out protocol (:attr:`held_out`) on ``model`` (wrapped by
+        :func:`retina.phenomena.probe`) and on its simulator ``sim`` (default the one the model records,
+        :func:`retina.insilico.simulator_of`) and return :attr:`judge`'s checks."""
+        from ..insilico import simulator_of
+        from .probe import probe
+
+        if self.judge is None:
+            return []
+        sim = self.simulator(sim if sim is not None else simulator_of(model))
+        m = probe(model)
+        mres = self.run(m, explain=False, **{**self.options_for(m), **self.held_out})
+        sres = self.run(sim, **{**self.options_for(sim), **self.held_out})
+        return self.judge(mres, sres)
 
     def options_for(self, model) -> dict:
         """Extra ``run`` options for ``model`` (those for models that know their cells' positions)."""

@@ -156,6 +156,23 @@ def signatures(results):
     return out
 
 
+HELD_OUT = {"intensities": tuple(round(-0.27 - 0.08 * k, 2) for k in range(10)), "delay": 60}
+"""The held-out latency protocol: flashes of -0.27 to -0.99 in steps of 0.08, 600 ms after the start."""
+MODEL_SHIFT_TOLERANCE = 0.5   # a model's latency shift within +-50 % of the simulator's
+
+
+def judge(model_res, sim_res):
+    """A model's latency coding at the spec's thresholds: latency falls monotonically with strength, and the
+    shift (weakest minus strongest answered flash) is within +-50 % of the simulator's."""
+    m, s = model_res.measures, sim_res.measures
+    target = s["peak_delta_ms"]
+    lo, hi = (1 - MODEL_SHIFT_TOLERANCE) * target, (1 + MODEL_SHIFT_TOLERANCE) * target
+    return [Check("latency_monotonic", "peak latency falls monotonically (1 = yes)", m["peak_monotonic"], low=1.0),
+            Check("latency_shift", f"peak latency shift (ms) within +-{MODEL_SHIFT_TOLERANCE:.0%} of the simulator's "
+                                   f"{target:.3g} ms", m["peak_delta_ms"], low=min(lo, hi), high=max(lo, hi),
+                  scale=max(abs(target), 1.0))]
+
+
 def criteria(pathway_shares, type_shares, result):
     """Latency's mechanism criteria: OFF-fast excitation and a delayed inhibitory layer-2 term that matters."""
     lo, hi = INHIBITION_DELAY_MS
@@ -174,4 +191,4 @@ LATENCY = register(Phenomenon(
     cell_type="OFF", row=False, lesions=("depression", "A1"), window=_window, shows=shows,
     presence_measure="peak_delta_ms", signatures=signatures,
     signature_lesions={"depression": {}, "linear": {}, "A1": {}}, mechanism=criteria, absent_value=0.0,
-    condition_measure="peak_ms"))
+    condition_measure="peak_ms", held_out=HELD_OUT, judge=judge))

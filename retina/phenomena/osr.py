@@ -151,6 +151,23 @@ def signatures(results):
     return out
 
 
+HELD_OUT = {"frequencies": (7, 9, 11, 14)}
+"""The held-out OSR protocol: flash frequencies (Hz) no default, test or training stream uses."""
+
+
+def judge(model_res, sim_res):
+    """A model's OSR at the spec's thresholds: amplitude >= 3x the last flash's at 8-16 Hz, peak time tracking
+    the period (slope in [0.8, 1.2]); the simulator's values beside them."""
+    def ratio(res):
+        fast = [c["ratio"] for c in res.per_condition if c["period_ms"] <= FAST_PERIOD_MS]
+        return float(min(fast)) if fast else float("nan")
+
+    return [Check("osr_ratio", f"OSR amplitude / last-flash amplitude at 8-16 Hz, min (simulator {ratio(sim_res):.3g})",
+                  ratio(model_res), low=MIN_RATIO, scale=MIN_RATIO),
+            Check("osr_slope", f"slope of peak time vs period (simulator {sim_res.measures['slope']:.3g})",
+                  model_res.measures["slope"], *SLOPE_RANGE, scale=0.2)]
+
+
 def criteria(pathway_shares, type_shares, result):
     """The OSR's mechanism criteria, from the CNN's layer-1 attributions and ablations."""
     m = result.measures
@@ -171,4 +188,4 @@ OSR = register(Phenomenon(
     name="osr", title="omitted stimulus response", run=osr, list_params=("periods", "frequencies"),
     key_measure=KEY_MEASURE, cell_type="OSR", row=False, lesions=("ONs", "OFF", "ONf", "A1"), window=_window,
     shows=shows, presence_measure="min_ratio", signatures=signatures, signature_lesions={"ONs": {}},
-    mechanism=criteria, absent_value=0.0, condition_measure="peak_after_last_ms"))
+    mechanism=criteria, absent_value=0.0, condition_measure="peak_after_last_ms", held_out=HELD_OUT, judge=judge))

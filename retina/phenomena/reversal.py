@@ -130,6 +130,20 @@ def signatures(results):
     return out
 
 
+HELD_OUT = {"flips": (22, 24, 26, 28), "speed": 0.12}
+"""The held-out reversal protocol: other reversal points and another speed than the defaults."""
+
+
+def judge(model_res, sim_res):
+    """A model's reversal burst at the spec's thresholds: burst >= 1.5x the smooth-motion peak at every reversal
+    point, burst latency s.d. <= 20 ms."""
+    m, s = model_res.measures, sim_res.measures
+    return [Check("reversal_ratio", f"burst / smooth-motion peak, min over points (simulator {s['min_ratio']:.3g})",
+                  m["min_ratio"], low=MIN_BURST_RATIO, scale=MIN_BURST_RATIO),
+            Check("reversal_latency_sd", f"burst latency s.d. (ms; simulator {s['latency_sd_ms']:.3g})",
+                  m["latency_sd_ms"], high=MAX_LATENCY_SD_MS, scale=MAX_LATENCY_SD_MS)]
+
+
 def criteria(pathway_shares, type_shares, result):
     """Reversal's mechanism criteria: fast ON carries the burst, and ablating it removes the burst."""
     c = {f"fast ON >= {MIN_FAST_ON_SHARE:.0%} of IG in the burst window": pathway_shares["ONf"] >= MIN_FAST_ON_SHARE}
@@ -143,4 +157,4 @@ REVERSAL = register(Phenomenon(
     name="reversal", title="motion reversal", run=reversal, list_params=("flips",), key_measure=KEY_MEASURE,
     cell_type="OFF", row=True, lesions=("ONf", "A1", "depression"), window=_window, shows=shows,
     presence_measure="mean_ratio", signatures=signatures, signature_lesions={"ONf": {}}, mechanism=criteria,
-    absent_value=1.0, condition_measure="ratio"))
+    absent_value=1.0, condition_measure="ratio", held_out=HELD_OUT, judge=judge))

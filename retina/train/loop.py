@@ -101,10 +101,12 @@ def train(stimulus, rates, *, config: TrainConfig | None = None, valid=None, che
         settings, training resumes from it (same result as an uninterrupted run).
     max_epochs : int, optional
         Stop after this many epochs in this call (for tests of resumption).
-    init_from : path, optional
+    init_from : path or dict, optional
         Start from the best parameters (and batch-norm statistics) of another
         run's checkpoint, e.g. to fine-tune with other settings; the
-        architecture must match.
+        architecture must match.  A dict (name -> array, names from
+        :data:`retina.train.PARAMS`) sets those parameters only, e.g. planted
+        layer-1 filters kept with ``freeze=("w1",)``.
     score : callable, optional
         ``score(model, val_corr) -> float``, larger is better: selects the best
         epoch (and drives the plateau and early-stopping counters) in place of
@@ -142,7 +144,15 @@ def train(stimulus, rates, *, config: TrainConfig | None = None, valid=None, che
     y_mean = float(sum(y.sum() for y in ys) / sum(y.size for y in ys))
     rng = np.random.default_rng(cfg.seed)
     params, running = init_params(cfg, ys[0].shape[1], frame_shape, mean_rate=y_mean, rng=rng)
-    if init_from is not None:
+    if isinstance(init_from, dict):
+        for k, v in init_from.items():
+            if k not in params:
+                raise ValueError(f"init_from: unknown parameter {k!r}; expected names from {tuple(params)}")
+            v = np.asarray(v, np.float32)
+            if v.shape != params[k].shape:
+                raise ValueError(f"init_from: {k} has shape {v.shape}, this run needs {params[k].shape}")
+            params[k] = v.copy()
+    elif init_from is not None:
         ckpt.init_from(init_from, params, running)
     adam = Adam(params, cfg.lr)
     best = {k: v.copy() for k, v in {**params, **running}.items()}
