@@ -271,7 +271,8 @@ def summary_table(report):
                          f"{_fmt(float(np.quantile(perm, 0.95)) if perm else float('nan'), '.2f')} (max "
                          f"{_fmt(max(perm) if perm else float('nan'), '.2f')}); untrained CNNs "
                          + (", ".join(_fmt(v, ".2f") for v in r["null_untrained"]) or "none")
-                         + f"; the truth's own permutation null {_fmt(r['truth_null'], '.2f')}")
+                         + f"; permutation p = {_fmt(r['p_value'], '.3f')} (the truth's own p = "
+                         f"{_fmt(r['truth_p'], '.3f')})")
             lines.append("  channels by function: " + ", ".join(
                 f"{m['channel']}->{m['part'] or '-'} (R2 {m['r2']:.2f})" for m in r["matches"]))
         rk = e.get("reduced_key")

@@ -210,7 +210,13 @@ def flash_peak_position(positions, peak_rates):
     return float(x[i])
 
 
-def anticipation(r, centers, reference_x, *, um_per_px=UM_PER_PX):
+SEARCH_PX = 12.0
+"""The anticipation peak is looked for while the bar is within this many pixels of the cell (about 0.66 mm: a
+salamander ganglion cell's receptive field and its surround); a response far from the cell (e.g. the onset
+transient of an adapting circuit) is not the cell's answer to the bar."""
+
+
+def anticipation(r, centers, reference_x, *, um_per_px=UM_PER_PX, search_px=SEARCH_PX):
     """Motion anticipation of one cell: where the moving bar is when the cell peaks.
 
     Parameters
@@ -223,6 +229,9 @@ def anticipation(r, centers, reference_x, *, um_per_px=UM_PER_PX):
     reference_x : float
         The cell's position: its receptive-field centre, or the peak of its
         flashed-bar response profile (:func:`flash_peak_position`).
+    search_px : float
+        The peak is looked for only while the bar centre is within this many
+        pixels of ``reference_x`` (:data:`SEARCH_PX`).
 
     Returns
     -------
@@ -237,7 +246,8 @@ def anticipation(r, centers, reference_x, *, um_per_px=UM_PER_PX):
     if c.shape != r.shape:
         raise ValueError(f"centers must have the shape of r {r.shape}, got {c.shape}")
     present = np.isfinite(c)
-    rr = np.where(present, r, np.nan)
+    near = present & (np.abs(np.where(present, c, np.inf) - float(reference_x)) <= float(search_px))
+    rr = np.where(near, r, np.nan)
     t, v = peak(rr, 0, len(rr))
     i = int(np.floor(t))
     frac = t - i

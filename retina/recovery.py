@@ -33,12 +33,13 @@ effect.  Everything is defined in ``docs/recovery.md``; in short:
    the CNN's channel groups with the parts (label permutations that move at
    least one part that matters) and (b) for untrained CNNs of the same shape,
    matched and lesioned the same way.  The null level is the permutations'
-   :data:`NULL_QUANTILE` quantile or the best untrained score, whichever is
-   higher.  A mechanism is *recovered* only when the score is at least
-   :data:`RECOVERED_SCORE` and beats the null level by :data:`NULL_MARGIN`.
+   median or the best untrained score, whichever is higher.  A mechanism is
+   *recovered* only when the score is at least :data:`RECOVERED_SCORE`, beats
+   the null level by :data:`NULL_MARGIN`, and at most :data:`MAX_P_VALUE` of
+   the other pairings score as high (the permutation p-value).
    **Positive control** (:func:`truth_recovery`): the simulator's own effects
-   scored as a CNN's; a phenomenon where even they do not beat their
-   permutation null by the margin cannot tell its parts apart and is reported
+   scored as a CNN's; a phenomenon where even they are not significant
+   against their permutations cannot tell its parts apart and is reported
    *undecidable*.  :func:`overall` pools every reproduced phenomenon, with one
    joint permutation for all of them.
 6. **Fidelity first** (:func:`fidelity`): no claim is made for a phenomenon the
@@ -62,7 +63,7 @@ __all__ = ["PARTS", "probe_movie", "part_signals", "channel_activity", "match_ch
            "simulator_effects", "cnn_effects", "score", "permutation_null", "untrained_model", "fidelity",
            "recover", "Recovery", "relevant", "RELEVANT_EFFECT", "MIN_EFFECT_FRACTION", "MIN_MATCH_R2",
            "RECOVERED_SCORE", "NULL_MARGIN", "FIDELITY_MIN_CORR", "planted_filters", "truth_recovery",
-           "overall", "NULL_QUANTILE"]
+           "overall", "MAX_P_VALUE", "p_value", "passes"]
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,8 @@ MIN_MATCH_R2 = 0.1          # a channel is matched to a part only if that part's
 RELEVANT_EFFECT = 0.2       # a lesion matters when it changes the phenomenon by >= 20 % of its size
 MIN_EFFECT_FRACTION = 0.5   # the CNN's effect must reach half the simulator's, with its sign
 RECOVERED_SCORE = 0.7       # a mechanism is recovered at a score >= 0.7 ...
-NULL_MARGIN = 0.25          # ... that beats the null level by >= 0.25
-NULL_QUANTILE = 0.95        # the null level: the 95th percentile of the permutation scores (or the best untrained)
+NULL_MARGIN = 0.25          # ... that beats the null level (the permutations' median, or the best untrained) by 0.25
+MAX_P_VALUE = 0.05          # ... and that at most 5 % of the other pairings reach
 FIDELITY_MIN_CORR = 0.5     # the model's response in the windows of interest correlates >= 0.5 with the simulator's
 MAX_LAG = 3                 # frames either way the match may shift a channel's activity against the signals
 PROBE_FRAMES = 2000
@@ -318,10 +319,10 @@ def fidelity(name, model_result, sim_result):
 class Recovery:
     """One phenomenon's recovery benchmark: matches, effects, score, nulls, fidelity and the verdict.
 
-    ``truth_null`` is the permutation null's level when the CNN's effects are
-    the simulator's own (:func:`truth_recovery`): if even the truth cannot beat
-    it by :data:`NULL_MARGIN`, the phenomenon cannot tell its parts apart and
-    no verdict is drawn from it alone.
+    ``truth_p`` is the permutation p-value when the CNN's effects are the
+    simulator's own (:func:`truth_recovery`): if even the truth is not
+    significant, the phenomenon cannot tell its parts apart and no verdict is
+    drawn from it alone.
     """
 
     name: str
@@ -334,14 +335,17 @@ class Recovery:
     null_untrained: list
     fidelity: dict | None = None
     untrained_detail: list = field(default_factory=list)
-    truth_null: float = float("nan")
+    truth_p: float = float("nan")
 
     @property
     def null_level(self) -> float:
-        """The permutation null's :data:`NULL_QUANTILE` quantile, or the best untrained score if higher."""
-        levels = [float(np.quantile(self.null_permutation, NULL_QUANTILE))] if self.null_permutation else []
-        levels += [v for v in self.null_untrained if np.isfinite(v)]
-        return float(max(levels)) if levels else float("nan")
+        """The permutation null's median, or the best untrained score if higher."""
+        return _null_level(self.null_permutation, self.null_untrained)
+
+    @property
+    def p_value(self) -> float:
+        """The share of pairings (the true one included) that score at least as high as the true one."""
+        return p_value(self.score, self.null_permutation)
 
     @property
     def null_max(self) -> float:
@@ -350,17 +354,15 @@ class Recovery:
 
     @property
     def decisive(self) -> bool:
-        """Can this phenomenon tell its parts apart (the truth beats its own permutation null by the margin)?"""
-        return bool(not np.isfinite(self.truth_null) or 1.0 - self.truth_null >= NULL_MARGIN)
+        """Can this phenomenon tell its parts apart (the truth's own p-value is at most MAX_P_VALUE)?"""
+        return bool(not np.isfinite(self.truth_p) or self.truth_p <= MAX_P_VALUE)
 
     @property
     def recovered(self) -> bool:
-        """Reproduced, decisive, score >= RECOVERED_SCORE and beating the null level by NULL_MARGIN."""
+        """Reproduced, decisive, and the score passes :func:`passes` against its nulls."""
         if self.fidelity is not None and not self.fidelity["reproduces"]:
             return False
-        nl = self.null_level
-        return bool(self.decisive and self.score >= RECOVERED_SCORE
-                    and (not np.isfinite(nl) or self.score - nl >= NULL_MARGIN))
+        return bool(self.decisive and passes(self.score, self.null_permutation, self.null_untrained))
 
     @property
     def verdict(self) -> str:
@@ -369,31 +371,52 @@ class Recovery:
             return (f"not reproduced (shows it: {'yes' if f['shows'] else 'no'}, window corr {f['window_corr']:.2f}"
                     f"; needs both, and >= {FIDELITY_MIN_CORR:g}): no mechanism claim")
         if not self.decisive:
-            return (f"undecidable: the simulator's own parts can be exchanged here (the truth scores 1 against a "
-                    f"permutation null of {self.truth_null:.2f}); score {self.score:.2f}, no claim from this "
+            return (f"undecidable: the simulator's own parts can be exchanged here (the truth itself has a "
+                    f"permutation p-value of {self.truth_p:.2f}); score {self.score:.2f}, no claim from this "
                     "phenomenon alone")
         word = "recovered" if self.recovered else "not recovered"
         return (f"{word}: score {self.score:.2f} (needs >= {RECOVERED_SCORE:g}), null level {self.null_level:.2f} "
-                f"(needs a margin of {NULL_MARGIN:g})")
+                f"(needs a margin of {NULL_MARGIN:g}), permutation p = {self.p_value:.3f} (needs <= {MAX_P_VALUE:g})")
 
     def as_dict(self) -> dict:
         return dict(name=self.name, matches=self.matches, simulator=self.simulator, cnn=self.cnn,
                     agrees=self.agrees, score=self.score, null_permutation=self.null_permutation,
                     null_untrained=self.null_untrained, null_max=self.null_max, null_level=self.null_level,
-                    truth_null=self.truth_null, decisive=self.decisive, recovered=self.recovered,
+                    p_value=self.p_value, truth_p=self.truth_p, decisive=self.decisive, recovered=self.recovered,
                     verdict=self.verdict, fidelity=self.fidelity, untrained=self.untrained_detail)
+
+
+def _null_level(permutation, untrained):
+    levels = ([float(np.median(permutation))] if permutation else []) + [v for v in untrained if np.isfinite(v)]
+    return float(max(levels)) if levels else float("nan")
+
+
+def p_value(value, permutation):
+    """The permutation p-value of a score: ``(1 + #{null >= value}) / (1 + #null)``."""
+    if not permutation or not np.isfinite(value):
+        return float("nan")
+    return float((1 + sum(v >= value - 1e-12 for v in permutation)) / (1 + len(permutation)))
+
+
+def passes(value, permutation, untrained):
+    """The recovery rule: ``value >= RECOVERED_SCORE``, at least ``NULL_MARGIN`` above the null level and a
+    permutation p-value of at most ``MAX_P_VALUE``."""
+    level, p = _null_level(permutation, untrained), p_value(value, permutation)
+    return bool(np.isfinite(value) and value >= RECOVERED_SCORE
+                and (not np.isfinite(level) or value - level >= NULL_MARGIN)
+                and (not np.isfinite(p) or p <= MAX_P_VALUE))
 
 
 def truth_recovery(sim_effects):
     """The positive control of the scoring: the simulator's effects scored as if a CNN had them.
 
-    Returns ``(score, null)``: the truth's score (1 whenever some part
-    matters) and its permutation null's :data:`NULL_QUANTILE` level.  A
-    phenomenon whose truth does not beat that null by :data:`NULL_MARGIN`
-    cannot tell its parts apart by sign and size.
+    Returns ``(score, p)``: the truth's score (1 whenever some part matters)
+    and its permutation p-value.  A phenomenon whose truth is not
+    significant (p > :data:`MAX_P_VALUE`) cannot tell its parts apart by sign
+    and size.
     """
-    null = permutation_null(sim_effects, sim_effects)
-    return score(sim_effects, sim_effects)[0], (float(np.quantile(null, NULL_QUANTILE)) if null else float("nan"))
+    sc = score(sim_effects, sim_effects)[0]
+    return sc, p_value(sc, permutation_null(sim_effects, sim_effects))
 
 
 def overall(recoveries):
@@ -416,16 +439,15 @@ def overall(recoveries):
     truth_null = [pooled(lambda r: r.simulator, pm) for pm in moved]
     n_untrained = min((len(r.untrained_detail) for r in recs), default=0)
     untrained = [pooled(lambda r, i=i: r.untrained_detail[i]["effects"]) for i in range(n_untrained)]
-    levels = ([float(np.quantile(null, NULL_QUANTILE))] if null else []) + [u for u in untrained if np.isfinite(u)]
-    level = float(max(levels)) if levels else float("nan")
-    t_level = float(np.quantile(truth_null, NULL_QUANTILE)) if truth_null else float("nan")
-    decisive = bool(np.isfinite(t_level) and 1.0 - t_level >= NULL_MARGIN)
-    ok = bool(recs and decisive and sc >= RECOVERED_SCORE and (not np.isfinite(level) or sc - level >= NULL_MARGIN))
-    return dict(phenomena=[r.name for r in recs], score=sc, null_level=level, untrained=untrained,
-                truth_null=t_level, decisive=decisive, recovered=ok,
+    level, p = _null_level(null, untrained), p_value(sc, null)
+    t_p = p_value(pooled(lambda r: r.simulator), truth_null)
+    decisive = bool(np.isfinite(t_p) and t_p <= MAX_P_VALUE)
+    ok = bool(recs and decisive and passes(sc, null, untrained))
+    return dict(phenomena=[r.name for r in recs], score=sc, null_level=level, p_value=p, untrained=untrained,
+                truth_p=t_p, decisive=decisive, recovered=ok,
                 verdict=("no phenomenon reproduced" if not recs else
                          f"{'recovered' if ok else 'not recovered'}: score {sc:.2f} over {len(recs)} phenomena, null "
-                         f"level {level:.2f} (truth's own null {t_level:.2f})"))
+                         f"level {level:.2f}, p = {p:.3f} (the truth's own p = {t_p:.3f})"))
 
 
 def _groups(matches):

@@ -65,17 +65,17 @@ def _set(p, path, value):
     setattr(obj, parts[-1], float(value))
 
 
-def encode(p):
+def encode(p, knobs=None):
     z = []
-    for path, lo, hi, log in KNOBS:
+    for path, lo, hi, log in (KNOBS if knobs is None else knobs):
         v = float(np.clip(_get(p, path), lo, hi))
         z.append((np.log(v) - np.log(lo)) / (np.log(hi) - np.log(lo)) if log else (v - lo) / (hi - lo))
     return np.array(z)
 
 
-def decode(z, base):
+def decode(z, base, knobs=None):
     p = base.copy()
-    for zi, (path, lo, hi, log) in zip(np.clip(z, 0, 1), KNOBS):
+    for zi, (path, lo, hi, log) in zip(np.clip(z, 0, 1), KNOBS if knobs is None else knobs):
         _set(p, path, np.exp(np.log(lo) + zi * (np.log(hi) - np.log(lo))) if log else lo + zi * (hi - lo))
     return p
 
@@ -90,11 +90,21 @@ WEIGHTS = {"osr_latency_sd": 0.3, "reversal_ratio": 2.0, "latency_lesion_depress
            "latency_lesion_linear": 0.5, "latency_lesion_A1": 0.5}
 
 
-def evaluate(p, weights=None):
-    """Score (0 = every signature check passes), each check's value and its weighted violation."""
+def is_presence(check):
+    """A check that the phenomenon is there (not one of the lesion checks that pin down its mechanism)."""
+    return "_lesion_" not in check.name
+
+
+def evaluate(p, weights=None, phenomena=None, presence_only=False):
+    """Score (0 = every signature check passes), each check's value and its weighted violation.
+
+    ``phenomena`` limits the checks to those phenomena; ``presence_only`` keeps only the presence checks (for a
+    counterfactual circuit, whose mechanism is meant to differ from the documented one).
+    """
     try:
         sim = InSilicoRetina(p)
-        checks = [c for ph in P.REGISTRY.values() for c in ph.check_simulator(sim)]
+        chosen = [P.get(n) for n in phenomena] if phenomena else list(P.REGISTRY.values())
+        checks = [c for ph in chosen for c in ph.check_simulator(sim) if not presence_only or is_presence(c)]
     except (FloatingPointError, ValueError, ZeroDivisionError) as exc:
         return 1e3, {"error": str(exc)}, {}
     m = {c.name: c.value for c in checks}
@@ -121,8 +131,8 @@ def _single_thread():
 
 
 def _eval_z(args):
-    z, base, weights = args
-    return evaluate(decode(z, base), weights)[0]
+    z, base, knobs, weights, phenomena, presence_only = args
+    return evaluate(decode(z, base, knobs), weights, phenomena, presence_only)[0]
 
 
 def main():
@@ -136,6 +146,16 @@ def main():
     ap.add_argument("--budget-min", type=float, default=60.0, help="stop after this many minutes")
     ap.add_argument("--weight", action="append", default=[], metavar="CHECK=W",
                     help="search weight of one check's violation (repeatable; thresholds are not changed)")
+    ap.add_argument("--fix", action="append", default=[], metavar="PATH=VALUE",
+                    help="set a parameter and leave it out of the search (repeatable), e.g. ganglion.OSR.w_ONs=0")
+    ap.add_argument("--knob", action="append", default=[], metavar="PATH=LO:HI[:log]",
+                    help="search one more parameter in [LO, HI] (repeatable), e.g. gain_control=0:5")
+    ap.add_argument("--only", default=None, metavar="PREFIX",
+                    help="search only the knobs whose path starts with PREFIX (e.g. ganglion.OSR)")
+    ap.add_argument("--phenomena", default=None, help="score only these phenomena (comma-separated)")
+    ap.add_argument("--presence-only", action="store_true",
+                    help="score only the presence checks (a counterfactual circuit: the lesion checks pin down the "
+                         "documented mechanism, which it replaces)")
     ap.add_argument("-o", "--output", default=os.path.join(os.path.dirname(__file__), "..", "retina", "data",
                                                            "insilico.json"))
     args = ap.parse_args()
@@ -143,9 +163,21 @@ def main():
         name, _, w = item.partition("=")
         WEIGHTS[name] = float(w)
     base = InSilicoParams.from_json(args.start) if args.start else InSilicoParams()
+    fixed = {}
+    for item in args.fix:
+        path, _, value = item.partition("=")
+        _set(base, path, float(value))
+        fixed[path] = float(value)
+    knobs = [k for k in KNOBS if k[0] not in fixed and (args.only is None or k[0].startswith(args.only))]
+    for item in args.knob:
+        path, _, rng_text = item.partition("=")
+        lo, hi, *log = rng_text.split(":")
+        knobs.append((path, float(lo), float(hi), bool(log and log[0] == "log")))
+    phenomena = args.phenomena.split(",") if args.phenomena else None
+    settings = (WEIGHTS, phenomena, args.presence_only)
     rng = np.random.default_rng(args.seed)
-    best_z = encode(base)
-    best, m, v = evaluate(base)
+    best_z = encode(base, knobs)
+    best, m, v = evaluate(base, *settings)
     print(f"start score {best:.3f}", json.dumps({k: round(x, 3) for k, x in v.items() if x}), flush=True)
     sigma = args.sigma
     t0 = time.time()
@@ -154,7 +186,7 @@ def main():
         for g in range(args.generations):
             cands = [np.clip(best_z + sigma * rng.standard_normal(len(best_z)) * (rng.random(len(best_z)) < 0.4),
                              0, 1) for _ in range(args.population)]
-            scores = pool.map(_eval_z, [(c, base, WEIGHTS) for c in cands])
+            scores = pool.map(_eval_z, [(c, base, knobs) + settings for c in cands])
             i = int(np.argmin(scores))
             improved = scores[i] < best
             if improved:
@@ -166,8 +198,8 @@ def main():
                   f"{(time.time() - t0) / 60:.1f} min", flush=True)
             if best == 0 or (time.time() - t0) / 60 > args.budget_min:
                 break
-    p = scale_rates(decode(best_z, base))
-    score, m, v = evaluate(p)
+    p = scale_rates(decode(best_z, base, knobs))
+    score, m, v = evaluate(p, *settings)
     print("final score", round(score, 4))
     print(json.dumps({"measures": m, "violations": v}, indent=1, default=float))
     d = p.to_dict()
@@ -175,7 +207,10 @@ def main():
     p.to_json(args.output)
     with open(args.output.replace(".json", "_calibration.json"), "w") as fh:
         json.dump({"seed": args.seed, "score": score, "measures": m, "violations": v, "log": log,
-                   "generations": len(log), "population": args.population}, fh, indent=1, default=float)
+                   "generations": len(log), "population": args.population, "fixed": fixed,
+                   "extra_knobs": args.knob, "only": args.only, "phenomena": phenomena,
+                   "presence_only": args.presence_only,
+                   "start": args.start, "weights": WEIGHTS}, fh, indent=1, default=float)
     return d_out
 
 

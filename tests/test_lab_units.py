@@ -18,10 +18,12 @@ from retina.io import read_stimulus
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory):
     """A simulated white-noise recording of the cells the bundled model was trained on (its recipe's mosaic)."""
+    from retina import load_model
+    from retina.insilico import simulator_of
     from retina.train import assess as recipe
 
     d = tmp_path_factory.mktemp("rec")
-    sim = InSilicoRetina(positions=recipe.cell_positions())
+    sim = InSilicoRetina(simulator_of(load_model("default")).params, positions=recipe.cell_positions())
     return simulate_dataset(d / "whitenoise.h5", "whitenoise", retina=sim, train_minutes=1.0, test_clips=2,
                             clip_s=10.0, repeats=2, seed=5)
 
@@ -97,9 +99,10 @@ def test_rates_in_contrast_units_match_the_simulator_bin_for_bin(recording):
     movie, _ = read_stimulus(recording, dataset="test/stimulus")
     clip = movie[:1000]
     pred = model.rates(clip)
+    from retina.insilico import simulator_of
     from retina.train import assess as recipe
 
-    truth = InSilicoRetina(positions=recipe.cell_positions()).rates(clip)
+    truth = InSilicoRetina(simulator_of(model).params, positions=recipe.cell_positions()).rates(clip)
     corr = np.mean([lagged_corr(pred[100:, c], truth[100:, c], 0) for c in range(truth.shape[1])])
     shifted = np.mean([lagged_corr(pred[100:, c], truth[100:, c], 1) for c in range(truth.shape[1])])
     assert corr > 0.75 and corr > shifted

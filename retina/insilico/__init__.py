@@ -44,7 +44,7 @@ from .._validate import as_float_array, check_int
 from ..units import DT, check_physical_movie
 
 __all__ = ["BipolarParams", "GanglionParams", "InSilicoParams", "InSilicoRetina", "Cell", "PATHWAYS",
-           "LESIONS", "ROW", "SIMULATOR_KEY", "simulator_of", "simulator_metadata"]
+           "LESIONS", "ROW", "SIMULATOR_KEY", "simulator_of", "simulator_metadata", "COUNTERFACTUALS", "counterfactual"]
 
 
 PATHWAYS = ("OFF", "ONf", "ONs")
@@ -287,6 +287,29 @@ class InSilicoParams:
                     b.U = 0.0
                 p.U_amacrine = 0.0
         return p
+
+
+COUNTERFACTUALS = {
+    "osr-onf": dict(
+        file="counterfactual_osr_onf.json", phenomena=("osr",),
+        description="OSR cells driven by ON-fast with depression and no ON-slow input (w_ONs = 0); the OSR's "
+                    "presence checks pass, its mechanism is not the documented one"),
+    "anticipation-gain-control": dict(
+        file="counterfactual_anticipation_gain_control.json", phenomena=("anticipation",),
+        description="OFF cells without the amacrine (w_A1 = 0) but with Berry-type output gain control; "
+                    "anticipation's presence checks pass"),
+}
+"""Altered simulators whose named phenomena survive with a different mechanism (``docs/recovery.md``): the
+ground truth a recovered mechanism must be able to disagree with.  Written by ``scripts/calibrate_insilico.py
+--presence-only`` from the shipped calibration; only the listed phenomena are claimed for each."""
+
+
+def counterfactual(name):
+    """The parameters of the counterfactual circuit ``name`` (:data:`COUNTERFACTUALS`)."""
+    if name not in COUNTERFACTUALS:
+        raise ValueError(f"counterfactual must be one of {tuple(COUNTERFACTUALS)}, got {name!r}")
+    res = resources.files("retina") / "data" / COUNTERFACTUALS[name]["file"]
+    return InSilicoParams.from_dict(json.loads(res.read_text()))
 
 
 SIMULATOR_KEY = "simulator_params"

@@ -184,7 +184,7 @@ def _recovery(g, rec, key):
     labelled(r, "null_permutation", np.asarray(rec["null_permutation"], np.float64), (None,))
     labelled(r, "null_untrained", np.asarray(rec["null_untrained"], np.float64), (None,))
     write_scalars(r, {"score": rec["score"], "null_max": rec["null_max"], "null_level": rec["null_level"],
-                      "truth_null": rec["truth_null"], "decisive": bool(rec["decisive"]),
+                      "p_value": rec["p_value"], "truth_p": rec["truth_p"], "decisive": bool(rec["decisive"]),
                       "recovered": bool(rec["recovered"])})
     r.attrs["verdict"] = rec["verdict"]
     r.attrs["key_measure"] = key
@@ -208,7 +208,7 @@ def save_explain(path, results, report):
         if "_overall" in report:
             o = report["_overall"]
             g = f.create_group("recovery_overall")
-            write_scalars(g, {k: o[k] for k in ("score", "null_level", "truth_null", "decisive", "recovered")})
+            write_scalars(g, {k: o[k] for k in ("score", "null_level", "p_value", "truth_p", "decisive", "recovered")})
             labelled(g, "null_untrained", np.asarray(o["untrained"], np.float64), (None,))
             g.attrs["verdict"] = o["verdict"]
             g.attrs["phenomena"] = json.dumps(o["phenomena"])

@@ -26,7 +26,8 @@ KEY_MEASURE = f"offset_px_{KEY_SPEED:g}"
 WINDOW_FRAMES = (30, 10)   # window of interest: 300 ms before to 100 ms after the population's peak
 
 # The simulator's signature
-MAX_OFFSET_PX = 0.0        # intact offset <= 0 at every speed (the peak comes before the bar centre)
+MAX_OFFSET_PX = 0.0        # intact offset <= 0 at every speed (the peak comes before the bar centre) ...
+MAX_LEAD_PX = 8.0          # ... by at most 8 px (440 um; a "lead" beyond that is a response to something else)
 MIN_LINEAR_SHIFT_PX = 1.5  # the linearised model lags >= 1.5 px more at KEY_SPEED
 
 # The mechanism criteria
@@ -142,7 +143,7 @@ def signatures(results):
     speeds = sorted(float(c["speed"]) for c in results[None].conditions)
     offs = [m[f"offset_px_{v:g}"] for v in speeds]
     out = [Check(f"anticipation_offset_{v:g}", f"offset at {v:g} px/frame (px; negative = leads)", o,
-                 high=MAX_OFFSET_PX, scale=1.0) for v, o in zip(speeds, offs)]
+                 low=-MAX_LEAD_PX, high=MAX_OFFSET_PX, scale=1.0) for v, o in zip(speeds, offs)]
     out += [Check(f"anticipation_order_{a:g}_{b:g}", f"offset at {b:g} minus at {a:g} px/frame (px; anticipation "
                                                      "shrinks as speed rises)", ob - oa, low=0.0, scale=0.5)
             for a, b, oa, ob in zip(speeds, speeds[1:], offs, offs[1:])]
