@@ -294,7 +294,7 @@ def summary_table(report):
                          f"{d['delay_ms']:+.0f} ms after the excitation peak ({d['conditions']} conditions)")
     lines.append("")
     note = report.get("_meta", {}).get("truth")
-    if note and note.startswith("no ground truth") and note != "no ground truth: not asked for":
+    if note and note != "no ground truth: not asked for":
         lines.append(note)
     lines.append(f"took {report.get('_meta', {}).get('seconds', float('nan')):.0f} s")
     return "\n".join(lines) + "\n"
