@@ -37,7 +37,10 @@ def phenomenon_figure(result, path=None, *, reference=None, entry=None):
     """Draw a :class:`retina.phenomena.PhenomenonResult`; save to ``path`` (PNG) when given.
 
     ``reference`` picks the condition whose attribution is shown (default the
-    middle one).  ``entry`` is the phenomenon's part of :func:`retina.explain.explain`'s
+    middle one); the bottom row shows one map per important channel of that
+    condition (its attribution over time, and over position for the bar
+    protocols, with its effective weight for full-field ones).  ``entry`` is
+    the phenomenon's part of :func:`retina.explain.explain`'s
     report: with ground truth, a third column shows the model's key measure
     per condition beside the simulator's and the recovery benchmark (each
     part's lesion effect in the simulator beside the matched CNN channels'
@@ -46,9 +49,10 @@ def phenomenon_figure(result, path=None, *, reference=None, entry=None):
     plt = _plt()
     n = len(result.conditions)
     ref = n // 2 if reference is None else int(reference)
-    fig, grid = plt.subplots(2, 3, figsize=(18, 8), constrained_layout=True)
-    axes = grid[:, :2]
+    fig, grid = plt.subplots(3, 3, figsize=(18, 12), constrained_layout=True)
+    axes = grid[:2, :2]
     _truth_panels(grid[0, 2], grid[1, 2], (entry or {}).get("recovery"))
+    _channel_maps(grid[2], result.reduced[min(ref, len(result.reduced) - 1)] if result.reduced else None)
     ax = axes[0, 0]
     cmap = plt.get_cmap("viridis")
     for i, (cond, r) in enumerate(zip(result.conditions, result.responses)):
@@ -148,3 +152,40 @@ def _truth_panels(ax_fid, ax_rec, rec):
                title=f"recovery {rec['score']:.2f} ({nulls}; {len(perm)} permutations, "
                      f"{len(rec['null_untrained'])} untrained)")
     ax_rec.legend(fontsize=7)
+
+
+def _channel_maps(axes, red):
+    """One panel per important channel (up to ``len(axes)``): its pooled attribution over time (and position)."""
+    if red is None or not red.channels:
+        for ax in axes:
+            ax.axis("off")
+        return
+    vals = np.asarray(red.pooled)[:, 0]                      # (time, C[, X])
+    t0 = red.start * FRAME_MS
+    kept = [int(ch["channel"]) for ch in red.channels]
+    for j, ax in enumerate(axes):
+        if j >= len(red.channels):
+            ax.axis("off")
+            continue
+        ch = red.channels[j]
+        c = kept[j]
+        title = f"channel {c} {ch['type']} ({ch['share']:.0%} of |A|)"
+        if vals.ndim == 3:
+            m = vals[:, c]
+            lim = np.abs(m).max() or 1.0
+            ax.imshow(m.T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest",
+                      extent=(t0, t0 + len(m) * FRAME_MS, m.shape[1] - 0.5, -0.5))
+            ax.set(xlabel="time (ms)", ylabel="position (px)", title=title)
+        else:
+            t = t0 + np.arange(len(vals)) * FRAME_MS
+            ax.plot(t, vals[:, c], color="k", lw=1, label="attribution (Hz)")
+            ew = red.effective_weights
+            if ew is not None and np.shape(ew)[0] == len(vals) and c in list(red.kept):
+                k = list(red.kept).index(c)
+                ax2 = ax.twinx()
+                ax2.plot(t, np.asarray(ew)[:, 0, k], color="C2", lw=1)
+                ax2.set_ylabel("effective weight", color="C2")
+            ax.axhline(0, color="k", lw=0.5)
+            ax.set(xlabel="time (ms)", ylabel="attribution (Hz)", title=title)
+        lo, hi = red.window
+        ax.axvspan(t0 + lo * FRAME_MS, t0 + hi * FRAME_MS, color="k", alpha=0.08)
