@@ -26,6 +26,14 @@ def test_the_bundled_recipe_reads_and_labels_its_selection():
     assert "selected, not predicted" in r.text    # the recipe says so where it is read
 
 
+def test_the_generic_recipe_has_no_protocol_shaped_stream_weight_or_selection():
+    """Issue 24's rule: generic stimuli only, no event-tied loss weights, epochs chosen by validation alone."""
+    r = load_recipe("generic")
+    assert {s.kind for s in r.streams.values()} == {"naturalscene", "whitenoise", "fullfield", "bars"}
+    assert all(s.select == "validation" for s in r.stages)
+    assert all(s.flash_boost == 1 and s.reversal_boost == 1 for s in r.stages)
+
+
 def _tiny(**stage2):
     return {
         "name": "tiny", "seed": 0, "response": "rate", "val_share": 0.1,
