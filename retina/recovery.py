@@ -26,8 +26,8 @@ effect.  Everything is defined in ``docs/recovery.md``; in short:
    phenomenon in the simulator (a relative effect of at least
    :data:`RELEVANT_EFFECT`), the fraction where the CNN's effect has the
    simulator's sign and at least :data:`MIN_EFFECT_FRACTION` of its size.
-   Parts that do not matter are reported (``specific``: the CNN's effect is
-   not relevant either) but not scored; a CNN whose every ablation matters is
+   Parts that do not matter are reported (in ``agrees``: is the CNN's effect
+   not relevant either?) but not scored; a CNN whose every ablation matters is
    caught by the permutation null instead.
 5. **Nulls** (:func:`recover`): the same score (a) under every other pairing of
    the CNN's channel groups with the parts (label permutations that move at
@@ -128,12 +128,6 @@ def channel_activity(model, movie, positions):
     scale = np.broadcast_to(np.asarray(model.scale1, np.float32), model.shape1)[:, iy, ix]
     shift = np.broadcast_to(np.asarray(model.shift1, np.float32), model.shape1)[:, iy, ix]
     return np.maximum(pre * scale[None] + shift[None], 0.0)
-
-
-def _zscore(a):
-    a = np.asarray(a, np.float64)
-    sd = a.std(0)
-    return (a - a.mean(0)) / np.where(sd > 0, sd, 1.0)
 
 
 def match_channels(model, sim, positions=None, *, movie=None, signals=None):
