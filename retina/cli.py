@@ -757,11 +757,13 @@ def recipe_command(recipe, output, max_stages, quiet):
               help="Attribute every frame of every stimulus instead (about 3x slower).")
 @click.option("--params", "params_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Simulator parameters for the ground truth (default: the calibrated set).")
+@click.option("--untrained", "n_untrained", type=click.IntRange(0, 50), default=3, show_default=True,
+              help="Untrained CNNs of the model's shape scored beside it (the recovery benchmark's untrained null).")
 @click.option("--no-truth", is_flag=True, help="Skip the comparison with the in-silico retina.")
 @click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
 @click.option("-q", "--quiet", is_flag=True)
-def explain(model, output, names, steps, share, context_ms, whole_movies, params_path, no_truth, no_figures,
-            quiet):
+def explain(model, output, names, steps, share, context_ms, whole_movies, params_path, n_untrained, no_truth,
+            no_figures, quiet):
     """Explain MODEL's OSR, latency coding, motion reversal and anticipation (default: the bundled model).
 
     Attributes each phenomenon to layer-1 channels, reduces the model to the
@@ -781,7 +783,7 @@ def explain(model, output, names, steps, share, context_ms, whole_movies, params
     with _locked(output):
         report = run(net, output, sim=sim, phenomena=names or None, n_steps=steps, share=share,
                      figures=not no_figures, progress=not quiet, truth=not no_truth,
-                     context_ms=None if whole_movies else context_ms)
+                     context_ms=None if whole_movies else context_ms, n_untrained=n_untrained)
     if not quiet:
         click.echo((Path(output) / "summary.txt").read_text())
         figures = report["_meta"]["figures"]

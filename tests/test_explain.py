@@ -103,7 +103,7 @@ def test_cnn_shares_sum_to_one_per_phenomenon():
 
 def test_explain_command(tmp_path):
     res = CliRunner().invoke(main, ["explain", "random", "-o", str(tmp_path / "out"), "--phenomenon", "latency",
-                                    "--steps", "5", "--no-truth", "-q"])
+                                    "--steps", "5", "--no-truth", "--untrained", "0", "-q"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "out" / "latency.png").stat().st_size > 10_000
     assert (tmp_path / "out" / "summary.txt").exists()
