@@ -58,3 +58,10 @@ def test_counterfactual_circuits_keep_their_phenomena(name):
     for ph in COUNTERFACTUALS[name]["phenomena"]:
         failed = [str(c) for c in P.get(ph).check_simulator(sim) if "_lesion_" not in c.name and not c.passed]
         assert not failed, "\n".join(failed)
+
+
+def test_an_unknown_counterfactual_is_named():
+    from retina.insilico import counterfactual
+
+    with pytest.raises(ValueError, match="counterfactual must be one of"):
+        counterfactual("osr-magic")

@@ -216,6 +216,14 @@ def test_frozen_layers_are_left_as_they_are(tmp_path):
     assert TrainConfig(freeze="layer2").validate().freeze == ("w2", "g2", "b2")
     with pytest.raises(ValueError, match="freeze: unknown parameter 'conv9'"):
         train(x, y, progress=False, **dict(kw, freeze=("conv9",)))
+    # planted filters: init_from a dict of parameters, kept with freeze (the recovery benchmark's planted layer 1)
+    planted = np.random.default_rng(3).standard_normal(start["w1"].shape).astype(np.float32)
+    res = train(x, y, progress=False, init_from={"w1": planted}, **dict(kw, freeze=("w1",)))
+    np.testing.assert_array_equal(res.model.w1, planted)
+    with pytest.raises(ValueError, match="init_from: w1 has shape"):
+        train(x, y, progress=False, init_from={"w1": planted[:1]}, **kw)
+    with pytest.raises(ValueError, match="init_from: unknown parameter 'w9'"):
+        train(x, y, progress=False, init_from={"w9": planted}, **kw)
 
 
 def test_a_score_selects_the_epoch():
