@@ -718,8 +718,12 @@ def train(data, output, response, cells, nskip, minutes, epochs, epoch_windows, 
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="build/recipe", show_default=True,
               help="Folder for the datasets, checkpoints, model.h5 and the report (an interrupted run resumes).")
 @click.option("--max-stages", type=click.IntRange(1), default=None, help="Stop after this many stages.")
+@click.option("--seed", type=click.IntRange(0), default=None,
+              help="Replace the recipe's seed: each stage trains with its seed + 1000 x SEED (independent models).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the simulated datasets (default OUTPUT), to share them between seeds.")
 @click.option("-q", "--quiet", is_flag=True)
-def recipe_command(recipe, output, max_stages, quiet):
+def recipe_command(recipe, output, max_stages, seed, data_dir, quiet):
     """Train a model from RECIPE: a recipe TOML file, or the name of a shipped one (default: the bundled model's).
 
     Simulates the recipe's streams with the in-silico retina, trains its stages and writes OUTPUT/model.h5 (its
@@ -730,7 +734,7 @@ def recipe_command(recipe, output, max_stages, quiet):
     _quiet(quiet)
     _check_output(output, directory=True)
     try:
-        _, report = run(recipe, output, progress=not quiet, max_stages=max_stages)
+        _, report = run(recipe, output, progress=not quiet, max_stages=max_stages, seed=seed, data_dir=data_dir)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     if not quiet:

@@ -1,5 +1,7 @@
 """Recipes as data: the bundled recipe's file, its checks, event weights from stored events, a tiny run."""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -110,6 +112,17 @@ def test_a_tiny_recipe_runs_end_to_end_and_records_itself(tmp_path):
         assert int(f["train/events/flash_onset"][()].sum()) > 3
     again, _ = run(recipe, tmp_path, progress=False)   # every step resumes: nothing left to do, same model
     assert again.content_hash() == model.content_hash()
+    # another seed on the same data: a different model, and the datasets are shared, not simulated again
+    other, _ = run(recipe, tmp_path / "s1", progress=False, seed=1, data_dir=tmp_path)
+    assert other.content_hash() != model.content_hash() and str(other.metadata["seed"]) == "1"
+    assert not (tmp_path / "s1" / "natural.h5").exists()
+    # a finished dataset made by another simulator is refused, not silently reused
+    with h5py.File(tmp_path / "flashes.h5", "r+") as f:
+        settings = json.loads(f.attrs["settings"])
+        settings["params"]["gain"] = 9.0
+        f.attrs["settings"] = json.dumps(settings)
+    with pytest.raises(ValueError, match="other in-silico parameters"):
+        run(recipe, tmp_path / "s2", progress=False, data_dir=tmp_path)
 
 
 def test_recipe_command_names_a_missing_recipe(tmp_path):

@@ -22,12 +22,13 @@ import logging
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._validate import check_int
 from .._version import __version__
 from .config import TrainConfig
 from .loop import train
@@ -235,14 +236,36 @@ def git_commit(path=None):
         return "unknown"
 
 
+SEED_STRIDE = 1000
+"""A recipe's ``seed`` s trains each stage with the stage's seed + ``SEED_STRIDE * s`` (0: the stages' own)."""
+
+
+def _check_dataset(path, sim):
+    """A finished dataset file is reused only if the simulator that made it is the one asked for now."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        try:
+            params = json.loads(f.attrs.get("settings", "{}")).get("params")
+        except (TypeError, ValueError):
+            params = None
+    if params != json.loads(json.dumps(sim.params.to_dict())):
+        raise ValueError(f"the dataset {str(path)!r} was simulated with other in-silico parameters than the "
+                         "shipped calibration; delete it to simulate it again")
+
+
 def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = False,
-        max_stages: int | None = None) -> tuple:
+        max_stages: int | None = None, seed: int | None = None, data_dir: str | Path | None = None) -> tuple:
     """Run ``recipe`` (a :class:`Recipe`, a TOML path or a shipped name) in ``out_dir``.
 
     Datasets, checkpoints, ``model.h5``, ``report.json`` and ``report.md`` go
     to ``out_dir``; every step resumes from what an interrupted run left
     there.  ``max_stages`` stops after that many stages (for quick checks).
-    Returns ``(model, report)``.
+    ``seed`` replaces the recipe's seed (each stage then trains with its seed
+    + :data:`SEED_STRIDE` x ``seed``: independent models on the same data);
+    ``data_dir`` holds the simulated datasets instead of ``out_dir``, so that
+    several seeds share them.  A finished dataset made by another simulator is
+    refused.  Returns ``(model, report)``.
     """
     from .. import phenomena as P  # noqa: F401  (registers the phenomena the report measures)
     from ..datasets import load_dataset, simulate_dataset
@@ -253,14 +276,20 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
+    if seed is not None:
+        recipe = replace(recipe, seed=check_int("seed", seed, minimum=0))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     sim = InSilicoRetina(positions=assess.cell_positions())
     paths = {}
+    data_path = Path(data_dir) if data_dir is not None else out
+    data_path.mkdir(parents=True, exist_ok=True)
     for name, s in recipe.streams.items():   # finished files are reused (delete them to re-simulate)
-        paths[name] = out / f"{name}.h5"
-        if not paths[name].exists():
+        paths[name] = data_path / f"{name}.h5"
+        if paths[name].exists():
+            _check_dataset(paths[name], sim)
+        else:
             simulate_dataset(paths[name], s.kind, retina=sim, train_minutes=s.minutes, seed=s.seed,
                              test_clips=s.test_clips, clip_s=s.clip_seconds, repeats=s.repeats,
                              stimulus_options=s.options or None, progress=progress)
@@ -310,7 +339,8 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
             kw["lr_patience"] = stage.lr_patience
         if stage.noise is not None:
             kw["noise"] = stage.noise
-        cfg = TrainConfig(epochs=stage.epochs, epoch_windows=stage.windows, lr=stage.lr, seed=stage.seed,
+        cfg = TrainConfig(epochs=stage.epochs, epoch_windows=stage.windows, lr=stage.lr,
+                          seed=stage.seed + SEED_STRIDE * recipe.seed,
                           stream_weights=tuple(shares),
                           stream_loss_weights=None if all(v == 1.0 for v in losses) else tuple(losses),
                           freeze=stage.freeze, **kw)
