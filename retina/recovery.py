@@ -426,8 +426,9 @@ def overall(recoveries):
                 for r in recs for p in parts if relevant(r.simulator[p]["effect"])]
         return float(np.mean(vals)) if vals else float("nan")
 
-    moved = [dict(zip(parts, perm)) for perm in itertools.permutations(parts)
-             if any(perm[i] != parts[i] for i in range(len(parts)))]
+    scored = {p for r in recs for p in parts if relevant(r.simulator[p]["effect"])}
+    moved = [dict(zip(parts, perm)) for perm in itertools.permutations(parts)   # as permutation_null: pairings
+             if any(perm[i] != parts[i] for i in range(len(parts)) if parts[i] in scored)]   # that move a scored part
     sc = pooled(lambda r: r.cnn)
     null = [pooled(lambda r: r.cnn, pm) for pm in moved]
     truth_null = [pooled(lambda r: r.simulator, pm) for pm in moved]
