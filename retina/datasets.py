@@ -29,9 +29,8 @@ from .io.dataset import SCHEMA_VERSION as DATASET_SCHEMA
 from .stimuli import bar_motion, bar_noise, flash_sequence, full_field_noise, natural_movie, white_noise
 from .units import DT
 
-__all__ = ["Dataset", "load_dataset", "simulate_dataset", "simulator_provenance", "encode_uint8", "decode_uint8",
-           "frame_events", "KINDS",
-           "EVENTS"]
+__all__ = ["Dataset", "load_dataset", "simulate_dataset", "simulated_params", "simulator_provenance", "encode_uint8",
+           "decode_uint8", "frame_events", "KINDS", "EVENTS"]
 
 KINDS = {"naturalscene": "natural-like movie (docs/insilico.md section 3)",
          "whitenoise": "binary checkerboard, 1 px checks, +-0.35 contrast",
@@ -39,6 +38,14 @@ KINDS = {"naturalscene": "natural-like movie (docs/insilico.md section 3)",
          "bars": "flickering 2 px bars spanning all rows, binary +-0.35 contrast, 20 ms frames",
          "motion": "moving bars (stimuli.bar_motion): 1-4 px, +-0.3..1 contrast, 0.02-0.6 px/frame, some reversing",
          "flashes": "full-field flashes from grey (stimuli.flash_sequence): 1-4 frames, +-0.05..1 contrast"}
+
+
+def simulated_params(attrs):
+    """The in-silico parameters a ``retina simulate`` file records in its ``settings`` attribute (None if none)."""
+    try:
+        return json.loads(attrs.get("settings", "{}")).get("params")
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 def simulator_provenance(dataset, cells=None) -> dict:
@@ -56,10 +63,7 @@ def simulator_provenance(dataset, cells=None) -> dict:
         if k in attrs:
             values = json.loads(str(attrs[k]))
             out[k] = json.dumps(values if cells is None else [values[int(i)] for i in cells])
-    try:
-        params = json.loads(attrs.get("settings", "{}")).get("params")
-    except (TypeError, ValueError):
-        params = None
+    params = simulated_params(attrs)
     if params:
         out[SIMULATOR_KEY] = json.dumps(params)
     return out

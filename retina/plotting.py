@@ -70,18 +70,13 @@ def phenomenon_figure(result, path=None, *, reference=None, entry=None):
         t0 = red.start * FRAME_MS
         ax = axes[0, 1]
         if vals.ndim == 2:  # (windows, C): channel x time heat map
-            lim = np.abs(vals).max() or 1.0
-            im = ax.imshow(vals.T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
-                           extent=(t0, t0 + len(vals) * FRAME_MS, vals.shape[1] - 0.5, -0.5), interpolation="nearest")
+            im = _heat(ax, vals, t0)
             ax.set(xlabel="time (ms)", ylabel="layer-1 channel",
                    yticks=range(vals.shape[1]),
                    yticklabels=[f"{c} {red.types[c]['type']}" for c in range(vals.shape[1])])
         else:  # (windows, C, X): position x time for the most important channel
             c = int(red.kept[np.argmax(red.importance[red.kept])])
-            m = vals[:, c]
-            lim = np.abs(m).max() or 1.0
-            im = ax.imshow(m.T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
-                           extent=(t0, t0 + len(m) * FRAME_MS, m.shape[1] - 0.5, -0.5), interpolation="nearest")
+            im = _heat(ax, vals[:, c], t0)
             ax.set(xlabel="time (ms)", ylabel="position (px)")
         lo, hi = red.window
         ax.axvspan(t0 + lo * FRAME_MS, t0 + hi * FRAME_MS, color="k", alpha=0.08)
@@ -120,6 +115,13 @@ def phenomenon_figure(result, path=None, *, reference=None, entry=None):
             fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
     return fig
+
+
+def _heat(ax, m, t0):
+    """``m (time, rows)`` as a diverging heat map, time from ``t0`` ms along x, symmetric about 0; returns the image."""
+    lim = np.abs(m).max() or 1.0
+    return ax.imshow(m.T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest",
+                     extent=(t0, t0 + len(m) * FRAME_MS, m.shape[1] - 0.5, -0.5))
 
 
 def _truth_panels(ax_fid, ax_rec, rec):
@@ -171,10 +173,7 @@ def _channel_maps(axes, red):
         c = kept[j]
         title = f"channel {c} {ch['type']} ({ch['share']:.0%} of |A|)"
         if vals.ndim == 3:
-            m = vals[:, c]
-            lim = np.abs(m).max() or 1.0
-            ax.imshow(m.T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest",
-                      extent=(t0, t0 + len(m) * FRAME_MS, m.shape[1] - 0.5, -0.5))
+            _heat(ax, vals[:, c], t0)
             ax.set(xlabel="time (ms)", ylabel="position (px)", title=title)
         else:
             t = t0 + np.arange(len(vals)) * FRAME_MS

@@ -117,17 +117,13 @@ def channel_activity(model, movie, positions):
 
     ``movie`` is in contrast units; row ``t`` is aligned with response bin ``t``.
     """
-    x = model.padded(movie)
-    corr1 = np.asarray(model.layer1(x, dtype=np.float32), np.float32)
-    k1 = model.w1.shape[-1]
-    h1, w1 = corr1.shape[2:]
-    off = (k1 - 1) / 2.0
+    from .reduction import layer1_output
+
+    _, h1, w1 = model.shape1
+    off = (model.w1.shape[-1] - 1) / 2.0
     iy = np.clip(np.rint(np.array([p[0] for p in positions]) - off).astype(int), 0, h1 - 1)
     ix = np.clip(np.rint(np.array([p[1] for p in positions]) - off).astype(int), 0, w1 - 1)
-    pre = corr1[:, :, iy, ix]
-    scale = np.broadcast_to(np.asarray(model.scale1, np.float32), model.shape1)[:, iy, ix]
-    shift = np.broadcast_to(np.asarray(model.shift1, np.float32), model.shape1)[:, iy, ix]
-    return np.maximum(pre * scale[None] + shift[None], 0.0)
+    return layer1_output(model, model.padded(movie), iy, ix)
 
 
 def match_channels(model, sim, positions=None, *, movie=None, signals=None):
@@ -203,7 +199,7 @@ def simulator_effects(name, sim=None, *, intact=None, parts=PARTS):
     return out
 
 
-def cnn_effects(name, model, groups, *, intact=None, cache=None):
+def cnn_effects(name, model, groups, *, intact=None):
     """The key measure of ``model`` intact and with each group of layer-1 channels clamped to grey:
     ``{part: dict}``.  ``groups`` maps a part to its channels (an empty group has no effect)."""
     from .reduction import ablate
@@ -211,21 +207,17 @@ def cnn_effects(name, model, groups, *, intact=None, cache=None):
     ph = P.get(name)
     probe = P.CNNProbe(model)
     opts = ph.options_for(probe)
-    cache = {} if cache is None else cache
     if intact is None:
         intact = ph.run(probe, explain=False, **opts)
     k0 = key_value(ph, intact)
     out = {}
     for part, chans in groups.items():
         key = tuple(sorted(int(c) for c in chans))
-        if not key:
-            k = k0
-        elif key in cache:
-            k = cache[key]
-        else:
+        k = k0
+        if key:
             lesioned = P.CNNProbe(ablate(model, list(key), layer="conv1", baseline=model.grey),
                                   cells=probe.cells)
-            k = cache[key] = key_value(ph, ph.run(lesioned, explain=False, **opts))
+            k = key_value(ph, ph.run(lesioned, explain=False, **opts))
         out[part] = dict(intact=k0, lesioned=k, effect=_relative(ph, k0, k), channels=list(key))
     return out
 
@@ -453,38 +445,33 @@ def _groups(matches):
     return groups
 
 
-class _Matcher:
-    """Caches the probe movie and the simulator's signals for one (simulator, positions)."""
-
-    def __init__(self, sim, positions, frame_shape):
-        self.positions = list(positions)
-        self.movie = probe_movie(frame_shape)
-        self.signals = part_signals(sim, self.movie, self.positions)
-        self.sim = sim
-
-    def __call__(self, model):
-        return match_channels(model, self.sim, self.positions, movie=self.movie, signals=self.signals)
-
-
 def recover(model, names=None, sim=None, *, n_untrained=3, seed=0, model_results=None, sim_results=None,
-            matcher=None):
+            sim_effects=None):
     """The recovery benchmark for ``model`` on each phenomenon in ``names`` (default all registered).
 
-    ``model_results`` / ``sim_results`` (name -> PhenomenonResult) reuse intact
-    runs already made.  Returns ``{name: Recovery}``.
+    ``sim`` defaults to the simulator the model records
+    (:func:`retina.insilico.simulator_of`).  ``model_results`` /
+    ``sim_results`` (name -> PhenomenonResult) and ``sim_effects`` (name ->
+    :func:`simulator_effects` over :data:`PARTS`) reuse runs already made.
+    Returns ``{name: Recovery}``.
     """
     from .insilico import simulator_of
 
-    sim = sim if sim is not None else simulator_of(model)
+    sim = simulator_of(model, sim)
     names = P.names() if names is None else tuple(names)
     probe = P.CNNProbe(model)
     positions = ([(c.y, c.x) for c in probe.cells] if probe.cells is not None else sim.positions)
     positions = list(dict.fromkeys((float(y), float(x)) for y, x in positions))
-    matcher = matcher or _Matcher(sim, positions, tuple(model.frame_shape))
-    matches = matcher(model)
+    movie = probe_movie(tuple(model.frame_shape))
+    signals = part_signals(sim, movie, positions)
+
+    def match(m):
+        return match_channels(m, sim, positions, movie=movie, signals=signals)
+
+    matches = match(model)
     groups = _groups(matches)
     nulls = [untrained_model(model, seed + 1000 + i) for i in range(n_untrained)]
-    null_groups = [_groups(matcher(m)) for m in nulls]
+    null_groups = [_groups(match(m)) for m in nulls]
     out = {}
     for name in names:
         ph = P.get(name)
@@ -495,7 +482,9 @@ def recover(model, names=None, sim=None, *, n_untrained=3, seed=0, model_results
         mres = (model_results or {}).get(name)
         if mres is None:
             mres = ph.run(probe, explain=False, **ph.options_for(probe))
-        se = simulator_effects(name, sim, intact=sres)
+        se = (sim_effects or {}).get(name)
+        if se is None:
+            se = simulator_effects(name, sim, intact=sres)
         ce = cnn_effects(name, model, groups, intact=mres)
         sc, ok = score(se, ce)
         untrained, detail = [], []
@@ -538,6 +527,8 @@ def planted_filters(sim=None, *, history=40, kernel_size=15):
     simulator's filter at lag 1).  Rectification, depression and thresholds
     are left to the trained layers.
     """
+    from scipy.signal import fftconvolve
+
     from .insilico import PATHWAYS, InSilicoRetina
     from .units import DT
 
@@ -564,8 +555,6 @@ def planted_filters(sim=None, *, history=40, kernel_size=15):
         names.append(name)
     e_a = np.exp(-DT * 1e3 / p.tau_amacrine_ms)
     h_a = np.convolve(temporal["OFF"], _impulse(1, e_a, lags))[:lags]       # the OFF drive, low-passed
-    from scipy.signal import fftconvolve
-
     space_a = fftconvolve(space, gauss(p.sigma_amacrine_px), mode="same")
     w1.append(h_a[1:][::-1][:, None, None] * space_a[None])
     names.append("A1")

@@ -16,8 +16,8 @@ import numpy as np
 
 from .units import FRAME_MS
 
-__all__ = ["channel_filters", "channel_stas", "downstream_signs", "classify_channels", "prune", "reduce",
-           "ReducedModel", "baseline_activity", "ablate", "inhibitory_channels"]
+__all__ = ["channel_filters", "layer1_output", "channel_stas", "downstream_signs", "classify_channels", "prune",
+           "reduce", "ReducedModel", "baseline_activity", "ablate", "inhibitory_channels"]
 
 FAST_MS, SLOW_MS = 110.0, 120.0
 
@@ -35,6 +35,19 @@ EFFECT_FRAMES = 600    # white-noise frames for each channel's downstream effect
 _TYPES_CACHE: dict = {}
 
 
+def layer1_output(model, x, rows, cols, *, dtype=np.float32):
+    """Each layer-1 channel's output after its ReLU at map positions ``(rows[j], cols[j])``: ``(windows, C1, J)``.
+
+    ``x`` is a movie in model units; the correlation is computed in float32,
+    the affine map and the ReLU in ``dtype``.
+    """
+    corr1 = np.asarray(model.layer1(x, dtype=np.float32), dtype)
+    rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+    scale = np.broadcast_to(np.asarray(model.scale1, dtype), model.shape1)[:, rows, cols]
+    shift = np.broadcast_to(np.asarray(model.shift1, dtype), model.shape1)[:, rows, cols]
+    return np.maximum(corr1[:, :, rows, cols] * scale[None] + shift[None], 0.0)
+
+
 def channel_stas(model, *, n_frames=STA_FRAMES, seed=0):
     """White-noise spike-triggered averages of the layer-1 channels: ``(C1, history)``, tap ``history - 1`` newest.
 
@@ -50,11 +63,8 @@ def channel_stas(model, *, n_frames=STA_FRAMES, seed=0):
     g = -(-h // STA_CHECK), -(-w // STA_CHECK)
     x = rng.choice(np.array([-1.0, 1.0], np.float32), size=(n_frames + model.history - 1,) + g)
     x = np.ascontiguousarray(np.repeat(np.repeat(x, STA_CHECK, 1), STA_CHECK, 2)[:, :h, :w])
-    corr1 = np.asarray(model.layer1(x, dtype=np.float32), np.float64)
-    y0, x0 = corr1.shape[2] // 2, corr1.shape[3] // 2
-    scale = np.broadcast_to(np.asarray(model.scale1, np.float64), model.shape1)[:, y0, x0]
-    shift = np.broadcast_to(np.asarray(model.shift1, np.float64), model.shape1)[:, y0, x0]
-    act = np.maximum(corr1[:, :, y0, x0] * scale + shift, 0.0)
+    y0, x0 = model.shape1[1] // 2, model.shape1[2] // 2
+    act = layer1_output(model, x, [y0], [x0], dtype=np.float64)[:, :, 0]
     foot = x[:, y0:y0 + k, x0:x0 + k].sum(axis=(1, 2), dtype=np.float64)
     windows = np.lib.stride_tricks.sliding_window_view(foot, model.history)[:len(act)]
     return (act - act.mean(0)).T @ windows / len(act)     # a channel that never fires has an STA of zeros
@@ -69,8 +79,7 @@ def downstream_signs(model, *, n_frames=EFFECT_FRAMES, seed=1):
     c1 = model.w1.shape[0]
     out = np.empty(c1)
     for c in range(c1):
-        ablated = float(np.mean(prune(model, np.setdiff1d(np.arange(c1), [c]), baseline=model.grey).predict(
-            x, backend="cpu")))
+        ablated = float(np.mean(ablate(model, [c], layer="conv1", baseline=model.grey).predict(x, backend="cpu")))
         out[c] = 1.0 if full - ablated >= 0 else -1.0
     return out
 

@@ -90,11 +90,6 @@ WEIGHTS = {"osr_latency_sd": 0.3, "reversal_ratio": 2.0, "latency_lesion_depress
            "latency_lesion_linear": 0.5, "latency_lesion_A1": 0.5}
 
 
-def is_presence(check):
-    """A check that the phenomenon is there (not one of the lesion checks that pin down its mechanism)."""
-    return "_lesion_" not in check.name
-
-
 def evaluate(p, weights=None, phenomena=None, presence_only=False):
     """Score (0 = every signature check passes), each check's value and its weighted violation.
 
@@ -104,7 +99,7 @@ def evaluate(p, weights=None, phenomena=None, presence_only=False):
     try:
         sim = InSilicoRetina(p)
         chosen = [P.get(n) for n in phenomena] if phenomena else list(P.REGISTRY.values())
-        checks = [c for ph in chosen for c in ph.check_simulator(sim) if not presence_only or is_presence(c)]
+        checks = [c for ph in chosen for c in ph.check_simulator(sim) if not presence_only or c.presence]
     except (FloatingPointError, ValueError, ZeroDivisionError) as exc:
         return 1e3, {"error": str(exc)}, {}
     m = {c.name: c.value for c in checks}

@@ -29,7 +29,8 @@ def test_the_bundled_recipe_reads_and_labels_its_selection():
 
 
 def test_the_generic_recipe_has_no_protocol_shaped_stream_weight_or_selection():
-    """Issue 24's rule: generic stimuli only, no event-tied loss weights, epochs chosen by validation alone."""
+    """The rule of docs/recipes.md for a recipe that claims the phenomena emerge: generic stimuli only, no
+    event-tied loss weights, epochs chosen by validation alone."""
     r = load_recipe("generic")
     assert {s.kind for s in r.streams.values()} == {"naturalscene", "whitenoise", "fullfield", "bars"}
     assert all(s.select == "validation" for s in r.stages)

@@ -322,9 +322,11 @@ def simulator_metadata(sim) -> dict:
             SIMULATOR_KEY: json.dumps(sim.params.to_dict())}
 
 
-def simulator_of(model, default=None):
-    """The in-silico retina ``model`` was fitted to: its recorded parameters (metadata ``simulator_params``),
-    else ``default`` (an InSilicoRetina or parameters), else the shipped calibration."""
+def simulator_of(model, given=None):
+    """The in-silico retina to judge ``model`` against: ``given`` when one is given (an InSilicoRetina), else the
+    one the model records (metadata ``simulator_params``), else the shipped calibration."""
+    if given is not None:
+        return given
     meta = getattr(model, "metadata", None) or {}
     text = meta.get(SIMULATOR_KEY)
     if text:
@@ -333,9 +335,7 @@ def simulator_of(model, default=None):
         except (TypeError, ValueError) as exc:
             raise ValueError(f"the model's recorded simulator ({SIMULATOR_KEY}) is invalid: {exc}") from None
         return InSilicoRetina(params)
-    if isinstance(default, InSilicoRetina):
-        return default
-    return InSilicoRetina(default)
+    return InSilicoRetina()
 
 
 class Cell(NamedTuple):

@@ -118,7 +118,10 @@ class Check:
     """One pass criterion, evaluated: a value and the closed range ``[low, high]`` it must fall in.
 
     ``scale`` turns a miss into a normalised violation (:attr:`violation`, 0
-    when it passes), the unit of the calibration score.
+    when it passes), the unit of the calibration score.  A signature check
+    named ``<phenomenon>_lesion_<part>`` pins down the mechanism (it runs a
+    lesioned simulator); every other check tests that the phenomenon is there
+    (:attr:`presence`).
     """
 
     name: str
@@ -131,6 +134,18 @@ class Check:
     @property
     def passed(self) -> bool:
         return bool(np.isfinite(self.value) and self.low <= self.value <= self.high)
+
+    @property
+    def presence(self) -> bool:
+        """A check that the phenomenon is there, not one of the lesion checks that pin down its mechanism
+        (counterfactual circuits are calibrated on these alone)."""
+        return "_lesion_" not in self.name
+
+    @classmethod
+    def near(cls, name, description, value, target, tolerance):
+        """``value`` within ``+-tolerance`` (a fraction) of ``target``, whatever the target's sign."""
+        lo, hi = (1 - tolerance) * target, (1 + tolerance) * target
+        return cls(name, description, value, low=min(lo, hi), high=max(lo, hi), scale=max(abs(target), 1.0))
 
     @property
     def violation(self) -> float:
@@ -204,7 +219,7 @@ class Phenomenon:
         judging models (:meth:`judge_model`).
     judge : callable
         ``judge(model_result, sim_result) -> list[Check]``: does a model
-        reproduce the phenomenon at the spec's thresholds, beside the simulator?
+        reproduce the phenomenon at the thresholds of ``docs/recovery.md``, beside the simulator?
     """
 
     name: str
@@ -260,7 +275,7 @@ class Phenomenon:
 
         if self.judge is None:
             return []
-        sim = self.simulator(sim if sim is not None else simulator_of(model))
+        sim = self.simulator(simulator_of(model, sim))
         m = probe(model)
         mres = self.run(m, explain=False, **{**self.options_for(m), **self.held_out})
         sres = self.run(sim, **{**self.options_for(sim), **self.held_out})

@@ -135,8 +135,8 @@ HELD_OUT = {"flips": (22, 24, 26, 28), "speed": 0.12}
 
 
 def judge(model_res, sim_res):
-    """A model's reversal burst at the spec's thresholds: burst >= 1.5x the smooth-motion peak at every reversal
-    point, burst latency s.d. <= 20 ms."""
+    """A model's reversal burst at the thresholds of ``docs/recovery.md`` (held-out protocols): burst >= 1.5x the
+    smooth-motion peak at every reversal point, burst latency s.d. <= 20 ms."""
     m, s = model_res.measures, sim_res.measures
     return [Check("reversal_ratio", f"burst / smooth-motion peak, min over points (simulator {s['min_ratio']:.3g})",
                   m["min_ratio"], low=MIN_BURST_RATIO, scale=MIN_BURST_RATIO),

@@ -244,11 +244,10 @@ def _check_dataset(path, sim):
     """A finished dataset file is reused only if the simulator that made it is the one asked for now."""
     import h5py
 
+    from ..datasets import simulated_params
+
     with h5py.File(path, "r") as f:
-        try:
-            params = json.loads(f.attrs.get("settings", "{}")).get("params")
-        except (TypeError, ValueError):
-            params = None
+        params = simulated_params(f.attrs)
     if params != json.loads(json.dumps(sim.params.to_dict())):
         raise ValueError(f"the dataset {str(path)!r} was simulated with other in-silico parameters than the "
                          "shipped calibration; delete it to simulate it again")
