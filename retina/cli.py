@@ -798,6 +798,42 @@ def explain(model, output, names, steps, share, context_ms, whole_movies, params
     return report
 
 
+@main.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(file_okay=False), default="results/emergence", show_default=True,
+              help="Folder for emergence.json, emergence.md and one file per model judged (a rerun resumes).")
+@click.option("--phenomenon", "names", multiple=True, type=PHENOMENON,
+              help="Phenomena to judge (repeatable); default every registered one.")
+@click.option("--untrained", "n_untrained", type=click.IntRange(0, 50), default=3, show_default=True,
+              help="Untrained CNNs of each model's shape in the recovery benchmark's null.")
+@click.option("-q", "--quiet", is_flag=True)
+def emergence(models, output, names, n_untrained, quiet):
+    """Do the phenomena emerge?  Judge MODELS (e.g. the seeds of one recipe) on the held-out protocols.
+
+    Per model: the fit from the recipe's report, each phenomenon's held-out checks at the spec's thresholds beside
+    the simulator's, the recovery benchmark with its nulls and the dominant functional part; then how many models
+    show each phenomenon and agree on its mechanism (docs/emergence.md).
+    """
+    from .emergence import emergence as run
+
+    _quiet(quiet)
+    _check_output(output, *models, directory=True)
+    t0 = time.time()
+    with _locked(output):
+        try:
+            report = run(models, output, names=names or None, n_untrained=n_untrained, progress=not quiet)
+        except (ValueError, FileNotFoundError) as exc:
+            _fail(exc)
+    if not quiet:
+        for name, s in report["summary"]["phenomena"].items():
+            click.echo(f"{name}: emerges in {s['emerges']}/{s['n_models']} (simulator passes: "
+                       f"{'yes' if s['simulator_passes'] else 'no'}), recovered in {s['recovered']}, dominant part "
+                       f"agreed by {s['agree_with_simulator']} with the simulator ({s['simulator_dominant']}); "
+                       f"pass mark {'met' if s['pass_mark'] else 'not met'}")
+        click.echo(f"wrote {output}/emergence.md in {time.time() - t0:.0f} s")
+    return report
+
+
 def _values(text):
     """``"4,6,8"`` or ``"2:20"`` (inclusive integer range) or ``"-1:-0.1:10"`` (linspace) -> list; text values
     (``none,A1``) stay text."""

@@ -266,20 +266,25 @@ class Phenomenon:
             results[lesion] = self.run(other, **{**self.options_for(other), **options})
         return self.signatures(results)
 
-    def judge_model(self, model, sim=None) -> list:
+    def judge_model(self, model, sim=None, *, sim_result=None) -> list:
         """Run the held-out protocol (:attr:`held_out`) on ``model`` (wrapped by
         :func:`retina.phenomena.probe`) and on its simulator ``sim`` (default the one the model records,
-        :func:`retina.insilico.simulator_of`) and return :attr:`judge`'s checks."""
+        :func:`retina.insilico.simulator_of`) and return :attr:`judge`'s checks.  ``sim_result`` reuses the
+        simulator's held-out run (:meth:`held_out_result`) when several models are judged against one simulator."""
         from ..insilico import simulator_of
         from .probe import probe
 
         if self.judge is None:
             return []
-        sim = self.simulator(simulator_of(model, sim))
         m = probe(model)
         mres = self.run(m, explain=False, **{**self.options_for(m), **self.held_out})
-        sres = self.run(sim, **{**self.options_for(sim), **self.held_out})
+        sres = sim_result if sim_result is not None else self.held_out_result(simulator_of(model, sim))
         return self.judge(mres, sres)
+
+    def held_out_result(self, sim=None) -> PhenomenonResult:
+        """The held-out protocol (:attr:`held_out`) run on the simulator ``sim`` (default the calibrated one)."""
+        base = self.simulator(sim)
+        return self.run(base, **{**self.options_for(base), **self.held_out})
 
     def options_for(self, model) -> dict:
         """Extra ``run`` options for ``model`` (those for models that know their cells' positions)."""

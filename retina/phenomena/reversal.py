@@ -130,8 +130,10 @@ def signatures(results):
     return out
 
 
-HELD_OUT = {"flips": (22, 24, 26, 28), "speed": 0.12}
-"""The held-out reversal protocol: other reversal points and another speed than the defaults."""
+HELD_OUT = {"flips": (22, 24, 26, 28), "speed": 0.18}
+"""The held-out reversal protocol: other reversal points and another speed than the defaults.  The speed is one at
+which the simulator itself meets the thresholds (burst 1.80, latency s.d. 5 ms; at 0.12 px/frame its burst is only
+1.43): a model is not asked to reproduce what its ground truth does not show.  Chosen on the simulator alone."""
 
 
 def judge(model_res, sim_res):

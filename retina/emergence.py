@@ -1,0 +1,281 @@
+"""Do the phenomena emerge?  Several CNNs trained on generic stimuli, judged on held-out protocols.
+
+The paper's first claim is that a CNN fitted to responses to generic stimuli
+*develops* the retina's predictive phenomena without being trained on them.
+One model is no evidence, so this module judges a set of models (independent
+seeds of one recipe, ``retina recipe generic --seed S``) the same way and says
+what they share.  Everything is defined in ``docs/emergence.md``; in short, per
+model (:func:`assess_model`):
+
+1. **Fit**: the correlation with the simulator's noise-free rate on the
+   recipe's held-out test clips (natural movies, white noise, ...), read from
+   the ``report.json`` the recipe wrote beside the model.
+2. **Emergence**: each phenomenon's held-out protocol
+   (:attr:`retina.phenomena.Phenomenon.held_out`: protocol values no training
+   stream, selection, default or test uses) run on the model and on its
+   simulator, judged at the thresholds of ``docs/recovery.md``
+   (:meth:`~retina.phenomena.Phenomenon.judge_model`).  The simulator's own
+   verdict on the same checks is reported beside it: a model cannot be asked
+   to pass where its ground truth does not.
+3. **Mechanism**: the recovery benchmark (:func:`retina.recovery.recover`:
+   sign-aware intervention scores, permutation and untrained nulls, fidelity
+   gate) and the **dominant functional part** (:func:`dominant`): the part
+   whose matched channels' ablation changes the key measure most, with the
+   sign of that change.
+
+Across models (:func:`summarise`): per phenomenon, the fraction of models that
+meet every check; among those, how many are recovered, and how many agree on
+the dominant part with each other and with the simulator.  The pass mark the
+project aims for (:data:`AGREEMENT_SHARE`, :data:`RECOVERED_SCORE`,
+:data:`PASS_NULL_LEVEL`): at least 4 of 5 models agree with each other and
+with the simulator, with a recovery score of at least 0.7 against a null level
+of at most 0.2.  A phenomenon that emerges in no model is the finding, and is
+reported as such.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from . import phenomena as P
+from .recovery import PARTS, RECOVERED_SCORE, recover, simulator_effects
+
+__all__ = ["assess_model", "summarise", "report_markdown", "dominant", "simulator_reference", "emergence",
+           "AGREEMENT_SHARE", "PASS_NULL_LEVEL", "DOMINANT_MIN_EFFECT"]
+
+log = logging.getLogger(__name__)
+
+AGREEMENT_SHARE = 0.8       # at least 4 of 5 models agree with each other and with the simulator ...
+PASS_NULL_LEVEL = 0.2       # ... recovered (score >= RECOVERED_SCORE) against a null level of at most 0.2
+DOMINANT_MIN_EFFECT = 0.2   # a dominant part must change the key measure by >= 20 % of the phenomenon's size
+
+
+def dominant(effects) -> str | None:
+    """The dominant functional part of ``effects`` (``{part: {"effect": e}}``, as
+    :func:`retina.recovery.simulator_effects` and :func:`retina.recovery.cnn_effects` return): the part whose
+    removal changes the key measure most, written with the sign of the change (``"ONs-"``: removing ON-slow
+    lowers it).  ``None`` when no removal reaches :data:`DOMINANT_MIN_EFFECT`."""
+    best, size = None, DOMINANT_MIN_EFFECT
+    for part, d in effects.items():
+        e = float(d["effect"])
+        if np.isfinite(e) and abs(e) >= size:
+            best, size = f"{part}{'+' if e > 0 else '-'}", abs(e)
+    return best
+
+
+def simulator_reference(sim, names=None) -> dict:
+    """What every model judged against ``sim`` shares, run once: per phenomenon the simulator's held-out result,
+    its default-protocol result and its lesion effects over :data:`retina.recovery.PARTS`."""
+    out = {}
+    for name in (P.names() if names is None else names):
+        ph = P.get(name)
+        base = ph.simulator(sim)
+        res = ph.run(base, **ph.options_for(base))
+        out[name] = dict(held_out=ph.held_out_result(sim), result=res,
+                         effects=simulator_effects(name, sim, intact=res, parts=PARTS))
+    return out
+
+
+def _fit(model_path) -> dict | None:
+    report = Path(model_path).with_name("report.json") if model_path is not None else None
+    if report is None or not report.exists():
+        return None
+    d = json.loads(report.read_text())
+    fit = {k[5:]: float(v["mean_corr"]) for k, v in d.items() if k.startswith("test_") and isinstance(v, dict)}
+    fit["validation"] = float(d.get("best_val_corr", np.nan))
+    return fit
+
+
+def _check(c) -> dict:
+    return dict(name=c.name, description=c.description, value=float(c.value), low=float(c.low),
+                high=float(c.high), passed=c.passed)
+
+
+def assess_model(model, sim=None, *, names=None, n_untrained=3, reference=None, path=None) -> dict:
+    """Judge one model: fit, emergence on the held-out protocols, recovery and dominant part per phenomenon.
+
+    Parameters
+    ----------
+    model : RetinaCNN
+        A model fitted to the in-silico retina.
+    sim : InSilicoRetina, optional
+        The ground truth (default: the simulator the model records,
+        :func:`retina.insilico.simulator_of`).
+    names : sequence of str, optional
+        Phenomena (default every registered one).
+    n_untrained : int
+        Untrained CNNs of the model's shape in the recovery null.
+    reference : dict, optional
+        :func:`simulator_reference` of ``sim``, to share between models.
+    path : str or Path, optional
+        The model's file; a ``report.json`` beside it gives the fit.
+
+    Returns
+    -------
+    dict
+        ``model`` (file, recipe, seed, commit), ``fit`` and ``phenomena``:
+        per name the held-out ``checks``, ``emerges`` (every check passed),
+        ``simulator_passes``, the recovery benchmark's verdict and numbers,
+        and the model's and simulator's ``dominant`` parts.
+    """
+    from .insilico import simulator_of
+
+    sim = simulator_of(model, sim)
+    names = P.names() if names is None else tuple(names)
+    reference = reference if reference is not None else simulator_reference(sim, names)
+    meta = model.metadata or {}
+    out: dict = dict(model=dict(path=None if path is None else str(path), recipe=meta.get("recipe_name"),
+                                seed=meta.get("seed"), git_commit=meta.get("git_commit"),
+                                content_hash=model.content_hash()),
+                     fit=_fit(path), phenomena={})
+    recs = recover(model, names, sim, n_untrained=n_untrained,
+                   sim_results={n: reference[n]["result"] for n in names},
+                   sim_effects={n: reference[n]["effects"] for n in names})
+    for name in names:
+        ph = P.get(name)
+        sref = reference[name]["held_out"]
+        checks = ph.judge_model(model, sim, sim_result=sref)
+        sim_checks = ph.judge(sref, sref) if ph.judge is not None else []
+        r = recs[name]
+        out["phenomena"][name] = dict(
+            checks=[_check(c) for c in checks], emerges=bool(checks) and all(c.passed for c in checks),
+            simulator_passes=bool(sim_checks) and all(c.passed for c in sim_checks),
+            simulator_checks=[_check(c) for c in sim_checks],
+            recovery=dict(score=r.score, null_level=r.null_level, p_value=r.p_value, decisive=r.decisive,
+                          recovered=r.recovered, verdict=r.verdict, fidelity=r.fidelity,
+                          cnn={p: r.cnn[p]["effect"] for p in PARTS},
+                          simulator={p: r.simulator[p]["effect"] for p in PARTS}),
+            dominant=dominant(r.cnn), simulator_dominant=dominant(r.simulator))
+        log.info("%s: emerges %s, %s", name, out["phenomena"][name]["emerges"], r.verdict)
+    return out
+
+
+def summarise(assessments) -> dict:
+    """Pool :func:`assess_model`'s results over models: per phenomenon, how many models meet every held-out check,
+    and among those how many pass fidelity, are recovered, and agree on the dominant part (with each other: the
+    most common part; with the simulator: the simulator's part); whether the project's pass mark is met."""
+    assessments = list(assessments)
+    n = len(assessments)
+    names = list(dict.fromkeys(k for a in assessments for k in a["phenomena"]))
+    out: dict = dict(n_models=n, phenomena={}, fit={})
+    fits = [a["fit"] for a in assessments if a.get("fit")]
+    for key in dict.fromkeys(k for f in fits for k in f):
+        vals = np.array([f[key] for f in fits if key in f], float)
+        out["fit"][key] = dict(mean=float(vals.mean()), min=float(vals.min()), max=float(vals.max()))
+    for name in names:
+        rows = [a["phenomena"][name] for a in assessments if name in a["phenomena"]]
+        shown = [r for r in rows if r["emerges"]]
+        sim_dom = rows[0]["simulator_dominant"] if rows else None
+        doms = Counter(r["dominant"] for r in shown)
+        common, n_common = (doms.most_common(1)[0] if doms else (None, 0))
+        recovered = [r for r in shown if r["recovery"]["recovered"]]
+        passing = [r for r in shown if r["dominant"] == sim_dom and sim_dom is not None
+                   and r["recovery"]["score"] >= RECOVERED_SCORE
+                   and r["recovery"]["null_level"] <= PASS_NULL_LEVEL]
+        checks = {c["name"]: sum(c2["passed"] for r in rows for c2 in r["checks"] if c2["name"] == c["name"])
+                  for c in (rows[0]["checks"] if rows else [])}
+        out["phenomena"][name] = dict(
+            n_models=len(rows), emerges=len(shown), share=len(shown) / max(len(rows), 1), checks_passed=checks,
+            simulator_passes=bool(rows and rows[0]["simulator_passes"]),
+            reproduces=sum(bool((r["recovery"]["fidelity"] or {}).get("reproduces")) for r in shown),
+            recovered=len(recovered), simulator_dominant=sim_dom, most_common_dominant=common,
+            agree_with_each_other=n_common, agree_with_simulator=sum(r["dominant"] == sim_dom for r in shown),
+            pass_mark=len(passing) >= AGREEMENT_SHARE * len(rows) if rows else False,
+            scores=[r["recovery"]["score"] for r in rows], null_levels=[r["recovery"]["null_level"] for r in rows])
+    return out
+
+
+def _f(v, fmt=".2f"):
+    return "-" if v is None or np.isnan(v) else format(v, fmt)
+
+
+def report_markdown(assessments, summary=None) -> str:
+    """A readable report of :func:`assess_model` results (one row per model) and their :func:`summarise`."""
+    assessments = list(assessments)
+    summary = summary or summarise(assessments)
+    n = summary["n_models"]
+    lines = ["# Do the phenomena emerge?", "",
+             f"{n} models, each judged on the held-out protocols at the thresholds of docs/recovery.md "
+             "(definitions: docs/emergence.md).", "", "## Fit (held-out test clips, correlation with the "
+             "simulator's noise-free rate)", "", "| model | seed | " + " | ".join(summary["fit"]) + " |",
+             "|---|---|" + "---|" * len(summary["fit"])]
+    for a in assessments:
+        f = a.get("fit") or {}
+        lines.append(f"| {Path(a['model']['path'] or '?').parent.name} | {a['model']['seed']} | "
+                     + " | ".join(_f(f.get(k), ".3f") for k in summary["fit"]) + " |")
+    lines += ["", "## Per phenomenon", "",
+              "| phenomenon | emerges | simulator passes | reproduces (fidelity) | recovered | dominant part "
+              "(simulator) | agree with each other | agree with simulator | pass mark |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, s in summary["phenomena"].items():
+        lines.append(f"| {name} | {s['emerges']}/{s['n_models']} | {'yes' if s['simulator_passes'] else 'no'} | "
+                     f"{s['reproduces']}/{s['emerges']} | {s['recovered']}/{s['emerges']} | "
+                     f"{s['simulator_dominant']} | {s['agree_with_each_other']} ({s['most_common_dominant']}) | "
+                     f"{s['agree_with_simulator']} | {'met' if s['pass_mark'] else 'not met'} |")
+    lines += ["", "## Each model", ""]
+    for a in assessments:
+        lines.append(f"### {a['model']['path']} (seed {a['model']['seed']})")
+        lines.append("")
+        for name, r in a["phenomena"].items():
+            checks = "; ".join(f"{c['name']} {_f(c['value'], '.3g')} [{_f(c['low'], 'g')}, {_f(c['high'], 'g')}]"
+                               f" {'pass' if c['passed'] else 'FAIL'}" for c in r["checks"])
+            rec = r["recovery"]
+            lines.append(f"- **{name}**: {'emerges' if r['emerges'] else 'does not emerge'} ({checks}); "
+                         f"dominant part {r['dominant']} (simulator {r['simulator_dominant']}); recovery "
+                         f"score {_f(rec['score'])}, null level {_f(rec['null_level'])}: {rec['verdict']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def emergence(models, out=None, *, sim=None, names=None, n_untrained=3, progress=False) -> dict:
+    """Judge every model in ``models`` (paths or loaded models) and pool them (:func:`summarise`).
+
+    With ``out`` (a folder), each model's assessment is kept in
+    ``out/models/<content hash>.json`` as soon as it is done (an interrupted
+    run resumes), and ``emergence.json`` and ``emergence.md`` are written
+    atomically at the end.  Models judged against the same simulator share its
+    runs (:func:`simulator_reference`).  Returns ``{"models": [...], "summary": {...}}``.
+    """
+    from ._progress import progress_bar
+    from .insilico import simulator_of
+    from .io import atomic_text, load_model
+
+    names = P.names() if names is None else tuple(P.get(n).name for n in names)
+    folder = Path(out) if out is not None else None
+    if folder is not None:
+        (folder / "models").mkdir(parents=True, exist_ok=True)
+    refs: dict = {}
+    results = []
+    for item in progress_bar(list(models), desc="models", unit="model", enabled=progress):
+        path = None
+        if isinstance(item, (str, Path)):
+            model = load_model(str(item))
+            path = Path(item) if Path(item).is_file() else None
+        else:
+            model = item
+        cache = folder / "models" / f"{model.content_hash()[:16]}.json" if folder is not None else None
+        if cache is not None and cache.exists():
+            done = json.loads(cache.read_text())
+            if done.get("names") == list(names) and done.get("n_untrained") == n_untrained:
+                results.append(done["assessment"])
+                continue
+        truth = simulator_of(model, sim)
+        key = json.dumps(truth.params.to_dict(), sort_keys=True, default=float)
+        if key not in refs:
+            refs[key] = simulator_reference(truth, names)
+        a = assess_model(model, truth, names=names, n_untrained=n_untrained, reference=refs[key], path=path)
+        if cache is not None:
+            atomic_text(cache, json.dumps(dict(names=list(names), n_untrained=n_untrained, assessment=a),
+                                          indent=1, default=float))
+        results.append(a)
+    summary = summarise(results)
+    if folder is not None:
+        atomic_text(folder / "emergence.json", json.dumps(dict(models=results, summary=summary), indent=1,
+                                                           default=float))
+        atomic_text(folder / "emergence.md", report_markdown(results, summary))
+    return dict(models=results, summary=summary)
