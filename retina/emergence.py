@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 AGREEMENT_SHARE = 0.8       # at least 4 of 5 models agree with each other and with the simulator ...
 PASS_NULL_LEVEL = 0.2       # ... recovered (score >= RECOVERED_SCORE) against a null level of at most 0.2
 DOMINANT_MIN_EFFECT = 0.2   # a dominant part must change the key measure by >= 20 % of the phenomenon's size
+CACHE_VERSION = 1           # the layout of a cached assessment (models/<hash>.json); another version is redone
 
 
 def dominant(effects) -> str | None:
@@ -88,6 +89,8 @@ def _fit(model_path) -> dict | None:
     d = json.loads(report.read_text())
     fit = {k[5:]: float(v["mean_corr"]) for k, v in d.items() if k.startswith("test_") and isinstance(v, dict)}
     fit["validation"] = float(d.get("best_val_corr", np.nan))
+    best = [e for e in d.get("epochs", []) if e.get("epoch") == d.get("best_epoch")]
+    fit["validation_loss"] = float(best[0]["val_loss"]) if best else float("nan")
     return fit
 
 
@@ -162,8 +165,12 @@ def summarise(assessments) -> dict:
     assessments = list(assessments)
     n = len(assessments)
     names = list(dict.fromkeys(k for a in assessments for k in a["phenomena"]))
-    out: dict = dict(n_models=n, phenomena={}, fit={})
+    out: dict = dict(n_models=n, phenomena={}, fit={}, best_by_validation=None)
     fits = [a["fit"] for a in assessments if a.get("fit")]
+    losses = [(a["fit"]["validation_loss"], a["model"]["path"]) for a in assessments
+              if a.get("fit") and np.isfinite(a["fit"].get("validation_loss", np.nan))]
+    if losses:
+        out["best_by_validation"] = min(losses)[1]
     for key in dict.fromkeys(k for f in fits for k in f):
         vals = np.array([f[key] for f in fits if key in f], float)
         out["fit"][key] = dict(mean=float(vals.mean()), min=float(vals.min()), max=float(vals.max()))
@@ -200,14 +207,17 @@ def report_markdown(assessments, summary=None) -> str:
     summary = summary or summarise(assessments)
     n = summary["n_models"]
     lines = ["# Do the phenomena emerge?", "",
-             f"{n} models, each judged on the held-out protocols at the thresholds of docs/recovery.md "
-             "(definitions: docs/emergence.md).", "", "## Fit (held-out test clips, correlation with the "
-             "simulator's noise-free rate)", "", "| model | seed | " + " | ".join(summary["fit"]) + " |",
+             f"{n} model{'s' if n != 1 else ''}, each judged on the held-out protocols at the thresholds of "
+             "docs/recovery.md (definitions: docs/emergence.md).", "",
+             "## Fit (held-out test clips, correlation with the simulator's noise-free rate)", "",
+             "| model | seed | " + " | ".join(summary["fit"]) + " |",
              "|---|---|" + "---|" * len(summary["fit"])]
     for a in assessments:
         f = a.get("fit") or {}
         lines.append(f"| {Path(a['model']['path'] or '?').parent.name} | {a['model']['seed']} | "
                      + " | ".join(_f(f.get(k), ".3f") for k in summary["fit"]) + " |")
+    if summary.get("best_by_validation"):
+        lines += ["", f"Lowest validation loss (the recipe's own selection data): {summary['best_by_validation']}"]
     lines += ["", "## Per phenomenon", "",
               "| phenomenon | emerges | simulator passes | reproduces (fidelity) | recovered | dominant part "
               "(simulator) | agree with each other | agree with simulator | pass mark |",
@@ -222,7 +232,7 @@ def report_markdown(assessments, summary=None) -> str:
         lines.append(f"### {a['model']['path']} (seed {a['model']['seed']})")
         lines.append("")
         for name, r in a["phenomena"].items():
-            checks = "; ".join(f"{c['name']} {_f(c['value'], '.3g')} [{_f(c['low'], 'g')}, {_f(c['high'], 'g')}]"
+            checks = "; ".join(f"{c['name']} {_f(c['value'], '.3g')} [{_f(c['low'], '.3g')}, {_f(c['high'], '.3g')}]"
                                f" {'pass' if c['passed'] else 'FAIL'}" for c in r["checks"])
             rec = r["recovery"]
             lines.append(f"- **{name}**: {'emerges' if r['emerges'] else 'does not emerge'} ({checks}); "
@@ -261,7 +271,8 @@ def emergence(models, out=None, *, sim=None, names=None, n_untrained=3, progress
         cache = folder / "models" / f"{model.content_hash()[:16]}.json" if folder is not None else None
         if cache is not None and cache.exists():
             done = json.loads(cache.read_text())
-            if done.get("names") == list(names) and done.get("n_untrained") == n_untrained:
+            if (done.get("version") == CACHE_VERSION and done.get("names") == list(names)
+                    and done.get("n_untrained") == n_untrained):
                 results.append(done["assessment"])
                 continue
         truth = simulator_of(model, sim)
@@ -270,7 +281,8 @@ def emergence(models, out=None, *, sim=None, names=None, n_untrained=3, progress
             refs[key] = simulator_reference(truth, names)
         a = assess_model(model, truth, names=names, n_untrained=n_untrained, reference=refs[key], path=path)
         if cache is not None:
-            atomic_text(cache, json.dumps(dict(names=list(names), n_untrained=n_untrained, assessment=a),
+            atomic_text(cache, json.dumps(dict(version=CACHE_VERSION, names=list(names), n_untrained=n_untrained,
+                                               assessment=a),
                                           indent=1, default=float))
         results.append(a)
     summary = summarise(results)

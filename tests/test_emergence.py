@@ -61,7 +61,9 @@ def small_run(tmp_path_factory):
     path = folder / "m" / "model.h5"
     path.parent.mkdir()
     model.save(path)
-    (path.parent / "report.json").write_text(json.dumps(dict(test_natural=dict(mean_corr=0.5), best_val_corr=0.4)))
+    (path.parent / "report.json").write_text(json.dumps(dict(
+        test_natural=dict(mean_corr=0.5), best_val_corr=0.4, best_epoch=2,
+        epochs=[dict(epoch=1, val_loss=-1.0), dict(epoch=2, val_loss=-1.5)])))
     out = folder / "out"
     return path, out, E.emergence([path], out, names=["latency"], n_untrained=1)
 
@@ -69,7 +71,8 @@ def small_run(tmp_path_factory):
 def test_a_model_is_judged_on_held_out_protocols_beside_its_simulator(small_run):
     path, out, report = small_run
     a = report["models"][0]
-    assert a["model"]["seed"] == 7 and a["fit"] == dict(natural=0.5, validation=0.4)
+    assert a["model"]["seed"] == 7 and a["fit"] == dict(natural=0.5, validation=0.4, validation_loss=-1.5)
+    assert report["summary"]["best_by_validation"] == str(path)
     r = a["phenomena"]["latency"]
     assert r["checks"] and r["emerges"] == all(c["passed"] for c in r["checks"])
     assert r["simulator_checks"] and [c["name"] for c in r["simulator_checks"]] == [c["name"] for c in r["checks"]]
