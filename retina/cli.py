@@ -157,7 +157,7 @@ def _check_output(path, *inputs, directory=False, option="--output"):
     """An output the command can write, checked before any work: not one of its inputs, in a writable folder."""
     out = Path(path).expanduser()
     for src in inputs:
-        if src is None or src in ("default", "random", "insilico"):
+        if src is None or src in ("default", "tuned", "random", "insilico"):
             continue
         src_p = Path(src).expanduser()
         if out.resolve() == src_p.resolve() or (out.exists() and src_p.exists() and os.path.samefile(out, src_p)):
@@ -549,6 +549,10 @@ def info(model):
     click.echo(f"norm_stats: {net.norm_stats} ({net.input_units} units)")
     click.echo(f"response bin: window [i, i + {net.history}) -> bin i + {net.history - 1 + net.response_offset}")
     click.echo(f"content hash: {net.content_hash()}")
+    meta = net.metadata or {}
+    for key in ("description", "recipe_name", "seed", "git_commit"):
+        if meta.get(key) is not None:
+            click.echo(f"{key.replace('_', ' ')}: {meta[key]}")
 
 
 def _parse_cells(text, n_cells):
@@ -714,7 +718,7 @@ def train(data, output, response, cells, nskip, minutes, epochs, epoch_windows, 
 
 
 @main.command("recipe")
-@click.argument("recipe", default="default")
+@click.argument("recipe", default="generic")
 @click.option("-o", "--output", type=click.Path(file_okay=False), default="build/recipe", show_default=True,
               help="Folder for the datasets, checkpoints, model.h5 and the report (an interrupted run resumes).")
 @click.option("--max-stages", type=click.IntRange(1), default=None, help="Stop after this many stages.")
@@ -724,7 +728,8 @@ def train(data, output, response, cells, nskip, minutes, epochs, epoch_windows, 
               help="Folder for the simulated datasets (default OUTPUT), to share them between seeds.")
 @click.option("-q", "--quiet", is_flag=True)
 def recipe_command(recipe, output, max_stages, seed, data_dir, quiet):
-    """Train a model from RECIPE: a recipe TOML file, or the name of a shipped one (default: the bundled model's).
+    """Train a model from RECIPE: a recipe TOML file, or the name of a shipped one (default: generic, the bundled
+    default model's; "tuned" is the protocol-tuned model's).
 
     Simulates the recipe's streams with the in-silico retina, trains its stages and writes OUTPUT/model.h5 (its
     provenance holds the recipe's text, the package version and the git commit) and OUTPUT/report.md.

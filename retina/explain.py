@@ -191,7 +191,8 @@ def explain(model: RetinaCNN, out_dir: str | os.PathLike, *, sim: InSilicoRetina
         rec_seconds = time.time() - t0
     report["_meta"] = {"seconds": time.time() - t_start, "recovery_seconds": rec_seconds,
                        "retina_version": __version__, "model_hash": model.content_hash(), "n_steps": n_steps,
-                       "share": share, "context_ms": context_ms, "truth": truth_note, "n_untrained": n_untrained}
+                       "share": share, "context_ms": context_ms, "truth": truth_note, "n_untrained": n_untrained,
+                       "model_description": str((model.metadata or {}).get("description", ""))}
     save_explain(out / "results.h5", results, report)
     atomic_text(out / "summary.txt", summary_table(report))
     report["_meta"]["figures"] = _figures(results, out, report) if figures else "not asked for"
@@ -233,6 +234,9 @@ def summary_table(report):
     reduction, and the paper's descriptive criteria."""
     names = [n for n in P.names() if n in report] + [n for n in report if n not in P.REGISTRY and n[:1] != "_"]
     lines = []
+    description = report.get("_meta", {}).get("model_description")
+    if description:
+        lines += [f"model: {description}", ""]
     if "_overall" in report:
         lines += [f"mechanism recovery over the reproduced phenomena: {report['_overall']['verdict']}", ""]
     lines += [f"{'phenomenon':<13} {'key measure: model':<30} {'simulator':<12} {'reproduced':<11} "

@@ -3,6 +3,8 @@ everywhere, end to end from a simulated recording through training and a saved m
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -95,7 +97,10 @@ def test_training_pairs_windows_with_the_bin_the_model_says_end_to_end(tmp_path)
 
 
 def test_rates_in_contrast_units_match_the_simulator_bin_for_bin(recording):
-    model = load_model("default")
+    """Bin alignment needs a model whose cross-correlation with the truth peaks sharply: the tuned model's
+    white-noise fit (0.82).  The generic default's (0.70) is flat between lags 0 and +1 (0.720 and 0.721,
+    2026-12-03), so it cannot tell one bin from the next here."""
+    model = load_model("tuned")
     movie, _ = read_stimulus(recording, dataset="test/stimulus")
     clip = movie[:1000]
     pred = model.rates(clip)
@@ -104,8 +109,10 @@ def test_rates_in_contrast_units_match_the_simulator_bin_for_bin(recording):
 
     truth = InSilicoRetina(simulator_of(model).params, positions=recipe.cell_positions()).rates(clip)
     corr = np.mean([lagged_corr(pred[100:, c], truth[100:, c], 0) for c in range(truth.shape[1])])
-    shifted = np.mean([lagged_corr(pred[100:, c], truth[100:, c], 1) for c in range(truth.shape[1])])
-    assert corr > 0.75 and corr > shifted
+    shifted = [np.mean([lagged_corr(pred[100:, c], truth[100:, c], lag) for c in range(truth.shape[1])])
+               for lag in (-1, 1)]
+    recorded = json.loads(model.metadata["fit"])["whitenoise"]   # its recipe's held-out white-noise clips
+    assert corr > recorded - 0.05 and corr > max(shifted), (corr, recorded, shifted)
 
 
 def test_train_save_load_round_trip_keeps_units_and_offset(recording, tmp_path):

@@ -20,17 +20,20 @@ from retina.train.recipe import (
 )
 
 
-def test_the_bundled_recipe_reads_and_labels_its_selection():
-    r = load_recipe("default")
+def test_the_tuned_recipe_reads_and_labels_its_selection():
+    r = load_recipe("tuned")
+    assert r.name == "tuned"
     assert list(r.streams)[:2] == ["natural", "whitenoise"] and len(r.stages) == 6
     assert [s.select for s in r.stages] == ["validation"] * 3 + ["phenomena"] * 3
     assert r.streams["slowmotion"].options == {"speeds": [0.02, 0.25], "contrasts": [0.5, 1.0]}
     assert "selected, not predicted" in r.text    # the recipe says so where it is read
+    with pytest.raises(FileNotFoundError, match="'tuned'"):
+        load_recipe("default")
 
 
 def test_the_generic_recipe_has_no_protocol_shaped_stream_weight_or_selection():
-    """The rule of docs/recipes.md for a recipe that claims the phenomena emerge: generic stimuli only, no
-    event-tied loss weights, epochs chosen by validation alone."""
+    """The rule of docs/recipes.md for a recipe that claims the phenomena emerge (the bundled default model's):
+    generic stimuli only, no event-tied loss weights, epochs chosen by validation alone."""
     r = load_recipe("generic")
     assert {s.kind for s in r.streams.values()} == {"naturalscene", "whitenoise", "fullfield", "bars"}
     assert all(s.select == "validation" for s in r.stages)

@@ -31,12 +31,13 @@ from ._files import (
 )
 from .checkpoint import load_checkpoint, save_checkpoint
 from .dataset import load_dataset
-from .model import SCHEMA_VERSION, bundled_path, load_model, save_model
+from .model import BUNDLED_MODELS, SCHEMA_VERSION, bundled_path, load_model, save_model
 from .results import save_attribution, save_explain, save_rates
 from .stimulus import load_stimulus, read_stimulus, save_stimulus
 
 __all__ = ["FORMATS", "SCHEMA_VERSION", "atomic_h5", "atomic_text", "open_h5", "open_partial", "finish_partial",
-           "close_partial", "readable", "partial_path", "load_model", "save_model", "bundled_path", "load_stimulus",
+           "close_partial", "readable", "partial_path", "load_model", "save_model", "bundled_path",
+           "BUNDLED_MODELS", "load_stimulus",
            "read_stimulus", "save_stimulus", "save_rates", "save_attribution", "save_explain", "save_checkpoint",
            "load_checkpoint", "load_dataset", "model_hash"]
 

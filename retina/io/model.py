@@ -33,7 +33,7 @@ from .._version import __version__
 from ..model import PARAM_NAMES, RetinaCNN, content_hash
 from ._files import atomic_h5, attr_value, dataset, open_h5
 
-__all__ = ["save_model", "load_model", "bundled_path", "SCHEMA_VERSION", "MODEL_FORMAT"]
+__all__ = ["save_model", "load_model", "bundled_path", "BUNDLED_MODELS", "SCHEMA_VERSION", "MODEL_FORMAT"]
 
 SCHEMA_VERSION = 2
 MODEL_FORMAT = "retina-model"
@@ -120,16 +120,31 @@ def _as_stored(model, dtype):
     return model if np.dtype(dtype) == np.float64 else _Stored(model, dtype)
 
 
+BUNDLED_MODELS = {
+    "default": "trained on generic stimuli only (retina/recipes/generic.toml: natural movies, white noise, flicker, "
+               "flickering bars), the seed with the lowest validation loss, never selected on a phenomenon "
+               "(docs/emergence.md)",
+    "tuned": "TUNED ON THE PHENOMENON PROTOCOLS (retina/recipes/tuned.toml: protocol-shaped streams, loss boosts "
+             "after flashes and reversals, epochs selected on the phenomena): for demonstrating the analyses, not "
+             "evidence that the phenomena emerge (docs/history.md)",
+}
+"""The models shipped with the package, by the name ``load_model`` takes, and what each one is."""
+
+
 def bundled_path(name):
-    """Where the bundled model ``name`` lives in this installation."""
+    """Where the bundled model ``name`` (a key of :data:`BUNDLED_MODELS`) lives in this installation."""
     from importlib import resources
+
+    if name not in BUNDLED_MODELS:
+        raise ValueError(f"name must be one of the bundled models {tuple(BUNDLED_MODELS)}, got {name!r}")
     return resources.files("retina") / "data" / f"{name}.h5"
 
 
 def load_model(path: str | os.PathLike, *, verify_hash: bool = True) -> RetinaCNN:
     """Load a model written by :func:`save_model`, or import one of another toolkit's files.
 
-    ``path`` may also be ``"default"`` for the bundled model.  A torch-deep-retina
+    ``path`` may also name a bundled model (:data:`BUNDLED_MODELS`: ``"default"``, the generic-stimulus model;
+    ``"tuned"``, the protocol-tuned one).  A torch-deep-retina
     checkpoint or deep-retina Keras weights are recognised by their first
     bytes and read by :func:`retina.io.importers.import_model` (never by
     executing the file).  Checks the
@@ -139,10 +154,10 @@ def load_model(path: str | os.PathLike, *, verify_hash: bool = True) -> RetinaCN
     """
     import h5py
 
-    if isinstance(path, str) and path == "default":
-        bundled = bundled_path("default")
+    if isinstance(path, str) and path in BUNDLED_MODELS:
+        bundled = bundled_path(path)
         if not bundled.is_file():
-            raise FileNotFoundError("the bundled 'default' model is not part of this installation yet; "
+            raise FileNotFoundError(f"the bundled {path!r} model is not part of this installation; "
                                     "pass the path of a model file (see `retina train`)")
         path = bundled
     from .importers import detect_format, import_model

@@ -8,7 +8,8 @@ in-silico retina (resumable), trains stage after stage (each from the
 previous stage's best epoch, each resumable from its checkpoint), evaluates,
 and writes ``model.h5`` whose provenance holds the recipe's full text, the
 package version and the git commit, and a report (JSON and Markdown).
-``recipes/default.toml`` is the bundled model's recipe; ``docs/recipes.md``
+``recipes/generic.toml`` is the bundled default model's recipe (generic stimuli only) and
+``recipes/tuned.toml`` the protocol-tuned model's; ``docs/recipes.md``
 documents every key.
 
 Event weights come from the events stored with each dataset
@@ -43,7 +44,7 @@ __all__ = ["Recipe", "Stream", "Stage", "load_recipe", "run", "reversal_weights"
 log = logging.getLogger("retina.train")
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-"""Where the recipes shipped with the package live (``load_recipe("default")``)."""
+"""Where the recipes shipped with the package live (``load_recipe("generic")``)."""
 REVERSAL_FRAMES = 50   # frames after a bar turns back weighted by reversal_boost (the burst comes ~330 ms later)
 FLASH_FRAMES = 30      # frames from a flash's onset weighted by flash_boost (the latency window is 150 ms)
 BASE_STREAMS = ("natural", "whitenoise")
@@ -109,10 +110,15 @@ _STREAM_KEYS = {"kind", "minutes", "seed", "options", "validate_share", "test_cl
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    """Read a recipe: a TOML file's path, or the name of one shipped with the package (``"default"``)."""
+    """Read a recipe: a TOML file's path, or the name of one shipped with the package (``"generic"``, ``"tuned"``)."""
     p = Path(path)
     if not p.suffix and not p.exists():
         p = RECIPES / f"{path}.toml"
+        if not p.is_file():
+            shipped = sorted(f.stem for f in RECIPES.glob("*.toml"))
+            raise FileNotFoundError(f"recipe must be a TOML file or one of the shipped recipes {shipped}, got "
+                                    f"{str(path)!r}" + (" (the protocol-tuned recipe once called 'default' is "
+                                                         "'tuned')" if str(path) == "default" else ""))
     if not p.is_file():
         raise FileNotFoundError(f"no recipe file at {str(p)!r}")
     text = p.read_text()
