@@ -69,6 +69,8 @@ def _tiny(**stage2):
     (lambda d: d["stages"][1].update(select="luck"), "select must be one of"),
     (lambda d: d["stages"][1].update(speed=3), "unknown keys"),
     (lambda d: d.update(val_share=0.7), "val_share"),
+    (lambda d: d.update(model={"depth": 3}), r"\[model\] has unknown keys"),
+    (lambda d: d.update(model={"history": 0}), "history must be"),
 ])
 def test_bad_recipes_are_refused_by_name(change, match):
     d = _tiny()
@@ -120,6 +122,10 @@ def test_a_tiny_recipe_runs_end_to_end_and_records_itself(tmp_path):
     other, _ = run(recipe, tmp_path / "s1", progress=False, seed=1, data_dir=tmp_path)
     assert other.content_hash() != model.content_hash() and str(other.metadata["seed"]) == "1"
     assert not (tmp_path / "s1" / "natural.h5").exists()
+    # the architecture is part of the recipe ([model]): a shorter history and other channel counts
+    small = parse_recipe({**_tiny(), "model": {"history": 20, "channels": [4, 6]}}, source="tiny-model")
+    arch, _ = run(small, tmp_path / "m", progress=False, data_dir=tmp_path)
+    assert arch.history == 20 and arch.w1.shape[:2] == (4, 20) and arch.w2.shape[:2] == (6, 4)
     # a finished dataset made by another simulator is refused, not silently reused
     with h5py.File(tmp_path / "flashes.h5", "r+") as f:
         settings = json.loads(f.attrs["settings"])

@@ -103,8 +103,12 @@ class Recipe:
     stages: tuple
     text: str = ""
     source: str = ""
+    model: dict = field(default_factory=dict)
+    """The architecture (``[model]``: ``history``, ``channels``, ``kernel_sizes``; :data:`MODEL_KEYS`), default
+    :class:`~retina.train.TrainConfig`'s (40 frames, 8 and 8 channels, kernels 15 and 11)."""
 
 
+MODEL_KEYS = ("history", "channels", "kernel_sizes")
 _STAGE_KEYS = {f for f in Stage.__dataclass_fields__}
 _STREAM_KEYS = {"kind", "minutes", "seed", "options", "validate_share", "test_clips", "clip_seconds", "repeats"}
 
@@ -192,8 +196,19 @@ def parse_recipe(d, *, text="", source="<dict>"):
     if not 0 < val_share < 0.5:
         raise ValueError(f"recipe {source}: val_share must be in (0, 0.5), got {val_share}")
     response = d.get("response", "rate")
+    model = dict(d.get("model", {}))
+    bad = set(model) - set(MODEL_KEYS)
+    if bad:
+        raise ValueError(f"recipe {source}: [model] has unknown keys {sorted(bad)}; known: {list(MODEL_KEYS)}")
+    for key in ("channels", "kernel_sizes"):
+        if key in model:
+            model[key] = tuple(model[key])
+    try:
+        TrainConfig(**model).validate()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"recipe {source}: [model] {exc}") from None
     return Recipe(str(d.get("name", Path(source).stem)), int(d.get("seed", 0)), response, val_share, streams,
-                  tuple(stages), text, source)
+                  tuple(stages), text, source, model)
 
 
 # ------------------------------------------------------------------ event weights
@@ -344,7 +359,7 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
             kw["lr_patience"] = stage.lr_patience
         if stage.noise is not None:
             kw["noise"] = stage.noise
-        cfg = TrainConfig(epochs=stage.epochs, epoch_windows=stage.windows, lr=stage.lr,
+        cfg = TrainConfig(**recipe.model, epochs=stage.epochs, epoch_windows=stage.windows, lr=stage.lr,
                           seed=stage.seed + SEED_STRIDE * recipe.seed,
                           stream_weights=tuple(shares),
                           stream_loss_weights=None if all(v == 1.0 for v in losses) else tuple(losses),
