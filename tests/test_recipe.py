@@ -1,6 +1,7 @@
 """Recipes as data: the bundled recipe's file, its checks, event weights from stored events, a tiny run."""
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -38,6 +39,17 @@ def test_the_generic_recipe_has_no_protocol_shaped_stream_weight_or_selection():
     assert {s.kind for s in r.streams.values()} == {"naturalscene", "whitenoise", "fullfield", "bars"}
     assert all(s.select == "validation" for s in r.stages)
     assert all(s.flash_boost == 1 and s.reversal_boost == 1 for s in r.stages)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "bench" / "emergence").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_the_emergence_experiments_change_one_thing_of_the_generic_recipe(path):
+    """docs/emergence.md's experiments: the generic recipe's stages, selection and stimulus classes, with only the
+    architecture or the streams' lengths changed."""
+    r, g = load_recipe(path), load_recipe("generic")
+    assert r.stages == g.stages and r.val_share == g.val_share and r.response == g.response
+    assert {k: (s.kind, s.seed) for k, s in r.streams.items()} == {k: (s.kind, s.seed) for k, s in g.streams.items()}
+    assert r.model or any(r.streams[k].minutes != g.streams[k].minutes for k in g.streams)
 
 
 def _tiny(**stage2):
