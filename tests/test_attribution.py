@@ -39,6 +39,35 @@ def test_conv1_matches_loop_reference(rng, model, method, kinks):
     assert a32.values.dtype == np.float32 and relerr(a32.values, a.values) < 1e-4
 
 
+@pytest.mark.parametrize("kinks", KINKS)
+def test_many_cells_in_one_output_match_the_loop_reference(rng, kinks):
+    """A weighted sum over many cells (at least ``COMBINE_CELLS`` per output: the kernel combines the cells'
+    backward maps instead of keeping one per cell) against the float64 loop reference, and with the float32
+    kernels."""
+    from retina.kernels.cpu import COMBINE_CELLS
+
+    m = small_model(seed=5, n_cells=COMBINE_CELLS + 2)
+    movie = _movie(rng, m, t=16)
+    base = 0.3 * rng.standard_normal(movie.shape)
+    wts = rng.standard_normal(m.n_cells)
+    a = attribute(m, movie, cells=wts, n_steps=12, baseline=base, dtype=np.float64, progress=False, kinks=kinks)
+    if kinks == "node":
+        ref, _, r_s, r_0 = naive.conductance_conv1(m, movie, base, wts, 12, "midpoint")
+    else:
+        ref, _, _, r_s, r_0 = naive.conductance_secant(m, movie, base, wts, 12, "midpoint")
+    assert relerr(a.values[:, 0], ref) < 1e-10
+    np.testing.assert_allclose(a.response[:, 0], r_s, rtol=1e-12)
+    a32 = attribute(m, movie, cells=wts, n_steps=12, baseline=base, progress=False, kinks=kinks)
+    assert relerr(a32.values, a.values) < 1e-4
+    # layer 2 (its conductance accumulates beside the combined maps): the per-cell attributions, weighted
+    combo = attribute(m, movie, layer="conv2", cells=wts, n_steps=12, baseline=base, dtype=np.float64,
+                      progress=False, kinks=kinks)
+    each = attribute(m, movie, layer="conv2", n_steps=12, baseline=base, dtype=np.float64, progress=False,
+                     kinks=kinks)
+    np.testing.assert_allclose(combo.values[:, 0], np.einsum("nc...,c->n...", each.values, wts),
+                               rtol=1e-9, atol=1e-12)
+
+
 def test_right_riemann_equals_authors_formula(rng, model):
     movie = _movie(rng, model)
     a = attribute(model, movie, cells=1, n_steps=25, method="right", kinks="node", dtype=np.float64,

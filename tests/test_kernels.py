@@ -168,33 +168,40 @@ def test_corr2d_fft_family(kb, rng, dtype, shape):
     assert relerr(out_w, ref_w) < 5 * tol(dtype)
 
 
-def _pig_inputs(rng, dtype, secant, b=3, c1=3, h1=9, wd1=8, c2=2, kh=4, kw=3, n_cells=4, n_steps=7):
+def _pig_inputs(rng, dtype, secant, b=3, c1=3, h1=9, wd1=8, c2=2, kh=4, kw=3, n_cells=4, n_steps=7, combined=False):
+    """Inputs of ``pig_conv_relu_dense``: 2 outputs over 3 of 4 cells, or (``combined``) one output over 5 of 6
+    cells, which takes the kernel's combined-cells accumulation (``cpu.COMBINE_CELLS``)."""
     h2, wd2 = h1 - kh + 1, wd1 - kw + 1
     f = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
     alphas = (np.arange(n_steps) + 0.5) / n_steps
     bounds = np.arange(n_steps + 1) / n_steps if secant else np.empty(0)
+    n_cells, cells, n_out = (6, np.array([0, 1, 2, 4, 5]), 1) if combined else (n_cells, np.array([0, 2, 3]), 2)
+    assert (len(cells) >= cpu.COMBINE_CELLS * n_out) == combined
     return dict(z0=f(b, c1, h1, wd1), dz=f(b, c1, h1, wd1), alphas=alphas, weights=np.full(n_steps, 1 / n_steps),
                 bounds=bounds,
                 w2=f(c2, c1, kh, kw), scale2=f(c2, h2, wd2), shift2=f(c2, h2, wd2),
-                v3=0.3 * f(n_cells, c2, h2, wd2), shift3=f(n_cells), cw=rng.standard_normal((2, 3)),
-                cells=np.array([0, 2, 3]))
+                v3=0.3 * f(n_cells, c2, h2, wd2), shift3=f(n_cells), cw=rng.standard_normal((n_out, len(cells))),
+                cells=cells)
 
 
 def _pig_outputs(args, dtype):
     b, c1, h1, wd1 = args["z0"].shape
-    return dict(g1=np.full((b, 2, c1, h1, wd1), np.nan, dtype),
-                a2=np.full((b, 2) + args["scale2"].shape, np.nan, dtype),
-                r0=np.full((b, 3), np.nan), r1=np.full((b, 3), np.nan))
+    n_out, n_j = args["cw"].shape
+    return dict(g1=np.full((b, n_out, c1, h1, wd1), np.nan, dtype),
+                a2=np.full((b, n_out) + args["scale2"].shape, np.nan, dtype),
+                r0=np.full((b, n_j), np.nan), r1=np.full((b, n_j), np.nan))
 
 
+@pytest.mark.parametrize("combined", [False, True])
 @pytest.mark.parametrize("secant", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_batched_path_integration_equals_event_driven_kernel(kb, rng, dtype, secant):
+def test_batched_path_integration_equals_event_driven_kernel(kb, rng, dtype, secant, combined):
     """The GPU's data-parallel path integration (``_pig``: every path point evaluated in full, in blocks)
-    gives the CPU's event-driven results; checked with NumPy here and with each backend's kernel."""
+    gives the CPU's event-driven results, with per-cell or combined backward maps; checked with NumPy here and
+    with each backend's kernel."""
     from retina.kernels import _pig
 
-    args = _pig_inputs(rng, dtype, secant)
+    args = _pig_inputs(rng, dtype, secant, combined=combined)
     ref = _pig_outputs(args, dtype)
     cpu.pig_conv_relu_dense(*args.values(), *ref.values(), True)
     got = _pig_outputs(args, dtype)
@@ -208,14 +215,15 @@ def test_batched_path_integration_equals_event_driven_kernel(kb, rng, dtype, sec
         assert relerr(back[k], ref[k]) < 10 * tol(dtype), k
 
 
+@pytest.mark.parametrize("combined", [False, True])
 @pytest.mark.parametrize("secant", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_path_integration_with_one_shared_baseline(kb, rng, dtype, secant):
+def test_path_integration_with_one_shared_baseline(kb, rng, dtype, secant, combined):
     """``z0`` of shape (1, ...) (a constant baseline: its start state computed once) gives the results of
     the same baseline repeated for every window, in the event-driven kernel, ``_pig`` and this backend."""
     from retina.kernels import _pig
 
-    args = _pig_inputs(rng, dtype, secant, b=4)
+    args = _pig_inputs(rng, dtype, secant, b=4, combined=combined)
     args["z0"] = np.repeat(args["z0"][:1], 4, axis=0)
     ref = _pig_outputs(args, dtype)
     cpu.pig_conv_relu_dense(*args.values(), *ref.values(), True)

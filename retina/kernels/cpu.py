@@ -429,7 +429,8 @@ def _readout(h2f, vsel, shift3, cells, u):
 @njit(**_JIT)
 def _pig_start(z0, w2, scale2, shift2, v3, cells, p, graw):
     """The path's start, which depends on the baseline only: ``p = corr(relu(z0), w2)`` and the backward
-    maps ``graw[j] = corr2^T(v3_j * scale2 * [layer-2 unit on])`` of the involved cells."""
+    maps ``graw[j] = corr2^T(v3_j * scale2 * [layer-2 unit on])`` of the involved cells (none when ``graw``
+    has no rows: the combined-cells accumulation of :func:`_pig_one` does without them)."""
     c1, h1, wd1 = z0.shape
     c2, h2, wd2 = scale2.shape
     n2 = c2 * h2 * wd2
@@ -444,7 +445,7 @@ def _pig_start(z0, w2, scale2, shift2, v3, cells, p, graw):
     b2f = shift2.reshape(n2)
     gtmp = np.empty((c2, h2, wd2), dtype=p.dtype)
     gtf = gtmp.reshape(n2)
-    for jj in range(cells.shape[0]):
+    for jj in range(graw.shape[0]):
         vf = v3[cells[jj]].reshape(n2)
         for i in range(n2):
             gtf[i] = vf[i] * s2f[i] if s2f[i] * pf[i] + b2f[i] > 0 else 0
@@ -452,10 +453,41 @@ def _pig_start(z0, w2, scale2, shift2, v3, cells, p, graw):
 
 
 @njit(**_JIT)
+def _corr2d_t_point(g, w, c, y, x):
+    """``corr2^T(g)[c, y, x]`` (see :func:`_corr2d_t_one`) at one layer-1 unit: ``C2 * kh * kw`` products."""
+    co_n, ho, wo = g.shape
+    kh, kw = w.shape[2], w.shape[3]
+    s = 0.0
+    for u in range(kh):
+        yo = y - u
+        if yo < 0 or yo >= ho:
+            continue
+        for v in range(kw):
+            xo = x - v
+            if xo < 0 or xo >= wo:
+                continue
+            for o in range(co_n):
+                s += g[o, yo, xo] * w[o, c, u, v]
+    return s
+
+
+@njit(**_JIT)
 def _pig_one(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw, cells,
-             g1, a2, r0, r1, want_a2, p0, graw0, shared):
+             g1, a2, r0, r1, want_a2, p0, graw0, shared, combined):
     """One window of ``pig_conv_relu_dense`` (see there); with ``shared`` the start state ``p0``,
-    ``graw0`` (:func:`_pig_start` of the common baseline) is copied instead of computed."""
+    ``graw0`` (:func:`_pig_start` of the common baseline) is copied instead of computed.
+
+    Two ways to accumulate ``g1 = sum_k w_k sum_j cw[o, j] sigma_k[j] mf_k * corr2^T(v3_j * s2 * slope2_k)``:
+
+    * per cell (``combined`` False): each involved cell ``j`` keeps its backward map ``graw[j]``, updated where
+      a layer-2 slope changes (``C1*kh*kw`` per cell and change), and every step adds every map
+      (``n_j * n1``);
+    * combined (``combined`` True, for many cells per output): the sum is linear in the layer-2 map, so each
+      output keeps ``R = sum_k w_k * s2 * slope2_k * V_k`` with ``V_k = sum_j cw[o, j] sigma_k[j] v3_j``
+      (``n_j * n2`` per step), and ``C_k = corr2^T(R_k)``.  A layer-1 unit's ``mf`` changes at most a few
+      times, so its g1 is a sum over segments of ``mf * (C_end - C_start)``: ``C`` is evaluated at that
+      unit alone when it changes (``C2*kh*kw``) and once everywhere at the end.  No per-cell maps.
+    """
     c1, h1, wd1 = z0.shape
     c2, _, kh, kw = w2.shape
     h2, wd2 = scale2.shape[1], scale2.shape[2]
@@ -478,10 +510,12 @@ def _pig_one(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw
     mb1 = m1.copy()                      # layer-1 state at the current cell's left boundary
     p = np.empty((c2, h2, wd2), dtype=dt)
     q = np.empty((c2, h2, wd2), dtype=dt)
-    graw = np.empty((n_j, c1, h1, wd1), dtype=dt)   # raw backward maps corr2^T(v3_j * scale2 * slope2)
+    n_g = 0 if combined else n_j
+    graw = np.empty((n_g, c1, h1, wd1), dtype=dt)   # raw backward maps corr2^T(v3_j * scale2 * slope2)
     if shared:
         p[...] = p0
-        graw[...] = graw0
+        if not combined:
+            graw[...] = graw0
     else:
         _pig_start(z0, w2, scale2, shift2, v3, cells, p, graw)
     _corr2d_one(hd, w2, q)
@@ -508,7 +542,7 @@ def _pig_one(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw
     _readout(h2f, vsel, shift3, cells, u)
     for jj in range(n_j):
         r0[jj] = _softplus(u[jj])
-    grf = graw.reshape(n_j, n1)
+    grf = graw.reshape(n_g, n1)
 
     g1f = g1.reshape(n_out, n1)
     g1f[:] = 0
@@ -517,6 +551,15 @@ def _pig_one(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw
         a2f[:] = 0
     sig = np.empty(n_j, dtype=np.float64)
     mf = np.empty(n1, dtype=dt)
+    n_c = n_out if combined else 0
+    rmap = np.zeros((n_c, c2, h2, wd2), dtype=np.float64)   # combined: R per output
+    rmf = rmap.reshape(n_c, n2)
+    gacc = np.zeros((n_c, n1), dtype=np.float64)            # combined: g1 of the closed segments
+    mark = np.zeros((n_c, n1), dtype=np.float64)            # combined: C where each open segment began
+    mcur = np.empty(n1, dtype=dt)                           # combined: mf of each open segment
+    vtmp = np.empty(n2, dtype=np.float64)
+    for i in range(n1):
+        mcur[i] = 1.0 if m1[i] else 0.0
     for k in range(alphas.shape[0]):
         a = alphas[k]
         wk = weights[k]
@@ -554,6 +597,35 @@ def _pig_one(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw
         else:
             for i in range(n1):
                 mf[i] = 1.0 if m1[i] else 0.0
+        if combined:   # close the segment of every unit whose mf changes, at C_{k-1}
+            for i in range(n1):
+                if mf[i] != mcur[i]:
+                    c = i // (h1 * wd1)
+                    rem = i - c * h1 * wd1
+                    y = rem // wd1
+                    for o in range(n_out):
+                        cv = _corr2d_t_point(rmap[o], w2, c, y, rem - y * wd1)
+                        gacc[o, i] += mcur[i] * (cv - mark[o, i])
+                        mark[o, i] = cv
+                    mcur[i] = mf[i]
+        if combined:
+            for o in range(n_out):
+                vtmp[:] = 0
+                for jj in range(n_j):
+                    cs = cw[o, jj] * sig[jj]
+                    if cs == 0:
+                        continue
+                    vs = vsel[jj]
+                    for i in range(n2):
+                        vtmp[i] += cs * vs[i]
+                rd = rmf[o]
+                for i in range(n2):
+                    rd[i] += wk * s2f[i] * new2[i] * vtmp[i]
+                if want_a2:
+                    a2d = a2f[o]
+                    for i in range(n2):
+                        a2d[i] += vtmp[i] * dh2[i]
+            continue
         # backward maps: update only the layer-2 units whose slope changed
         for i in range(n2):
             ds = new2[i] - sl2[i]
@@ -584,6 +656,13 @@ def _pig_one(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw
                     vs = vsel[jj]
                     for i in range(n2):
                         a2d[i] += cs * vs[i] * dh2[i]
+    if combined:   # close every segment at C_K = corr2^T(R) and write g1
+        cfull = np.empty((c1, h1, wd1), dtype=np.float64)
+        cff = cfull.reshape(n1)
+        for o in range(n_out):
+            _corr2d_t_one(rmap[o], w2, cfull)
+            for i in range(n1):
+                g1f[o, i] = gacc[o, i] + mcur[i] * (cff[i] - mark[o, i])
     # a = 1
     _advance_layer1(1.0, z0f, dzf, m1, p, q, w2)
     for i in range(n2):
@@ -592,6 +671,11 @@ def _pig_one(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw
     _readout(h2f, vsel, shift3, cells, u)
     for jj in range(n_j):
         r1[jj] = _softplus(u[jj])
+
+
+COMBINE_CELLS = 4
+"""``pig_conv_relu_dense`` accumulates over the cells combined (no per-cell backward maps, see
+:func:`_pig_one`) when the involved cells number at least this many per output."""
 
 
 @njit(parallel=True, **_JIT)
@@ -626,7 +710,9 @@ def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3,
     as ``P + a*Q`` and updated only where a unit switches; likewise the
     backward map through layer 2 is updated only where a layer-2 unit's slope
     changes.  Per step the work is O(units), not O(convolution); results
-    equal a full forward/backward per step up to rounding.
+    equal a full forward/backward per step up to rounding.  With many cells
+    per output (:data:`COMBINE_CELLS`) the backward maps are combined over
+    the cells instead of kept per cell (:func:`_pig_one`).
 
     With secant slopes the layer-1 conductance of node ``k`` is
     ``dout/dh1 . (h1(hi) - h1(lo))`` through layer-2 slopes
@@ -635,14 +721,15 @@ def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3,
     the readout's smooth curvature (O(K^-2)) instead of the ReLU kinks' O(1/K).
     """
     shared = z0.shape[0] == 1 and dz.shape[0] > 1
+    combined = cells.shape[0] >= COMBINE_CELLS * cw.shape[0]
     p0 = np.empty(scale2.shape, dtype=g1.dtype)
-    graw0 = np.empty((cells.shape[0],) + z0.shape[1:], dtype=g1.dtype)
+    graw0 = np.empty((0 if combined else cells.shape[0],) + z0.shape[1:], dtype=g1.dtype)
     if shared:  # one baseline for every window (a constant stimulus): its start state is computed once
         _pig_start(z0[0], w2, scale2, shift2, v3, cells, p0, graw0)
     nz = z0.shape[0]
     for b in prange(dz.shape[0]):
         _pig_one(z0[b % nz], dz[b], alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw,
-                 cells, g1[b], a2[b], r0[b], r1[b], want_a2, p0, graw0, shared)
+                 cells, g1[b], a2[b], r0[b], r1[b], want_a2, p0, graw0, shared, combined)
     return g1, a2, r0, r1
 
 
