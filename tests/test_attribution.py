@@ -68,6 +68,24 @@ def test_many_cells_in_one_output_match_the_loop_reference(rng, kinks):
                                rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("cells", [None, "many"])
+def test_windows_that_stay_at_the_baseline_are_computed_once(rng, cells):
+    """A flash from grey: the windows before and after it never leave the constant baseline (dz = 0), so the
+    kernel runs on one of them and copies it; every window still matches the float64 loop reference."""
+    m = small_model(seed=6, n_cells=6)
+    grey = 0.2
+    movie = np.full((30,) + m.frame_shape, grey)
+    movie[12:14] = grey + rng.standard_normal((2,) + m.frame_shape)
+    wts = rng.standard_normal(m.n_cells) if cells == "many" else np.eye(m.n_cells)[1]
+    a = attribute(m, movie, cells=wts, n_steps=12, baseline=np.full_like(movie, grey), dtype=np.float64,
+                  progress=False)
+    ref, _, _, r_s, r_0 = naive.conductance_secant(m, movie, np.full_like(movie, grey), wts, 12, "midpoint")
+    assert relerr(a.values[:, 0], ref) < 1e-10
+    np.testing.assert_allclose(a.response[:, 0], r_s, rtol=1e-12)
+    still = [n for n in range(len(ref)) if not 12 - m.history < n < 14]     # windows without the flash
+    assert len(still) >= 2 and not np.any(a.values[still])
+
+
 def test_right_riemann_equals_authors_formula(rng, model):
     movie = _movie(rng, model)
     a = attribute(model, movie, cells=1, n_steps=25, method="right", kinks="node", dtype=np.float64,
