@@ -132,8 +132,9 @@ def assess_model(model, sim=None, *, names=None, n_untrained=3, reference=None, 
     names = P.names() if names is None else tuple(names)
     reference = reference if reference is not None else simulator_reference(sim, names)
     meta = model.metadata or {}
+    seed = meta.get("seed")
     out: dict = dict(model=dict(path=None if path is None else str(path), recipe=meta.get("recipe_name"),
-                                seed=meta.get("seed"), git_commit=meta.get("git_commit"),
+                                seed=None if seed is None else int(seed), git_commit=meta.get("git_commit"),
                                 content_hash=model.content_hash()),
                      fit=_fit(path), phenomena={})
     recs = recover(model, names, sim, n_untrained=n_untrained,
