@@ -220,11 +220,13 @@ def report_markdown(assessments, summary=None) -> str:
     if summary.get("best_by_validation"):
         lines += ["", f"Lowest validation loss (the recipe's own selection data): {summary['best_by_validation']}"]
     lines += ["", "## Per phenomenon", "",
-              "| phenomenon | emerges | simulator passes | reproduces (fidelity) | recovered | dominant part "
-              "(simulator) | agree with each other | agree with simulator | pass mark |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| phenomenon | emerges | each check | simulator passes | reproduces (fidelity) | recovered | "
+              "dominant part (simulator) | agree with each other | agree with simulator | pass mark |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary["phenomena"].items():
-        lines.append(f"| {name} | {s['emerges']}/{s['n_models']} | {'yes' if s['simulator_passes'] else 'no'} | "
+        each = ", ".join(f"{c} {k}/{s['n_models']}" for c, k in s["checks_passed"].items())
+        sim = "yes" if s["simulator_passes"] else "no"
+        lines.append(f"| {name} | {s['emerges']}/{s['n_models']} | {each} | {sim} | "
                      f"{s['reproduces']}/{s['emerges']} | {s['recovered']}/{s['emerges']} | "
                      f"{s['simulator_dominant']} | {s['agree_with_each_other']} ({s['most_common_dominant']}) | "
                      f"{s['agree_with_simulator']} | {'met' if s['pass_mark'] else 'not met'} |")

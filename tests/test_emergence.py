@@ -50,7 +50,7 @@ def test_the_pass_mark_needs_four_of_five_agreeing_recovered_against_a_low_null(
     assert none["phenomena"]["osr"]["emerges"] == 0 and not none["phenomena"]["osr"]["pass_mark"]
     assert none["fit"]["natural"]["mean"] == pytest.approx(0.9)
     md = E.report_markdown(assessments(good))
-    assert "| osr | 4/5 |" in md
+    assert "| osr | 4/5 | c 4/5 |" in md
 
 
 @pytest.fixture(scope="module")
