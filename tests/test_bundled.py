@@ -73,13 +73,15 @@ HELD_OUT_CHECKS = [("osr", "osr_ratio"), ("osr", "osr_slope"), ("latency", "late
                    ("anticipation", "anticipation_lead_0.06"), ("anticipation", "anticipation_lead_0.12")]
 
 # What each bundled model misses on the held-out protocols at the thresholds of docs/recovery.md (measured
-# 2026-12-03).  default (generic seed, docs/emergence.md): latency (no flash answered within the window), reversal
-# (no burst) and anticipation (the response lags the bar).  tuned: it was selected on the default protocols and
+# 2026-12-04).  default (generic recipe, seed 1 of 5, docs/emergence.md): the OSR's peak time does not track the
+# period (slope -0.14), latency is monotonic but shifts 0 ms (the simulator 9 ms), no reversal burst (0.80;
+# latency s.d. 98 ms) and the response lags the moving bar.  tuned: it was selected on the default protocols and
 # loses the OSR, latency and reversal on other values (OSR ratio 1.56 and slope -0.14; latency not monotonic;
 # reversal burst below 1.5 at 0.18 px/frame).
 MISSES = {
-    "default": {("latency", "latency_monotonic"), ("latency", "latency_shift"), ("reversal", "reversal_ratio"),
-                ("anticipation", "anticipation_lead_0.06"), ("anticipation", "anticipation_lead_0.12")},
+    "default": {("osr", "osr_slope"), ("latency", "latency_shift"), ("reversal", "reversal_ratio"),
+                ("reversal", "reversal_latency_sd"), ("anticipation", "anticipation_lead_0.06"),
+                ("anticipation", "anticipation_lead_0.12")},
     "tuned": {("osr", "osr_ratio"), ("osr", "osr_slope"), ("latency", "latency_monotonic"),
               ("latency", "latency_shift"), ("reversal", "reversal_ratio")},
 }
