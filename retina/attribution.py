@@ -421,15 +421,12 @@ def _batch(n0, job, be=None):
     else:
         z_0 = z_const
     dz = xp.ascontiguousarray(z_s - z_0)
-    still_all = None
+    still_all = None   # with a constant baseline: the windows whose frames all equal the baseline's
     if z_const is not None and nb > 1:
-        # windows whose frames all equal the constant baseline's: z(x) = z(x0) exactly, whatever rounding the
-        # layer-1 correlation of the whole movie left in dz
         same = (x[sl] == x0[sl]).reshape(nb + hist - 1, -1).all(axis=1)
         run = xp.concatenate([xp.zeros(1, dtype=np.int64), xp.cumsum(same.astype(np.int64))])
         still_all = (run[hist:] - run[:-hist]) == hist
-        if bool(still_all.any()):
-            dz[still_all] = 0
+        dz[still_all] = 0   # z(x) = z(x0) exactly, whatever rounding the whole movie's layer-1 correlation left
     g1 = xp.empty((nb, n_out) + model.shape1, dtype=dt)
     want_a2 = job.layer == "conv2"
     a2 = xp.empty((nb, n_out) + (model.shape2 if want_a2 else (1, 1, 1)), dtype=dt)
@@ -440,10 +437,8 @@ def _batch(n0, job, be=None):
         z0_part = z_0 if shared else z_0[s0:s1]
         args = (alphas, weights, bounds, p["w2"], p["scale2"], p["shift2"], p["v3"], p["shift3"], cw_sub,
                 cells_idx)
-        still = None
-        if shared and still_all is not None and int(still_all[s0:s1].sum()) >= 2:
-            still = still_all[s0:s1]
-        if still is None:
+        still = still_all[s0:s1] if still_all is not None else None   # set only with the shared baseline
+        if still is None or int(still.sum()) < 2:
             kern.pig_conv_relu_dense(z0_part, dz[s0:s1], *args, g1[s0:s1], a2[s0:s1], r0[s0:s1], r1[s0:s1],
                                      want_a2)
             continue

@@ -155,9 +155,11 @@ def _fail(exc):
 
 def _check_output(path, *inputs, directory=False, option="--output"):
     """An output the command can write, checked before any work: not one of its inputs, in a writable folder."""
+    from .io.model import BUNDLED_MODELS
+
     out = Path(path).expanduser()
     for src in inputs:
-        if src is None or src in ("default", "tuned", "random", "insilico"):
+        if src is None or src in ("random", "insilico", *BUNDLED_MODELS):
             continue
         src_p = Path(src).expanduser()
         if out.resolve() == src_p.resolve() or (out.exists() and src_p.exists() and os.path.samefile(out, src_p)):

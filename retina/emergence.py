@@ -70,14 +70,16 @@ def dominant(effects) -> str | None:
 
 
 def simulator_reference(sim, names=None) -> dict:
-    """What every model judged against ``sim`` shares, run once: per phenomenon the simulator's held-out result,
-    its default-protocol result and its lesion effects over :data:`retina.recovery.PARTS`."""
+    """What every model judged against ``sim`` shares, run once: per phenomenon the simulator's held-out result
+    and its own verdict on the held-out checks, its default-protocol result and its lesion effects over
+    :data:`retina.recovery.PARTS`."""
     out = {}
     for name in (P.names() if names is None else names):
         ph = P.get(name)
         base = ph.simulator(sim)
         res = ph.run(base, **ph.options_for(base))
-        out[name] = dict(held_out=ph.held_out_result(sim), result=res,
+        held = ph.held_out_result(sim)
+        out[name] = dict(held_out=held, checks=ph.judge(held, held) if ph.judge is not None else [], result=res,
                          effects=simulator_effects(name, sim, intact=res, parts=PARTS))
     return out
 
@@ -142,9 +144,8 @@ def assess_model(model, sim=None, *, names=None, n_untrained=3, reference=None, 
                    sim_effects={n: reference[n]["effects"] for n in names})
     for name in names:
         ph = P.get(name)
-        sref = reference[name]["held_out"]
-        checks = ph.judge_model(model, sim, sim_result=sref)
-        sim_checks = ph.judge(sref, sref) if ph.judge is not None else []
+        checks = ph.judge_model(model, sim, sim_result=reference[name]["held_out"])
+        sim_checks = reference[name]["checks"]
         r = recs[name]
         out["phenomena"][name] = dict(
             checks=[_check(c) for c in checks], emerges=bool(checks) and all(c.passed for c in checks),

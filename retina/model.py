@@ -30,9 +30,8 @@ PARAM_NAMES = ("w1", "scale1", "shift1", "w2", "scale2", "shift2", "w3", "scale3
 
 CORR_METHODS = ("auto", "direct", "fft")   # direct loops or FFT, for either conv layer
 _FFT_MIN_WINDOWS = 4
-_FFT2_MIN_WINDOWS = 1      # layer 2 by FFT beats the direct loops at every batch size (8x8x11x11: 7x at one
-                           # window, 3x at 1,000; 2-core Xeon, 2026-12-04; the 2026-11 threshold of 1,024 was stale)
-_FFT2_MIN_TAPS = 36       # FFT beats the direct loops from about 6x6 kernels (training too)
+_FFT2_MIN_TAPS = 36       # FFT beats the direct loops from about 6x6 kernels (training too), at every batch size
+                          # (8x8x11x11: 7x at one window, 3x at 1,000; 2-core Xeon, 2026-12-04)
 
 
 def softplus(u, xp=np):
@@ -350,7 +349,7 @@ class RetinaCNN:
         """Layers 1 (affine+ReLU) to 3 from the layer-1 correlation; returns rates (N, n_cells).
 
         ``method`` of the layer-2 correlation: ``"direct"``, ``"fft"`` or ``"auto"`` (FFT for
-        kernels of 6x6 taps or more and at least ``_FFT2_MIN_WINDOWS`` windows).
+        kernels of 6x6 taps or more, whatever the number of windows).
         """
         xp, kern = be.xp, be.kernels
         n = corr1.shape[0]
@@ -358,7 +357,7 @@ class RetinaCNN:
         kern.affine_relu(corr1, p["scale1"], p["shift1"], h1)
         corr2 = xp.empty((n,) + self.shape2, dtype=corr1.dtype)
         taps = p["w2"].shape[2] * p["w2"].shape[3]
-        if method == "fft" or (method == "auto" and taps >= _FFT2_MIN_TAPS and n >= _FFT2_MIN_WINDOWS):
+        if method == "fft" or (method == "auto" and taps >= _FFT2_MIN_TAPS):
             kern.corr2d_fft(h1, p["w2"], corr2)
         else:
             kern.corr2d(h1, p["w2"], corr2)

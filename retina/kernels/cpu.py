@@ -608,7 +608,7 @@ def _pig_one(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw
                         gacc[o, i] += mcur[i] * (cv - mark[o, i])
                         mark[o, i] = cv
                     mcur[i] = mf[i]
-        if combined:
+            # and add this step to R (and the layer-2 conductance), with the cells summed first
             for o in range(n_out):
                 vtmp[:] = 0
                 for jj in range(n_j):

@@ -200,13 +200,11 @@ def parse_recipe(d, *, text="", source="<dict>"):
     bad = set(model) - set(MODEL_KEYS)
     if bad:
         raise ValueError(f"recipe {source}: [model] has unknown keys {sorted(bad)}; known: {list(MODEL_KEYS)}")
-    for key in ("channels", "kernel_sizes"):
-        if key in model:
-            model[key] = tuple(model[key])
     try:
-        TrainConfig(**model).validate()
+        arch = TrainConfig(**model).validate()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"recipe {source}: [model] {exc}") from None
+    model = {k: getattr(arch, k) for k in model}   # as TrainConfig normalises them (tuples of ints)
     return Recipe(str(d.get("name", Path(source).stem)), int(d.get("seed", 0)), response, val_share, streams,
                   tuple(stages), text, source, model)
 
