@@ -6,6 +6,7 @@ import pytest
 
 from retina.datasets import decode_uint8, encode_uint8, load_dataset, simulate_dataset
 from retina.insilico import InSilicoRetina
+from retina.io.dataset import CompactMovie, uint8_stats
 
 SMALL = dict(train_minutes=0.05, test_clips=2, clip_s=1.0, repeats=4, chunk_s=1.0, seed=3, progress=False)
 
@@ -41,6 +42,38 @@ def test_loader_zscores_and_returns_time_major(dataset):
     assert t.repeats.shape == (2, 4, 200) and t.rates.shape == (200, 2)
     # the test response is the repeat mean, smoothed
     assert t.rates.mean() == pytest.approx(t.repeats.mean() / 0.01, rel=0.05)
+
+
+def test_compact_stimulus_decodes_bit_for_bit_as_the_dense_one(dataset):
+    dense, compact = load_dataset(dataset), load_dataset(dataset, compact=True)
+    movie = compact.stimulus
+    assert isinstance(movie, CompactMovie) and movie.shape == dense.stimulus.shape and len(movie) == 300
+    assert movie.nbytes * 4 == dense.stimulus.nbytes and compact.stats == dense.stats
+    np.testing.assert_array_equal(np.asarray(movie), dense.stimulus)
+    view = movie[40:-7]   # a step-1 slice stays compact (a view of the codes)
+    assert isinstance(view, CompactMovie) and np.shares_memory(view.codes, movie.codes)
+    np.testing.assert_array_equal(np.asarray(view), dense.stimulus[40:-7])
+    np.testing.assert_array_equal(movie[::3], dense.stimulus[::3])
+    np.testing.assert_array_equal(movie[5], dense.stimulus[5])
+    assert np.asarray(movie, np.float64).dtype == np.float64
+    skipped = load_dataset(dataset, compact=True, nskip=20, norm_stats=dense.stats)
+    np.testing.assert_array_equal(np.asarray(skipped.stimulus), dense.stimulus[20:])
+
+
+def test_uint8_statistics_are_exact():
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 256, (50, 9, 11)).astype(np.uint8)
+    c = decode_uint8(codes).astype(np.float64)   # the float32 contrasts the loader z-scores, summed in float64
+    mean, std = uint8_stats(codes)
+    assert mean == pytest.approx(c.mean(), rel=1e-14, abs=1e-15) and std == pytest.approx(c.std(), rel=1e-14)
+    assert uint8_stats(codes[::-1].copy()) == (mean, std)   # independent of order
+
+
+def test_compact_needs_a_coded_stimulus(tmp_path):
+    with pytest.raises(ValueError, match="compact=True needs a uint8 stimulus.*float32"):
+        load_dataset(_write(tmp_path / "lab.h5"), compact=True)
+    with pytest.raises(ValueError, match="codes must be a .* uint8"):
+        CompactMovie(np.zeros((2, 3, 3), np.float32), np.zeros(256, np.float32))
 
 
 def test_interrupted_run_resumes_to_the_same_file(tmp_path, sim, dataset):

@@ -139,6 +139,22 @@ def test_several_streams_with_weights():
         train(xs, ys, progress=False, **SMOKE)
 
 
+def test_compact_streams_train_the_same_model_as_float32_ones():
+    from retina.io.dataset import CompactMovie, decode_uint8
+
+    x, y = _toy_data(1600)
+    codes = np.clip(np.rint(127.5 + 40 * x), 0, 255).astype(np.uint8)   # the toy movie, quantised
+    table = (decode_uint8(np.arange(256, dtype=np.uint8)) - np.float32(0.01)) / np.float32(0.3)
+    movie = CompactMovie(codes, table.astype(np.float32))
+    dense = np.asarray(movie)
+    valid = (dense[1400:], y[1400:])
+    kw = dict(SMOKE, epochs=2, epoch_windows=600)
+    a = train([movie[:700], movie[700:1400]], [y[:700], y[700:1400]], valid=valid, progress=False, **kw)
+    b = train([dense[:700], dense[700:1400]], [y[:700], y[700:1400]], valid=valid, progress=False, **kw)
+    for name in ("w1", "w2", "w3"):
+        np.testing.assert_array_equal(getattr(a.model, name), getattr(b.model, name))
+
+
 def test_sample_weighted_loss_gradients_match_finite_differences(rng):
     params, segs, y = _batch(rng)
     sw = rng.uniform(0.1, 5.0, len(y))

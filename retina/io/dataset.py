@@ -30,8 +30,8 @@ import numpy as np
 
 from ..units import DT
 
-__all__ = ["Dataset", "load_dataset", "create_layout", "encode_uint8", "decode_uint8", "DATASET_FORMAT",
-           "SCHEMA_VERSION"]
+__all__ = ["Dataset", "CompactMovie", "load_dataset", "uint8_stats", "create_layout", "encode_uint8",
+           "decode_uint8", "DATASET_FORMAT", "SCHEMA_VERSION"]
 
 DATASET_FORMAT = "deep-retina"
 SCHEMA_VERSION = 1
@@ -47,14 +47,89 @@ def decode_uint8(u8):
     return ((np.asarray(u8, np.float32) - 127.5) / 127.5).astype(np.float32)
 
 
+def uint8_stats(codes):
+    """Mean and s.d. of the contrasts :func:`decode_uint8` gives ``codes``, exactly, from their histogram.
+
+    Counted in integers and summed with :func:`math.fsum`, so the result does
+    not depend on the movie's length or on how it is split into blocks.
+    """
+    import math
+
+    flat = np.asarray(codes).reshape(-1)
+    counts = np.zeros(256, np.float64)
+    for s in range(0, flat.size, 1 << 24):   # blocks: bincount widens to intp
+        counts += np.bincount(flat[s:s + (1 << 24)], minlength=256)
+    n = counts.sum()
+    values = decode_uint8(np.arange(256, dtype=np.uint8)).astype(np.float64)
+    mean = math.fsum(counts * values) / n
+    var = math.fsum(counts * (values - mean) ** 2) / n
+    return mean, math.sqrt(var)
+
+
+class CompactMovie:
+    """A z-scored (T, H, W) float32 movie held as its file's uint8 codes.
+
+    A stimulus stored as ``uint8-contrast`` takes 256 values, so its z-scored
+    frames are a table lookup.  The movie keeps one byte a pixel, a quarter of
+    the float32 array, and decodes the frames it is asked for, bit for bit as
+    :func:`load_dataset` decodes the whole movie.  A step-1 slice of the first
+    axis is a view (still compact); any other index, and ``np.asarray(movie)``,
+    gives float32.  Training (:func:`retina.train.train`) samples such a
+    movie directly.
+
+    Parameters
+    ----------
+    codes : ndarray (T, H, W) uint8
+    table : ndarray (256,) float32
+        The z-scored value of each code.
+    """
+
+    ndim = 3
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, codes, table):
+        codes, table = np.asarray(codes), np.asarray(table)
+        if codes.dtype != np.uint8 or codes.ndim != 3:
+            raise ValueError(f"codes must be a (T, H, W) uint8 array, got dtype {codes.dtype} and shape "
+                             f"{codes.shape}")
+        if table.shape != (256,) or table.dtype != np.float32:
+            raise ValueError(f"table must be a (256,) float32 array, got dtype {table.dtype} and shape "
+                             f"{table.shape}")
+        self.codes, self.table = codes, table
+
+    @property
+    def shape(self):
+        return self.codes.shape
+
+    @property
+    def nbytes(self):
+        return self.codes.nbytes
+
+    def __len__(self):
+        return len(self.codes)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.step in (None, 1):
+            return CompactMovie(self.codes[key], self.table)
+        return np.take(self.table, self.codes[key])
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.take(self.table, self.codes)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __repr__(self):
+        return f"CompactMovie(shape={self.shape}, {self.nbytes / 2**20:.1f} MiB as uint8)"
+
+
 @dataclass
 class Dataset:
     """One split of a recording: z-scored stimulus and responses.
 
     Attributes
     ----------
-    stimulus : ndarray (T, H, W) float32
-        z-scored with ``stats``.
+    stimulus : ndarray (T, H, W) float32 or CompactMovie
+        z-scored with ``stats`` (a :class:`CompactMovie` when loaded with
+        ``compact=True``).
     rates : ndarray (T, n_cells) float32
         The response used for fitting (``firing_rate_10ms`` unless asked otherwise).
     binned : ndarray (T, n_cells) or None
@@ -76,7 +151,7 @@ class Dataset:
         else ``"intensity"`` (a lab file's raw values).
     """
 
-    stimulus: np.ndarray
+    stimulus: np.ndarray | CompactMovie
     rates: np.ndarray
     binned: np.ndarray | None = None
     repeats: np.ndarray | None = None
@@ -119,7 +194,7 @@ def stimulus_units(ds) -> str:
 
 def load_dataset(path: str | os.PathLike, split: str = "train", *, response: str = "firing_rate_10ms",
                  cells: Sequence[int] | str | None = None, norm_stats: dict | tuple | None = None,
-                 nskip: int = 0) -> Dataset:
+                 nskip: int = 0, compact: bool = False) -> Dataset:
     """Read one split of a deep-retina-layout file and z-score its stimulus.
 
     Parameters
@@ -139,7 +214,14 @@ def load_dataset(path: str | os.PathLike, split: str = "train", *, response: str
         alike (the retina adapting to the stimulus), as deep-retina's ``nskip``.
     norm_stats : dict or (mean, std), optional
         Stimulus statistics; default the split's own mean and s.d. (as
-        deep-retina), pass the training split's for the test split.
+        deep-retina), pass the training split's for the test split.  The
+        statistics of a ``uint8-contrast`` stimulus are computed exactly from
+        its histogram (:func:`uint8_stats`).
+    compact : bool
+        Keep a ``uint8-contrast`` stimulus as its codes, a :class:`CompactMovie`
+        of one byte a pixel that decodes frames as they are read (the same
+        float32 values), instead of a float32 array four times its size: for
+        training sets that would not fit in memory otherwise.
 
     Raises
     ------
@@ -178,9 +260,14 @@ def load_dataset(path: str | os.PathLike, split: str = "train", *, response: str
         st = g["stimulus"]
         if not isinstance(st, h5py.Dataset) or st.shape is None or st.ndim != 3:
             raise ValueError(f"{str(path)!r}: '{split}/stimulus' must be a (T, H, W) dataset")
-        check_memory(int(np.prod(st.shape, dtype=np.float64)) * 4 * 2, f"reading '{split}/stimulus' {st.shape}")
-        stim = _read_stimulus(g, path, split)
-        units = stimulus_units(g["stimulus"])
+        units = stimulus_units(st)
+        coded = units == "contrast" and st.dtype == np.uint8   # decoded through a 256-entry table
+        if compact and not coded:
+            raise ValueError(f"compact=True needs a uint8 stimulus marked encoding='uint8-contrast'; "
+                             f"{str(path)!r}: '{split}/stimulus' has dtype {st.dtype} and units {units!r}")
+        pixels = int(np.prod(st.shape, dtype=np.float64))
+        check_memory(pixels * (1 if compact else 5 if coded else 8), f"reading '{split}/stimulus' {st.shape}")
+        stim = st[()] if coded else _read_stimulus(g, path, split)
         resp = np.asarray(g["response"][response][()], np.float64)
         if resp.ndim == 1:
             resp = resp[None]
@@ -220,7 +307,7 @@ def load_dataset(path: str | os.PathLike, split: str = "train", *, response: str
         bad = np.argwhere(resp < 0)[0]
         raise ValueError(f"{str(path)!r}: '{split}/response/{response}' has negative rates (first "
                          f"{resp[tuple(bad)]:.3g} at cell {bad[0]}, bin {bad[1]})")
-    if not np.isfinite(stim).all():
+    if not coded and not np.isfinite(stim).all():
         raise ValueError(f"{str(path)!r}: '{split}/stimulus' has NaN/inf values")
     if cells is not None:
         idx = np.atleast_1d(np.asarray(cells, np.int64))
@@ -230,7 +317,10 @@ def load_dataset(path: str | os.PathLike, split: str = "train", *, response: str
         binned = binned[idx] if binned is not None else None
         true_rate = true_rate[idx] if true_rate is not None else None
         repeats = repeats[idx] if repeats is not None else None
-    if norm_stats is None:
+    if norm_stats is None and coded:
+        mean, std = uint8_stats(stim)
+        stats = {"mean": mean, "std": std + 1e-7}
+    elif norm_stats is None:
         stats = {"mean": float(stim.mean(dtype=np.float64)), "std": float(stim.std(dtype=np.float64)) + 1e-7}
     elif isinstance(norm_stats, dict):
         stats = {"mean": float(norm_stats["mean"]), "std": float(norm_stats["std"])}
@@ -238,8 +328,14 @@ def load_dataset(path: str | os.PathLike, split: str = "train", *, response: str
         stats = {"mean": float(norm_stats[0]), "std": float(norm_stats[1])}
     if not stats["std"] > 0:
         raise ValueError(f"the stimulus s.d. must be > 0, got {stats['std']}")
-    stim -= np.float32(stats["mean"])
-    stim /= np.float32(stats["std"])
+    if coded:   # the same float32 operations as below, on the 256 codes
+        table = decode_uint8(np.arange(256, dtype=np.uint8))
+        table -= np.float32(stats["mean"])
+        table /= np.float32(stats["std"])
+        stim = CompactMovie(stim, table) if compact else np.take(table, stim)
+    else:
+        stim -= np.float32(stats["mean"])
+        stim /= np.float32(stats["std"])
     return Dataset(stim, np.ascontiguousarray(resp.T, np.float32),
                    None if binned is None else np.ascontiguousarray(binned.T),
                    repeats, None if true_rate is None else np.ascontiguousarray(true_rate.T), stats, attrs, events,

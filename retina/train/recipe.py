@@ -312,16 +312,18 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
                              test_clips=s.test_clips, clip_s=s.clip_seconds, repeats=s.repeats,
                              stimulus_options=s.options or None, progress=progress)
     t_sim = time.time() - t_start
-    tr = load_dataset(paths["natural"], "train", response=recipe.response)
+    # compact: one byte a pixel, so 4x longer streams fit (docs/emergence.md, fresh-data experiment)
+    tr = load_dataset(paths["natural"], "train", response=recipe.response, compact=True)
     data = {"natural": tr}
     for name in recipe.streams:
         if name != "natural":
-            data[name] = load_dataset(paths[name], "train", response=recipe.response, norm_stats=tr.stats)
+            data[name] = load_dataset(paths[name], "train", response=recipe.response, norm_stats=tr.stats,
+                                      compact=True)
     wtr = data["whitenoise"]
     nv, wv = (int(len(d.stimulus) * recipe.val_share) for d in (tr, wtr))
     base_x = [tr.stimulus[:-nv], wtr.stimulus[:-wv]]
     base_y = [tr.rates[:-nv], wtr.rates[:-wv]]
-    vsets = [(tr.stimulus[-nv:], tr.rates[-nv:]), (wtr.stimulus[-wv:], wtr.rates[-wv:])]
+    vsets = [(np.asarray(tr.stimulus[-nv:]), tr.rates[-nv:]), (np.asarray(wtr.stimulus[-wv:]), wtr.rates[-wv:])]
     ids = [f"{c.type}-{int(c.y)}-{int(c.x)}" for c in sim.cells]
     t0 = time.time()
     res, previous = None, None
@@ -341,7 +343,7 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
             x, y, ev = d.stimulus, d.rates, d.events
             if stream.validate_share > 0:   # held out, and validates this stage
                 n = int(len(x) * stream.validate_share)
-                valid.append((x[-n:], y[-n:]))
+                valid.append((np.asarray(x[-n:]), y[-n:]))
                 x, y = x[:-n], y[:-n]
             xs.append(x)
             ys.append(y)

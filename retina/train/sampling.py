@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validate import as_float_array
+from ..io.dataset import CompactMovie
 
 __all__ = ["prepare", "RunSampler", "check_frame_weights"]
 
@@ -20,7 +21,8 @@ __all__ = ["prepare", "RunSampler", "check_frame_weights"]
 def prepare(stimulus, rates, valid, cfg, frame_weights=None):
     """Check the training streams, frame weights and validation sets: ``(xs, ys, vsets, frame_weights)``.
 
-    Streams and validation sets come back as float32 lists; without ``valid``
+    Streams come back as float32 arrays (a :class:`~retina.io.dataset.CompactMovie`
+    stays compact) and validation sets as float32 arrays; without ``valid``
     the last ``val_fraction`` of a single stream validates.
     """
     several = isinstance(stimulus, (list, tuple))
@@ -28,7 +30,8 @@ def prepare(stimulus, rates, valid, cfg, frame_weights=None):
     ys = list(rates) if isinstance(rates, (list, tuple)) else [rates]
     if len(xs) != len(ys):
         raise ValueError(f"stimulus and rates must list the same number of streams, got {len(xs)} and {len(ys)}")
-    xs = [as_float_array(f"stimulus[{i}]" if several else "stimulus", a, ndim=3, dtype=np.float32)
+    xs = [a if isinstance(a, CompactMovie) else   # sampled as it is: decoded run by run
+          as_float_array(f"stimulus[{i}]" if several else "stimulus", a, ndim=3, dtype=np.float32)
           for i, a in enumerate(xs)]
     ys = [as_float_array(f"rates[{i}]" if several else "rates", a, ndim=2, dtype=np.float32)
           for i, a in enumerate(ys)]
@@ -67,7 +70,7 @@ def prepare(stimulus, rates, valid, cfg, frame_weights=None):
 
 
 class RunSampler:
-    """Draws mini-batches from the training streams ``xs``/``ys`` (float32, checked by :func:`prepare`)."""
+    """Draws mini-batches from the training streams ``xs``/``ys`` (float32 or compact, checked by :func:`prepare`)."""
 
     def __init__(self, xs, ys, cfg, frame_weights=None):
         self.xs, self.ys, self.cfg = xs, ys, cfg
@@ -86,7 +89,7 @@ class RunSampler:
         cfg, run_len, xs, ys = self.cfg, self.run_len, self.xs, self.ys
         streams = rng.choice(len(xs), cfg.segments, p=self.share) if len(xs) > 1 else np.zeros(cfg.segments, int)
         starts = rng.integers(0, self.n_starts[streams])
-        segs = [xs[i][s:s + run_len + cfg.history - 1] for i, s in zip(streams, starts)]
+        segs = [np.asarray(xs[i][s:s + run_len + cfg.history - 1]) for i, s in zip(streams, starts)]
         tgt = np.concatenate([ys[i][s + cfg.history:s + cfg.history + run_len] for i, s in zip(streams, starts)])
         sw = None if cfg.stream_loss_weights is None else np.repeat(self.loss_w[streams], run_len)
         if self.frame_weights is not None:
