@@ -11,12 +11,15 @@ normally the number of cores).
 from __future__ import annotations
 
 import contextlib
+import threading
 
 from ._validate import check_int
 
-__all__ = ["set_num_threads", "get_num_threads", "num_threads", "apply"]
+__all__ = ["set_num_threads", "get_num_threads", "num_threads", "apply", "run_chunks"]
 
 _setting: int | None = None
+_pool = None
+_pool_lock = threading.Lock()
 
 
 def _ceiling() -> int:
@@ -62,3 +65,39 @@ def num_threads(n: int | None):
         yield
     finally:
         set_num_threads(previous)
+
+
+CHUNKS_PER_THREAD = 4
+""":func:`run_chunks` cuts its range into about this many chunks per thread."""
+
+
+def _get_pool(n: int):
+    global _pool
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < n:
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="retina-kernel")
+        return _pool
+
+
+def run_chunks(n: int, fn, *, min_chunk: int = 1) -> None:
+    """Call ``fn(lo, hi)`` over the chunks of ``range(n)`` on :func:`get_num_threads` threads.
+
+    ``fn`` must release the GIL (a ``nogil`` Numba kernel) to run in parallel.
+    The range is cut into about :data:`CHUNKS_PER_THREAD` chunks per thread,
+    handed out as threads free up: a core slowed by another process takes
+    fewer chunks instead of holding up the rest.  Exceptions are re-raised
+    here.  A serial kernel run this way also compiles faster than a Numba
+    ``prange`` loop around it.
+    """
+    k = min(get_num_threads(), max(1, n // max(1, min_chunk)))
+    if k <= 1:
+        if n > 0:
+            fn(0, n)
+        return
+    chunk = max(min_chunk, -(-n // (CHUNKS_PER_THREAD * k)))
+    pool = _get_pool(k)
+    futures = [pool.submit(fn, lo, min(n, lo + chunk)) for lo in range(0, n, chunk)]
+    for f in futures:
+        f.result()

@@ -28,6 +28,7 @@ import numpy as np
 import scipy.fft as sfft
 from numba import njit, prange
 
+from .._threads import run_chunks
 from . import _contract, _fft
 
 __all__ = [
@@ -74,9 +75,10 @@ def _corr2d_one(x, w, out):
                     a = acc[o]
                     for p in range(span):
                         a[p] += wv * xs[p]
-    for o in range(co_n):
+    for o in range(co_n):   # element loops, not slice copies: those compile a formatted shape error
         for y in range(ho):
-            out[o, y, :] = acc[o, y * wd:y * wd + wo]
+            for x in range(wo):
+                out[o, y, x] = acc[o, y * wd + x]
 
 
 @njit(**_JIT)
@@ -89,7 +91,8 @@ def _corr2d_t_one(g, w, out):
     gw = np.zeros((co_n, span), dtype=out.dtype)
     for o in range(co_n):
         for y in range(ho):
-            gw[o, y * wd:y * wd + wo] = g[o, y, :]
+            for x in range(wo):
+                gw[o, y * wd + x] = g[o, y, x]
     out[:] = 0
     of = out.reshape(ci_n, h * wd)
     for c in range(ci_n):
@@ -372,6 +375,13 @@ def dense(x, w, out):
 # path-integrated gradients through conv -> ReLU -> dense -> softplus
 # --------------------------------------------------------------------------
 @njit(**_JIT)
+def _copy_flat(src, dst):
+    """``dst[:] = src`` for 1-D arrays of one length (a loop: a slice copy compiles a formatted shape error)."""
+    for i in range(src.shape[0]):
+        dst[i] = src[i]
+
+
+@njit(**_JIT)
 def _sigmoid(u):
     if u >= 0:
         return 1.0 / (1.0 + np.exp(-u))
@@ -430,7 +440,7 @@ def _readout(h2f, vsel, shift3, cells, u):
 def _pig_start(z0, w2, scale2, shift2, v3, cells, p, graw):
     """The path's start, which depends on the baseline only: ``p = corr(relu(z0), w2)`` and the backward
     maps ``graw[j] = corr2^T(v3_j * scale2 * [layer-2 unit on])`` of the involved cells (none when ``graw``
-    has no rows: the combined-cells accumulation of :func:`_pig_one` does without them)."""
+    has no rows: the combined-cells accumulation of :func:`_pig_windows` does without them)."""
     c1, h1, wd1 = z0.shape
     c2, h2, wd2 = scale2.shape
     n2 = c2 * h2 * wd2
@@ -472,10 +482,12 @@ def _corr2d_t_point(g, w, c, y, x):
 
 
 @njit(**_JIT)
-def _pig_one(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw, cells,
-             g1, a2, r0, r1, want_a2, p0, graw0, shared, combined):
-    """One window of ``pig_conv_relu_dense`` (see there); with ``shared`` the start state ``p0``,
-    ``graw0`` (:func:`_pig_start` of the common baseline) is copied instead of computed.
+def _pig_windows(lo, hi, z0s, dzs, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw, cells,
+                 g1s, a2s, r0s, r1s, want_a2, p0, graw0, shared, combined):
+    """Windows ``lo:hi`` of ``pig_conv_relu_dense`` (see there), one after the other: a thread's share.
+
+    Window ``b`` starts from ``z0s[b % len(z0s)]``; with ``shared`` the start state ``p0``, ``graw0``
+    (:func:`_pig_start` of the common baseline) is copied instead of computed.
 
     Two ways to accumulate ``g1 = sum_k w_k sum_j cw[o, j] sigma_k[j] mf_k * corr2^T(v3_j * s2 * slope2_k)``:
 
@@ -488,197 +500,200 @@ def _pig_one(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw
       times, so its g1 is a sum over segments of ``mf * (C_end - C_start)``: ``C`` is evaluated at that
       unit alone when it changes (``C2*kh*kw``) and once everywhere at the end.  No per-cell maps.
     """
-    c1, h1, wd1 = z0.shape
-    c2, _, kh, kw = w2.shape
-    h2, wd2 = scale2.shape[1], scale2.shape[2]
-    n_out = cw.shape[0]
-    n_j = cells.shape[0]
-    n1 = c1 * h1 * wd1
-    n2 = c2 * h2 * wd2
-    dt = g1.dtype
-    secant = bounds.shape[0] > 0
+    nz = z0s.shape[0]
+    for b in range(lo, hi):
+        z0, dz, g1, a2 = z0s[b % nz], dzs[b], g1s[b], a2s[b]
+        r0, r1 = r0s[b], r1s[b]
+        c1, h1, wd1 = z0.shape
+        c2, _, kh, kw = w2.shape
+        h2, wd2 = scale2.shape[1], scale2.shape[2]
+        n_out = cw.shape[0]
+        n_j = cells.shape[0]
+        n1 = c1 * h1 * wd1
+        n2 = c2 * h2 * wd2
+        dt = g1.dtype
+        secant = bounds.shape[0] > 0
 
-    # state at a = 0
-    hd = np.empty((c1, h1, wd1), dtype=dt)
-    m1 = np.empty(n1, dtype=np.bool_)
-    z0f = z0.reshape(n1)
-    dzf = dz.reshape(n1)
-    hdf = hd.reshape(n1)
-    for i in range(n1):
-        m1[i] = z0f[i] > 0
-        hdf[i] = dzf[i] if m1[i] else 0
-    mb1 = m1.copy()                      # layer-1 state at the current cell's left boundary
-    p = np.empty((c2, h2, wd2), dtype=dt)
-    q = np.empty((c2, h2, wd2), dtype=dt)
-    n_g = 0 if combined else n_j
-    graw = np.empty((n_g, c1, h1, wd1), dtype=dt)   # raw backward maps corr2^T(v3_j * scale2 * slope2)
-    if shared:
-        p[...] = p0
-        if not combined:
-            graw[...] = graw0
-    else:
-        _pig_start(z0, w2, scale2, shift2, v3, cells, p, graw)
-    _corr2d_one(hd, w2, q)
-    pf = p.reshape(n2)
-    qf = q.reshape(n2)
-    s2f = scale2.reshape(n2)
-    b2f = shift2.reshape(n2)
-    vsel = np.empty((n_j, n2), dtype=dt)
-    for jj in range(n_j):
-        vsel[jj] = v3[cells[jj]].reshape(n2)
+        # state at a = 0
+        hd = np.empty((c1, h1, wd1), dtype=dt)
+        m1 = np.empty(n1, dtype=np.bool_)
+        z0f = z0.reshape(n1)
+        dzf = dz.reshape(n1)
+        hdf = hd.reshape(n1)
+        for i in range(n1):
+            m1[i] = z0f[i] > 0
+            hdf[i] = dzf[i] if m1[i] else 0
+        mb1 = m1.copy()                      # layer-1 state at the current cell's left boundary
+        p = np.empty((c2, h2, wd2), dtype=dt)
+        q = np.empty((c2, h2, wd2), dtype=dt)
+        n_g = 0 if combined else n_j
+        graw = np.empty((n_g, c1, h1, wd1), dtype=dt)   # raw backward maps corr2^T(v3_j * scale2 * slope2)
+        if shared:
+            _copy_flat(p0.reshape(n2), p.reshape(n2))
+            if not combined:
+                _copy_flat(graw0.reshape(n_j * n1), graw.reshape(n_j * n1))
+        else:
+            _pig_start(z0, w2, scale2, shift2, v3, cells, p, graw)
+        _corr2d_one(hd, w2, q)
+        pf = p.reshape(n2)
+        qf = q.reshape(n2)
+        s2f = scale2.reshape(n2)
+        b2f = shift2.reshape(n2)
+        vsel = np.empty((n_j, n2), dtype=dt)
+        for jj in range(n_j):
+            _copy_flat(v3[cells[jj]].reshape(n2), vsel[jj])
 
-    # layer-2 ReLU slope each backward map uses (0/1 at a node, or the secant over a cell)
-    sl2 = np.empty(n2, dtype=dt)
-    new2 = np.empty(n2, dtype=dt)
-    zb = np.empty(n2, dtype=dt)          # layer-2 pre-activation at the left boundary
-    h2f = np.empty(n2, dtype=dt)
-    dh2 = np.empty(n2, dtype=dt)         # this step's increment of each layer-2 output
-    for i in range(n2):
-        z = s2f[i] * pf[i] + b2f[i]
-        zb[i] = z
-        sl2[i] = 1.0 if z > 0 else 0.0
-        h2f[i] = z if z > 0 else 0
-    u = np.empty(n_j, dtype=np.float64)
-    _readout(h2f, vsel, shift3, cells, u)
-    for jj in range(n_j):
-        r0[jj] = _softplus(u[jj])
-    grf = graw.reshape(n_g, n1)
-
-    g1f = g1.reshape(n_out, n1)
-    g1f[:] = 0
-    if want_a2:
-        a2f = a2.reshape(n_out, n2)
-        a2f[:] = 0
-    sig = np.empty(n_j, dtype=np.float64)
-    mf = np.empty(n1, dtype=dt)
-    n_c = n_out if combined else 0
-    rmap = np.zeros((n_c, c2, h2, wd2), dtype=np.float64)   # combined: R per output
-    rmf = rmap.reshape(n_c, n2)
-    gacc = np.zeros((n_c, n1), dtype=np.float64)            # combined: g1 of the closed segments
-    mark = np.zeros((n_c, n1), dtype=np.float64)            # combined: C where each open segment began
-    mcur = np.empty(n1, dtype=dt)                           # combined: mf of each open segment
-    vtmp = np.empty(n2, dtype=np.float64)
-    for i in range(n1):
-        mcur[i] = 1.0 if m1[i] else 0.0
-    for k in range(alphas.shape[0]):
-        a = alphas[k]
-        wk = weights[k]
-        _advance_layer1(a, z0f, dzf, m1, p, q, w2)
+        # layer-2 ReLU slope each backward map uses (0/1 at a node, or the secant over a cell)
+        sl2 = np.empty(n2, dtype=dt)
+        new2 = np.empty(n2, dtype=dt)
+        zb = np.empty(n2, dtype=dt)          # layer-2 pre-activation at the left boundary
+        h2f = np.empty(n2, dtype=dt)
+        dh2 = np.empty(n2, dtype=dt)         # this step's increment of each layer-2 output
         for i in range(n2):
-            z = s2f[i] * (pf[i] + a * qf[i]) + b2f[i]
-            on = z > 0
-            h2f[i] = z if on else 0
-            if not secant:
-                new2[i] = 1.0 if on else 0.0
-                dh2[i] = wk * s2f[i] * qf[i] if on else 0
+            z = s2f[i] * pf[i] + b2f[i]
+            zb[i] = z
+            sl2[i] = 1.0 if z > 0 else 0.0
+            h2f[i] = z if z > 0 else 0
+        u = np.empty(n_j, dtype=np.float64)
         _readout(h2f, vsel, shift3, cells, u)
         for jj in range(n_j):
-            sig[jj] = _sigmoid(u[jj])
-        if secant:
-            # exact increments over the node's cell [lo, hi]: ReLU slopes become secants
-            lo = bounds[k]
-            hi = bounds[k + 1]
-            _advance_layer1(hi, z0f, dzf, m1, p, q, w2)
+            r0[jj] = _softplus(u[jj])
+        grf = graw.reshape(n_g, n1)
+
+        g1f = g1.reshape(n_out, n1)
+        g1f[:] = 0
+        if want_a2:
+            a2f = a2.reshape(n_out, n2)
+            a2f[:] = 0
+        sig = np.empty(n_j, dtype=np.float64)
+        mf = np.empty(n1, dtype=dt)
+        n_c = n_out if combined else 0
+        rmap = np.zeros((n_c, c2, h2, wd2), dtype=np.float64)   # combined: R per output
+        rmf = rmap.reshape(n_c, n2)
+        gacc = np.zeros((n_c, n1), dtype=np.float64)            # combined: g1 of the closed segments
+        mark = np.zeros((n_c, n1), dtype=np.float64)            # combined: C where each open segment began
+        mcur = np.empty(n1, dtype=dt)                           # combined: mf of each open segment
+        vtmp = np.empty(n2, dtype=np.float64)
+        for i in range(n1):
+            mcur[i] = 1.0 if m1[i] else 0.0
+        for k in range(alphas.shape[0]):
+            a = alphas[k]
+            wk = weights[k]
+            _advance_layer1(a, z0f, dzf, m1, p, q, w2)
             for i in range(n2):
-                zr = s2f[i] * (pf[i] + hi * qf[i]) + b2f[i]
-                zl = zb[i]
-                d = (zr if zr > 0 else 0) - (zl if zl > 0 else 0)
-                dh2[i] = d
-                new2[i] = d / (zr - zl) if zr != zl else (1.0 if zr > 0 else 0.0)
-                zb[i] = zr
-            for i in range(n1):
-                if m1[i] != mb1[i]:      # switched inside the cell: the fraction of it spent on
-                    zl = z0f[i] + lo * dzf[i]
-                    zr = z0f[i] + hi * dzf[i]
-                    mf[i] = ((zr if zr > 0 else 0) - (zl if zl > 0 else 0)) / (zr - zl)
-                    mb1[i] = m1[i]
-                else:
-                    mf[i] = 1.0 if m1[i] else 0.0
-        else:
-            for i in range(n1):
-                mf[i] = 1.0 if m1[i] else 0.0
-        if combined:   # close the segment of every unit whose mf changes, at C_{k-1}
-            for i in range(n1):
-                if mf[i] != mcur[i]:
-                    c = i // (h1 * wd1)
-                    rem = i - c * h1 * wd1
-                    y = rem // wd1
-                    for o in range(n_out):
-                        cv = _corr2d_t_point(rmap[o], w2, c, y, rem - y * wd1)
-                        gacc[o, i] += mcur[i] * (cv - mark[o, i])
-                        mark[o, i] = cv
-                    mcur[i] = mf[i]
-            # and add this step to R (and the layer-2 conductance), with the cells summed first
-            for o in range(n_out):
-                vtmp[:] = 0
-                for jj in range(n_j):
-                    cs = cw[o, jj] * sig[jj]
-                    if cs == 0:
-                        continue
-                    vs = vsel[jj]
-                    for i in range(n2):
-                        vtmp[i] += cs * vs[i]
-                rd = rmf[o]
-                for i in range(n2):
-                    rd[i] += wk * s2f[i] * new2[i] * vtmp[i]
-                if want_a2:
-                    a2d = a2f[o]
-                    for i in range(n2):
-                        a2d[i] += vtmp[i] * dh2[i]
-            continue
-        # backward maps: update only the layer-2 units whose slope changed
-        for i in range(n2):
-            ds = new2[i] - sl2[i]
-            if ds != 0:
-                sl2[i] = new2[i]
-                o = i // (h2 * wd2)
-                rem = i - o * h2 * wd2
-                yo = rem // wd2
-                xo = rem - yo * wd2
-                for jj in range(n_j):
-                    gv = ds * vsel[jj, i] * s2f[i]
-                    for c in range(c1):
-                        for uu in range(kh):
-                            for vv in range(kw):
-                                graw[jj, c, yo + uu, xo + vv] += gv * w2[o, c, uu, vv]
-        for o in range(n_out):
+                z = s2f[i] * (pf[i] + a * qf[i]) + b2f[i]
+                on = z > 0
+                h2f[i] = z if on else 0
+                if not secant:
+                    new2[i] = 1.0 if on else 0.0
+                    dh2[i] = wk * s2f[i] * qf[i] if on else 0
+            _readout(h2f, vsel, shift3, cells, u)
             for jj in range(n_j):
-                if cw[o, jj] == 0:
-                    continue
-                cs = cw[o, jj] * sig[jj]
-                cf = wk * cs
-                gsrc = grf[jj]
-                gdst = g1f[o]
-                for i in range(n1):             # vectorised: masked axpy
-                    gdst[i] += cf * mf[i] * gsrc[i]
-                if want_a2:
-                    a2d = a2f[o]
-                    vs = vsel[jj]
+                sig[jj] = _sigmoid(u[jj])
+            if secant:
+                # exact increments over the node's cell [lo, hi]: ReLU slopes become secants
+                lo = bounds[k]
+                hi = bounds[k + 1]
+                _advance_layer1(hi, z0f, dzf, m1, p, q, w2)
+                for i in range(n2):
+                    zr = s2f[i] * (pf[i] + hi * qf[i]) + b2f[i]
+                    zl = zb[i]
+                    d = (zr if zr > 0 else 0) - (zl if zl > 0 else 0)
+                    dh2[i] = d
+                    new2[i] = d / (zr - zl) if zr != zl else (1.0 if zr > 0 else 0.0)
+                    zb[i] = zr
+                for i in range(n1):
+                    if m1[i] != mb1[i]:      # switched inside the cell: the fraction of it spent on
+                        zl = z0f[i] + lo * dzf[i]
+                        zr = z0f[i] + hi * dzf[i]
+                        mf[i] = ((zr if zr > 0 else 0) - (zl if zl > 0 else 0)) / (zr - zl)
+                        mb1[i] = m1[i]
+                    else:
+                        mf[i] = 1.0 if m1[i] else 0.0
+            else:
+                for i in range(n1):
+                    mf[i] = 1.0 if m1[i] else 0.0
+            if combined:   # close the segment of every unit whose mf changes, at C_{k-1}
+                for i in range(n1):
+                    if mf[i] != mcur[i]:
+                        c = i // (h1 * wd1)
+                        rem = i - c * h1 * wd1
+                        y = rem // wd1
+                        for o in range(n_out):
+                            cv = _corr2d_t_point(rmap[o], w2, c, y, rem - y * wd1)
+                            gacc[o, i] += mcur[i] * (cv - mark[o, i])
+                            mark[o, i] = cv
+                        mcur[i] = mf[i]
+                # and add this step to R (and the layer-2 conductance), with the cells summed first
+                for o in range(n_out):
+                    vtmp[:] = 0
+                    for jj in range(n_j):
+                        cs = cw[o, jj] * sig[jj]
+                        if cs == 0:
+                            continue
+                        vs = vsel[jj]
+                        for i in range(n2):
+                            vtmp[i] += cs * vs[i]
+                    rd = rmf[o]
                     for i in range(n2):
-                        a2d[i] += cs * vs[i] * dh2[i]
-    if combined:   # close every segment at C_K = corr2^T(R) and write g1
-        cfull = np.empty((c1, h1, wd1), dtype=np.float64)
-        cff = cfull.reshape(n1)
-        for o in range(n_out):
-            _corr2d_t_one(rmap[o], w2, cfull)
-            for i in range(n1):
-                g1f[o, i] = gacc[o, i] + mcur[i] * (cff[i] - mark[o, i])
-    # a = 1
-    _advance_layer1(1.0, z0f, dzf, m1, p, q, w2)
-    for i in range(n2):
-        z = s2f[i] * (pf[i] + qf[i]) + b2f[i]
-        h2f[i] = z if z > 0 else 0
-    _readout(h2f, vsel, shift3, cells, u)
-    for jj in range(n_j):
-        r1[jj] = _softplus(u[jj])
+                        rd[i] += wk * s2f[i] * new2[i] * vtmp[i]
+                    if want_a2:
+                        a2d = a2f[o]
+                        for i in range(n2):
+                            a2d[i] += vtmp[i] * dh2[i]
+                continue
+            # backward maps: update only the layer-2 units whose slope changed
+            for i in range(n2):
+                ds = new2[i] - sl2[i]
+                if ds != 0:
+                    sl2[i] = new2[i]
+                    o = i // (h2 * wd2)
+                    rem = i - o * h2 * wd2
+                    yo = rem // wd2
+                    xo = rem - yo * wd2
+                    for jj in range(n_j):
+                        gv = ds * vsel[jj, i] * s2f[i]
+                        for c in range(c1):
+                            for uu in range(kh):
+                                for vv in range(kw):
+                                    graw[jj, c, yo + uu, xo + vv] += gv * w2[o, c, uu, vv]
+            for o in range(n_out):
+                for jj in range(n_j):
+                    if cw[o, jj] == 0:
+                        continue
+                    cs = cw[o, jj] * sig[jj]
+                    cf = wk * cs
+                    gsrc = grf[jj]
+                    gdst = g1f[o]
+                    for i in range(n1):             # vectorised: masked axpy
+                        gdst[i] += cf * mf[i] * gsrc[i]
+                    if want_a2:
+                        a2d = a2f[o]
+                        vs = vsel[jj]
+                        for i in range(n2):
+                            a2d[i] += cs * vs[i] * dh2[i]
+        if combined:   # close every segment at C_K = corr2^T(R) and write g1
+            cfull = np.empty((c1, h1, wd1), dtype=np.float64)
+            cff = cfull.reshape(n1)
+            for o in range(n_out):
+                _corr2d_t_one(rmap[o], w2, cfull)
+                for i in range(n1):
+                    g1f[o, i] = gacc[o, i] + mcur[i] * (cff[i] - mark[o, i])
+        # a = 1
+        _advance_layer1(1.0, z0f, dzf, m1, p, q, w2)
+        for i in range(n2):
+            z = s2f[i] * (pf[i] + qf[i]) + b2f[i]
+            h2f[i] = z if z > 0 else 0
+        _readout(h2f, vsel, shift3, cells, u)
+        for jj in range(n_j):
+            r1[jj] = _softplus(u[jj])
 
 
 COMBINE_CELLS = 4
 """``pig_conv_relu_dense`` accumulates over the cells combined (no per-cell backward maps, see
-:func:`_pig_one`) when the involved cells number at least this many per output."""
+:func:`_pig_windows`) when the involved cells number at least this many per output."""
 
 
-@njit(parallel=True, **_JIT)
 def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw, cells,
                         g1, a2, r0, r1, want_a2):
     """Path-integrated gradients of ``r = softplus(v3 . relu(scale2*corr(relu(z), w2)+shift2) + shift3)``
@@ -712,7 +727,7 @@ def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3,
     changes.  Per step the work is O(units), not O(convolution); results
     equal a full forward/backward per step up to rounding.  With many cells
     per output (:data:`COMBINE_CELLS`) the backward maps are combined over
-    the cells instead of kept per cell (:func:`_pig_one`).
+    the cells instead of kept per cell (:func:`_pig_windows`).
 
     With secant slopes the layer-1 conductance of node ``k`` is
     ``dout/dh1 . (h1(hi) - h1(lo))`` through layer-2 slopes
@@ -726,10 +741,12 @@ def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3,
     graw0 = np.empty((0 if combined else cells.shape[0],) + z0.shape[1:], dtype=g1.dtype)
     if shared:  # one baseline for every window (a constant stimulus): its start state is computed once
         _pig_start(z0[0], w2, scale2, shift2, v3, cells, p0, graw0)
-    nz = z0.shape[0]
-    for b in prange(dz.shape[0]):
-        _pig_one(z0[b % nz], dz[b], alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw,
-                 cells, g1[b], a2[b], r0[b], r1[b], want_a2, p0, graw0, shared, combined)
+
+    def windows(lo, hi):
+        _pig_windows(lo, hi, z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw, cells,
+                     g1, a2, r0, r1, bool(want_a2), p0, graw0, shared, combined)
+
+    run_chunks(dz.shape[0], windows)
     return g1, a2, r0, r1
 
 
