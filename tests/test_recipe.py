@@ -45,11 +45,13 @@ def test_the_generic_recipe_has_no_protocol_shaped_stream_weight_or_selection():
                          ids=lambda p: p.stem)
 def test_the_emergence_experiments_change_one_thing_of_the_generic_recipe(path):
     """docs/emergence.md's experiments: the generic recipe's stages, selection and stimulus classes, with only the
-    architecture or the streams' lengths changed."""
+    architecture, the streams' lengths or the simulator changed."""
     r, g = load_recipe(path), load_recipe("generic")
     assert r.stages == g.stages and r.val_share == g.val_share and r.response == g.response
     assert {k: (s.kind, s.seed) for k, s in r.streams.items()} == {k: (s.kind, s.seed) for k, s in g.streams.items()}
-    assert r.model or any(r.streams[k].minutes != g.streams[k].minutes for k in g.streams)
+    changed = [bool(r.model), any(r.streams[k].minutes != g.streams[k].minutes for k in g.streams),
+               r.simulator != g.simulator]
+    assert sum(changed) == 1, changed
 
 
 def _tiny(**stage2):
@@ -83,6 +85,7 @@ def _tiny(**stage2):
     (lambda d: d.update(val_share=0.7), "val_share"),
     (lambda d: d.update(model={"depth": 3}), r"\[model\] has unknown keys"),
     (lambda d: d.update(model={"history": 0}), "history must be"),
+    (lambda d: d.update(simulator="osr-magic"), "simulator must be .*'osr-onf'"),
 ])
 def test_bad_recipes_are_refused_by_name(change, match):
     d = _tiny()
@@ -145,6 +148,15 @@ def test_a_tiny_recipe_runs_end_to_end_and_records_itself(tmp_path):
         f.attrs["settings"] = json.dumps(settings)
     with pytest.raises(ValueError, match="other in-silico parameters"):
         run(recipe, tmp_path / "s2", progress=False, data_dir=tmp_path)
+    # a counterfactual circuit makes the data and is recorded as the model's simulator (its own data: the
+    # shared datasets were made by the shipped simulator and are refused)
+    from retina.insilico import counterfactual, simulator_of
+
+    cf = parse_recipe({**_tiny(), "simulator": "osr-onf"}, source="tiny-cf")
+    with pytest.raises(ValueError, match="other in-silico parameters than the recipe's simulator"):
+        run(cf, tmp_path / "cf", progress=False, max_stages=1, data_dir=tmp_path)
+    cf_model, _ = run(cf, tmp_path / "cf", progress=False, max_stages=1)
+    assert simulator_of(cf_model).params == counterfactual("osr-onf")
 
 
 def test_recipe_command_names_a_missing_recipe(tmp_path):

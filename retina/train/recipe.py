@@ -106,6 +106,9 @@ class Recipe:
     model: dict = field(default_factory=dict)
     """The architecture (``[model]``: ``history``, ``channels``, ``kernel_sizes``; :data:`MODEL_KEYS`), default
     :class:`~retina.train.TrainConfig`'s (40 frames, 8 and 8 channels, kernels 15 and 11)."""
+    simulator: str = ""
+    """The in-silico retina that makes the data: ``""`` for the shipped calibration, or the name of a
+    counterfactual circuit (:data:`retina.insilico.COUNTERFACTUALS`)."""
 
 
 MODEL_KEYS = ("history", "channels", "kernel_sizes")
@@ -205,8 +208,14 @@ def parse_recipe(d, *, text="", source="<dict>"):
     except (TypeError, ValueError) as exc:
         raise ValueError(f"recipe {source}: [model] {exc}") from None
     model = {k: getattr(arch, k) for k in model}   # as TrainConfig normalises them (tuples of ints)
+    from ..insilico import COUNTERFACTUALS
+
+    simulator = d.get("simulator", "")
+    if simulator not in ("",) + tuple(COUNTERFACTUALS):
+        raise ValueError(f"recipe {source}: simulator must be '' (the shipped calibration) or a counterfactual "
+                         f"circuit {tuple(COUNTERFACTUALS)}, got {simulator!r}")
     return Recipe(str(d.get("name", Path(source).stem)), int(d.get("seed", 0)), response, val_share, streams,
-                  tuple(stages), text, source, model)
+                  tuple(stages), text, source, model, simulator)
 
 
 # ------------------------------------------------------------------ event weights
@@ -269,7 +278,7 @@ def _check_dataset(path, sim):
         params = simulated_params(f.attrs)
     if params != json.loads(json.dumps(sim.params.to_dict())):
         raise ValueError(f"the dataset {str(path)!r} was simulated with other in-silico parameters than the "
-                         "shipped calibration; delete it to simulate it again")
+                         "recipe's simulator; delete it to simulate it again")
 
 
 def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = False,
@@ -287,7 +296,7 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     """
     from .. import phenomena as P  # noqa: F401  (registers the phenomena the report measures)
     from ..datasets import load_dataset, simulate_dataset
-    from ..insilico import InSilicoRetina, simulator_metadata
+    from ..insilico import InSilicoRetina, counterfactual, simulator_metadata
     from ..reduction import classify_channels
     from . import assess
     from .loss import evaluate
@@ -299,7 +308,8 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    sim = InSilicoRetina(positions=assess.cell_positions())
+    sim = InSilicoRetina(counterfactual(recipe.simulator) if recipe.simulator else None,
+                         positions=assess.cell_positions())
     paths = {}
     data_path = Path(data_dir) if data_dir is not None else out
     data_path.mkdir(parents=True, exist_ok=True)
