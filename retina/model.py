@@ -334,8 +334,18 @@ class RetinaCNN:
             out = xp.empty((n_win, c1, 1, wd1), dtype=x.dtype)
             self._corr3d(sub, kr, out, be, method, chunk)
             return xp.ascontiguousarray(xp.broadcast_to(out, (n_win, c1, h1, wd1)))
-        out = xp.empty((n_win, c1, h1, wd1), dtype=x.dtype)
-        return self._corr3d(x, w1, out, be, method, chunk)
+        live = self._cache.get("live1")
+        if live is None:   # channels with a nonzero kernel (pruned and ablated models zero the others)
+            live = self._cache["live1"] = np.flatnonzero(np.abs(self.w1).reshape(c1, -1).max(axis=1) > 0)
+        if len(live) == c1:
+            out = xp.empty((n_win, c1, h1, wd1), dtype=x.dtype)
+            return self._corr3d(x, w1, out, be, method, chunk)
+        out = xp.zeros((n_win, c1, h1, wd1), dtype=x.dtype)   # a zero kernel correlates to exactly 0
+        if len(live):
+            sub = xp.empty((n_win, len(live), h1, wd1), dtype=x.dtype)
+            out[:, be.asarray(live)] = self._corr3d(x, xp.ascontiguousarray(w1[be.asarray(live)]), sub, be, method,
+                                                    chunk)
+        return out
 
     def _corr3d(self, x, w, out, be, method, chunk):
         if method == "direct" or (method == "auto" and out.shape[0] < _FFT_MIN_WINDOWS):

@@ -168,6 +168,25 @@ def test_corr2d_fft_family(kb, rng, dtype, shape):
     assert relerr(out_w, ref_w) < 5 * tol(dtype)
 
 
+@pytest.mark.parametrize("a_t,b_t", [(False, True), (False, False), (True, False)])
+def test_channel_product_cpu_kernel_and_generic_matmul_agree(rng, monkeypatch, a_t, b_t):
+    """The FFT correlations' per-frequency channel product ``out[p, r] = sum_q A[p, q] B[q, r]``: the CPU's
+    Numba loop (``_fft.MIXERS``) and the batched matmul the GPU runs, against a complex128 einsum."""
+    from retina.kernels import _fft
+
+    c = lambda *s: (rng.standard_normal(s) + 1j * rng.standard_normal(s)).astype(np.complex64)  # noqa: E731
+    A, B = c(6, 3, 5, 4), c(3, 2, 5, 4)          # (P, Q, h, w), (Q, R, h, w)
+    a = A.transpose(1, 0, 2, 3).copy() if a_t else A
+    b = B.transpose(1, 0, 2, 3).copy() if b_t else B
+    ref = np.einsum("pqhw,qrhw->prhw", A.astype(np.complex128), B.astype(np.complex128))
+    fast = _fft._mix(np, a, b, a_t=a_t, b_t=b_t)
+    monkeypatch.delitem(_fft.MIXERS, np)
+    generic = _fft._mix(np, a, b, a_t=a_t, b_t=b_t)
+    for got in (fast, generic):
+        assert got.shape == ref.shape and got.dtype == np.complex64
+        assert relerr(got, ref) < 1e-5
+
+
 def _pig_inputs(rng, dtype, secant, b=3, c1=3, h1=9, wd1=8, c2=2, kh=4, kw=3, n_cells=4, n_steps=7, combined=False):
     """Inputs of ``pig_conv_relu_dense``: 2 outputs over 3 of 4 cells, or (``combined``) one output over 5 of 6
     cells, which takes the kernel's combined-cells accumulation (``cpu.COMBINE_CELLS``)."""

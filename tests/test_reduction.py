@@ -58,6 +58,20 @@ def test_prune_keeps_baseline_activity(rng):
         prune(m, [7])
 
 
+@pytest.mark.parametrize("method", ["direct", "fft"])
+def test_a_pruned_models_layer1_skips_its_zero_kernels_exactly(rng, method):
+    """Layer 1 correlates only the channels with a nonzero kernel: the kept channels equal the full model's bit for
+    bit and the dropped ones are exactly 0."""
+    m = RetinaCNN.random(2, seed=5)
+    movie = rng.standard_normal((m.history + 30,) + m.frame_shape).astype(np.float32)
+    full = np.asarray(m.layer1(movie, method=method))
+    p = prune(m, [1, 4, 6])
+    got = np.asarray(p.layer1(movie, method=method))
+    np.testing.assert_array_equal(got[:, [1, 4, 6]], full[:, [1, 4, 6]])
+    assert not got[:, [0, 2, 3, 5, 7]].any()
+    assert not np.asarray(prune(m, []).layer1(movie, method=method)).any()
+
+
 def test_reduce_full_share_reproduces_the_response():
     m = RetinaCNN.random(2, seed=3, per_unit=False)
     st = S.flash_train(5, 8, intensity=-1.0, pre=45, post=50)

@@ -4,7 +4,9 @@ Each function takes ``xp`` (the array module) and ``fft`` (a module with
 ``rfftn``/``irfftn``/``rfft2``/``irfft2`` in the ``scipy.fft`` signature) and a
 dict ``kw`` of extra keywords for the transforms (``workers`` on the CPU).  The
 backends bind them (``retina.kernels.cpu``, ``retina.kernels.gpu``), so the
-CPU tests exercise the same algorithm the GPU runs.
+CPU tests exercise the same algorithm the GPU runs (the per-frequency channel
+product, :func:`_mix`, may be a backend's own loop: :data:`MIXERS`; the tests
+check the generic one too).
 """
 
 from __future__ import annotations
@@ -90,6 +92,11 @@ def _irfftn_head(fft, kw, spec, shape, keep):
     return fft.irfft(r, n=shape[2], axis=-1, **kw)[..., :keep[2]]
 
 
+MIXERS: dict = {}
+"""A backend's own channel product for its array module, ``MIXERS[xp](a, b, a_t, b_t, out)``, used by :func:`_mix`
+instead of the batched matmul (the CPU registers a Numba loop, :func:`retina.kernels.cpu._mix_spectra`)."""
+
+
 def _mix(xp, a, b, *, a_t=False, b_t=False):
     """Per-frequency channel product of two spectra ``(P, Q, h, w)``: ``a @ b`` over the middle axes.
 
@@ -99,6 +106,11 @@ def _mix(xp, a, b, *, a_t=False, b_t=False):
     GPU): ~2.5x faster than ``einsum`` for the 8x8 channel products here.
     """
     h, w = a.shape[2], a.shape[3]
+    mixer = MIXERS.get(xp)
+    if mixer is not None:
+        shape = (a.shape[1] if a_t else a.shape[0], b.shape[0] if b_t else b.shape[1], h, w)
+        return mixer(xp.ascontiguousarray(a), xp.ascontiguousarray(b), a_t, b_t,
+                     xp.empty(shape, dtype=xp.result_type(a, b)))
     am = a.reshape(a.shape[0], a.shape[1], h * w).transpose(2, 1, 0) if a_t else \
         a.reshape(a.shape[0], a.shape[1], h * w).transpose(2, 0, 1)
     bm = b.reshape(b.shape[0], b.shape[1], h * w).transpose(2, 1, 0) if b_t else \
