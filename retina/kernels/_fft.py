@@ -93,6 +93,13 @@ def _irfftn_head(fft, kw, spec, shape, keep):
     return fft.irfft(r, n=shape[2], axis=-1, **kw)[..., :keep[2]]
 
 
+def _irfft2_head(fft, kw, spec, n_last, keep):
+    """``irfft2(spec, s=(H, n_last))`` over the last two axes, only its leading ``keep`` block: rows first,
+    cropped, then the real transform of the kept rows (layer 2 keeps 26 of 36 rows)."""
+    r = fft.ifft(spec, axis=-2, **kw)[..., :keep[0], :]
+    return fft.irfft(r, n=n_last, axis=-1, **kw)[..., :keep[1]]
+
+
 MIXERS: dict = {}
 """A backend's own channel product for its array module, ``MIXERS[xp](a, b, a_t, b_t, out)``, used by :func:`_mix`
 instead of the batched matmul (the CPU registers a Numba loop, :func:`retina.kernels.cpu._mix_spectra`)."""
@@ -127,8 +134,7 @@ def corr2d_fft(xp, fft, kw, x, w, out, spectra=None):
     if spectra is not None:
         spectra.append(xs)
     ws = xp.conj(fft.rfft2(w, s=(h, wd), **kw))
-    full = fft.irfft2(_mix(xp, xs, ws, b_t=True), s=(h, wd), **kw)
-    out[:] = full[:, :, :ho, :wo]
+    out[:] = _irfft2_head(fft, kw, _mix(xp, xs, ws, b_t=True), wd, (ho, wo))
     return out
 
 
@@ -147,6 +153,5 @@ def corr2d_weight_grad_fft(xp, fft, kw, x, g, out, spectrum=None, g_spectrum=Non
     kh, kwd = out.shape[2], out.shape[3]
     xs = fft.rfft2(x, s=(h, wd), **kw) if spectrum is None else spectrum
     gs = xp.conj(fft.rfft2(g, s=(h, wd), **kw) if g_spectrum is None else g_spectrum)
-    full = fft.irfft2(_mix(xp, gs, xs, a_t=True), s=(h, wd), **kw)
-    out[:] = full[:, :, :kh, :kwd]
+    out[:] = _irfft2_head(fft, kw, _mix(xp, gs, xs, a_t=True), wd, (kh, kwd))
     return out
