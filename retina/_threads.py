@@ -19,6 +19,7 @@ __all__ = ["set_num_threads", "get_num_threads", "num_threads", "apply", "run_ch
 
 _setting: int | None = None
 _pool = None
+_pool_size = 0
 _pool_lock = threading.Lock()
 
 
@@ -72,12 +73,13 @@ CHUNKS_PER_THREAD = 4
 
 
 def _get_pool(n: int):
-    global _pool
+    """The kernels' thread pool, with at least ``n`` threads (grown, never shrunk)."""
+    global _pool, _pool_size
     from concurrent.futures import ThreadPoolExecutor
 
     with _pool_lock:
-        if _pool is None or _pool._max_workers < n:
-            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="retina-kernel")
+        if _pool is None or _pool_size < n:
+            _pool, _pool_size = ThreadPoolExecutor(max_workers=n, thread_name_prefix="retina-kernel"), n
         return _pool
 
 

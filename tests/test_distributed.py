@@ -286,6 +286,23 @@ def test_one_thread_setting_for_numba_and_fft():
         set_num_threads(1.5)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_run_chunks_covers_the_range_once_and_raises_what_a_chunk_raises(threads):
+    from retina._threads import num_threads, run_chunks
+
+    with num_threads(min(threads, get_num_threads())):
+        for n in (0, 1, 7, 100):
+            seen: list = []
+            run_chunks(n, lambda lo, hi, seen=seen: seen.extend(range(lo, hi)))
+            assert sorted(seen) == list(range(n))
+
+        def bad(lo, hi):
+            if hi == 50:   # the last chunk, serial or not
+                raise RuntimeError("chunk failed")
+        with pytest.raises(RuntimeError, match="chunk failed"):
+            run_chunks(50, bad)
+
+
 def test_cli_simulate_attribute_and_seeds_on_workers(tmp_path):
     base = ["simulate", "--kind", "whitenoise", "--noise-minutes", "0.1", "--test-clips", "2", "--clip-seconds",
             "0.5", "--repeats", "2", "-q"]
