@@ -47,8 +47,10 @@ def tol(dtype):
 
 
 def relerr(a, b):
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
+    """Largest absolute difference over the largest magnitude of ``b`` (complex arrays compared as complex)."""
+    a, b = np.asarray(a), np.asarray(b)
+    dt = np.complex128 if np.iscomplexobj(a) or np.iscomplexobj(b) else np.float64
+    a, b = a.astype(dt), b.astype(dt)
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
 
