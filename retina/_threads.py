@@ -83,7 +83,7 @@ def _get_pool(n: int):
         return _pool
 
 
-def run_chunks(n: int, fn, *, min_chunk: int = 1) -> None:
+def run_chunks(n: int, fn) -> None:
     """Call ``fn(lo, hi)`` over the chunks of ``range(n)`` on :func:`get_num_threads` threads.
 
     ``fn`` must release the GIL (a ``nogil`` Numba kernel) to run in parallel.
@@ -93,12 +93,12 @@ def run_chunks(n: int, fn, *, min_chunk: int = 1) -> None:
     here.  A serial kernel run this way also compiles faster than a Numba
     ``prange`` loop around it.
     """
-    k = min(get_num_threads(), max(1, n // max(1, min_chunk)))
+    k = min(get_num_threads(), n)
     if k <= 1:
         if n > 0:
             fn(0, n)
         return
-    chunk = max(min_chunk, -(-n // (CHUNKS_PER_THREAD * k)))
+    chunk = -(-n // (CHUNKS_PER_THREAD * k))
     pool = _get_pool(k)
     futures = [pool.submit(fn, lo, min(n, lo + chunk)) for lo in range(0, n, chunk)]
     for f in futures:

@@ -342,9 +342,9 @@ class RetinaCNN:
             return self._corr3d(x, w1, out, be, method, chunk)
         out = xp.zeros((n_win, c1, h1, wd1), dtype=x.dtype)   # a zero kernel correlates to exactly 0
         if len(live):
+            idx = be.asarray(live)
             sub = xp.empty((n_win, len(live), h1, wd1), dtype=x.dtype)
-            out[:, be.asarray(live)] = self._corr3d(x, xp.ascontiguousarray(w1[be.asarray(live)]), sub, be, method,
-                                                    chunk)
+            out[:, idx] = self._corr3d(x, xp.ascontiguousarray(w1[idx]), sub, be, method, chunk)
         return out
 
     def _corr3d(self, x, w, out, be, method, chunk):

@@ -514,9 +514,9 @@ def _corr2d_t_point(g, w, c, y, x):
 
 
 @njit(**_JIT)
-def _pig_windows(lo, hi, z0s, dzs, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw, cells,
+def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw, cells,
                  g1s, a2s, r0s, r1s, want_a2, p0, graw0, shared, combined):
-    """Windows ``lo:hi`` of ``pig_conv_relu_dense`` (see there), one after the other: a thread's share.
+    """Windows ``start:stop`` of ``pig_conv_relu_dense`` (see there), one after the other: a thread's share.
 
     Window ``b`` starts from ``z0s[b % len(z0s)]``; with ``shared`` the start state ``p0``, ``graw0``
     (:func:`_pig_start` of the common baseline) is copied instead of computed.
@@ -533,18 +533,23 @@ def _pig_windows(lo, hi, z0s, dzs, alphas, weights, bounds, w2, scale2, shift2, 
       unit alone when it changes (``C2*kh*kw``) and once everywhere at the end.  No per-cell maps.
     """
     nz = z0s.shape[0]
-    for b in range(lo, hi):
+    c1, h1, wd1 = z0s.shape[1], z0s.shape[2], z0s.shape[3]
+    c2, _, kh, kw = w2.shape
+    h2, wd2 = scale2.shape[1], scale2.shape[2]
+    n_out = cw.shape[0]
+    n_j = cells.shape[0]
+    n1 = c1 * h1 * wd1
+    n2 = c2 * h2 * wd2
+    dt = g1s.dtype
+    secant = bounds.shape[0] > 0
+    s2f = scale2.reshape(n2)
+    b2f = shift2.reshape(n2)
+    vsel = np.empty((n_j, n2), dtype=dt)   # the involved cells' readout rows, the same for every window
+    for jj in range(n_j):
+        _copy_flat(v3[cells[jj]].reshape(n2), vsel[jj])
+    for b in range(start, stop):   # (lo and hi below are a quadrature cell's bounds)
         z0, dz, g1, a2 = z0s[b % nz], dzs[b], g1s[b], a2s[b]
         r0, r1 = r0s[b], r1s[b]
-        c1, h1, wd1 = z0.shape
-        c2, _, kh, kw = w2.shape
-        h2, wd2 = scale2.shape[1], scale2.shape[2]
-        n_out = cw.shape[0]
-        n_j = cells.shape[0]
-        n1 = c1 * h1 * wd1
-        n2 = c2 * h2 * wd2
-        dt = g1.dtype
-        secant = bounds.shape[0] > 0
 
         # state at a = 0
         hd = np.empty((c1, h1, wd1), dtype=dt)
@@ -569,11 +574,6 @@ def _pig_windows(lo, hi, z0s, dzs, alphas, weights, bounds, w2, scale2, shift2, 
         _corr2d_one(hd, w2, q)
         pf = p.reshape(n2)
         qf = q.reshape(n2)
-        s2f = scale2.reshape(n2)
-        b2f = shift2.reshape(n2)
-        vsel = np.empty((n_j, n2), dtype=dt)
-        for jj in range(n_j):
-            _copy_flat(v3[cells[jj]].reshape(n2), vsel[jj])
 
         # layer-2 ReLU slope each backward map uses (0/1 at a node, or the secant over a cell)
         sl2 = np.empty(n2, dtype=dt)
