@@ -54,6 +54,16 @@ def test_the_emergence_experiments_change_one_thing_of_the_generic_recipe(path):
     assert sum(changed) == 1, changed
 
 
+def test_the_planted_control_is_the_generic_recipe_with_layer_1_planted_and_frozen():
+    """bench/recovery/planted.toml: the recovery benchmark's trained positive control (docs/recovery.md)."""
+    r = load_recipe(Path(__file__).parent.parent / "bench" / "recovery" / "planted.toml")
+    g = load_recipe("generic")
+    assert r.model == {"channels": (4, 8)} and r.streams == g.streams and r.simulator == g.simulator
+    assert [s.init for s in r.stages] == ["planted", "previous"] and all(s.freeze == ("w1",) for s in r.stages)
+    from dataclasses import replace
+    assert [replace(s, init=t.init, freeze=()) for s, t in zip(r.stages, g.stages)] == list(g.stages)
+
+
 def _tiny(**stage2):
     return {
         "name": "tiny", "seed": 0, "response": "rate", "val_share": 0.1,
@@ -141,6 +151,19 @@ def test_a_tiny_recipe_runs_end_to_end_and_records_itself(tmp_path):
     small = parse_recipe({**_tiny(), "model": {"history": 20, "channels": [4, 6]}}, source="tiny-model")
     arch, _ = run(small, tmp_path / "m", progress=False, data_dir=tmp_path)
     assert arch.history == 20 and arch.w1.shape[:2] == (4, 20) and arch.w2.shape[:2] == (6, 4)
+    # the planted control: layer 1 is the simulator's pathway filters in z-scored units, kept through the stages
+    from retina.insilico import InSilicoRetina
+    from retina.recovery import planted_filters
+
+    planted = _tiny(freeze=["w1"])
+    planted["stages"][0].update(init="planted", freeze=["w1"])
+    with pytest.raises(ValueError, match="channels must start with 4; got \\[8, 8\\]"):
+        run(parse_recipe(planted, source="tiny-planted"), tmp_path / "p8", progress=False, data_dir=tmp_path)
+    assert not (tmp_path / "p8" / "train.ckpt").exists()
+    pl, _ = run(parse_recipe({**planted, "model": {"channels": [4, 6]}}, source="tiny-planted"), tmp_path / "p",
+                progress=False, data_dir=tmp_path)
+    w1, _ = planted_filters(InSilicoRetina(), history=pl.history, kernel_size=pl.w1.shape[-1])
+    np.testing.assert_allclose(pl.w1, w1 * pl.norm_stats["std"], rtol=1e-6, atol=1e-9)
     # a finished dataset made by another simulator is refused, not silently reused
     with h5py.File(tmp_path / "flashes.h5", "r+") as f:
         settings = json.loads(f.attrs["settings"])

@@ -184,7 +184,7 @@ def parse_recipe(d, *, text="", source="<dict>"):
                 and 0 <= sum(stage.shares.values()) < 1):
             raise ValueError(f"recipe {source}: stage {stage.name!r} needs epochs >= 1, lr > 0, noise_share in [0, 1] "
                              "and stream shares summing to less than 1")
-        for key, allowed in (("validation", ("pooled", "per-stream")), ("init", ("previous", "none")),
+        for key, allowed in (("validation", ("pooled", "per-stream")), ("init", ("previous", "none", "planted")),
                              ("select", ("validation", "phenomena"))):
             if getattr(stage, key) not in allowed:
                 raise ValueError(f"recipe {source}: stage {stage.name!r} {key} must be one of {allowed}, "
@@ -310,6 +310,15 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     t_start = time.time()
     sim = InSilicoRetina(counterfactual(recipe.simulator) if recipe.simulator else None,
                          positions=assess.cell_positions())
+    arch = TrainConfig(**recipe.model).validate()
+    planted = None
+    if any(st.init == "planted" for st in recipe.stages):   # checked before hours of simulation
+        from ..recovery import planted_filters
+        planted, names = planted_filters(sim, history=arch.history, kernel_size=arch.kernel_sizes[0])
+        if arch.channels[0] != len(names):
+            raise ValueError(f"recipe {recipe.source or recipe.name}: init = \"planted\" sets layer 1 to the "
+                             f"simulator's {len(names)} pathway filters {names}, so [model] channels must start "
+                             f"with {len(names)}; got {list(arch.channels)}")
     paths = {}
     data_path = Path(data_dir) if data_dir is not None else out
     data_path.mkdir(parents=True, exist_ok=True)
@@ -378,8 +387,11 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
         if stage.select == "phenomena":
             score = assess.phenomena_score(sim, vsets[1] if stage.select_wn > 0 else None, stage.select_wn)
         ck = out / ("train.ckpt" if i == 0 else f"finetune{i}.ckpt")
+        init_from: Any = previous if stage.init == "previous" else None
+        if stage.init == "planted":   # in z-scored input units: the filter times the stimulus s.d.
+            init_from = {"w1": (planted * tr.stats["std"]).astype(np.float32)}
         res = train(xs, ys, config=cfg, valid=valid, checkpoint=ck, norm_stats=tr.stats, cell_ids=ids,
-                    init_from=previous if stage.init == "previous" else None, progress=progress,
+                    init_from=init_from, progress=progress,
                     frame_weights=fweights if any(w is not None for w in fweights) else None, score=score)
         previous = ck
     t_train = time.time() - t0
