@@ -995,14 +995,15 @@ def bench(workloads, scale, backend, peers, repeat):
             rows = run_peers(names, scale=scale, repeat=repeat)
         except RuntimeError as exc:
             _fail(exc)
-        head = (f"{'workload':<15} {'unit':<12} {'work':>6} {'retina s':>9} {'peer s':>9} {'ratio':>7} "
-                f"{'max rel diff':>12}")
+        head = (f"{'workload':<18} {'unit':<12} {'work':>6} {'retina s':>9} {'peer s':>9} {'ratio':>7} "
+                f"{'max rel diff':>12} {'p99':>8}")
         click.echo(f"{os.cpu_count()} CPUs; ratio = median over repetitions of peer time / retina time")
         click.echo(head)
         click.echo("-" * len(head))
         for r in rows:
-            click.echo(f"{r.workload:<15} {r.unit:<12} {r.work:>6} {np.median(r.retina_s):>9.3f} "
-                       f"{np.median(r.peer_s):>9.3f} {r.ratio:>6.1f}x {r.max_rel_diff:>12.1e}  {r.detail}")
+            click.echo(f"{r.workload:<18} {r.unit:<12} {r.work:>6} {np.median(r.retina_s):>9.3f} "
+                       f"{np.median(r.peer_s):>9.3f} {r.ratio:>6.1f}x {r.max_rel_diff:>12.1e} {r.p99_rel_diff:>8.1e}  "
+                       f"{r.detail}")
         return
 
     rate = matmul_rate()
@@ -1013,12 +1014,12 @@ def bench(workloads, scale, backend, peers, repeat):
             rows.append(run_workload(name, scale=scale, backend=backend, rate=rate))
         except RuntimeError as exc:
             _fail(exc)
-    head = (f"{'workload':<15} {'backend':<8} {'figure':>12} {'unit':<15} {'seconds':>8} {'floor':>7} "
+    head = (f"{'workload':<18} {'backend':<8} {'figure':>12} {'unit':<15} {'seconds':>8} {'floor':>7} "
             f"{'max rel err':>11}")
     click.echo(head)
     click.echo("-" * len(head))
     for r in rows:
-        click.echo(f"{r.workload:<15} {r.backend:<8} {r.figure:>12.1f} {r.unit:<15} {r.seconds:>8.2f} "
+        click.echo(f"{r.workload:<18} {r.backend:<8} {r.figure:>12.1f} {r.unit:<15} {r.seconds:>8.2f} "
                    f"{r.floor_fraction:>7.2f} {r.max_rel_error:>11.1e}  {r.detail}")
 
 
