@@ -46,6 +46,7 @@ from . import phenomena as P
 from .recovery import PARTS, RECOVERED_SCORE, recover, simulator_effects
 
 __all__ = ["assess_model", "summarise", "report_markdown", "dominant", "simulator_reference", "emergence",
+           "against_circuits",
            "AGREEMENT_SHARE", "PASS_NULL_LEVEL", "DOMINANT_MIN_EFFECT"]
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def assess_model(model, sim=None, *, names=None, n_untrained=3, reference=None, 
         ``simulator_passes``, the recovery benchmark's verdict and numbers,
         and the model's and simulator's ``dominant`` parts.
     """
-    from .insilico import simulator_of
+    from .insilico import simulator_name, simulator_of
 
     sim = simulator_of(model, sim)
     names = P.names() if names is None else tuple(names)
@@ -137,7 +138,7 @@ def assess_model(model, sim=None, *, names=None, n_untrained=3, reference=None, 
     seed = meta.get("seed")
     out: dict = dict(model=dict(path=None if path is None else str(path), recipe=meta.get("recipe_name"),
                                 seed=None if seed is None else int(seed), git_commit=meta.get("git_commit"),
-                                content_hash=model.content_hash()),
+                                content_hash=model.content_hash(), simulator=simulator_name(sim.params)),
                      fit=_fit(path), phenomena={})
     recs = recover(model, names, sim, n_untrained=n_untrained,
                    sim_results={n: reference[n]["result"] for n in names},
@@ -196,6 +197,55 @@ def summarise(assessments) -> dict:
             agree_with_each_other=n_common, agree_with_simulator=sum(r["dominant"] == sim_dom for r in shown),
             pass_mark=len(passing) >= AGREEMENT_SHARE * len(rows) if rows else False,
             scores=[r["recovery"]["score"] for r in rows], null_levels=[r["recovery"]["null_level"] for r in rows])
+    out["against_circuits"] = against_circuits(assessments)
+    return out
+
+
+def against_circuits(assessments) -> dict:
+    """Each model's mechanism scored against every circuit its set was trained on (``docs/emergence.md``).
+
+    When the models come from more than one simulator (for example generic seeds and seeds of a counterfactual
+    circuit, :data:`retina.insilico.COUNTERFACTUALS`), each model's ablation effects per phenomenon are scored
+    (:func:`retina.recovery.score`, with the permutation p-value) against each simulator's lesion effects.  A
+    benchmark that can tell circuits apart scores a model higher against its own circuit than against the
+    others; ``prefers_own`` counts the models that do.  Only the phenomena every circuit in the set claims
+    (a counterfactual claims its named ones) are compared.  Returns ``{}`` for a single circuit.
+    """
+    from .insilico import COUNTERFACTUALS
+    from .recovery import p_value, permutation_null, score
+
+    assessments = list(assessments)
+    if len({a["model"].get("simulator") or "?" for a in assessments}) < 2:
+        return {}
+    circuits: dict = {}
+    for a in assessments:
+        label = a["model"].get("simulator") or "?"
+        circuits.setdefault(label, {n: r["recovery"]["simulator"] for n, r in a["phenomena"].items()})
+    claimed = [n for n in dict.fromkeys(k for a in assessments for k in a["phenomena"])
+               if all(n in COUNTERFACTUALS[c]["phenomena"] for c in circuits if c in COUNTERFACTUALS)
+               and all(n in effects for effects in circuits.values())]
+    out: dict = {}
+    for name in claimed:
+        rows = []
+        for a in assessments:
+            if name not in a["phenomena"]:
+                continue
+            own = a["model"].get("simulator") or "?"
+            cnn = {p: {"effect": v} for p, v in a["phenomena"][name]["recovery"]["cnn"].items()}
+            scores = {}
+            for label, effects in circuits.items():
+                truth = {p: {"effect": v} for p, v in effects[name].items()}
+                value, _ = score(truth, cnn)
+                scores[label] = dict(score=value, p_value=p_value(value, permutation_null(truth, cnn)))
+            others = [v["score"] for k, v in scores.items() if k != own and np.isfinite(v["score"])]
+            mine = scores[own]["score"]
+            rows.append(dict(model=a["model"]["path"], seed=a["model"]["seed"], circuit=own, scores=scores,
+                             dominant=a["phenomena"][name]["dominant"],
+                             prefers_own=bool(np.isfinite(mine) and others and mine > max(others))))
+        out[name] = dict(circuits=list(circuits), rows=rows, prefers_own=sum(r["prefers_own"] for r in rows),
+                         n_models=len(rows),
+                         simulator_dominant={c: dominant({p: {"effect": v} for p, v in e[name].items()})
+                                             for c, e in circuits.items()})
     return out
 
 
@@ -231,6 +281,19 @@ def report_markdown(assessments, summary=None) -> str:
                      f"{s['reproduces']}/{s['emerges']} | {s['recovered']}/{s['emerges']} | "
                      f"{s['simulator_dominant']} | {s['agree_with_each_other']} ({s['most_common_dominant']}) | "
                      f"{s['agree_with_simulator']} | {'met' if s['pass_mark'] else 'not met'} |")
+    for name, c in (summary.get("against_circuits") or {}).items():
+        lines += ["", f"## {name}: each model against each circuit", "",
+                  "Recovery score (permutation p) of the model's ablation effects against each simulator's lesion "
+                  f"effects; {c['prefers_own']} of {c['n_models']} models score higher against their own circuit "
+                  "than against every other.", "",
+                  "| model | seed | trained on | dominant part | " + " | ".join(
+                      f"vs {k} ({c['simulator_dominant'][k]})" for k in c["circuits"]) + " | prefers own |",
+                  "|---|---|---|---|" + "---|" * len(c["circuits"]) + "---|"]
+        for r in c["rows"]:
+            cells = " | ".join(f"{_f(r['scores'][k]['score'])} ({_f(r['scores'][k]['p_value'], '.2g')})"
+                               for k in c["circuits"])
+            lines.append(f"| {Path(r['model'] or '?').parent.name} | {r['seed']} | {r['circuit']} | {r['dominant']} | "
+                         f"{cells} | {'yes' if r['prefers_own'] else 'no'} |")
     lines += ["", "## Each model", ""]
     for a in assessments:
         lines.append(f"### {a['model']['path']} (seed {a['model']['seed']})")
@@ -256,7 +319,7 @@ def emergence(models, out=None, *, sim=None, names=None, n_untrained=3, progress
     runs (:func:`simulator_reference`).  Returns ``{"models": [...], "summary": {...}}``.
     """
     from ._progress import progress_bar
-    from .insilico import simulator_of
+    from .insilico import simulator_name, simulator_of
     from .io import atomic_text, load_model
 
     names = P.names() if names is None else tuple(P.get(n).name for n in names)
@@ -277,6 +340,7 @@ def emergence(models, out=None, *, sim=None, names=None, n_untrained=3, progress
             done = json.loads(cache.read_text())
             if (done.get("version") == CACHE_VERSION and done.get("names") == list(names)
                     and done.get("n_untrained") == n_untrained):
+                done["assessment"]["model"].setdefault("simulator", simulator_name(simulator_of(model, sim).params))
                 results.append(done["assessment"])
                 continue
         truth = simulator_of(model, sim)

@@ -53,6 +53,37 @@ def test_the_pass_mark_needs_four_of_five_agreeing_recovered_against_a_low_null(
     assert "| osr | 4/5 | c 4/5 |" in md
 
 
+def circuit_row(cnn, sim):
+    r = row(True, E.dominant(effects(**cnn)))
+    r["recovery"].update(cnn=cnn, simulator=sim)
+    return r
+
+
+def test_each_model_is_scored_against_every_circuit_it_could_have_come_from():
+    """The counterfactual check of docs/emergence.md: a model whose mechanism follows its circuit scores higher
+    against its own circuit's lesions than against another's, and one that does not, does not."""
+    shipped = {**dict.fromkeys(PARTS, 0.0), "ONs": -0.93, "depression": 0.31}
+    onf = {**dict.fromkeys(PARTS, 0.0), "ONf": -1.0, "A1": 1.45, "depression": -0.88}
+    onf_like = {**dict.fromkeys(PARTS, 0.0), "ONf": -0.6, "A1": 0.9}
+    ons_like = {**dict.fromkeys(PARTS, 0.0), "ONs": -0.8}
+    runs = assessments([circuit_row(ons_like, shipped), circuit_row(onf_like, shipped),
+                        circuit_row(onf_like, onf), circuit_row(ons_like, onf)])
+    for a, circuit in zip(runs, ["shipped", "shipped", "osr-onf", "osr-onf"]):
+        a["model"]["simulator"] = circuit
+    c = E.against_circuits(runs)["osr"]
+    assert c["circuits"] == ["shipped", "osr-onf"] and c["simulator_dominant"] == {"shipped": "ONs-",
+                                                                                      "osr-onf": "A1+"}
+    got = [(r["scores"]["shipped"]["score"], r["scores"]["osr-onf"]["score"], r["prefers_own"]) for r in c["rows"]]
+    assert got == [(0.5, 0.0, True), (0.0, 2 / 3, False), (0.0, 2 / 3, True), (0.5, 0.0, False)]
+    assert c["prefers_own"] == 2 and c["n_models"] == 4
+    assert "2 of 4 models score higher against their own circuit" in E.report_markdown(runs)
+    # one circuit: nothing to tell apart; a phenomenon a counterfactual does not claim is not compared
+    assert E.against_circuits(runs[:2]) == {}
+    for a in runs:
+        a["phenomena"]["latency"] = a["phenomena"]["osr"]
+    assert set(E.against_circuits(runs)) == {"osr"}
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     model = RetinaCNN.random(2, seed=1, per_unit=False)
@@ -72,6 +103,7 @@ def test_a_model_is_judged_on_held_out_protocols_beside_its_simulator(small_run)
     path, out, report = small_run
     a = report["models"][0]
     assert a["model"]["seed"] == 7 and a["fit"] == dict(natural=0.5, validation=0.4, validation_loss=-1.5)
+    assert a["model"]["simulator"] == "shipped"
     assert report["summary"]["best_by_validation"] == str(path)
     r = a["phenomena"]["latency"]
     assert r["checks"] and r["emerges"] == all(c["passed"] for c in r["checks"])

@@ -44,7 +44,8 @@ from .._validate import as_float_array, check_int
 from ..units import DT, check_physical_movie
 
 __all__ = ["BipolarParams", "GanglionParams", "InSilicoParams", "InSilicoRetina", "Cell", "PATHWAYS",
-           "LESIONS", "ROW", "SIMULATOR_KEY", "simulator_of", "simulator_metadata", "COUNTERFACTUALS", "counterfactual"]
+           "LESIONS", "ROW", "SIMULATOR_KEY", "simulator_of", "simulator_metadata", "COUNTERFACTUALS", "counterfactual",
+           "simulator_name"]
 
 
 PATHWAYS = ("OFF", "ONf", "ONs")
@@ -310,6 +311,20 @@ def counterfactual(name):
         raise ValueError(f"counterfactual must be one of {tuple(COUNTERFACTUALS)}, got {name!r}")
     res = resources.files("retina") / "data" / COUNTERFACTUALS[name]["file"]
     return InSilicoParams.from_dict(json.loads(res.read_text()))
+
+
+def simulator_name(params) -> str:
+    """A readable name for a parameter set: ``"shipped"`` (the shipped calibration), a counterfactual circuit's
+    name (:data:`COUNTERFACTUALS`), or ``"custom-<hash>"`` (the first 8 hex digits of its JSON's SHA-256)."""
+    text = json.dumps(params.to_dict(), sort_keys=True, default=float)
+    if text == json.dumps(InSilicoParams.default().to_dict(), sort_keys=True, default=float):
+        return "shipped"
+    for name in COUNTERFACTUALS:
+        if text == json.dumps(counterfactual(name).to_dict(), sort_keys=True, default=float):
+            return name
+    import hashlib
+
+    return "custom-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 SIMULATOR_KEY = "simulator_params"
