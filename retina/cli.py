@@ -970,6 +970,10 @@ def sweep_merge(output, shards, quiet):
         click.echo(f"merged {len(shards)} shards: {len(res.points)} points -> {output}")
 
 
+def _sci(v):
+    return "-" if not np.isfinite(v) else f"{v:.1e}"
+
+
 @main.command()
 @click.option("--workload", "workloads", multiple=True,
               type=Registered(_workloads),
@@ -1002,8 +1006,8 @@ def bench(workloads, scale, backend, peers, repeat):
         click.echo("-" * len(head))
         for r in rows:
             click.echo(f"{r.workload:<18} {r.unit:<12} {r.work:>6} {np.median(r.retina_s):>9.3f} "
-                       f"{np.median(r.peer_s):>9.3f} {r.ratio:>6.1f}x {r.max_rel_diff:>12.1e} {r.p99_rel_diff:>8.1e}  "
-                       f"{r.detail}")
+                       f"{np.median(r.peer_s):>9.3f} {r.ratio:>6.1f}x {_sci(r.max_rel_diff):>12} "
+                       f"{_sci(r.p99_rel_diff):>8}  {r.detail}")
         return
 
     rate = matmul_rate()
