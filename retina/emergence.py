@@ -215,11 +215,11 @@ def against_circuits(assessments) -> dict:
     from .recovery import p_value, permutation_null, score
 
     assessments = list(assessments)
-    if len({a["model"].get("simulator") or "?" for a in assessments}) < 2:
+    labels = [a["model"].get("simulator") or "?" for a in assessments]
+    if len(set(labels)) < 2:
         return {}
     circuits: dict = {}
-    for a in assessments:
-        label = a["model"].get("simulator") or "?"
+    for a, label in zip(assessments, labels):
         circuits.setdefault(label, {n: r["recovery"]["simulator"] for n, r in a["phenomena"].items()})
     claimed = [n for n in dict.fromkeys(k for a in assessments for k in a["phenomena"])
                if all(n in COUNTERFACTUALS[c]["phenomena"] for c in circuits if c in COUNTERFACTUALS)
@@ -227,10 +227,9 @@ def against_circuits(assessments) -> dict:
     out: dict = {}
     for name in claimed:
         rows = []
-        for a in assessments:
+        for a, own in zip(assessments, labels):
             if name not in a["phenomena"]:
                 continue
-            own = a["model"].get("simulator") or "?"
             cnn = {p: {"effect": v} for p, v in a["phenomena"][name]["recovery"]["cnn"].items()}
             scores = {}
             for label, effects in circuits.items():
@@ -340,7 +339,8 @@ def emergence(models, out=None, *, sim=None, names=None, n_untrained=3, progress
             done = json.loads(cache.read_text())
             if (done.get("version") == CACHE_VERSION and done.get("names") == list(names)
                     and done.get("n_untrained") == n_untrained):
-                done["assessment"]["model"].setdefault("simulator", simulator_name(simulator_of(model, sim).params))
+                if "simulator" not in done["assessment"]["model"]:   # judged before the name was recorded
+                    done["assessment"]["model"]["simulator"] = simulator_name(simulator_of(model, sim).params)
                 results.append(done["assessment"])
                 continue
         truth = simulator_of(model, sim)

@@ -316,14 +316,14 @@ def counterfactual(name):
 def simulator_name(params) -> str:
     """A readable name for a parameter set: ``"shipped"`` (the shipped calibration), a counterfactual circuit's
     name (:data:`COUNTERFACTUALS`), or ``"custom-<hash>"`` (the first 8 hex digits of its JSON's SHA-256)."""
-    text = json.dumps(params.to_dict(), sort_keys=True, default=float)
-    if text == json.dumps(InSilicoParams.default().to_dict(), sort_keys=True, default=float):
+    if params == InSilicoParams.default():
         return "shipped"
     for name in COUNTERFACTUALS:
-        if text == json.dumps(counterfactual(name).to_dict(), sort_keys=True, default=float):
+        if params == counterfactual(name):
             return name
     import hashlib
 
+    text = json.dumps(params.to_dict(), sort_keys=True, default=float)
     return "custom-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 

@@ -310,10 +310,11 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     t_start = time.time()
     sim = InSilicoRetina(counterfactual(recipe.simulator) if recipe.simulator else None,
                          positions=assess.cell_positions())
-    arch = TrainConfig(**recipe.model).validate()
     planted = None
     if any(st.init == "planted" for st in recipe.stages):   # checked before hours of simulation
         from ..recovery import planted_filters
+
+        arch = TrainConfig(**recipe.model).validate()
         planted, names = planted_filters(sim, history=arch.history, kernel_size=arch.kernel_sizes[0])
         if arch.channels[0] != len(names):
             raise ValueError(f"recipe {recipe.source or recipe.name}: init = \"planted\" sets layer 1 to the "
