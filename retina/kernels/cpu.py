@@ -429,34 +429,62 @@ def _softplus(u):
 
 
 @njit(**_JIT)
-def _advance_layer1(a, z0f, dzf, m1, p, q, w2):
-    """Apply every layer-1 ReLU switch up to path point ``a``, keeping ``corr(relu(z(a)), w2) = P + a*Q``."""
-    c2, c1, kh, kw = w2.shape
-    h2, wd2 = p.shape[1], p.shape[2]
-    h1, wd1 = h2 + kh - 1, wd2 + kw - 1
+def _to_last(src, c_n, dst):
+    """``dst`` (flat ``(H, W, C)``) = ``src`` (flat ``(C, H, W)``): one map from channels-first to channels-last."""
+    hw = src.shape[0] // c_n
+    for c in range(c_n):
+        for s in range(hw):
+            dst[s * c_n + c] = src[c * hw + s]
+
+
+@njit(**_JIT)
+def _to_first(src, c_n, dst):
+    """``dst`` (flat ``(C, H, W)``) = ``src`` (flat ``(H, W, C)``): the inverse of :func:`_to_last`."""
+    hw = src.shape[0] // c_n
+    for c in range(c_n):
+        for s in range(hw):
+            dst[c * hw + s] = src[s * c_n + c]
+
+
+@njit(**_JIT)
+def _column_run(x, kw, wd2, c2):
+    """The layer-2 columns ``xo = x - v`` (``0 <= v < kw``, ``0 <= xo < W2``) that layer-1 column ``x`` reaches,
+    as one channels-last run: its first column, its start in a row of the v-reversed weights ``w2s`` (see
+    :func:`_advance_layer1`) and its length."""
+    xlo = max(0, x - kw + 1)
+    xhi = min(wd2 - 1, x)
+    return xlo, (xlo - x + kw - 1) * c2, (xhi - xlo + 1) * c2
+
+
+@njit(**_JIT)
+def _advance_layer1(a, z0f, dzf, m1, p, q, w2s, c1, wd1, c2, h2, wd2):
+    """Apply every layer-1 ReLU switch up to path point ``a``, keeping ``corr(relu(z(a)), w2) = P + a*Q``.
+
+    Channels-last: ``z0f``, ``dzf``, ``m1`` are flat ``(H1, W1, C1)`` and ``p``, ``q`` flat ``(H2, W2, C2)``;
+    ``w2s[c, u, v * C2 + o] = w2[o, c, u, kw - 1 - v]``, so a switching unit changes each layer-2 row it
+    reaches by one contiguous axpy of up to ``kw * C2`` elements.
+    """
+    kh = w2s.shape[1]
+    kw = w2s.shape[2] // c2
+    row2 = wd2 * c2
     for i in range(z0f.shape[0]):
         on = z0f[i] + a * dzf[i] > 0
         if on != m1[i]:
             m1[i] = on
-            sgn = 1.0 if on else -1.0
-            vz = sgn * z0f[i]
-            vd = sgn * dzf[i]
-            c = i // (h1 * wd1)
-            rem = i - c * h1 * wd1
+            vz = z0f[i] if on else -z0f[i]
+            vd = dzf[i] if on else -dzf[i]
+            c = i % c1
+            rem = i // c1
             y = rem // wd1
-            x = rem - y * wd1
-            for o in range(c2):
-                for u in range(kh):
-                    yo = y - u
-                    if yo < 0 or yo >= h2:
-                        continue
-                    for v in range(kw):
-                        xo = x - v
-                        if xo < 0 or xo >= wd2:
-                            continue
-                        wv = w2[o, c, u, v]
-                        p[o, yo, xo] += wv * vz
-                        q[o, yo, xo] += wv * vd
+            xlo, s0, n = _column_run(rem - y * wd1, kw, wd2, c2)
+            for u in range(max(0, y - h2 + 1), min(kh, y + 1)):      # the layer-2 rows y - u
+                d0 = (y - u) * row2 + xlo * c2
+                src = w2s[c, u, s0:s0 + n]
+                dp = p[d0:d0 + n]
+                dq = q[d0:d0 + n]
+                for k in range(n):
+                    dp[k] += src[k] * vz
+                    dq[k] += src[k] * vd
 
 
 @njit(**_JIT)
@@ -472,7 +500,7 @@ def _readout(h2f, vsel, shift3, cells, u):
 def _pig_start(z0, w2, scale2, shift2, v3, cells, p, graw):
     """The path's start, which depends on the baseline only: ``p = corr(relu(z0), w2)`` and the backward
     maps ``graw[j] = corr2^T(v3_j * scale2 * [layer-2 unit on])`` of the involved cells (none when ``graw``
-    has no rows: the combined-cells accumulation of :func:`_pig_windows` does without them)."""
+    has no rows: the combined-cells accumulation of :func:`_pig_windows` does without them).  Channels-first."""
     c1, h1, wd1 = z0.shape
     c2, h2, wd2 = scale2.shape
     n2 = c2 * h2 * wd2
@@ -495,31 +523,33 @@ def _pig_start(z0, w2, scale2, shift2, v3, cells, p, graw):
 
 
 @njit(**_JIT)
-def _corr2d_t_point(g, w, c, y, x):
-    """``corr2^T(g)[c, y, x]`` (see :func:`_corr2d_t_one`) at one layer-1 unit: ``C2 * kh * kw`` products."""
-    co_n, ho, wo = g.shape
-    kh, kw = w.shape[2], w.shape[3]
+def _corr2d_t_point(g, w2s, c, y, x, c2, h2, wd2):
+    """``corr2^T(g)[c, y, x]`` (see :func:`_corr2d_t_one`) at one layer-1 unit, for a channels-last layer-2
+    map ``g`` (flat ``(H2, W2, C2)``; ``w2s`` as in :func:`_advance_layer1`): ``C2 * kh * kw`` products."""
+    kh = w2s.shape[1]
+    xlo, s0, n = _column_run(x, w2s.shape[2] // c2, wd2, c2)
     s = 0.0
-    for u in range(kh):
-        yo = y - u
-        if yo < 0 or yo >= ho:
-            continue
-        for v in range(kw):
-            xo = x - v
-            if xo < 0 or xo >= wo:
-                continue
-            for o in range(co_n):
-                s += g[o, yo, xo] * w[o, c, u, v]
+    for u in range(max(0, y - h2 + 1), min(kh, y + 1)):
+        d0 = ((y - u) * wd2 + xlo) * c2
+        src = w2s[c, u]
+        for k in range(n):
+            s += g[d0 + k] * src[s0 + k]
     return s
 
 
 @njit(**_JIT)
-def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw, cells,
-                 g1s, a2s, r0s, r1s, want_a2, p0, graw0, shared, combined):
+def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, w2, w2s, w2t, scale2, shift2, v3, s2f, b2f,
+                 vsel, shift3, cw, cells, g1s, a2s, r0s, r1s, want_a2, p0, graw0, shared, combined):
     """Windows ``start:stop`` of ``pig_conv_relu_dense`` (see there), one after the other: a thread's share.
 
     Window ``b`` starts from ``z0s[b % len(z0s)]``; with ``shared`` the start state ``p0``, ``graw0``
-    (:func:`_pig_start` of the common baseline) is copied instead of computed.
+    (:func:`_pig_start` of the common baseline, channels-last) is copied instead of computed.
+
+    The path state is held channels-last (``(H, W, C)``: ``w2s``, ``w2t``, ``s2f``, ``b2f`` and ``vsel`` are
+    the layer-2 weights, affine and readout in that layout, see :func:`pig_conv_relu_dense`), so that every
+    sparse update (a layer-1 switch into ``P``, ``Q``; a layer-2 slope change into a backward map) is a few
+    contiguous axpys of ``kw * C`` elements rather than ``C * kh`` strided runs of ``kw``.  Inputs and outputs
+    stay channels-first.
 
     Two ways to accumulate ``g1 = sum_k w_k sum_j cw[o, j] sigma_k[j] mf_k * corr2^T(v3_j * s2 * slope2_k)``:
 
@@ -540,85 +570,97 @@ def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, w2, scale2, shi
     n_j = cells.shape[0]
     n1 = c1 * h1 * wd1
     n2 = c2 * h2 * wd2
+    row1 = wd1 * c1
+    kwc1 = kw * c1
     dt = g1s.dtype
     secant = bounds.shape[0] > 0
-    s2f = scale2.reshape(n2)
-    b2f = shift2.reshape(n2)
-    vsel = np.empty((n_j, n2), dtype=dt)   # the involved cells' readout rows, the same for every window
-    for jj in range(n_j):
-        _copy_flat(v3[cells[jj]].reshape(n2), vsel[jj])
+    n_g = 0 if combined else n_j
+    n_c = n_out if combined else 0
+    n_a = n_out if want_a2 else 0
+
+    # one set of buffers per thread, reused window after window (channels-last unless marked)
+    z0f = np.empty(n1, dtype=dt)
+    dzf = np.empty(n1, dtype=dt)
+    m1 = np.empty(n1, dtype=np.bool_)
+    mb1 = np.empty(n1, dtype=np.bool_)                 # layer-1 state at the current cell's left boundary
+    hd = np.empty((c1, h1, wd1), dtype=dt)             # channels-first: the change of the layer-2 input
+    pcf = np.empty((c2, h2, wd2), dtype=dt)            # channels-first scratch
+    gcf = np.empty((0 if shared else n_g, c1, h1, wd1), dtype=dt)
+    p = np.empty(n2, dtype=dt)
+    q = np.empty(n2, dtype=dt)
+    graw = np.empty((n_g, n1), dtype=dt)               # raw backward maps corr2^T(v3_j * scale2 * slope2)
+    gl = np.empty((n_out, n1), dtype=dt)               # this window's g1
+    al = np.empty((n_a, n2), dtype=dt)                 # this window's a2
+    sl2 = np.empty(n2, dtype=dt)        # layer-2 ReLU slope each backward map uses (0/1 at a node, or secant)
+    new2 = np.empty(n2, dtype=dt)
+    zb = np.empty(n2, dtype=dt)         # layer-2 pre-activation at the left boundary
+    h2f = np.empty(n2, dtype=dt)
+    dh2 = np.empty(n2, dtype=dt)        # this step's increment of each layer-2 output
+    u = np.empty(n_j, dtype=np.float64)
+    sig = np.empty(n_j, dtype=np.float64)
+    mf = np.empty(n1, dtype=dt)
+    rmf = np.empty((n_c, n2), dtype=np.float64)        # combined: R per output
+    gacc = np.empty((n_c, n1), dtype=np.float64)       # combined: g1 of the closed segments
+    mark = np.empty((n_c, n1), dtype=np.float64)       # combined: C where each open segment began
+    mcur = np.empty(n1, dtype=dt)                      # combined: mf of each open segment
+    vtmp = np.empty(n2, dtype=np.float64)
+    rcf = np.empty((c2, h2, wd2), dtype=np.float64)    # combined, channels-first: R of one output
+    cfull = np.empty((c1, h1, wd1), dtype=np.float64)  # combined, channels-first: corr2^T(R)
     for b in range(start, stop):   # (lo and hi below are a quadrature cell's bounds)
-        z0, dz, g1, a2 = z0s[b % nz], dzs[b], g1s[b], a2s[b]
+        z0c, dzc = z0s[b % nz], dzs[b]
+        g1f = g1s[b].reshape(n_out, n1)
         r0, r1 = r0s[b], r1s[b]
 
         # state at a = 0
-        hd = np.empty((c1, h1, wd1), dtype=dt)
-        m1 = np.empty(n1, dtype=np.bool_)
-        z0f = z0.reshape(n1)
-        dzf = dz.reshape(n1)
+        z0cf = z0c.reshape(n1)
+        dzcf = dzc.reshape(n1)
         hdf = hd.reshape(n1)
         for i in range(n1):
+            hdf[i] = dzcf[i] if z0cf[i] > 0 else 0
+        _to_last(z0cf, c1, z0f)
+        _to_last(dzcf, c1, dzf)
+        for i in range(n1):
             m1[i] = z0f[i] > 0
-            hdf[i] = dzf[i] if m1[i] else 0
-        mb1 = m1.copy()                      # layer-1 state at the current cell's left boundary
-        p = np.empty((c2, h2, wd2), dtype=dt)
-        q = np.empty((c2, h2, wd2), dtype=dt)
-        n_g = 0 if combined else n_j
-        graw = np.empty((n_g, c1, h1, wd1), dtype=dt)   # raw backward maps corr2^T(v3_j * scale2 * slope2)
+            mb1[i] = m1[i]
         if shared:
-            _copy_flat(p0.reshape(n2), p.reshape(n2))
+            _copy_flat(p0, p)
             if not combined:
-                _copy_flat(graw0.reshape(n_j * n1), graw.reshape(n_j * n1))
+                _copy_flat(graw0.reshape(n_g * n1), graw.reshape(n_g * n1))
         else:
-            _pig_start(z0, w2, scale2, shift2, v3, cells, p, graw)
-        _corr2d_one(hd, w2, q)
-        pf = p.reshape(n2)
-        qf = q.reshape(n2)
+            _pig_start(z0c, w2, scale2, shift2, v3, cells, pcf, gcf)
+            _to_last(pcf.reshape(n2), c2, p)
+            for jj in range(n_g):
+                _to_last(gcf[jj].reshape(n1), c1, graw[jj])
+        _corr2d_one(hd, w2, pcf)
+        _to_last(pcf.reshape(n2), c2, q)
 
-        # layer-2 ReLU slope each backward map uses (0/1 at a node, or the secant over a cell)
-        sl2 = np.empty(n2, dtype=dt)
-        new2 = np.empty(n2, dtype=dt)
-        zb = np.empty(n2, dtype=dt)          # layer-2 pre-activation at the left boundary
-        h2f = np.empty(n2, dtype=dt)
-        dh2 = np.empty(n2, dtype=dt)         # this step's increment of each layer-2 output
         for i in range(n2):
-            z = s2f[i] * pf[i] + b2f[i]
+            z = s2f[i] * p[i] + b2f[i]
             zb[i] = z
             sl2[i] = 1.0 if z > 0 else 0.0
             h2f[i] = z if z > 0 else 0
-        u = np.empty(n_j, dtype=np.float64)
         _readout(h2f, vsel, shift3, cells, u)
         for jj in range(n_j):
             r0[jj] = _softplus(u[jj])
-        grf = graw.reshape(n_g, n1)
 
-        g1f = g1.reshape(n_out, n1)
-        g1f[:] = 0
-        if want_a2:
-            a2f = a2.reshape(n_out, n2)
-            a2f[:] = 0
-        sig = np.empty(n_j, dtype=np.float64)
-        mf = np.empty(n1, dtype=dt)
-        n_c = n_out if combined else 0
-        rmap = np.zeros((n_c, c2, h2, wd2), dtype=np.float64)   # combined: R per output
-        rmf = rmap.reshape(n_c, n2)
-        gacc = np.zeros((n_c, n1), dtype=np.float64)            # combined: g1 of the closed segments
-        mark = np.zeros((n_c, n1), dtype=np.float64)            # combined: C where each open segment began
-        mcur = np.empty(n1, dtype=dt)                           # combined: mf of each open segment
-        vtmp = np.empty(n2, dtype=np.float64)
+        gl[:] = 0
+        al[:] = 0
+        rmf[:] = 0
+        gacc[:] = 0
+        mark[:] = 0
         for i in range(n1):
             mcur[i] = 1.0 if m1[i] else 0.0
         for k in range(alphas.shape[0]):
             a = alphas[k]
             wk = weights[k]
-            _advance_layer1(a, z0f, dzf, m1, p, q, w2)
+            _advance_layer1(a, z0f, dzf, m1, p, q, w2s, c1, wd1, c2, h2, wd2)
             for i in range(n2):
-                z = s2f[i] * (pf[i] + a * qf[i]) + b2f[i]
+                z = s2f[i] * (p[i] + a * q[i]) + b2f[i]
                 on = z > 0
                 h2f[i] = z if on else 0
                 if not secant:
                     new2[i] = 1.0 if on else 0.0
-                    dh2[i] = wk * s2f[i] * qf[i] if on else 0
+                    dh2[i] = wk * s2f[i] * q[i] if on else 0
             _readout(h2f, vsel, shift3, cells, u)
             for jj in range(n_j):
                 sig[jj] = _sigmoid(u[jj])
@@ -626,9 +668,9 @@ def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, w2, scale2, shi
                 # exact increments over the node's cell [lo, hi]: ReLU slopes become secants
                 lo = bounds[k]
                 hi = bounds[k + 1]
-                _advance_layer1(hi, z0f, dzf, m1, p, q, w2)
+                _advance_layer1(hi, z0f, dzf, m1, p, q, w2s, c1, wd1, c2, h2, wd2)
                 for i in range(n2):
-                    zr = s2f[i] * (pf[i] + hi * qf[i]) + b2f[i]
+                    zr = s2f[i] * (p[i] + hi * q[i]) + b2f[i]
                     zl = zb[i]
                     d = (zr if zr > 0 else 0) - (zl if zl > 0 else 0)
                     dh2[i] = d
@@ -648,11 +690,11 @@ def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, w2, scale2, shi
             if combined:   # close the segment of every unit whose mf changes, at C_{k-1}
                 for i in range(n1):
                     if mf[i] != mcur[i]:
-                        c = i // (h1 * wd1)
-                        rem = i - c * h1 * wd1
+                        c = i % c1
+                        rem = i // c1
                         y = rem // wd1
                         for o in range(n_out):
-                            cv = _corr2d_t_point(rmap[o], w2, c, y, rem - y * wd1)
+                            cv = _corr2d_t_point(rmf[o], w2s, c, y, rem - y * wd1, c2, h2, wd2)
                             gacc[o, i] += mcur[i] * (cv - mark[o, i])
                             mark[o, i] = cv
                         mcur[i] = mf[i]
@@ -670,51 +712,63 @@ def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, w2, scale2, shi
                     for i in range(n2):
                         rd[i] += wk * s2f[i] * new2[i] * vtmp[i]
                     if want_a2:
-                        a2d = a2f[o]
+                        a2d = al[o]
                         for i in range(n2):
                             a2d[i] += vtmp[i] * dh2[i]
                 continue
-            # backward maps: update only the layer-2 units whose slope changed
+            # backward maps: update only the layer-2 units whose slope changed, one row of kw*C1 at a time
             for i in range(n2):
                 ds = new2[i] - sl2[i]
                 if ds != 0:
                     sl2[i] = new2[i]
-                    o = i // (h2 * wd2)
-                    rem = i - o * h2 * wd2
+                    o = i % c2
+                    rem = i // c2
                     yo = rem // wd2
-                    xo = rem - yo * wd2
+                    d0 = yo * row1 + (rem - yo * wd2) * c1
                     for jj in range(n_j):
                         gv = ds * vsel[jj, i] * s2f[i]
-                        for c in range(c1):
-                            for uu in range(kh):
-                                for vv in range(kw):
-                                    graw[jj, c, yo + uu, xo + vv] += gv * w2[o, c, uu, vv]
+                        gj = graw[jj]
+                        for uu in range(kh):
+                            src = w2t[o, uu]
+                            dst = gj[d0 + uu * row1:d0 + uu * row1 + kwc1]
+                            for t in range(kwc1):
+                                dst[t] += gv * src[t]
             for o in range(n_out):
                 for jj in range(n_j):
                     if cw[o, jj] == 0:
                         continue
                     cs = cw[o, jj] * sig[jj]
                     cf = wk * cs
-                    gsrc = grf[jj]
-                    gdst = g1f[o]
+                    gsrc = graw[jj]
+                    gdst = gl[o]
                     for i in range(n1):             # vectorised: masked axpy
                         gdst[i] += cf * mf[i] * gsrc[i]
                     if want_a2:
-                        a2d = a2f[o]
+                        a2d = al[o]
                         vs = vsel[jj]
                         for i in range(n2):
                             a2d[i] += cs * vs[i] * dh2[i]
         if combined:   # close every segment at C_K = corr2^T(R) and write g1
-            cfull = np.empty((c1, h1, wd1), dtype=np.float64)
             cff = cfull.reshape(n1)
+            hw1 = h1 * wd1
             for o in range(n_out):
-                _corr2d_t_one(rmap[o], w2, cfull)
+                _to_first(rmf[o], c2, rcf.reshape(n2))
+                _corr2d_t_one(rcf, w2, cfull)
                 for i in range(n1):
-                    g1f[o, i] = gacc[o, i] + mcur[i] * (cff[i] - mark[o, i])
+                    c = i % c1
+                    j = c * hw1 + i // c1
+                    g1f[o, j] = gacc[o, i] + mcur[i] * (cff[j] - mark[o, i])
+        else:
+            for o in range(n_out):
+                _to_first(gl[o], c1, g1f[o])
+        if want_a2:
+            a2f = a2s[b].reshape(n_out, n2)
+            for o in range(n_out):
+                _to_first(al[o], c2, a2f[o])
         # a = 1
-        _advance_layer1(1.0, z0f, dzf, m1, p, q, w2)
+        _advance_layer1(1.0, z0f, dzf, m1, p, q, w2s, c1, wd1, c2, h2, wd2)
         for i in range(n2):
-            z = s2f[i] * (pf[i] + qf[i]) + b2f[i]
+            z = s2f[i] * (p[i] + q[i]) + b2f[i]
             h2f[i] = z if z > 0 else 0
         _readout(h2f, vsel, shift3, cells, u)
         for jj in range(n_j):
@@ -724,6 +778,11 @@ def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, w2, scale2, shi
 COMBINE_CELLS = 4
 """``pig_conv_relu_dense`` accumulates over the cells combined (no per-cell backward maps, see
 :func:`_pig_windows`) when the involved cells number at least this many per output."""
+
+
+def _channels_last(a):
+    """``(..., C, H, W)`` -> C-contiguous ``(..., H, W, C)``."""
+    return np.ascontiguousarray(np.moveaxis(a, -3, -1))
 
 
 def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw, cells,
@@ -769,14 +828,26 @@ def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3,
     """
     shared = z0.shape[0] == 1 and dz.shape[0] > 1
     combined = cells.shape[0] >= COMBINE_CELLS * cw.shape[0]
-    p0 = np.empty(scale2.shape, dtype=g1.dtype)
-    graw0 = np.empty((0 if combined else cells.shape[0],) + z0.shape[1:], dtype=g1.dtype)
+    dt = g1.dtype
+    c2, c1, kh, kw = w2.shape
+    n_g = 0 if combined else cells.shape[0]
+    # the layer-2 operands channels-last (see _pig_windows); w2s with its columns reversed
+    w2s = np.ascontiguousarray(w2[:, :, :, ::-1].transpose(1, 2, 3, 0)).reshape(c1, kh, kw * c2)
+    w2t = _channels_last(w2).reshape(c2, kh, kw * c1)
+    s2f, b2f = (_channels_last(a).reshape(-1) for a in (scale2, shift2))
+    vsel = _channels_last(v3[cells]).reshape(cells.shape[0], -1)
+    p0 = np.empty(scale2.size, dtype=dt)
+    graw0 = np.empty((n_g, z0[0].size), dtype=dt)
     if shared:  # one baseline for every window (a constant stimulus): its start state is computed once
-        _pig_start(z0[0], w2, scale2, shift2, v3, cells, p0, graw0)
+        pc = np.empty(scale2.shape, dtype=dt)
+        gc = np.empty((n_g,) + z0.shape[1:], dtype=dt)
+        _pig_start(z0[0], w2, scale2, shift2, v3, cells, pc, gc)
+        p0 = _channels_last(pc).reshape(-1)
+        graw0 = _channels_last(gc).reshape(n_g, z0[0].size)
 
     def windows(lo, hi):
-        _pig_windows(lo, hi, z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw, cells,
-                     g1, a2, r0, r1, bool(want_a2), p0, graw0, shared, combined)
+        _pig_windows(lo, hi, z0, dz, alphas, weights, bounds, w2, w2s, w2t, scale2, shift2, v3, s2f, b2f, vsel,
+                     shift3, cw, cells, g1, a2, r0, r1, bool(want_a2), p0, graw0, shared, combined)
 
     run_chunks(dz.shape[0], windows)
     return g1, a2, r0, r1
