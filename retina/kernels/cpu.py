@@ -450,45 +450,85 @@ def _to_first(src, c_n, dst):
 def _column_run(x, kw, wd2, c2):
     """The layer-2 columns ``xo = x - v`` (``0 <= v < kw``, ``0 <= xo < W2``) that layer-1 column ``x`` reaches,
     as one channels-last run: its first column, its start in a row of the v-reversed weights ``w2s`` (see
-    :func:`_advance_layer1`) and its length."""
+    :func:`_apply_switches`) and its length."""
     xlo = max(0, x - kw + 1)
     xhi = min(wd2 - 1, x)
     return xlo, (xlo - x + kw - 1) * c2, (xhi - xlo + 1) * c2
 
 
 @njit(**_JIT)
-def _advance_layer1(a, z0f, dzf, m1, p, q, w2s, c1, wd1, c2, h2, wd2):
-    """Apply every layer-1 ReLU switch up to path point ``a``, keeping ``corr(relu(z(a)), w2) = P + a*Q``.
+def _switch_events(z0f, dzf, m1, pts, ev, order, start):
+    """Sort the layer-1 units by the first path point at which their ReLU switches.
 
-    Channels-last: ``z0f``, ``dzf``, ``m1`` are flat ``(H1, W1, C1)`` and ``p``, ``q`` flat ``(H2, W2, C2)``;
-    ``w2s[c, u, v * C2 + o] = w2[o, c, u, kw - 1 - v]``, so a switching unit changes each layer-2 row it
-    reaches by one contiguous axpy of up to ``kw * C2`` elements.
+    The kernel visits the points ``pts`` (non-decreasing) in order.  A unit's state ``z0 + a*dz > 0`` is
+    monotonic in ``a`` (also in floating point), so it switches at most once, at the first visit ``e`` where
+    it differs from ``m1`` (the state at ``a = 0``), found by bisection with the very predicate the path
+    evaluates.  On return ``order[start[e]:start[e + 1]]`` are the units that switch at visit ``e``; the units
+    switching at consecutive visits are contiguous in ``order``.
+    """
+    n_e = pts.shape[0]
+    start[:] = 0
+    last = pts[n_e - 1]
+    for i in range(z0f.shape[0]):
+        s = m1[i]
+        if (z0f[i] + last * dzf[i] > 0) == s:
+            ev[i] = n_e                                   # never switches
+            continue
+        lo, hi = 0, n_e - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if (z0f[i] + pts[mid] * dzf[i] > 0) != s:
+                hi = mid
+            else:
+                lo = mid + 1
+        ev[i] = lo
+        start[lo + 1] += 1
+    for e in range(n_e):
+        start[e + 1] += start[e]
+    fill = start[:n_e].copy()
+    for i in range(z0f.shape[0]):
+        e = ev[i]
+        if e < n_e:
+            order[fill[e]] = i
+            fill[e] += 1
+
+
+@njit(**_JIT)
+def _apply_switches(lo, hi, order, z0f, dzf, m1, mf, p, q, w2s, c1, wd1, c2, h2, wd2):
+    """Switch the layer-1 units ``order[lo:hi]`` (see :func:`_switch_events`), keeping
+    ``corr(relu(z(a)), w2) = P + a*Q`` and ``mf`` (the units' ReLU slopes, 0/1).
+
+    Channels-last: ``z0f``, ``dzf``, ``m1``, ``mf`` are flat ``(H1, W1, C1)`` and ``p``, ``q`` flat
+    ``(H2, W2, C2)``; ``w2s[c, u, v * C2 + o] = w2[o, c, u, kw - 1 - v]``, so a switching unit changes each
+    layer-2 row it reaches by one contiguous axpy of up to ``kw * C2`` elements.
     """
     kh = w2s.shape[1]
     kw = w2s.shape[2] // c2
     row2 = wd2 * c2
-    for i in range(z0f.shape[0]):
-        on = z0f[i] + a * dzf[i] > 0
-        if on != m1[i]:
-            m1[i] = on
-            vz = z0f[i] if on else -z0f[i]
-            vd = dzf[i] if on else -dzf[i]
-            c = i % c1
-            rem = i // c1
-            y = rem // wd1
-            xlo, s0, n = _column_run(rem - y * wd1, kw, wd2, c2)
-            for u in range(max(0, y - h2 + 1), min(kh, y + 1)):      # the layer-2 rows y - u
-                d0 = (y - u) * row2 + xlo * c2
-                src = w2s[c, u, s0:s0 + n]
-                dp = p[d0:d0 + n]
-                dq = q[d0:d0 + n]
-                for k in range(n):
-                    dp[k] += src[k] * vz
-                    dq[k] += src[k] * vd
+    for t in range(lo, hi):
+        i = order[t]
+        on = not m1[i]
+        m1[i] = on
+        mf[i] = 1.0 if on else 0.0
+        vz = z0f[i] if on else -z0f[i]
+        vd = dzf[i] if on else -dzf[i]
+        c = i % c1
+        rem = i // c1
+        y = rem // wd1
+        xlo, s0, n = _column_run(rem - y * wd1, kw, wd2, c2)
+        for u in range(max(0, y - h2 + 1), min(kh, y + 1)):      # the layer-2 rows y - u
+            d0 = (y - u) * row2 + xlo * c2
+            src = w2s[c, u, s0:s0 + n]
+            dp = p[d0:d0 + n]
+            dq = q[d0:d0 + n]
+            for k in range(n):
+                dp[k] += src[k] * vz
+                dq[k] += src[k] * vd
 
 
-@njit(**_JIT)
+@njit(fastmath={"reassoc"}, **_JIT)
 def _readout(h2f, vsel, shift3, cells, u):
+    """``u[j] = vsel[j] . h2f + shift3[cells[j]]`` (the dot product reassociated, so it vectorises)."""
     for jj in range(vsel.shape[0]):
         s = 0.0
         for i in range(h2f.shape[0]):
@@ -525,7 +565,7 @@ def _pig_start(z0, w2, scale2, shift2, v3, cells, p, graw):
 @njit(**_JIT)
 def _corr2d_t_point(g, w2s, c, y, x, c2, h2, wd2):
     """``corr2^T(g)[c, y, x]`` (see :func:`_corr2d_t_one`) at one layer-1 unit, for a channels-last layer-2
-    map ``g`` (flat ``(H2, W2, C2)``; ``w2s`` as in :func:`_advance_layer1`): ``C2 * kh * kw`` products."""
+    map ``g`` (flat ``(H2, W2, C2)``; ``w2s`` as in :func:`_apply_switches`): ``C2 * kh * kw`` products."""
     kh = w2s.shape[1]
     xlo, s0, n = _column_run(x, w2s.shape[2] // c2, wd2, c2)
     s = 0.0
@@ -538,12 +578,15 @@ def _corr2d_t_point(g, w2s, c, y, x, c2, h2, wd2):
 
 
 @njit(**_JIT)
-def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, w2, w2s, w2t, scale2, shift2, v3, s2f, b2f,
+def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, pts, w2, w2s, w2t, scale2, shift2, v3, s2f, b2f,
                  vsel, shift3, cw, cells, g1s, a2s, r0s, r1s, want_a2, p0, graw0, shared, combined):
     """Windows ``start:stop`` of ``pig_conv_relu_dense`` (see there), one after the other: a thread's share.
 
     Window ``b`` starts from ``z0s[b % len(z0s)]``; with ``shared`` the start state ``p0``, ``graw0``
-    (:func:`_pig_start` of the common baseline, channels-last) is copied instead of computed.
+    (:func:`_pig_start` of the common baseline, channels-last) is copied instead of computed.  ``pts`` are
+    the path points in the order the loop visits them (see :func:`pig_conv_relu_dense`); each window first
+    sorts its layer-1 units by the visit at which they switch (:func:`_switch_events`), so a step touches
+    only the units that switch in it.
 
     The path state is held channels-last (``(H, W, C)``: ``w2s``, ``w2t``, ``s2f``, ``b2f`` and ``vsel`` are
     the layer-2 weights, affine and readout in that layout, see :func:`pig_conv_relu_dense`), so that every
@@ -582,7 +625,10 @@ def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, w2, w2s, w2t, s
     z0f = np.empty(n1, dtype=dt)
     dzf = np.empty(n1, dtype=dt)
     m1 = np.empty(n1, dtype=np.bool_)
-    mb1 = np.empty(n1, dtype=np.bool_)                 # layer-1 state at the current cell's left boundary
+    n_v = 2 if secant else 1                           # visits per step: the node (and the cell's right end)
+    ev = np.empty(n1, dtype=np.int64)
+    order = np.empty(n1, dtype=np.int64)
+    evs = np.empty(pts.shape[0] + 1, dtype=np.int64)   # order[evs[e]:evs[e + 1]] switch at visit e
     hd = np.empty((c1, h1, wd1), dtype=dt)             # channels-first: the change of the layer-2 input
     pcf = np.empty((c2, h2, wd2), dtype=dt)            # channels-first scratch
     gcf = np.empty((0 if shared else n_g, c1, h1, wd1), dtype=dt)
@@ -621,7 +667,8 @@ def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, w2, w2s, w2t, s
         _to_last(dzcf, c1, dzf)
         for i in range(n1):
             m1[i] = z0f[i] > 0
-            mb1[i] = m1[i]
+            mf[i] = 1.0 if m1[i] else 0.0
+        _switch_events(z0f, dzf, m1, pts, ev, order, evs)
         if shared:
             _copy_flat(p0, p)
             if not combined:
@@ -653,7 +700,11 @@ def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, w2, w2s, w2t, s
         for k in range(alphas.shape[0]):
             a = alphas[k]
             wk = weights[k]
-            _advance_layer1(a, z0f, dzf, m1, p, q, w2s, c1, wd1, c2, h2, wd2)
+            e = k * n_v
+            if secant and k > 0:     # the previous cell's switching units: back to 0/1 slopes
+                for t in range(evs[e - 2], evs[e]):
+                    mf[order[t]] = 1.0 if m1[order[t]] else 0.0
+            _apply_switches(evs[e], evs[e + 1], order, z0f, dzf, m1, mf, p, q, w2s, c1, wd1, c2, h2, wd2)
             for i in range(n2):
                 z = s2f[i] * (p[i] + a * q[i]) + b2f[i]
                 on = z > 0
@@ -668,7 +719,8 @@ def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, w2, w2s, w2t, s
                 # exact increments over the node's cell [lo, hi]: ReLU slopes become secants
                 lo = bounds[k]
                 hi = bounds[k + 1]
-                _advance_layer1(hi, z0f, dzf, m1, p, q, w2s, c1, wd1, c2, h2, wd2)
+                _apply_switches(evs[e + 1], evs[e + 2], order, z0f, dzf, m1, mf, p, q, w2s, c1, wd1, c2, h2,
+                                wd2)
                 for i in range(n2):
                     zr = s2f[i] * (p[i] + hi * q[i]) + b2f[i]
                     zl = zb[i]
@@ -676,19 +728,14 @@ def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, w2, w2s, w2t, s
                     dh2[i] = d
                     new2[i] = d / (zr - zl) if zr != zl else (1.0 if zr > 0 else 0.0)
                     zb[i] = zr
-                for i in range(n1):
-                    if m1[i] != mb1[i]:      # switched inside the cell: the fraction of it spent on
-                        zl = z0f[i] + lo * dzf[i]
-                        zr = z0f[i] + hi * dzf[i]
-                        mf[i] = ((zr if zr > 0 else 0) - (zl if zl > 0 else 0)) / (zr - zl)
-                        mb1[i] = m1[i]
-                    else:
-                        mf[i] = 1.0 if m1[i] else 0.0
-            else:
-                for i in range(n1):
-                    mf[i] = 1.0 if m1[i] else 0.0
+                for t in range(evs[e], evs[e + 2]):   # switched inside the cell: the fraction of it spent on
+                    i = order[t]
+                    zl = z0f[i] + lo * dzf[i]
+                    zr = z0f[i] + hi * dzf[i]
+                    mf[i] = ((zr if zr > 0 else 0) - (zl if zl > 0 else 0)) / (zr - zl)
             if combined:   # close the segment of every unit whose mf changes, at C_{k-1}
-                for i in range(n1):
+                for t in range(evs[max(e - n_v, 0)] if secant else evs[e], evs[e + n_v]):
+                    i = order[t]
                     if mf[i] != mcur[i]:
                         c = i % c1
                         rem = i // c1
@@ -766,7 +813,8 @@ def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, w2, w2s, w2t, s
             for o in range(n_out):
                 _to_first(al[o], c2, a2f[o])
         # a = 1
-        _advance_layer1(1.0, z0f, dzf, m1, p, q, w2s, c1, wd1, c2, h2, wd2)
+        n_e = pts.shape[0]
+        _apply_switches(evs[n_e - 1], evs[n_e], order, z0f, dzf, m1, mf, p, q, w2s, c1, wd1, c2, h2, wd2)
         for i in range(n2):
             z = s2f[i] * (p[i] + q[i]) + b2f[i]
             h2f[i] = z if z > 0 else 0
@@ -831,6 +879,17 @@ def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3,
     dt = g1.dtype
     c2, c1, kh, kw = w2.shape
     n_g = 0 if combined else cells.shape[0]
+    # the path points in the order the kernel visits them: each node (and, with secants, its cell's right end),
+    # then a = 1
+    n_v = 2 if bounds.shape[0] > 0 else 1
+    pts = np.empty(alphas.shape[0] * n_v + 1)
+    pts[0:-1:n_v] = alphas
+    if n_v == 2:
+        pts[1:-1:2] = bounds[1:]
+    pts[-1] = 1.0
+    if np.any(np.diff(pts) < -1e-12):
+        raise ValueError("pig_conv_relu_dense: the quadrature nodes must increase and lie in their cells, in [0, 1]")
+    pts = np.maximum.accumulate(pts)   # a node a rounding error left of its cell's start is visited at the start
     # the layer-2 operands channels-last (see _pig_windows); w2s with its columns reversed
     w2s = np.ascontiguousarray(w2[:, :, :, ::-1].transpose(1, 2, 3, 0)).reshape(c1, kh, kw * c2)
     w2t = _channels_last(w2).reshape(c2, kh, kw * c1)
@@ -846,7 +905,7 @@ def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3,
         graw0 = _channels_last(gc).reshape(n_g, z0[0].size)
 
     def windows(lo, hi):
-        _pig_windows(lo, hi, z0, dz, alphas, weights, bounds, w2, w2s, w2t, scale2, shift2, v3, s2f, b2f, vsel,
+        _pig_windows(lo, hi, z0, dz, alphas, weights, bounds, pts, w2, w2s, w2t, scale2, shift2, v3, s2f, b2f, vsel,
                      shift3, cw, cells, g1, a2, r0, r1, bool(want_a2), p0, graw0, shared, combined)
 
     run_chunks(dz.shape[0], windows)
