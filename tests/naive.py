@@ -57,6 +57,15 @@ def corr2d_weight_grad(x, g, kh, kw):
     return np.einsum("noyx,ncyxuv->ocuv", np.asarray(g, np.float64), win)
 
 
+def batch_norm_relu(c, gamma, beta, noise, eps):
+    """Training-mode batch norm over the batch axis, plus noise, then ReLU; returns (out, mean, var, xhat)."""
+    c = np.asarray(c, np.float64)
+    mean = c.mean(axis=0)
+    var = ((c - mean) ** 2).mean(axis=0)
+    xhat = (c - mean) / np.sqrt(var + eps)
+    return np.maximum(gamma * xhat + beta + noise, 0), mean, var, xhat
+
+
 def softplus(u):
     return np.logaddexp(0.0, u)
 

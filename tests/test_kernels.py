@@ -136,6 +136,91 @@ def test_affine_relu_and_dense(kb, rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(7, 3, 4, 5), (600, 2, 13, 11), (1, 4), (3, 300)])
+def test_batch_norm_relu(kb, rng, dtype, shape):
+    """The fused training batch norm (+ noise + ReLU): outputs against the float64 reference, with and without
+    noise, on a batch whose mean is large against its spread (the one-pass variance must stay exact); more
+    units than one block of the CPU kernel."""
+    c = (rng.standard_normal(shape) * 0.5 + 30.0).astype(dtype)
+    gamma = rng.uniform(0.5, 2.0, shape[1:]).astype(dtype)
+    beta = rng.standard_normal(shape[1:]).astype(dtype)
+    for noise in (np.empty(0, dtype), (0.05 * rng.standard_normal(shape)).astype(dtype)):
+        outs = [np.full(shape[1:], np.nan, dtype), np.full(shape[1:], np.nan, dtype), np.full(shape, np.nan, dtype),
+                np.full(shape, np.nan, dtype)]
+        got = kb.batch_norm_relu(c, gamma, beta, noise, 1e-3, *outs)
+        ref_out, ref_mean, ref_var, ref_xhat = naive.batch_norm_relu(c, gamma, beta, noise if noise.size else 0,
+                                                                     1e-3)
+        assert len(got) == 4
+        assert relerr(outs[0], ref_mean) < tol(dtype)
+        if shape[0] > 1:
+            assert relerr(outs[1], ref_var) < 10 * tol(dtype)       # the variance of values near 30: cancellation
+            assert relerr(outs[2], ref_xhat) < 100 * tol(dtype)     # relative to the spread of 0.5
+            assert relerr(outs[3], ref_out) < 100 * tol(dtype)
+        else:   # one sample: zero variance, xhat 0, out = relu(beta + noise)
+            assert np.all(outs[1] == 0) and np.all(outs[2] == 0)
+        assert np.all(outs[3] >= 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_relu_grad_against_finite_differences(kb, rng, dtype):
+    """The adjoint of the fused batch norm against central differences of ``<dout, out(c)>`` (float64), and
+    ``dgamma``, ``dbeta`` against their definitions; float32 against the float64 result."""
+    shape = (9, 2, 3, 4)
+    c = rng.standard_normal(shape)
+    gamma, beta = rng.uniform(0.5, 2.0, shape[1:]), 0.3 * rng.standard_normal(shape[1:])
+    noise = 0.05 * rng.standard_normal(shape)
+    dout = rng.standard_normal(shape)
+    eps = 1e-3
+
+    def loss(cv):
+        return float(np.vdot(dout, naive.batch_norm_relu(cv, gamma, beta, noise, eps)[0]))
+
+    cast = [a.astype(dtype) for a in (c, gamma, beta, noise)]
+    fwd = [np.empty(shape[1:], dtype), np.empty(shape[1:], dtype), np.empty(shape, dtype), np.empty(shape, dtype)]
+    kb.batch_norm_relu(*cast[:4], eps, *fwd)
+    grads = [np.full(shape, np.nan, dtype), np.full(shape[1:], np.nan, dtype), np.full(shape[1:], np.nan, dtype)]
+    got = kb.batch_norm_relu_grad(dout.astype(dtype), fwd[3], fwd[2], cast[1], fwd[1], eps, *grads)
+    assert len(got) == 3
+    out, _, _, xhat = naive.batch_norm_relu(c, gamma, beta, noise, eps)
+    dz = dout * (out > 0)
+    assert relerr(grads[1], (dz * xhat).sum(axis=0)) < 10 * tol(dtype)
+    assert relerr(grads[2], dz.sum(axis=0)) < 10 * tol(dtype)
+    h = 1e-6
+    fd = np.empty(shape)
+    for idx in np.ndindex(*shape):
+        e = np.zeros(shape)
+        e[idx] = h
+        fd[idx] = (loss(c + e) - loss(c - e)) / (2 * h)
+    assert relerr(grads[0], fd) < (1e-6 if dtype == np.float64 else 1e-4)
+
+
+def test_generic_batch_norm_equals_cpu(rng):
+    """The array-module form the GPU runs (``_bn``) gives the CPU's fused loops' results, checked with NumPy."""
+    from retina.kernels import _bn
+
+    shape = (50, 3, 5, 4)
+    c = rng.standard_normal(shape).astype(np.float32)
+    gamma, beta = (rng.uniform(0.5, 2, shape[1:]).astype(np.float32) for _ in range(2))
+    noise = (0.05 * rng.standard_normal(shape)).astype(np.float32)
+    dout = rng.standard_normal(shape).astype(np.float32)
+
+    def outs():
+        return [np.empty(shape[1:], np.float32), np.empty(shape[1:], np.float32), np.empty(shape, np.float32),
+                np.empty(shape, np.float32)]
+    a, b = outs(), outs()
+    cpu.batch_norm_relu(c, gamma, beta, noise, 1e-3, *a)
+    _bn.batch_norm_relu(np, c, gamma, beta, noise, 1e-3, *b)
+    for x, y in zip(a, b):
+        assert relerr(x, y) < 1e-5
+    ga = [np.empty(shape, np.float32), np.empty(shape[1:], np.float32), np.empty(shape[1:], np.float32)]
+    gb = [np.empty_like(x) for x in ga]
+    cpu.batch_norm_relu_grad(dout, a[3], a[2], gamma, a[1], 1e-3, *ga)
+    _bn.batch_norm_relu_grad(np, dout, b[3], b[2], gamma, b[1], 1e-3, *gb)
+    for x, y in zip(ga, gb):
+        assert relerr(x, y) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES2)
 def test_corr2d_fft_family(kb, rng, dtype, shape):
     n, ci, h, wd, co, kh, kw = shape

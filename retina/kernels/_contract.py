@@ -32,6 +32,8 @@ CONTRACT = {
         "corr3d_movie_weight_grad_fft": ("x", "g", "out") + _FFT + ("spectrum",),
         "corr3d_runs_weight_grad_fft": ("xs", "gs", "out") + _FFT + ("spectra",),
         "affine_relu": ("z", "scale", "shift", "out"),
+        "batch_norm_relu": ("c", "gamma", "beta", "noise", "eps", "mean", "var", "xhat", "out"),
+        "batch_norm_relu_grad": ("dout", "out", "xhat", "gamma", "var", "eps", "dc", "dgamma", "dbeta"),
         "dense": ("x", "w", "out"),
         "pig_conv_relu_dense": ("z0", "dz", "alphas", "weights", "bounds", "w2", "scale2", "shift2", "v3", "shift3",
                                 "cw", "cells", "g1", "a2", "r0", "r1", "want_a2"),
@@ -45,7 +47,8 @@ CONTRACT = {
 }
 """Per family, each kernel's parameters in order (``"*"``: the keyword-only ones follow)."""
 
-RETURNS = {"pig_conv_relu_dense": ("g1", "a2", "r0", "r1"), "ganglion_block": ("rates", "parts")}
+RETURNS = {"pig_conv_relu_dense": ("g1", "a2", "r0", "r1"), "batch_norm_relu": ("mean", "var", "xhat", "out"),
+           "batch_norm_relu_grad": ("dc", "dgamma", "dbeta"), "ganglion_block": ("rates", "parts")}
 """The output arrays a kernel returns (every other kernel returns ``out``)."""
 
 

@@ -33,6 +33,8 @@ from . import _contract, _fft
 
 __all__ = [
     "affine_relu",
+    "batch_norm_relu",
+    "batch_norm_relu_grad",
     "corr2d",
     "corr2d_transpose",
     "corr2d_weight_grad",
@@ -395,6 +397,114 @@ def affine_relu(z, scale, shift, out):
             v = sc[i] * zf[n, i] + sh[i]
             of[n, i] = v if v > 0 else 0
     return out
+
+
+@njit(**_JIT)
+def _bn_relu_units(lo, hi, c, gamma, beta, noise, eps, mean, var, xhat, out):
+    """Units ``lo:hi`` of :func:`batch_norm_relu` (2-D views ``(N, M)``): two passes over the batch along
+    contiguous row slices, statistics in float64 about the first row (a shift that keeps the one-pass
+    variance exact to rounding)."""
+    n_b = c.shape[0]
+    m_n = hi - lo
+    s1 = np.zeros(m_n)
+    s2 = np.zeros(m_n)
+    c0 = c[0, lo:hi]
+    for n in range(n_b):
+        row = c[n, lo:hi]
+        for m in range(m_n):
+            d = np.float64(row[m]) - c0[m]
+            s1[m] += d
+            s2[m] += d * d
+    inv = np.empty(m_n, dtype=c.dtype)
+    mu = np.empty(m_n, dtype=c.dtype)
+    for m in range(m_n):
+        a = s1[m] / n_b
+        mean[lo + m] = c0[m] + a
+        var[lo + m] = max(s2[m] / n_b - a * a, 0.0)
+        mu[m] = mean[lo + m]
+        inv[m] = 1.0 / np.sqrt(np.float64(var[lo + m]) + eps)
+    g = gamma[lo:hi]
+    b = beta[lo:hi]
+    for n in range(n_b):
+        row = c[n, lo:hi]
+        xr = xhat[n, lo:hi]
+        orow = out[n, lo:hi]
+        for m in range(m_n):
+            xr[m] = (row[m] - mu[m]) * inv[m]
+        if noise.shape[0] > 0:
+            nr = noise[n, lo:hi]
+            for m in range(m_n):
+                z = g[m] * xr[m] + b[m] + nr[m]
+                orow[m] = z if z > 0 else 0
+        else:
+            for m in range(m_n):
+                z = g[m] * xr[m] + b[m]
+                orow[m] = z if z > 0 else 0
+
+
+@njit(**_JIT)
+def _bn_relu_grad_units(lo, hi, dout, out, xhat, gamma, var, eps, dc, dgamma, dbeta):
+    """Units ``lo:hi`` of :func:`batch_norm_relu_grad` (2-D views ``(N, M)``), along contiguous row slices,
+    sums in float64."""
+    n_b = dout.shape[0]
+    m_n = hi - lo
+    zero = dout.dtype.type(0)
+    sg = np.zeros(m_n)
+    sb = np.zeros(m_n)
+    for n in range(n_b):
+        d = dout[n, lo:hi]
+        o = out[n, lo:hi]
+        x = xhat[n, lo:hi]
+        for m in range(m_n):
+            dz = d[m] if o[m] > 0 else zero
+            sg[m] += dz * x[m]
+            sb[m] += dz
+    k = np.empty(m_n, dtype=dc.dtype)      # dc = k * dz - kb - xhat * kg
+    kb = np.empty(m_n, dtype=dc.dtype)
+    kg = np.empty(m_n, dtype=dc.dtype)
+    for m in range(m_n):
+        i = lo + m
+        dgamma[i] = sg[m]
+        dbeta[i] = sb[m]
+        f = gamma[i] / np.sqrt(np.float64(var[i]) + eps) / n_b
+        k[m] = f * n_b
+        kb[m] = f * sb[m]
+        kg[m] = f * sg[m]
+    for n in range(n_b):
+        d = dout[n, lo:hi]
+        o = out[n, lo:hi]
+        x = xhat[n, lo:hi]
+        r = dc[n, lo:hi]
+        for m in range(m_n):
+            dz = d[m] if o[m] > 0 else zero
+            r[m] = k[m] * dz - kb[m] - x[m] * kg[m]
+
+
+def batch_norm_relu(c, gamma, beta, noise, eps, mean, var, xhat, out):
+    """Training-mode batch norm, noise and ReLU in two passes (:mod:`retina.kernels._bn` has the maths).
+
+    c : (N, ...) pre-activations; gamma, beta : the trailing shape (per unit); noise : like ``c``, or an
+    empty array for none; eps : float.  Outputs: mean, var (the trailing shape; the batch statistics),
+    xhat (like ``c``; the normalised input, kept for the gradient), out (like ``c``; the ReLU's output).
+    """
+    n_b = c.shape[0]
+    m_n = c.size // max(n_b, 1)
+    args = (c.reshape(n_b, m_n), gamma.reshape(m_n), beta.reshape(m_n),
+            noise.reshape(n_b, m_n) if noise.size else noise.reshape(0, 0), float(eps), mean.reshape(m_n),
+            var.reshape(m_n), xhat.reshape(n_b, m_n), out.reshape(n_b, m_n))
+    run_chunks(m_n, lambda lo, hi: _bn_relu_units(lo, hi, *args))
+    return mean, var, xhat, out
+
+
+def batch_norm_relu_grad(dout, out, xhat, gamma, var, eps, dc, dgamma, dbeta):
+    """The adjoint of :func:`batch_norm_relu`: from ``dout`` (like ``out``) the gradients ``dc`` (like ``c``)
+    and ``dgamma``, ``dbeta`` (the trailing shape).  ``out``, ``xhat``, ``var`` come from the forward."""
+    n_b = dout.shape[0]
+    m_n = dout.size // max(n_b, 1)
+    args = (dout.reshape(n_b, m_n), out.reshape(n_b, m_n), xhat.reshape(n_b, m_n), gamma.reshape(m_n),
+            var.reshape(m_n), float(eps), dc.reshape(n_b, m_n), dgamma.reshape(m_n), dbeta.reshape(m_n))
+    run_chunks(m_n, lambda lo, hi: _bn_relu_grad_units(lo, hi, *args))
+    return dc, dgamma, dbeta
 
 
 def dense(x, w, out):

@@ -6,7 +6,8 @@
   (:func:`compile_kernel`, which the simulator's kernels use too).
 * FFT correlations run the same algorithm as the CPU (:mod:`retina.kernels._fft`)
   on cuFFT through ``cupyx.scipy.fft``.
-* ``dense`` is cuBLAS; ``affine_relu`` an elementwise kernel.
+* ``dense`` is cuBLAS; ``affine_relu`` an elementwise kernel; the training batch norm
+  (``batch_norm_relu`` and its gradient) CuPy array operations (:mod:`retina.kernels._bn`).
 * ``pig_conv_relu_dense`` evaluates every path point of a block of windows at
   once (:mod:`retina.kernels._pig`): one batched layer-2 forward and one
   backward launch per block instead of the CPU's event-driven loop.
@@ -26,10 +27,12 @@ from pathlib import Path
 import cupy as cp
 import cupyx.scipy.fft as cfft
 
-from . import _contract, _fft, _pig
+from . import _bn, _contract, _fft, _pig
 
 __all__ = [
     "affine_relu",
+    "batch_norm_relu",
+    "batch_norm_relu_grad",
     "corr2d",
     "corr2d_transpose",
     "corr2d_weight_grad",
@@ -178,6 +181,19 @@ def corr2d_weight_grad_fft(x, g, out, *, workers=None, spectrum=None, g_spectrum
 # ------------------------------------------------------------------ pointwise and dense
 _affine_relu = cp.ElementwiseKernel("T z, T scale, T shift", "T out",
                                     "T v = scale * z + shift; out = v > 0 ? v : (T)0", "retina_affine_relu")
+
+
+def batch_norm_relu(c, gamma, beta, noise, eps, mean, var, xhat, out):
+    """Training-mode batch norm, noise and ReLU (:func:`retina.kernels.cpu.batch_norm_relu`), by CuPy array
+    operations (:mod:`retina.kernels._bn`)."""
+    mean, var, xhat, out = _bn.batch_norm_relu(cp, c, gamma, beta, noise, eps, mean, var, xhat, out)
+    return mean, var, xhat, out
+
+
+def batch_norm_relu_grad(dout, out, xhat, gamma, var, eps, dc, dgamma, dbeta):
+    """The adjoint of :func:`batch_norm_relu` (:func:`retina.kernels.cpu.batch_norm_relu_grad`)."""
+    dc, dgamma, dbeta = _bn.batch_norm_relu_grad(cp, dout, out, xhat, gamma, var, eps, dc, dgamma, dbeta)
+    return dc, dgamma, dbeta
 
 
 def affine_relu(z, scale, shift, out):

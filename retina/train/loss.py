@@ -73,22 +73,22 @@ def to_model(params, running, cfg, *, frame_shape, norm_stats=None, cell_ids=Non
                      response_offset=1)
 
 
-def _bn_forward(c, g, b, eps):
-    mean = c.mean(0)
-    var = c.var(0)
-    inv = 1.0 / (var + eps) ** 0.5
-    xhat = (c - mean) * inv
-    return g * xhat + b, (xhat, inv, mean, var)
+def _bn_relu(kern, xp, c, g, b, cfg, noise):
+    """``relu(BN(c) + noise)`` by the backend's fused kernel; returns the output and ``(mean, var, xhat, out)``
+    for the running statistics and the gradient.  ``noise(shape)`` draws the hidden-layer noise (or ``None``)."""
+    dt = c.dtype
+    extra = noise(c.shape) if noise is not None and cfg.noise > 0 else xp.empty(0, dt)
+    cache = kern.batch_norm_relu(c, g, b, extra, cfg.bn_eps, xp.empty(g.shape, dt), xp.empty(g.shape, dt),
+                                 xp.empty_like(c), xp.empty_like(c))
+    return cache[3], cache
 
 
-def _bn_backward(dz, g, cache):
-    xhat, inv, _, _ = cache
-    n = dz.shape[0]
-    dg = (dz * xhat).sum(0)
-    db = dz.sum(0)
-    dx = g * dz
-    dc = inv / n * (n * dx - dx.sum(0) - xhat * (dx * xhat).sum(0))
-    return dc, dg, db
+def _bn_relu_grad(kern, xp, dout, g, cache, cfg):
+    """Gradients ``(dc, dgamma, dbeta)`` of :func:`_bn_relu` from ``dout``, the gradient at its output."""
+    _, var, xhat, out = cache
+    dt = dout.dtype
+    return kern.batch_norm_relu_grad(xp.ascontiguousarray(dout), out, xhat, g, var, cfg.bn_eps,
+                                     xp.empty_like(dout), xp.empty(g.shape, dt), xp.empty(g.shape, dt))
 
 
 _NOISE_THREADS = 2
@@ -179,10 +179,7 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, want_grads=True,
         c1_parts.append(out)
     c1 = xp.concatenate(c1_parts)
     n_b = c1.shape[0]
-    z1, bn1 = _bn_forward(c1, params["g1"], params["b1"], cfg.bn_eps)
-    if rng is not None and cfg.noise > 0:
-        z1 = z1 + noise(z1.shape)
-    h1 = xp.ascontiguousarray(xp.maximum(z1, 0), dtype=dt)
+    h1, bn1 = _bn_relu(kern, xp, c1, params["g1"], params["b1"], cfg, noise if rng is not None else None)
     c2 = xp.empty((n_b,) + params["g2"].shape, dt)
     fft2 = w2.shape[2] * w2.shape[3] >= _FFT2_MIN_TAPS
     h1_spec = []                       # layer-2 input spectrum, reused by the weight gradient
@@ -190,10 +187,8 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, want_grads=True,
         kern.corr2d_fft(h1, w2, c2, spectra=h1_spec)
     else:
         kern.corr2d(h1, w2, c2)
-    z2, bn2 = _bn_forward(c2, params["g2"], params["b2"], cfg.bn_eps)
-    if rng is not None and cfg.noise > 0:
-        z2 = z2 + noise(z2.shape)
-    h2 = xp.maximum(z2, 0).astype(dt).reshape(n_b, -1)
+    h2, bn2 = _bn_relu(kern, xp, c2, params["g2"], params["b2"], cfg, noise if rng is not None else None)
+    h2 = h2.reshape(n_b, -1)
     drive = h2 @ w3.T + params["b3"]
     r = _softplus(xp, drive.astype(xp.float64))
     y = be.asarray(targets, xp.float64)
@@ -201,15 +196,13 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, want_grads=True,
     n_out = r.size
     sw = xp.ones((len(r), 1)) if sample_weights is None else be.asarray(sample_weights, xp.float64)[:, None]
     loss = float((sw * (r - y * logr)).sum() / n_out + cfg.l2 * (xp.vdot(w1, w1) + xp.vdot(w2, w2)))
-    stats = {"m1": host(bn1[2]), "v1": host(bn1[3]), "m2": host(bn2[2]), "v2": host(bn2[3]), "rates": host(r)}
+    stats = {"m1": host(bn1[0]), "v1": host(bn1[1]), "m2": host(bn2[0]), "v2": host(bn2[1]), "rates": host(r)}
     if not want_grads:
         return loss, None, stats
     dr = sw * (1.0 - y / xp.maximum(r, 1e-8)) / n_out
     dd = (dr * _sigmoid(xp, drive.astype(xp.float64))).astype(dt)
     grads = {"w3": dd.T @ h2, "b3": dd.sum(0)}
-    dh2 = (dd @ w3).reshape(z2.shape) * (z2 > 0)
-    dc2, grads["g2"], grads["b2"] = _bn_backward(dh2, params["g2"], bn2)
-    dc2 = xp.ascontiguousarray(dc2, dt)
+    dc2, grads["g2"], grads["b2"] = _bn_relu_grad(kern, xp, (dd @ w3).reshape(c2.shape), params["g2"], bn2, cfg)
     gw2 = xp.empty_like(w2)
     dh1 = xp.empty_like(h1)
     if fft2:   # both layer-2 gradients share the spectra of h1 (from the forward) and of dc2
@@ -220,9 +213,7 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, want_grads=True,
         kern.corr2d_transpose(dc2, w2, dh1)
         kern.corr2d_weight_grad(h1, dc2, gw2)
     grads["w2"] = gw2 + dt.type(2 * cfg.l2) * w2
-    dh1 *= z1 > 0
-    dc1, grads["g1"], grads["b1"] = _bn_backward(dh1, params["g1"], bn1)
-    dc1 = xp.ascontiguousarray(dc1, dt)
+    dc1, grads["g1"], grads["b1"] = _bn_relu_grad(kern, xp, dh1, params["g1"], bn1, cfg)
     gw1 = xp.empty_like(w1)
     bounds = np.cumsum([0] + [part.shape[0] for part in c1_parts])
     kern.corr3d_runs_weight_grad_fft(segments, [dc1[a:b] for a, b in zip(bounds[:-1], bounds[1:])], gw1,
