@@ -228,7 +228,8 @@ def ig_input(scale=1.0, repeat=3):
 
 
 def train_epoch(scale=1.0, repeat=3):
-    """One epoch of ``30000 * scale`` windows, batch 500, in both (retina: its trainer; torch: the same BN-CNN)."""
+    """One epoch of ``30000 * scale`` windows, batch 500, in both (retina: its trainer; torch: the same BN-CNN, with
+    the trainer's Gaussian noise after each hidden batch norm and its L2 penalty on the two conv kernels)."""
     torch = require_peers()
     from .insilico import InSilicoRetina
     from .stimuli import natural_movie
@@ -244,11 +245,17 @@ def train_epoch(scale=1.0, repeat=3):
     hist, (k1, k2), (c1, c2) = cfg.history, cfg.kernel_sizes, cfg.channels
     h1 = x.shape[1] - k1 + 1
     h2 = h1 - k2 + 1
-    net = nn.Sequential(nn.Conv2d(hist, c1, k1), nn.Flatten(), nn.BatchNorm1d(c1 * h1 * h1, eps=1e-3), nn.ReLU(),
-                        nn.Unflatten(1, (c1, h1, h1)), nn.Conv2d(c1, c2, k2), nn.Flatten(),
-                        nn.BatchNorm1d(c2 * h2 * h2, eps=1e-3), nn.ReLU(), nn.Linear(c2 * h2 * h2, n_cells,
-                                                                                    bias=False),
-                        nn.BatchNorm1d(n_cells, eps=1e-3), nn.Softplus())
+
+    class Noise(nn.Module):   # deep-retina's GaussianNoise: added in training only, as retina's trainer does
+        def forward(self, v):
+            return v + cfg.noise * torch.randn_like(v) if self.training else v
+
+    conv1, conv2 = nn.Conv2d(hist, c1, k1), nn.Conv2d(c1, c2, k2)
+    net = nn.Sequential(conv1, nn.Flatten(), nn.BatchNorm1d(c1 * h1 * h1, eps=1e-3), Noise(), nn.ReLU(),
+                        nn.Unflatten(1, (c1, h1, h1)), conv2, nn.Flatten(),
+                        nn.BatchNorm1d(c2 * h2 * h2, eps=1e-3), Noise(), nn.ReLU(),
+                        nn.Linear(c2 * h2 * h2, n_cells, bias=False), nn.BatchNorm1d(n_cells, eps=1e-3),
+                        nn.Softplus())
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     rng = np.random.default_rng(0)
@@ -261,7 +268,8 @@ def train_epoch(scale=1.0, repeat=3):
             win = xt.unfold(0, hist, 1).permute(0, 3, 1, 2)[idx]
             target = yt[idx + hist]
             pred = net(win)
-            loss = (pred - target * torch.log(pred + 1e-8)).mean()
+            loss = (pred - target * torch.log(pred + 1e-8)).mean() + cfg.l2 * (conv1.weight.square().sum()
+                                                                               + conv2.weight.square().sum())
             opt.zero_grad()
             loss.backward()
             opt.step()

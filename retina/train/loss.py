@@ -171,14 +171,12 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, want_grads=True,
         z *= dt.type(cfg.noise)
         return be.asarray(z)
     c1_n, k = w1.shape[0], w1.shape[1]
-    c1_parts, spectra, wcache = [], [], {}  # kernel spectrum shared by the runs, movie spectra reused below
-    for seg in segments:
-        n = seg.shape[0] - k + 1
-        out = xp.empty((n, c1_n, seg.shape[1] - w1.shape[2] + 1, seg.shape[2] - w1.shape[3] + 1), dt)
-        kern.corr3d_movie_fft(seg, w1, out, chunk=max(n, 1), cache=wcache, spectra=spectra)
-        c1_parts.append(out)
-    c1 = xp.concatenate(c1_parts)
-    n_b = c1.shape[0]
+    bounds = np.cumsum([0] + [seg.shape[0] - k + 1 for seg in segments])   # each run's windows in the batch
+    n_b = int(bounds[-1])
+    c1 = xp.empty((n_b, c1_n, segments[0].shape[1] - w1.shape[2] + 1, segments[0].shape[2] - w1.shape[3] + 1), dt)
+    spectra, wcache = [], {}  # kernel spectrum shared by the runs, movie spectra reused below
+    for seg, a, b in zip(segments, bounds[:-1], bounds[1:]):
+        kern.corr3d_movie_fft(seg, w1, c1[a:b], chunk=max(int(b - a), 1), cache=wcache, spectra=spectra)
     h1, bn1 = _bn_relu(kern, xp, c1, params["g1"], params["b1"], cfg, noise if rng is not None else None)
     c2 = xp.empty((n_b,) + params["g2"].shape, dt)
     fft2 = w2.shape[2] * w2.shape[3] >= _FFT2_MIN_TAPS
@@ -215,7 +213,6 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, want_grads=True,
     grads["w2"] = gw2 + dt.type(2 * cfg.l2) * w2
     dc1, grads["g1"], grads["b1"] = _bn_relu_grad(kern, xp, dh1, params["g1"], bn1, cfg)
     gw1 = xp.empty_like(w1)
-    bounds = np.cumsum([0] + [part.shape[0] for part in c1_parts])
     kern.corr3d_runs_weight_grad_fft(segments, [dc1[a:b] for a, b in zip(bounds[:-1], bounds[1:])], gw1,
                                      spectra=spectra)
     grads["w1"] = gw1 + dt.type(2 * cfg.l2) * w1
