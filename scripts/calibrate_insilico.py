@@ -145,6 +145,10 @@ def main():
                     help="set a parameter and leave it out of the search (repeatable), e.g. ganglion.OSR.w_ONs=0")
     ap.add_argument("--knob", action="append", default=[], metavar="PATH=LO:HI[:log]",
                     help="search one more parameter in [LO, HI] (repeatable), e.g. gain_control=0:5")
+    ap.add_argument("--bound", action="append", default=[], metavar="PATH=LO:HI",
+                    help="search a knob in [LO, HI] instead of its documented range (repeatable), e.g. "
+                         "bipolar.ONs.tau_rec_s=0.1:0.3 for a simulator whose depression recovers inside a "
+                         "40-frame window; a starting value outside is clipped in")
     ap.add_argument("--only", default=None, metavar="PREFIX",
                     help="search only the knobs whose path starts with PREFIX (e.g. ganglion.OSR)")
     ap.add_argument("--phenomena", default=None, help="score only these phenomena (comma-separated)")
@@ -163,7 +167,15 @@ def main():
         path, _, value = item.partition("=")
         _set(base, path, float(value))
         fixed[path] = float(value)
-    knobs = [k for k in KNOBS if k[0] not in fixed and (args.only is None or k[0].startswith(args.only))]
+    bounds = {}
+    for item in args.bound:
+        path, _, rng_text = item.partition("=")
+        lo, hi = (float(v) for v in rng_text.split(":"))
+        if path not in {k[0] for k in KNOBS} or not 0 < lo < hi:
+            raise SystemExit(f"--bound {item}: PATH must be a knob of KNOBS and 0 < LO < HI")
+        bounds[path] = (lo, hi)
+    knobs = [(k[0], *bounds.get(k[0], (k[1], k[2])), k[3]) for k in KNOBS
+             if k[0] not in fixed and (args.only is None or k[0].startswith(args.only))]
     for item in args.knob:
         path, _, rng_text = item.partition("=")
         lo, hi, *log = rng_text.split(":")
@@ -172,7 +184,7 @@ def main():
     settings = (WEIGHTS, phenomena, args.presence_only)
     rng = np.random.default_rng(args.seed)
     best_z = encode(base, knobs)
-    best, m, v = evaluate(base, *settings)
+    best, m, v = evaluate(decode(best_z, base, knobs), *settings)   # the start as the search sees it (clipped)
     print(f"start score {best:.3f}", json.dumps({k: round(x, 3) for k, x in v.items() if x}), flush=True)
     sigma = args.sigma
     t0 = time.time()
@@ -203,7 +215,7 @@ def main():
     with open(args.output.replace(".json", "_calibration.json"), "w") as fh:
         json.dump({"seed": args.seed, "score": score, "measures": m, "violations": v, "log": log,
                    "generations": len(log), "population": args.population, "fixed": fixed,
-                   "extra_knobs": args.knob, "only": args.only, "phenomena": phenomena,
+                   "extra_knobs": args.knob, "bounds": args.bound, "only": args.only, "phenomena": phenomena,
                    "presence_only": args.presence_only,
                    "start": args.start, "weights": WEIGHTS}, fh, indent=1, default=float)
     return d_out
