@@ -95,7 +95,8 @@ def _tiny(**stage2):
     (lambda d: d.update(val_share=0.7), "val_share"),
     (lambda d: d.update(model={"depth": 3}), r"\[model\] has unknown keys"),
     (lambda d: d.update(model={"history": 0}), "history must be"),
-    (lambda d: d.update(simulator="osr-magic"), "simulator must be .*'osr-onf'"),
+    (lambda d: d.update(simulator="osr-magic"), "simulator must be .*'osr-onf'.* parameter file"),
+    (lambda d: d.update(simulator="no-such-file.json"), "simulator: cannot read the parameter file"),
 ])
 def test_bad_recipes_are_refused_by_name(change, match):
     d = _tiny()
@@ -180,6 +181,15 @@ def test_a_tiny_recipe_runs_end_to_end_and_records_itself(tmp_path):
         run(cf, tmp_path / "cf", progress=False, max_stages=1, data_dir=tmp_path)
     cf_model, _ = run(cf, tmp_path / "cf", progress=False, max_stages=1)
     assert simulator_of(cf_model).params == counterfactual("osr-onf")
+    # or a parameter file, named relative to the recipe file
+    (tmp_path / "rc").mkdir()
+    counterfactual("osr-onf").to_json(tmp_path / "rc" / "variant.json")
+    d = {**_tiny(), "simulator": "variant.json"}
+    (tmp_path / "rc" / "r.toml").write_text("")
+    fr = parse_recipe(d, source=str(tmp_path / "rc" / "r.toml"))
+    assert fr.simulator == str((tmp_path / "rc" / "variant.json").resolve())
+    fr_model, _ = run(fr, tmp_path / "cf", progress=False, max_stages=1)   # the same parameters: data reused
+    assert simulator_of(fr_model).params == counterfactual("osr-onf")
 
 
 def test_recipe_command_names_a_missing_recipe(tmp_path):

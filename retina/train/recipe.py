@@ -107,8 +107,10 @@ class Recipe:
     """The architecture (``[model]``: ``history``, ``channels``, ``kernel_sizes``; :data:`MODEL_KEYS`), default
     :class:`~retina.train.TrainConfig`'s (40 frames, 8 and 8 channels, kernels 15 and 11)."""
     simulator: str = ""
-    """The in-silico retina that makes the data: ``""`` for the shipped calibration, or the name of a
-    counterfactual circuit (:data:`retina.insilico.COUNTERFACTUALS`)."""
+    """The in-silico retina that makes the data: ``""`` for the shipped calibration, the name of a
+    counterfactual circuit (:data:`retina.insilico.COUNTERFACTUALS`), or the absolute path of a parameter file
+    (``.json``, written by :meth:`~retina.insilico.InSilicoParams.to_json`; a recipe file names it relative to
+    itself)."""
 
 
 MODEL_KEYS = ("history", "channels", "kernel_sizes")
@@ -208,12 +210,19 @@ def parse_recipe(d, *, text="", source="<dict>"):
     except (TypeError, ValueError) as exc:
         raise ValueError(f"recipe {source}: [model] {exc}") from None
     model = {k: getattr(arch, k) for k in model}   # as TrainConfig normalises them (tuples of ints)
-    from ..insilico import COUNTERFACTUALS
+    from ..insilico import COUNTERFACTUALS, InSilicoParams
 
     simulator = d.get("simulator", "")
     if simulator not in ("",) + tuple(COUNTERFACTUALS):
-        raise ValueError(f"recipe {source}: simulator must be '' (the shipped calibration) or a counterfactual "
-                         f"circuit {tuple(COUNTERFACTUALS)}, got {simulator!r}")
+        if not (isinstance(simulator, str) and simulator.endswith(".json")):
+            raise ValueError(f"recipe {source}: simulator must be '' (the shipped calibration), a counterfactual "
+                             f"circuit {tuple(COUNTERFACTUALS)} or a parameter file (.json), got {simulator!r}")
+        here = Path(source).parent if Path(source).is_file() else Path.cwd()
+        simulator = str((here / simulator).resolve())
+        try:
+            InSilicoParams.from_json(simulator)
+        except ValueError as exc:
+            raise ValueError(f"recipe {source}: simulator: {exc}") from None
     return Recipe(str(d.get("name", Path(source).stem)), int(d.get("seed", 0)), response, val_share, streams,
                   tuple(stages), text, source, model, simulator)
 
@@ -264,6 +273,17 @@ def git_commit(path=None):
         return "unknown"
 
 
+def simulator_params(simulator):
+    """The parameters a recipe's ``simulator`` names (:attr:`Recipe.simulator`; ``None``: the shipped ones)."""
+    from ..insilico import COUNTERFACTUALS, InSilicoParams, counterfactual
+
+    if not simulator:
+        return None
+    if simulator in COUNTERFACTUALS:
+        return counterfactual(simulator)
+    return InSilicoParams.from_json(simulator)
+
+
 SEED_STRIDE = 1000
 """A recipe's ``seed`` s trains each stage with the stage's seed + ``SEED_STRIDE * s`` (0: the stages' own)."""
 
@@ -296,7 +316,7 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     """
     from .. import phenomena as P  # noqa: F401  (registers the phenomena the report measures)
     from ..datasets import load_dataset, simulate_dataset
-    from ..insilico import InSilicoRetina, counterfactual, simulator_metadata
+    from ..insilico import InSilicoRetina, simulator_metadata
     from ..reduction import classify_channels
     from . import assess
     from .loss import evaluate
@@ -308,8 +328,7 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    sim = InSilicoRetina(counterfactual(recipe.simulator) if recipe.simulator else None,
-                         positions=assess.cell_positions())
+    sim = InSilicoRetina(simulator_params(recipe.simulator), positions=assess.cell_positions())
     planted = None
     if any(st.init == "planted" for st in recipe.stages):   # checked before hours of simulation
         from ..recovery import planted_filters
