@@ -539,21 +539,24 @@ def _softplus(u):
 
 
 @njit(**_JIT)
+def _transpose(src, n_rows, dst):
+    """``dst`` = the transpose of ``src`` read as a row-major ``(n_rows, len // n_rows)`` matrix, both flat."""
+    n_cols = src.shape[0] // n_rows
+    for r in range(n_rows):
+        for c in range(n_cols):
+            dst[c * n_rows + r] = src[r * n_cols + c]
+
+
+@njit(**_JIT)
 def _to_last(src, c_n, dst):
     """``dst`` (flat ``(H, W, C)``) = ``src`` (flat ``(C, H, W)``): one map from channels-first to channels-last."""
-    hw = src.shape[0] // c_n
-    for c in range(c_n):
-        for s in range(hw):
-            dst[s * c_n + c] = src[c * hw + s]
+    _transpose(src, c_n, dst)
 
 
 @njit(**_JIT)
 def _to_first(src, c_n, dst):
     """``dst`` (flat ``(C, H, W)``) = ``src`` (flat ``(H, W, C)``): the inverse of :func:`_to_last`."""
-    hw = src.shape[0] // c_n
-    for c in range(c_n):
-        for s in range(hw):
-            dst[c * hw + s] = src[s * c_n + c]
+    _transpose(src, src.shape[0] // c_n, dst)
 
 
 @njit(**_JIT)
