@@ -781,6 +781,7 @@ def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, pts, w2, w2s, w
         for i in range(n1):
             m1[i] = z0f[i] > 0
             mf[i] = 1.0 if m1[i] else 0.0
+            mcur[i] = mf[i]                  # combined: every segment opens at a = 0
         _switch_events(z0f, dzf, m1, pts, ev, order, evs)
         if shared:
             _copy_flat(p0, p)
@@ -808,14 +809,12 @@ def _pig_windows(start, stop, z0s, dzs, alphas, weights, bounds, pts, w2, w2s, w
         rmf[:] = 0
         gacc[:] = 0
         mark[:] = 0
-        for i in range(n1):
-            mcur[i] = 1.0 if m1[i] else 0.0
         for k in range(alphas.shape[0]):
             a = alphas[k]
             wk = weights[k]
             e = k * n_v
             if secant and k > 0:     # the previous cell's switching units: back to 0/1 slopes
-                for t in range(evs[e - 2], evs[e]):
+                for t in range(evs[e - n_v], evs[e]):
                     mf[order[t]] = 1.0 if m1[order[t]] else 0.0
             _apply_switches(evs[e], evs[e + 1], order, z0f, dzf, m1, mf, p, q, w2s, c1, wd1, c2, h2, wd2)
             for i in range(n2):

@@ -73,12 +73,11 @@ def to_model(params, running, cfg, *, frame_shape, norm_stats=None, cell_ids=Non
                      response_offset=1)
 
 
-def _bn_relu(kern, xp, c, g, b, cfg, noise):
-    """``relu(BN(c) + noise)`` by the backend's fused kernel; returns the output and ``(mean, var, xhat, out)``
-    for the running statistics and the gradient.  ``noise(shape)`` draws the hidden-layer noise (or ``None``)."""
+def _bn_relu(kern, xp, c, g, b, noise, cfg):
+    """``relu(BN(c) + noise)`` by the backend's fused kernel (``noise`` like ``c``, or empty for none); returns
+    the output and ``(mean, var, xhat, out)`` for the running statistics and the gradient."""
     dt = c.dtype
-    extra = noise(c.shape) if noise is not None and cfg.noise > 0 else xp.empty(0, dt)
-    cache = kern.batch_norm_relu(c, g, b, extra, cfg.bn_eps, xp.empty(g.shape, dt), xp.empty(g.shape, dt),
+    cache = kern.batch_norm_relu(c, g, b, noise, cfg.bn_eps, xp.empty(g.shape, dt), xp.empty(g.shape, dt),
                                  xp.empty_like(c), xp.empty_like(c))
     return cache[3], cache
 
@@ -166,7 +165,9 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, want_grads=True,
     w1, w2, w3 = params["w1"], params["w2"], params["w3"]
     dt = w1.dtype  # float32 in training; float64 works too (gradient checks)
 
-    def noise(shape):    # drawn on the host from ``rng`` (reproducible on either backend)
+    def noise(shape):    # drawn on the host from ``rng`` (reproducible on either backend); empty: none
+        if rng is None or cfg.noise <= 0:
+            return xp.empty(0, dt)
         z = _standard_normal(rng, shape, dt)
         z *= dt.type(cfg.noise)
         return be.asarray(z)
@@ -177,7 +178,7 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, want_grads=True,
     spectra, wcache = [], {}  # kernel spectrum shared by the runs, movie spectra reused below
     for seg, a, b in zip(segments, bounds[:-1], bounds[1:]):
         kern.corr3d_movie_fft(seg, w1, c1[a:b], chunk=max(int(b - a), 1), cache=wcache, spectra=spectra)
-    h1, bn1 = _bn_relu(kern, xp, c1, params["g1"], params["b1"], cfg, noise if rng is not None else None)
+    h1, bn1 = _bn_relu(kern, xp, c1, params["g1"], params["b1"], noise(c1.shape), cfg)
     c2 = xp.empty((n_b,) + params["g2"].shape, dt)
     fft2 = w2.shape[2] * w2.shape[3] >= _FFT2_MIN_TAPS
     h1_spec = []                       # layer-2 input spectrum, reused by the weight gradient
@@ -185,7 +186,7 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, want_grads=True,
         kern.corr2d_fft(h1, w2, c2, spectra=h1_spec)
     else:
         kern.corr2d(h1, w2, c2)
-    h2, bn2 = _bn_relu(kern, xp, c2, params["g2"], params["b2"], cfg, noise if rng is not None else None)
+    h2, bn2 = _bn_relu(kern, xp, c2, params["g2"], params["b2"], noise(c2.shape), cfg)
     h2 = h2.reshape(n_b, -1)
     drive = h2 @ w3.T + params["b3"]
     r = _softplus(xp, drive.astype(xp.float64))
