@@ -42,6 +42,11 @@ def _is_device_array(a) -> bool:
     return type(a).__module__.split(".")[0] == "cupy"
 
 
+def array_module(a) -> ModuleType:
+    """The array module an array belongs to: ``cupy`` for a device array, else ``numpy``."""
+    return importlib.import_module("cupy") if _is_device_array(a) else np
+
+
 @functools.lru_cache(maxsize=1)
 def _gpu_unavailable_reason() -> str | None:
     try:

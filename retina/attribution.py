@@ -336,9 +336,8 @@ def attribute(model: RetinaCNN, movie: ArrayLike, *, layer: str = "conv1", cells
     values, delta, r1, r0, per_window = result
     from .model import _check_finite
 
-    _check_finite(np.concatenate([np.ravel(delta), np.ravel(r1), np.ravel(r0)]), xs, be.xp if on_device else np,
-                  "attributions' responses")
-    _check_finite(values, xs, be.xp if on_device else np, "attributions")
+    _check_finite(np.concatenate([np.ravel(delta), np.ravel(r1), np.ravel(r0)]), xs, "attributions' responses")
+    _check_finite(values, xs, "attributions")
     if not on_device:  # NumPy in, NumPy out (CuPy in, CuPy out)
         values = be.to_host(values)
         per_window = None if per_window is None else be.to_host(per_window)

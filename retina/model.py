@@ -314,7 +314,8 @@ class RetinaCNN:
         check_choice("method", method, CORR_METHODS)
         be = _backend.resolve(backend, movie)
         x = self.check_movie(movie, dtype=compute_dtype(dtype), xp=be.xp)
-        return self._layer1(x, be, method, chunk)
+        out = self._layer1(x, be, method, chunk)
+        return out if _backend._is_device_array(movie) else be.to_host(out)   # NumPy in, NumPy out
 
     def _layer1(self, x, be, method="auto", chunk=512):
         xp = be.xp
@@ -427,7 +428,7 @@ class RetinaCNN:
             nb = min(batch, n_win - n0)
             corr1 = self._layer1(x[n0:n0 + nb + self.history - 1], be, layer1_method, chunk=batch)
             out[n0:n0 + nb] = self._head(corr1, p, be, layer2_method)
-        _check_finite(out, x, be.xp, "rates")
+        _check_finite(out, x, "rates")
         if be.name == "gpu" and not _backend._is_device_array(movie):
             return be.to_host(out)
         return out
@@ -479,8 +480,8 @@ class RetinaCNN:
         This is the interface the phenomena expect (the in-silico retina has
         the same method).  Keyword arguments go to :meth:`predict`.
         """
-        xp = _backend.resolve(kwargs.get("backend", "auto"), movie).xp
-        return self.predict(self.padded(movie, units=units, xp=xp), **kwargs)
+        # padded on the movie's side: a NumPy movie gives NumPy rates whichever backend computes them
+        return self.predict(self.padded(movie, units=units, xp=_backend.array_module(movie)), **kwargs)
 
     def window_bins(self, n_windows: int) -> np.ndarray:
         """The response bin (frame index) each of :meth:`predict`'s rows belongs to."""
@@ -498,10 +499,11 @@ class RetinaCNN:
         return content_hash(self)
 
 
-def _check_finite(out, x, xp, what):
-    """A result that overflowed is an error naming the input's magnitude, never silent NaN or inf."""
-    if out.size and not bool(xp.isfinite(out).all()):
-        reach = float(xp.abs(x).max()) if x.size else 0.0
+def _check_finite(out, x, what):
+    """A result that overflowed is an error naming the input's magnitude, never silent NaN or inf
+    (``out`` and ``x`` each on the host or the device)."""
+    if out.size and not bool(_backend.array_module(out).isfinite(out).all()):
+        reach = float(_backend.array_module(x).abs(x).max()) if x.size else 0.0
         raise FloatingPointError(f"the {what} are not finite: the movie reaches {reach:.3g} in model units, beyond "
                                  f"what {x.dtype} arithmetic carries through the network; give a stimulus in the "
                                  "model's range (or dtype=float64)")

@@ -130,6 +130,16 @@ def test_gpu_predict_equals_cpu_numpy_in_numpy_out_cupy_in_cupy_out(method):
     np.testing.assert_allclose(dev.get(), got, rtol=1e-6)
     with pytest.raises(ValueError, match="CuPy"):
         m.predict(cupy.asarray(movie), backend="cpu")
+    # the contrast-unit interface and layer 1 keep the same rule (the phenomena call rates on NumPy movies)
+    contrast = np.clip(movie[:60] / 3, -1, 1)
+    r_cpu, r_gpu = m.rates(contrast, backend="cpu"), m.rates(contrast)
+    assert isinstance(r_gpu, np.ndarray)
+    np.testing.assert_allclose(r_gpu, r_cpu, rtol=1e-4, atol=1e-4 * np.abs(r_cpu).max())
+    assert isinstance(m.rates(cupy.asarray(contrast)), cupy.ndarray)
+    l1 = m.layer1(movie[:50], backend="gpu", method=method)
+    assert isinstance(l1, np.ndarray)
+    ref1 = m.layer1(movie[:50], method=method)
+    np.testing.assert_allclose(l1, ref1, rtol=1e-4, atol=1e-4 * np.abs(ref1).max())
 
 
 def test_rates_take_contrast_units_and_apply_the_models_norm_stats(tiny, rng):

@@ -149,33 +149,53 @@ def corr3d_movie_weight_grad(x, g, out):
 
 
 # ------------------------------------------------------------------ FFT paths (cuFFT, shared algorithm)
+def _aligned(x):
+    """``x``, or a copy of it where cuFFT would refuse it as a real-to-complex input: a view (a slice of a movie)
+    whose start is not aligned to the complex element (8 bytes for float32, 16 for float64)."""
+    return x if x.data.ptr % (2 * x.dtype.itemsize) == 0 else x.copy()
+
+
+class _CuFFT:
+    """``cupyx.scipy.fft`` for the shared algorithm of :mod:`retina.kernels._fft`, its real inputs aligned."""
+
+    irfftn, irfft2, irfft, ifft = cfft.irfftn, cfft.irfft2, cfft.irfft, cfft.ifft
+
+    @staticmethod
+    def rfftn(x, *args, **kwargs):
+        return cfft.rfftn(_aligned(x), *args, **kwargs)
+
+    @staticmethod
+    def rfft2(x, *args, **kwargs):
+        return cfft.rfft2(_aligned(x), *args, **kwargs)
+
+
 def corr3d_movie_fft(x, w, out, *, chunk=512, workers=None, cache=None, spectra=None):
     """``corr3d_movie`` by FFT (see the CPU twin); ``workers`` is accepted and ignored."""
-    return _fft.corr3d_movie_fft(cp, cfft, {}, x, w, out, chunk, cache, spectra)
+    return _fft.corr3d_movie_fft(cp, _CuFFT, {}, x, w, out, chunk, cache, spectra)
 
 
 def corr3d_movie_transpose_fft(g, w, out, *, workers=None):
-    return _fft.corr3d_movie_transpose_fft(cp, cfft, {}, g, w, out)
+    return _fft.corr3d_movie_transpose_fft(cp, _CuFFT, {}, g, w, out)
 
 
 def corr3d_movie_weight_grad_fft(x, g, out, *, workers=None, spectrum=None):
-    return _fft.corr3d_movie_weight_grad_fft(cp, cfft, {}, x, g, out, spectrum)
+    return _fft.corr3d_movie_weight_grad_fft(cp, _CuFFT, {}, x, g, out, spectrum)
 
 
 def corr3d_runs_weight_grad_fft(xs, gs, out, *, workers=None, spectra=None):
-    return _fft.corr3d_runs_weight_grad_fft(cp, cfft, {}, xs, gs, out, spectra)
+    return _fft.corr3d_runs_weight_grad_fft(cp, _CuFFT, {}, xs, gs, out, spectra)
 
 
 def corr2d_fft(x, w, out, *, workers=None, spectra=None):
-    return _fft.corr2d_fft(cp, cfft, {}, x, w, out, spectra)
+    return _fft.corr2d_fft(cp, _CuFFT, {}, x, w, out, spectra)
 
 
 def corr2d_transpose_fft(g, w, out, *, workers=None, spectra=None):
-    return _fft.corr2d_transpose_fft(cp, cfft, {}, g, w, out, spectra)
+    return _fft.corr2d_transpose_fft(cp, _CuFFT, {}, g, w, out, spectra)
 
 
 def corr2d_weight_grad_fft(x, g, out, *, workers=None, spectrum=None, g_spectrum=None):
-    return _fft.corr2d_weight_grad_fft(cp, cfft, {}, x, g, out, spectrum, g_spectrum)
+    return _fft.corr2d_weight_grad_fft(cp, _CuFFT, {}, x, g, out, spectrum, g_spectrum)
 
 
 # ------------------------------------------------------------------ pointwise and dense
