@@ -36,7 +36,8 @@ step() {  # step NAME CAP_S COMMAND...
       --benchmark-disable --junitxml="$out/gpu_tests.xml" -rfE
   step bench-forward 45 python3 -m retina.cli bench --backend gpu --workload forward-movie
   step bench-ig-hidden 60 python3 -m retina.cli bench --backend gpu --workload ig-hidden
-  step torch-compare 90 python3 bench/torch_compare.py --device cuda --backend gpu
+  step torch-compare 60 python3 bench/torch_compare.py --device cuda --backend gpu          # float32 both sides
+  step torch-compare-tf32 45 python3 bench/torch_compare.py --device cuda --backend gpu --tf32   # PyTorch's default
   step explain 90 python3 -m retina.cli explain -o "$out/explain" -q          # first call: compiles
   step explain-warm 60 python3 -m retina.cli explain -o "$out/explain" -q     # compiled kernels cached
   step bench-train 60 python3 -m retina.cli bench --backend gpu --workload train-epoch

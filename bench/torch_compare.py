@@ -52,7 +52,12 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--backend", default="auto")
+    ap.add_argument("--tf32", action="store_true",
+                    help="let cuDNN use TF32 tensor cores (PyTorch's default for convolutions; about 1e-3 relative "
+                         "error); off by default so that both sides compute in float32")
     args = ap.parse_args()
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    print(f"torch {torch.__version__} on {args.device}, TF32 {'on' if args.tf32 else 'off'}")
     dev, dtype = args.device, torch.float32
     model = RetinaCNN.random(5, seed=0)
     layer1, head = torch_net(torch, model, dev, dtype)
