@@ -1,7 +1,7 @@
 """FFT correlations written once for any array module (NumPy + scipy.fft, CuPy + cupyx.scipy.fft).
 
 Each function takes ``xp`` (the array module) and ``fft`` (a module with
-``rfftn``/``irfftn``/``rfft2``/``irfft2`` in the ``scipy.fft`` signature) and a
+``rfftn``/``irfftn``/``rfft2``/``irfft2``/``irfft``/``ifft`` in the ``scipy.fft`` signature) and a
 dict ``kw`` of extra keywords for the transforms (``workers`` on the CPU).  The
 backends bind them (``retina.kernels.cpu``, ``retina.kernels.gpu``), so the
 CPU tests exercise the same algorithm the GPU runs (the per-frequency channel
@@ -60,22 +60,25 @@ def corr3d_runs_weight_grad_fft(xp, fft, kw, xs, gs, out, spectra):
 
     The products of the runs' spectra are summed before one inverse
     transform per FFT shape (training draws runs of one length: one inverse
-    per batch instead of one per run).
+    per batch instead of one per run).  Each product is taken as
+    ``conj(movie) * window gradient`` (the conjugate of the one wanted; the
+    sum is conjugated once), so only the one-channel movie spectrum is
+    conjugated per run, not the eight-channel gradient spectrum.
     """
     c_n, k_n, kh, kwd = out.shape
-    acc = {}
+    acc: dict = {}
     for j, (x, g) in enumerate(zip(xs, gs)):
         shape = fft_shape(*x.shape)
         xspec = fft.rfftn(x, s=shape, axes=(0, 1, 2), **kw) if spectra is None else spectra[j]
         gspec = fft.rfftn(g.transpose(1, 0, 2, 3), s=shape, axes=(1, 2, 3), **kw)
-        prod = xspec[None] * xp.conj(gspec)
+        gspec *= xp.conj(xspec)[None]
         if shape in acc:
-            acc[shape] += prod
+            acc[shape] += gspec
         else:
-            acc[shape] = prod
+            acc[shape] = gspec
     out[:] = 0
     for shape, spec in acc.items():
-        out += _irfftn_head(fft, kw, spec, shape, (k_n, kh, kwd))
+        out += _irfftn_head(fft, kw, xp.conj(spec, out=spec), shape, (k_n, kh, kwd))
     return out
 
 
