@@ -272,6 +272,39 @@ def test_channel_product_cpu_kernel_and_generic_matmul_agree(rng, monkeypatch, a
         assert relerr(got, ref) < 1e-5
 
 
+@pytest.mark.parametrize("block", [None, 1, 2, 128])
+def test_fft_correlations_blocked_and_whole_batch_agree_with_the_references(rng, monkeypatch, block):
+    """The FFT paths as the CPU runs them (layer 2 in blocks of windows, layer 1 one channel at a time:
+    ``_fft.BLOCK``) and as a backend without blocking runs them (whole batch, all channels), on batches of
+    several blocks with ragged ends; the spectra handed on for the weight gradient are the whole batch's."""
+    from retina.kernels import _fft
+
+    if block is None:
+        monkeypatch.delitem(_fft.BLOCK, np)
+    else:
+        monkeypatch.setitem(_fft.BLOCK, np, block)
+    x, w = rng.standard_normal((5, 3, 9, 8)), rng.standard_normal((2, 3, 4, 3))
+    ref = naive.corr2d(x, w)
+    out, spec = np.full(ref.shape, np.nan), []
+    cpu.corr2d_fft(x, w, out, spectra=spec)
+    assert relerr(out, ref) < 1e-12 and spec[0].shape[0] == 5
+    g = rng.standard_normal(ref.shape)
+    back, gspec = np.full(x.shape, np.nan), []
+    cpu.corr2d_transpose_fft(g, w, back, spectra=gspec)
+    assert relerr(back, naive.corr2d_transpose(g, w, 9, 8)) < 1e-12
+    wref = naive.corr2d_weight_grad(x, g, 4, 3)
+    for kwargs in ({}, {"spectrum": spec[0], "g_spectrum": gspec[0]}):
+        gw = np.full(w.shape, np.nan)
+        cpu.corr2d_weight_grad_fft(x, g, gw, **kwargs)
+        assert relerr(gw, wref) < 1e-12
+    movie, w1 = rng.standard_normal((14, 10, 9)), rng.standard_normal((3, 5, 4, 3))
+    ref1 = naive.corr3d_movie(movie, w1)
+    for chunk in (4, 1000):
+        out1 = np.full(ref1.shape, np.nan)
+        cpu.corr3d_movie_fft(movie, w1, out1, chunk=chunk)
+        assert relerr(out1, ref1) < 1e-12
+
+
 def _pig_inputs(rng, dtype, secant, b=3, c1=3, h1=9, wd1=8, c2=2, kh=4, kw=3, n_cells=4, n_steps=7, combined=False):
     """Inputs of ``pig_conv_relu_dense``: 2 outputs over 3 of 4 cells, or (``combined``) one output over 5 of 6
     cells, which takes the kernel's combined-cells accumulation (``cpu.COMBINE_CELLS``)."""

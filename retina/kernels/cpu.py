@@ -351,6 +351,7 @@ def _mix_spectra(a, b, a_t, b_t, out):
 
 
 _fft.MIXERS[np] = _mix_spectra
+_fft.BLOCK[np] = 128
 
 
 def corr2d_fft(x, w, out, *, workers=None, spectra=None):
