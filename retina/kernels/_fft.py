@@ -195,6 +195,9 @@ def corr2d_weight_grad_fft(xp, fft, kw, x, g, out, spectrum=None, g_spectrum=Non
         xs = fft.rfft2(x[sl], s=(h, wd), **kw) if spectrum is None else spectrum[sl]
         gs = xp.conj(fft.rfft2(g[sl], s=(h, wd), **kw) if g_spectrum is None else g_spectrum[sl])
         prod = _mix(xp, gs, xs, a_t=True)
-        acc = prod if acc is None else acc.__iadd__(prod)
+        if acc is None:
+            acc = prod
+        else:
+            acc += prod
     out[:] = _irfft2_head(fft, kw, acc, wd, (kh, kwd))
     return out
