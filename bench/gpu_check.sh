@@ -3,13 +3,13 @@
 # (the `device` tool's run, or any GPU box):  bash bench/gpu_check.sh [OUTDIR] [BUDGET_S]
 #
 # CuPy, Numba, h5py, click and PyTorch are expected there (nothing is installed).  The steps run in
-# order of importance, each under its own time cap and all under one budget (default 420 s), so a slow
+# order of importance, each under its own time cap and all under one budget (default 450 s), so a slow
 # or failing step never hides the ones after it: the GPU tests, then the GPU benchmarks, the PyTorch
 # (cuDNN) comparison and the main job.  Everything goes to OUTDIR/gpu_check.log; pytest writes a JUnit
 # file beside it.  On an H200 (2026-12-04) every step took about 400 s in all, 160 s of it the GPU tests.
 set -uo pipefail
 out="${1:-${OUT:-gpu-check}}"
-budget="${2:-420}"
+budget="${2:-450}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 RETINA_NO_PROGRESS=1 RETINA_TEST_SOURCE=1
 log="$out/gpu_check.log"
@@ -36,6 +36,9 @@ step() {  # step NAME CAP_S COMMAND...
       --benchmark-disable --junitxml="$out/gpu_tests.xml" -rfE
   step bench-forward 45 python3 -m retina.cli bench --backend gpu --workload forward-movie
   step bench-ig-hidden 60 python3 -m retina.cli bench --backend gpu --workload ig-hidden
+  step bench-ig-hidden-fft 45 python3 -c "import retina.kernels.gpu as g; g.PIG_LAYER2 = 'fft'
+from retina.bench import run_workload
+print('PIG_LAYER2=fft', run_workload('ig-hidden', backend='gpu'))"
   step torch-compare 60 python3 bench/torch_compare.py --device cuda --backend gpu          # float32 both sides
   step torch-compare-tf32 45 python3 bench/torch_compare.py --device cuda --backend gpu --tf32   # PyTorch's default
   step explain 90 python3 -m retina.cli explain -o "$out/explain" -q          # first call: compiles

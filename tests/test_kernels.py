@@ -344,12 +344,34 @@ def test_batched_path_integration_equals_event_driven_kernel(kb, rng, dtype, sec
     got = _pig_outputs(args, dtype)
     _pig.pig_conv_relu_dense(np, cpu.corr2d, cpu.corr2d_transpose, *args.values(), *got.values(), True,
                              max_elements=500)  # several step blocks
+    by_fft = _pig_outputs(args, dtype)   # layer 2 by FFT, as the GPU can run it (gpu.PIG_LAYER2)
+    _pig.pig_conv_relu_dense(np, cpu.corr2d_fft, cpu.corr2d_transpose_fft, *args.values(), *by_fft.values(), True,
+                             max_elements=500)
     back = _pig_outputs(args, dtype)
     kb.pig_conv_relu_dense(*args.values(), *back.values(), True)
     for k in ref:
         assert np.isfinite(ref[k]).all()
         assert relerr(got[k], ref[k]) < 10 * tol(dtype), k
+        assert relerr(by_fft[k], ref[k]) < 10 * tol(dtype), k
         assert relerr(back[k], ref[k]) < 10 * tol(dtype), k
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("secant", [False, True])
+def test_gpu_path_integration_with_fft_layer2_equals_event_driven_kernel(kb, rng, monkeypatch, secant):
+    """The GPU's path batch with layer 2 by cuFFT (``gpu.PIG_LAYER2 = "fft"``) against the CPU's kernel."""
+    if kb.name == "cpu":
+        pytest.skip("a GPU switch")
+    from retina.kernels import gpu
+
+    monkeypatch.setattr(gpu, "PIG_LAYER2", "fft")
+    args = _pig_inputs(rng, np.float64, secant)
+    ref = _pig_outputs(args, np.float64)
+    cpu.pig_conv_relu_dense(*args.values(), *ref.values(), True)
+    back = _pig_outputs(args, np.float64)
+    kb.pig_conv_relu_dense(*args.values(), *back.values(), True)
+    for k in ref:
+        assert relerr(back[k], ref[k]) < 10 * tol(np.float64), k
 
 
 @pytest.mark.parametrize("combined", [False, True])

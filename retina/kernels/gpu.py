@@ -228,6 +228,13 @@ def dense(x, w, out):
     return out
 
 
+PIG_LAYER2 = "direct"
+"""How :func:`pig_conv_relu_dense` correlates layer 2 for its path batch: ``"direct"`` (the CUDA kernels of
+``cuda/conv.cu``, measured on an H200: about 5 TFLOP/s, ``bench/RESULTS.md``) or ``"fft"`` (cuFFT through
+:mod:`retina.kernels._fft`; about 10x fewer operations for 11x11 kernels, not yet measured on a GPU).  Both are
+tested against the CPU's event-driven kernel."""
+
+
 def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3, shift3, cw, cells,
                         g1, a2, r0, r1, want_a2):
     """Path-integrated gradients of the layer-2/readout head; see :func:`retina.kernels.cpu.pig_conv_relu_dense`.
@@ -237,7 +244,8 @@ def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3,
     whichever side they live on.
     """
     d0, d1 = cp.empty(r0.shape, cp.float64), cp.empty(r1.shape, cp.float64)
-    _pig.pig_conv_relu_dense(cp, corr2d, corr2d_transpose, z0, dz, cp.asarray(alphas), cp.asarray(weights),
+    fwd, adj = (corr2d_fft, corr2d_transpose_fft) if PIG_LAYER2 == "fft" else (corr2d, corr2d_transpose)
+    _pig.pig_conv_relu_dense(cp, fwd, adj, z0, dz, cp.asarray(alphas), cp.asarray(weights),
                              cp.asarray(bounds), w2,
                              scale2, shift2, v3, shift3, cp.asarray(cw), cp.asarray(cells), g1, a2, d0, d1,
                              bool(want_a2))
