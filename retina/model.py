@@ -429,9 +429,7 @@ class RetinaCNN:
             corr1 = self._layer1(x[n0:n0 + nb + self.history - 1], be, layer1_method, chunk=batch)
             out[n0:n0 + nb] = self._head(corr1, p, be, layer2_method)
         _check_finite(out, x, "rates")
-        if be.name == "gpu" and not _backend._is_device_array(movie):
-            return be.to_host(out)
-        return out
+        return out if _backend._is_device_array(movie) else be.to_host(out)   # NumPy in, NumPy out
 
     @property
     def grey(self) -> float:

@@ -146,16 +146,9 @@ def _blocks(xp, n):
     return [slice(a, min(a + size, n)) for a in range(0, n, size)]
 
 
-def _gather(xp, parts, n):
+def _gather(xp, parts):
     """The blocks' spectra as one array along the batch (the block itself when there is one)."""
-    if len(parts) == 1:
-        return parts[0]
-    full = xp.empty((n,) + parts[0].shape[1:], parts[0].dtype)
-    a = 0
-    for p in parts:
-        full[a:a + len(p)] = p
-        a += len(p)
-    return full
+    return parts[0] if len(parts) == 1 else xp.concatenate(parts)
 
 
 def corr2d_fft(xp, fft, kw, x, w, out, spectra=None):
@@ -169,7 +162,7 @@ def corr2d_fft(xp, fft, kw, x, w, out, spectra=None):
             parts.append(xs)
         out[sl] = _irfft2_head(fft, kw, _mix(xp, xs, ws, b_t=True), wd, (ho, wo))
     if spectra is not None:
-        spectra.append(_gather(xp, parts, x.shape[0]))
+        spectra.append(_gather(xp, parts))
     return out
 
 
@@ -183,7 +176,7 @@ def corr2d_transpose_fft(xp, fft, kw, g, w, out, spectra=None):
             parts.append(gs)
         out[sl] = fft.irfft2(_mix(xp, gs, ws), s=(h, wd), **kw)
     if spectra is not None:
-        spectra.append(_gather(xp, parts, g.shape[0]))
+        spectra.append(_gather(xp, parts))
     return out
 
 
