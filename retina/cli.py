@@ -726,20 +726,43 @@ def train(data, output, response, cells, nskip, minutes, epochs, epoch_windows, 
 @click.option("--max-stages", type=click.IntRange(1), default=None, help="Stop after this many stages.")
 @click.option("--seed", type=click.IntRange(0), default=None,
               help="Replace the recipe's seed: each stage trains with its seed + 1000 x SEED (independent models).")
+@click.option("--seeds", type=IntList(), default=None,
+              help="Train one model per seed (e.g. 0,1,2,3,4) into OUTPUT/seed<N>, the datasets simulated once "
+                   "and shared (default OUTPUT/data). With --workers/--scheduler the seeds train in parallel.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the simulated datasets (default OUTPUT), to share them between seeds.")
 @click.option("-q", "--quiet", is_flag=True)
-def recipe_command(recipe, output, max_stages, seed, data_dir, quiet):
+@cluster_options
+def recipe_command(recipe, output, max_stages, seed, seeds, data_dir, quiet, scheduler, workers):
     """Train a model from RECIPE: a recipe TOML file, or the name of a shipped one (default: generic, the bundled
     default model's; "tuned" is the protocol-tuned model's).
 
     Simulates the recipe's streams with the in-silico retina, trains its stages and writes OUTPUT/model.h5 (its
     provenance holds the recipe's text, the package version and the git commit) and OUTPUT/report.md.
     """
-    from .train.recipe import run
+    from .train.recipe import run, run_seeds
 
     _quiet(quiet)
     _check_output(output, directory=True)
+    if seeds is not None or scheduler is not None or workers is not None:
+        try:
+            if seeds is None:
+                raise ValueError("--workers/--scheduler train one model per seed: give the seeds with --seeds")
+            if seed is not None:
+                raise ValueError("give either --seed (one model) or --seeds (one model per seed), not both")
+            with _cluster(scheduler, workers, quiet) as client:
+                fits = run_seeds(recipe, output, seeds, client=client, data_dir=data_dir, progress=not quiet,
+                                 max_stages=max_stages)
+        except (ValueError, FileNotFoundError, RuntimeError) as exc:
+            _fail(exc)
+        if not quiet:
+            for s_, fit in fits.items():
+                held = ", ".join(f"{k} {v:.3f}" for k, v in fit.items() if not k.startswith("validation"))
+                click.echo(f"seed {s_}: validation correlation {fit['validation']:.3f}, loss "
+                           f"{fit['validation_loss']:.4f}; held-out {held} -> {output}/seed{s_}/model.h5")
+            best = min(fits, key=lambda s_: np.nan_to_num(fits[s_]["validation_loss"], nan=np.inf))
+            click.echo(f"lowest validation loss: seed {best} (the recipe's own selection data)")
+        return
     try:
         _, report = run(recipe, output, progress=not quiet, max_stages=max_stages, seed=seed, data_dir=data_dir)
     except (ValueError, FileNotFoundError) as exc:

@@ -89,12 +89,9 @@ def _fit(model_path) -> dict | None:
     report = Path(model_path).with_name("report.json") if model_path is not None else None
     if report is None or not report.exists():
         return None
-    d = json.loads(report.read_text())
-    fit = {k[5:]: float(v["mean_corr"]) for k, v in d.items() if k.startswith("test_") and isinstance(v, dict)}
-    fit["validation"] = float(d.get("best_val_corr", np.nan))
-    best = [e for e in d.get("epochs", []) if e.get("epoch") == d.get("best_epoch")]
-    fit["validation_loss"] = float(best[0]["val_loss"]) if best else float("nan")
-    return fit
+    from .train.recipe import seed_summary
+
+    return seed_summary(json.loads(report.read_text()))
 
 
 def _check(c) -> dict:

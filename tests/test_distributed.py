@@ -133,6 +133,36 @@ def test_ensemble_seeds_train_alike_everywhere_and_resume(client, tmp_path):
         train_ensemble(x, y, [1, 1], config=cfg)
 
 
+def test_recipe_seeds_on_the_cluster_are_the_seeds_run_here_and_resume(client, tmp_path):
+    from retina.io import load_model
+    from retina.train.recipe import parse_recipe, run, run_seeds
+
+    stream = {"minutes": 0.3, "test_clips": 1, "clip_seconds": 2, "repeats": 2}
+    recipe = parse_recipe({
+        "name": "tiny-seeds", "seed": 0, "response": "rate", "val_share": 0.1,
+        "streams": {"natural": {"kind": "naturalscene", "seed": 0, **stream},
+                    "whitenoise": {"kind": "whitenoise", "seed": 1, **stream}},
+        "stages": [{"name": "base", "epochs": 1, "windows": 300, "lr": 2e-3, "seed": 0, "init": "none"}],
+    }, source="tiny-seeds")
+    out = tmp_path / "ensemble"
+    fits = run_seeds(recipe, out, [0, 1], client=client)
+    assert list(fits) == [0, 1] and (out / "data" / "natural.h5").exists()
+    assert not (out / "seed0" / "natural.h5").exists()                  # the datasets are shared, made once
+    models = [load_model(out / f"seed{s}" / "model.h5") for s in (0, 1)]
+    assert models[0].content_hash() != models[1].content_hash()      # independent seeds
+    assert [str(m.metadata["seed"]) for m in models] == ["0", "1"]
+    here, report = run(recipe, tmp_path / "here", seed=1, data_dir=out / "data")
+    assert here.content_hash() == models[1].content_hash()           # a seed on a worker is the seed run here
+    assert set(fits[1]) >= {"natural", "whitenoise", "validation", "validation_loss"}
+    assert np.isfinite(fits[1]["validation_loss"]) and fits[1]["natural"] == pytest.approx(
+        report["test_natural"]["mean_corr"])
+    again = run_seeds(recipe, out, [0, 1])                           # finished seeds resume: the same models
+    assert again == fits
+    assert load_model(out / "seed0" / "model.h5").content_hash() == models[0].content_hash()
+    with pytest.raises(ValueError, match="distinct"):
+        run_seeds(recipe, out, [1, 1])
+
+
 def test_a_failing_point_is_named_and_finished_points_are_kept(client, tmp_path):
     out = tmp_path / "s.h5"
     conditions = [{"periods": [4]}, {"periods": [6]}, {"periods": [-3]}, {"periods": [8]}]

@@ -136,6 +136,24 @@ def test_affine_relu_and_dense(kb, rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(500, 54, 5408), (7, 3, 300), (1, 1, 1)])
+def test_dense_weight_grad_matches_the_reference_and_not_the_thread_count(kb, rng, dtype, shape):
+    n_b, n, m = shape
+    d = rng.standard_normal((n_b, n)).astype(dtype)
+    d[rng.random(d.shape) < 0.2] = 0                                  # zero gradients are skipped
+    x = np.maximum(rng.standard_normal((n_b, m)), 0).astype(dtype)
+    out = np.full((n, m), np.nan, dtype)
+    kb.dense_weight_grad(d, x, out)
+    assert relerr(out, d.T.astype(float) @ x.astype(float)) < tol(dtype)
+    if kb.name == "cpu":   # the same bits on one thread and on two: a seed trains alike on a Dask worker and here
+        from retina._threads import num_threads
+
+        with num_threads(1):
+            one = cpu.dense_weight_grad(d, x, np.empty_like(out))
+        np.testing.assert_array_equal(one, out)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(7, 3, 4, 5), (600, 2, 13, 11), (1, 4), (3, 300)])
 def test_batch_norm_relu(kb, rng, dtype, shape):
     """The fused training batch norm (+ noise + ReLU): outputs against the float64 reference, with and without

@@ -200,3 +200,19 @@ def test_recipe_command_names_a_missing_recipe(tmp_path):
     res = CliRunner().invoke(main, ["recipe", str(tmp_path / "nope.toml"), "-o", str(tmp_path / "out")])
     assert res.exit_code != 0 and "no recipe file" in res.output
     assert "RECIPE" in CliRunner().invoke(main, ["recipe", "--help"]).output
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--workers", "2"], "give the seeds with --seeds"),
+    (["--seeds", "0,1", "--seed", "3"], "either --seed"),
+    (["--seeds", "1,1"], "seeds must be distinct"),
+    (["--seeds", "0,x"], "comma-separated integers"),
+])
+def test_recipe_command_refuses_unclear_seed_options(tmp_path, args, match):
+    from click.testing import CliRunner
+
+    from retina.cli import main
+
+    res = CliRunner().invoke(main, ["recipe", "generic", "-o", str(tmp_path / "out"), "-q", *args])
+    assert res.exit_code != 0 and match in res.output
+    assert not (tmp_path / "out" / "data").exists()          # refused before any simulation

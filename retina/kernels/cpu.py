@@ -49,6 +49,7 @@ __all__ = [
     "corr3d_movie_weight_grad_fft",
     "corr3d_runs_weight_grad_fft",
     "dense",
+    "dense_weight_grad",
     "pig_conv_relu_dense",
 ]
 
@@ -511,6 +512,34 @@ def batch_norm_relu_grad(dout, out, xhat, gamma, var, eps, dc, dgamma, dbeta):
 def dense(x, w, out):
     """out (N, n) = x (N, D) @ w (n, D).T through BLAS."""
     np.matmul(x, w.T, out=out)
+    return out
+
+
+@njit(fastmath=False, **_JIT)
+def _dense_weight_grad_cols(lo, hi, d, x, out):
+    """Columns ``lo:hi`` of ``out = d.T @ x``, each element summed over the batch in order."""
+    out[:, lo:hi] = 0
+    for b in range(d.shape[0]):
+        xb = x[b, lo:hi]
+        for i in range(d.shape[1]):
+            v = d[b, i]
+            if v != 0:
+                o = out[i, lo:hi]
+                for j in range(hi - lo):
+                    o[j] += v * xb[j]
+
+
+def dense_weight_grad(d, x, out):
+    """out (n, D) = d (N, n).T @ x (N, D): the readout's weight gradient over a batch of N.
+
+    Each element is summed over the batch in one fixed order, whatever the thread count (BLAS splits this
+    long-K product differently with 1 and 2 threads, so a seed trained on a 1-thread Dask worker differed from
+    the same seed trained here); threads share the columns.
+    """
+    cols = out.shape[1]
+    block = 256
+    run_chunks(-(-cols // block), lambda lo, hi: _dense_weight_grad_cols(lo * block, min(hi * block, cols), d, x,
+                                                                          out))
     return out
 
 

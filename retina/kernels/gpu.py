@@ -47,6 +47,7 @@ __all__ = [
     "corr3d_movie_weight_grad_fft",
     "corr3d_runs_weight_grad_fft",
     "dense",
+    "dense_weight_grad",
     "pig_conv_relu_dense",
     "SOURCES",
     "compile_kernel",
@@ -225,6 +226,12 @@ def affine_relu(z, scale, shift, out):
 def dense(x, w, out):
     """out (N, n) = x (N, D) @ w (n, D).T through cuBLAS."""
     cp.matmul(x, w.T, out=out)
+    return out
+
+
+def dense_weight_grad(d, x, out):
+    """out (n, D) = d (N, n).T @ x (N, D) through cuBLAS (the readout's weight gradient)."""
+    cp.matmul(d.T, x, out=out)
     return out
 
 

@@ -212,7 +212,7 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, want_grads=True,
         return loss, None, stats
     dr = sw * (1.0 - y / xp.maximum(r, 1e-8)) / n_out
     dd = (dr * _sigmoid(xp, drive.astype(xp.float64))).astype(dt)
-    grads = {"w3": dd.T @ h2, "b3": dd.sum(0)}
+    grads = {"w3": kern.dense_weight_grad(dd, h2, xp.empty_like(w3)), "b3": dd.sum(0)}
     dc2, grads["g2"], grads["b2"] = _bn_relu_grad(kern, xp, (dd @ w3).reshape(c2.shape), params["g2"], bn2, cfg)
     gw2 = xp.empty_like(w2)
     dh1 = xp.empty_like(h1)

@@ -39,7 +39,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Recipe", "Stream", "Stage", "load_recipe", "run", "reversal_weights", "flash_weights", "RECIPES"]
+__all__ = ["Recipe", "Stream", "Stage", "load_recipe", "run", "run_seeds", "seed_summary", "reversal_weights",
+           "flash_weights", "RECIPES"]
 
 log = logging.getLogger("retina.train")
 
@@ -301,6 +302,24 @@ def _check_dataset(path, sim):
                          "recipe's simulator; delete it to simulate it again")
 
 
+def _simulate_streams(recipe, sim, data_path, progress=False) -> dict:
+    """Each stream's dataset in ``data_path``: simulated by ``sim``, or a finished file reused after checking
+    that ``sim`` made it (delete a file to simulate it again)."""
+    from ..datasets import simulate_dataset
+
+    data_path.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, s in recipe.streams.items():
+        paths[name] = data_path / f"{name}.h5"
+        if paths[name].exists():
+            _check_dataset(paths[name], sim)
+        else:
+            simulate_dataset(paths[name], s.kind, retina=sim, train_minutes=s.minutes, seed=s.seed,
+                             test_clips=s.test_clips, clip_s=s.clip_seconds, repeats=s.repeats,
+                             stimulus_options=s.options or None, progress=progress)
+    return paths
+
+
 def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = False,
         max_stages: int | None = None, seed: int | None = None, data_dir: str | Path | None = None) -> tuple:
     """Run ``recipe`` (a :class:`Recipe`, a TOML path or a shipped name) in ``out_dir``.
@@ -315,7 +334,7 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     refused.  Returns ``(model, report)``.
     """
     from .. import phenomena as P  # noqa: F401  (registers the phenomena the report measures)
-    from ..datasets import load_dataset, simulate_dataset
+    from ..datasets import load_dataset
     from ..insilico import InSilicoRetina, simulator_metadata
     from ..reduction import classify_channels
     from . import assess
@@ -339,17 +358,7 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
             raise ValueError(f"recipe {recipe.source or recipe.name}: init = \"planted\" sets layer 1 to the "
                              f"simulator's {len(names)} pathway filters {names}, so [model] channels must start "
                              f"with {len(names)}; got {list(arch.channels)}")
-    paths = {}
-    data_path = Path(data_dir) if data_dir is not None else out
-    data_path.mkdir(parents=True, exist_ok=True)
-    for name, s in recipe.streams.items():   # finished files are reused (delete them to re-simulate)
-        paths[name] = data_path / f"{name}.h5"
-        if paths[name].exists():
-            _check_dataset(paths[name], sim)
-        else:
-            simulate_dataset(paths[name], s.kind, retina=sim, train_minutes=s.minutes, seed=s.seed,
-                             test_clips=s.test_clips, clip_s=s.clip_seconds, repeats=s.repeats,
-                             stimulus_options=s.options or None, progress=progress)
+    paths = _simulate_streams(recipe, sim, Path(data_dir) if data_dir is not None else out, progress)
     t_sim = time.time() - t_start
     # compact: one byte a pixel, so 4x longer streams fit (docs/emergence.md, fresh-data experiment)
     tr = load_dataset(paths["natural"], "train", response=recipe.response, compact=True)
@@ -439,3 +448,78 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     atomic_text(out / "report.json", json.dumps(report, indent=1, default=float))
     atomic_text(out / "report.md", assess.report_markdown(report, ids))
     return model, report
+
+
+def seed_summary(report: dict) -> dict:
+    """What one seed's ``report.json`` says of its fit: the held-out correlation per stream
+    (``natural``, ``whitenoise``...), the validation correlation and loss at the chosen epoch."""
+    fit = {k[5:]: float(v["mean_corr"]) for k, v in report.items() if k.startswith("test_") and isinstance(v, dict)}
+    fit["validation"] = float(report.get("best_val_corr", np.nan))
+    best = [e for e in report.get("epochs", []) if e.get("epoch") == report.get("best_epoch")]
+    fit["validation_loss"] = float(best[0]["val_loss"]) if best else float("nan")
+    return fit
+
+
+def _run_seed(seed, recipe, out_dir, data_dir, max_stages):
+    """On a worker (or here): one seed of a recipe in ``out_dir/seed<N>``; returns its fit summary (the model
+    stays in its file)."""
+    _, report = run(recipe, Path(out_dir) / f"seed{seed}", seed=seed, data_dir=data_dir, max_stages=max_stages)
+    return seed_summary(report)
+
+
+def run_seeds(recipe: Recipe | str | Path, out_dir: str | Path, seeds, *, client=None,
+              data_dir: str | Path | None = None, progress: bool = False, max_stages: int | None = None) -> dict:
+    """Run ``recipe`` once per seed: the ensemble of independent models a claim about emergence needs.
+
+    Parameters
+    ----------
+    recipe : Recipe, str or Path
+        As for :func:`run`.
+    out_dir : str or Path
+        Seed ``N`` goes to ``out_dir/seed<N>`` (``model.h5``, ``report.json``,
+        checkpoints); an interrupted ensemble resumes each seed where it stopped.
+    seeds : sequence of int
+        Distinct non-negative seeds (each stage trains with its seed + 1000 x seed).
+    client : dask.distributed.Client, optional
+        Train the seeds in parallel, one task per seed.  The workers read the
+        datasets from ``data_dir`` and write to ``out_dir``: on a cluster of
+        several machines both must be on a shared file system.
+    data_dir : str or Path, optional
+        The simulated datasets, shared by every seed (default ``out_dir/data``).
+        They are simulated here, once, before any seed starts.
+
+    Returns
+    -------
+    dict
+        Seed -> its fit (:func:`seed_summary`), in seed order.  The seed with
+        the lowest validation loss is ``min(result, key=lambda s:
+        result[s]["validation_loss"])``: the only model choice a recipe's
+        ``select = "validation"`` allows.
+    """
+    from ..distributed import check_client, run_items
+    from ..insilico import InSilicoRetina
+    from . import assess
+    from .ensemble import _check_seeds
+
+    client = check_client(client)
+    seeds = _check_seeds(seeds)
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    out = Path(out_dir)
+    data_path = Path(data_dir) if data_dir is not None else out / "data"
+    sim = InSilicoRetina(simulator_params(recipe.simulator), positions=assess.cell_positions())
+    _simulate_streams(recipe, sim, data_path, progress)   # once, before the seeds share them
+    results: dict[int, dict] = {}
+
+    def done(seed, fit):
+        results[seed] = fit
+        log.info("seed %d: validation correlation %.3f, loss %.4f", seed, fit["validation"], fit["validation_loss"])
+
+    if client is None:
+        for s in seeds:
+            log.info("seed %d of %s", s, list(seeds))
+            done(s, _run_seed(s, recipe, out, data_path, max_stages))
+    else:
+        run_items(client, _run_seed, seeds, shared=(recipe, str(out), str(data_path), max_stages), on_result=done,
+                  label=lambda s: f"seed {s}", desc="recipe seeds", unit="seed", progress=progress, max_batch=1)
+    return {s: results[s] for s in seeds}
