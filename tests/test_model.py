@@ -39,6 +39,26 @@ def test_batch_does_not_change_result(rng, tiny):
     assert relerr(a, c) < 1e-12 and relerr(b, c) < 1e-12
 
 
+@pytest.mark.parametrize("history", [40, 100, 7])
+def test_default_batch_fills_a_fast_fft_length(history):
+    from scipy.fft import next_fast_len
+
+    m = RetinaCNN.random(2, seed=0, history=history)
+    n = m.default_batch()
+    frames = n + history - 1
+    assert n >= 512 and next_fast_len(frames, real=True) == frames
+    assert next_fast_len(512 + history - 1, real=True) == frames     # the fast length next to 512 windows
+    assert m.default_batch(100) >= 100
+
+
+def test_default_batch_movie_spanning_batches_matches_the_reference(rng):
+    m = RetinaCNN.random(3, seed=2)
+    movie = (rng.standard_normal((m.default_batch() + m.history + 20,) + m.frame_shape)).astype(np.float32)
+    r = m.predict(movie)                                 # two calls: a full default batch and 21 windows
+    idx = [0, m.default_batch() - 1, m.default_batch(), len(r) - 1]
+    assert relerr(r[idx], reference.forward(m, movie, idx)) < 1e-5
+
+
 @pytest.mark.parametrize("kind", ["space", "rows"])
 def test_invariant_movies_use_collapsed_layer1_and_agree(rng, tiny, kind):
     t = 30

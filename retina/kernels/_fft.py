@@ -35,8 +35,10 @@ def corr3d_movie_fft(xp, fft, kw, x, w, out, chunk, cache, spectra):
         if spectra is not None:
             spectra.append(xs)
         if xp in BLOCK:   # one channel at a time: its product and inverse stay in cache (1.8x faster on the CPU)
+            prod = xp.empty_like(xs)   # one buffer for every channel's product, transformed in place
             for c in range(c_n):
-                out[n0:n0 + nb, c] = _irfftn_head(fft, kw, wspec[c] * xs, shape, (nb, ho, wo))  # the valid block
+                xp.multiply(wspec[c], xs, out=prod)
+                out[n0:n0 + nb, c] = _irfftn_head(fft, kw, prod, shape, (nb, ho, wo), overwrite=True)
         else:
             out[n0:n0 + nb] = _irfftn_head(fft, kw, wspec * xs[None], shape, (nb, ho, wo)).transpose(1, 0, 2, 3)
     return out
@@ -85,18 +87,19 @@ def corr3d_runs_weight_grad_fft(xp, fft, kw, xs, gs, out, spectra):
     return out
 
 
-def _irfftn_head(fft, kw, spec, shape, keep):
+def _irfftn_head(fft, kw, spec, shape, keep, overwrite=False):
     """``irfftn(spec, s=shape)`` over the last three axes, only its leading ``keep`` block.
 
     One axis at a time, cropping after each, the real transform last: the layer-1 correlation keeps 512x36x36
     of a 576x50x50 block, the weight gradient 40x15x15 of 90x50x50.  Of the two complex axes the one cropped
     harder goes first (rows before time in both cases), so the other runs on less data: ~20 % faster than time
-    first, which was itself ~30 % faster than the full inverse (same values to rounding).
+    first, which was itself ~30 % faster than the full inverse (same values to rounding).  ``overwrite``: the
+    first transform may work in ``spec`` itself (a scratch buffer the caller reuses).
     """
     first, second = (-2, -3) if keep[1] / shape[1] <= keep[0] / shape[0] else (-3, -2)
     r = spec
     for axis in (first, second):
-        r = fft.ifft(r, axis=axis, **kw)
+        r = fft.ifft(r, axis=axis, overwrite_x=overwrite and axis == first, **kw)
         r = r[..., :keep[0], :, :] if axis == -3 else r[..., :keep[1], :]
     return fft.irfft(r, n=shape[2], axis=-1, **kw)[..., :keep[2]]
 
