@@ -83,8 +83,8 @@ def _get_pool(n: int):
         return _pool
 
 
-def run_chunks(n: int, fn) -> None:
-    """Call ``fn(lo, hi)`` over the chunks of ``range(n)`` on :func:`get_num_threads` threads.
+def run_chunks(n: int, fn, threads: int | None = None) -> None:
+    """Call ``fn(lo, hi)`` over the chunks of ``range(n)`` on :func:`get_num_threads` threads (or ``threads``).
 
     ``fn`` must release the GIL (a ``nogil`` Numba kernel) to run in parallel.
     The range is cut into about :data:`CHUNKS_PER_THREAD` chunks per thread,
@@ -93,7 +93,7 @@ def run_chunks(n: int, fn) -> None:
     here.  A serial kernel run this way also compiles faster than a Numba
     ``prange`` loop around it.
     """
-    k = min(get_num_threads(), n)
+    k = min(threads or get_num_threads(), n)
     if k <= 1:
         if n > 0:
             fn(0, n)

@@ -78,11 +78,14 @@ class KernelRunner:
         def call(*args, **kwargs):
             dev = [xp.asarray(a) if isinstance(a, np.ndarray)
                    else [xp.asarray(b) for b in a] if isinstance(a, list) and all(isinstance(b, np.ndarray) for b in a)
-                   else a for a in args]     # lists of arrays (runs) are inputs: copied there, not back
+                   else a for a in args]     # lists of arrays: runs (inputs) or their outputs
             res = f(*dev, **kwargs)
             for a, d in zip(args, dev):
                 if isinstance(a, np.ndarray):
                     a[...] = d.get()
+                elif isinstance(a, list) and a is not d:
+                    for b, e in zip(a, d):
+                        b[...] = e.get()
             return res
 
         return call

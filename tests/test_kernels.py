@@ -52,6 +52,33 @@ def test_corr3d_movie_transpose(kb, rng, dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_corr3d_runs_fft_is_each_run_on_its_own(kb, rng, dtype, threads):
+    """Layer 1 of a training batch's runs (ragged lengths, one run a chunk): the same values as each run through
+    ``corr3d_movie_fft`` (bit for bit on the CPU, threads or not), the float64 reference, and each run's
+    spectrum handed on in run order."""
+    from retina._threads import num_threads
+
+    c, k, kh, kw = 3, 5, 4, 3
+    runs = [rng.standard_normal((t, 9, 8)).astype(dtype) for t in (12, 7, 12, 5, 9)]
+    w = rng.standard_normal((c, k, kh, kw)).astype(dtype)
+    outs = [np.full((len(x) - k + 1, c, 9 - kh + 1, 8 - kw + 1), np.nan, dtype) for x in runs]
+    spectra: list = []
+    with num_threads(threads):
+        kb.corr3d_runs_fft(runs, w, outs, cache={}, spectra=spectra)
+    for x, o in zip(runs, outs):
+        assert relerr(o, naive.corr3d_movie(x, w)) < 5 * tol(dtype)
+    assert len(spectra) == len(runs)
+    if kb.name == "cpu":
+        for x, o, sp in zip(runs, outs, spectra):
+            own: list = []
+            one = np.empty_like(o)
+            cpu.corr3d_movie_fft(x, w, one, chunk=len(one), spectra=own)
+            np.testing.assert_array_equal(o, one)
+            np.testing.assert_array_equal(sp, own[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES3[:3])
 def test_corr3d_movie_weight_grad(kb, rng, dtype, shape):
     t, h, wd, c, k, kh, kw = shape

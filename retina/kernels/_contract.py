@@ -28,6 +28,7 @@ CONTRACT = {
         "corr3d_movie_transpose": ("g", "w", "out"),
         "corr3d_movie_weight_grad": ("x", "g", "out"),
         "corr3d_movie_fft": ("x", "w", "out", "*", "chunk", "workers", "cache", "spectra"),
+        "corr3d_runs_fft": ("xs", "w", "outs", "*", "workers", "cache", "spectra"),
         "corr3d_movie_transpose_fft": ("g", "w", "out") + _FFT,
         "corr3d_movie_weight_grad_fft": ("x", "g", "out") + _FFT + ("spectrum",),
         "corr3d_runs_weight_grad_fft": ("xs", "gs", "out") + _FFT + ("spectra",),

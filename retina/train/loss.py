@@ -188,8 +188,8 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, want_grads=True,
     c1 = xp.empty((n_b, c1_n, segments[0].shape[1] - w1.shape[2] + 1, segments[0].shape[2] - w1.shape[3] + 1), dt)
     noise1, noise2 = noise(c1.shape), noise((n_b,) + params["g2"].shape)   # both fill during layer 1
     spectra, wcache = [], {}  # kernel spectrum shared by the runs, movie spectra reused below
-    for seg, a, b in zip(segments, bounds[:-1], bounds[1:]):
-        kern.corr3d_movie_fft(seg, w1, c1[a:b], chunk=max(int(b - a), 1), cache=wcache, spectra=spectra)
+    kern.corr3d_runs_fft(segments, w1, [c1[a:b] for a, b in zip(bounds[:-1], bounds[1:])], cache=wcache,
+                         spectra=spectra)
     h1, bn1 = _bn_relu(kern, xp, c1, params["g1"], params["b1"], noise1(), cfg)
     c2 = xp.empty((n_b,) + params["g2"].shape, dt)
     fft2 = w2.shape[2] * w2.shape[3] >= _FFT2_MIN_TAPS
