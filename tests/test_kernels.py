@@ -52,6 +52,56 @@ def test_corr3d_movie_transpose(kb, rng, dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_corr3d_movie_fft_channels_on_threads_are_the_serial_bits(rng, dtype):
+    """The CPU spreads a chunk's channels over the threads (each channel's inverse single-threaded): the same
+    bits as one thread, in several chunks, against the float64 reference."""
+    from retina._threads import num_threads
+
+    x = rng.standard_normal((30, 12, 11)).astype(dtype)
+    w = rng.standard_normal((5, 6, 4, 3)).astype(dtype)
+    got = {}
+    for threads in (1, 2, 3):
+        out = np.full((25, 5, 9, 9), np.nan, dtype)
+        with num_threads(min(threads, _max_threads())):
+            cpu.corr3d_movie_fft(x, w, out, chunk=11)
+        got[threads] = out
+    assert relerr(got[1], naive.corr3d_movie(x, w)) < 5 * tol(dtype)
+    np.testing.assert_array_equal(got[2], got[1])
+    np.testing.assert_array_equal(got[3], got[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fft2_blocks_on_threads_are_the_serial_bits(rng, monkeypatch, dtype):
+    """Layer 2's blocks spread over the threads (the weight gradient summed in block order): the same bits as one
+    thread, for the correlation, its transpose and the weight gradient, against the float64 references."""
+    from retina._threads import num_threads
+    from retina.kernels import _fft
+
+    monkeypatch.setitem(_fft.BLOCK, np, 3)
+    x = rng.standard_normal((11, 3, 12, 10)).astype(dtype)
+    w = rng.standard_normal((4, 3, 5, 4)).astype(dtype)
+    g = rng.standard_normal((11, 4, 8, 7)).astype(dtype)
+    got = {}
+    for threads in (1, 2):
+        with num_threads(min(threads, _max_threads())):
+            o, t, wg = np.empty((11, 4, 8, 7), dtype), np.empty_like(x), np.empty_like(w)
+            cpu.corr2d_fft(x, w, o)
+            cpu.corr2d_transpose_fft(g, w, t)
+            cpu.corr2d_weight_grad_fft(x, g, wg)
+            got[threads] = (o, t, wg)
+    refs = (naive.corr2d(x, w), naive.corr2d_transpose(g, w, 12, 10), naive.corr2d_weight_grad(x, g, 5, 4))
+    for a, b, ref in zip(got[1], got[2], refs):
+        assert relerr(a, ref) < 5 * tol(dtype)
+        np.testing.assert_array_equal(a, b)
+
+
+def _max_threads():
+    from numba import config
+
+    return int(config.NUMBA_NUM_THREADS)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threads", [1, 2])
 def test_corr3d_runs_fft_is_each_run_on_its_own(kb, rng, dtype, threads):
     """Layer 1 of a training batch's runs (ragged lengths, one run a chunk): the same values as each run through

@@ -19,7 +19,14 @@ def fft_shape(t, h, w):
     return (_sfft.next_fast_len(t, real=True), h, w)
 
 
-def corr3d_movie_fft(xp, fft, kw, x, w, out, chunk, cache, spectra):
+def corr3d_movie_fft(xp, fft, kw, x, w, out, chunk, cache, spectra, parallel=None, kw_each=None):
+    """Layer 1 of a movie in chunks of ``chunk`` windows (see the CPU twin for the maths).
+
+    Where the backend sets :data:`BLOCK`, each chunk's channels are transformed one at a time; ``parallel(n,
+    fn)``, if given, calls ``fn(lo, hi)`` over chunks of the ``n`` channels on threads, each channel's
+    inverse transforms then taking ``kw_each`` (single-threaded on the CPU: 1.2x faster than every transform
+    on two threads).
+    """
     t_n, h, wd = x.shape
     c_n, k_n, kh, kwd = w.shape
     n_win, ho, wo = out.shape[0], out.shape[2], out.shape[3]
@@ -33,10 +40,16 @@ def corr3d_movie_fft(xp, fft, kw, x, w, out, chunk, cache, spectra):
         if spectra is not None:
             spectra.append(xs)
         if xp in BLOCK:   # one channel at a time: its product and inverse stay in cache (1.8x faster on the CPU)
-            prod = xp.empty_like(xs)   # one buffer for every channel's product, transformed in place
-            for c in range(c_n):
-                xp.multiply(wspec[c], xs, out=prod)
-                out[n0:n0 + nb, c] = _irfftn_head(fft, kw, prod, shape, (nb, ho, wo), overwrite=True)
+            def channels(lo, hi, n0=n0, nb=nb, xs=xs, wspec=wspec, shape=shape, kw_c=kw):
+                prod = xp.empty_like(xs)   # one buffer for these channels' products, transformed in place
+                for c in range(lo, hi):
+                    xp.multiply(wspec[c], xs, out=prod)
+                    out[n0:n0 + nb, c] = _irfftn_head(fft, kw_c, prod, shape, (nb, ho, wo), overwrite=True)
+
+            if parallel is None:
+                channels(0, c_n)
+            else:
+                parallel(c_n, lambda lo, hi: channels(lo, hi, kw_c=kw_each if kw_each is not None else kw))
         else:
             out[n0:n0 + nb] = _irfftn_head(fft, kw, wspec * xs[None], shape, (nb, ho, wo)).transpose(1, 0, 2, 3)
     return out
@@ -148,28 +161,30 @@ def _irfft2_head(fft, kw, spec, n_last, keep):
 
 BLOCK: dict = {}
 """Windows per block of the layer-2 transforms, per array module, and whether layer 1 goes one channel at a time
-(the CPU registers 128 in :mod:`retina.kernels.cpu`: each block's spectra, products and inverses stay in cache,
-~25 % faster for layer 2 and 1.8x for layer 1; a module not listed transforms the whole batch at once)."""
+(the CPU registers 64 in :mod:`retina.kernels.cpu`: each block's spectra, products and inverses stay in cache,
+~25 % faster for layer 2 and 1.8x for layer 1, and the blocks go to the threads; a module not listed transforms
+the whole batch at once)."""
 
 MIXERS: dict = {}
-"""A backend's own channel product for its array module, ``MIXERS[xp](a, b, a_t, b_t, out)``, used by :func:`_mix`
-instead of the batched matmul (the CPU registers a Numba loop, :func:`retina.kernels.cpu._mix_spectra`)."""
+"""A backend's own channel product for its array module, ``MIXERS[xp](a, b, a_t, b_t, out, threads)``, used by
+:func:`_mix` instead of the batched matmul (the CPU registers a Numba loop, :func:`retina.kernels.cpu._mix_spectra`)."""
 
 
-def _mix(xp, a, b, *, a_t=False, b_t=False):
+def _mix(xp, a, b, *, a_t=False, b_t=False, threads=None):
     """Per-frequency channel product of two spectra ``(P, Q, h, w)``: ``a @ b`` over the middle axes.
 
     ``a`` is read as ``(P, Q)`` (``(Q, P)`` with ``a_t``) and ``b`` as ``(Q, R)``
     (``(R, Q)`` with ``b_t``) at each frequency; the result is ``(P, R, h, w)``.
     One batched matmul over the frequencies (BLAS on the CPU, cuBLAS on the
-    GPU): ~2.5x faster than ``einsum`` for the 8x8 channel products here.
+    GPU): ~2.5x faster than ``einsum`` for the 8x8 channel products here.  ``threads``: a cap for a
+    backend's own mixer (1 inside a block that already runs on its own thread).
     """
     h, w = a.shape[2], a.shape[3]
     mixer = MIXERS.get(xp)
     if mixer is not None:
         shape = (a.shape[1] if a_t else a.shape[0], b.shape[0] if b_t else b.shape[1], h, w)
         return mixer(xp.ascontiguousarray(a), xp.ascontiguousarray(b), a_t, b_t,
-                     xp.empty(shape, dtype=xp.result_type(a, b)))
+                     xp.empty(shape, dtype=xp.result_type(a, b)), threads)
     am = a.reshape(a.shape[0], a.shape[1], h * w).transpose(2, 1, 0) if a_t else \
         a.reshape(a.shape[0], a.shape[1], h * w).transpose(2, 0, 1)
     bm = b.reshape(b.shape[0], b.shape[1], h * w).transpose(2, 1, 0) if b_t else \
@@ -189,46 +204,72 @@ def _gather(xp, parts):
     return parts[0] if len(parts) == 1 else xp.concatenate(parts)
 
 
-def corr2d_fft(xp, fft, kw, x, w, out, spectra=None):
+def _each_block(xp, n, fn, kw, parallel=None, kw_each=None):
+    """``fn(i, sl, kw_c, mix_threads)`` for every block ``i`` (slice ``sl``) of a batch of ``n``; returns the
+    number of blocks.  In order here, or over ``parallel``'s threads with ``kw_each`` for the transforms and
+    one thread for the channel product (:func:`_mix`) inside each block."""
+    blocks = _blocks(xp, n)
+    if parallel is None or len(blocks) == 1:
+        for i, sl in enumerate(blocks):
+            fn(i, sl, kw, None)
+    else:
+        def some(lo, hi):
+            for i in range(lo, hi):
+                fn(i, blocks[i], kw_each if kw_each is not None else kw, 1)
+        parallel(len(blocks), some)
+    return len(blocks)
+
+
+def corr2d_fft(xp, fft, kw, x, w, out, spectra=None, parallel=None, kw_each=None):
     h, wd = x.shape[2], x.shape[3]
     ho, wo = out.shape[2], out.shape[3]
     ws = xp.conj(fft.rfft2(w, s=(h, wd), **kw))
-    parts = []
-    for sl in _blocks(xp, x.shape[0]):
-        xs = fft.rfft2(x[sl], s=(h, wd), **kw)
+    parts: dict = {}
+
+    def block(i, sl, kw_c, mix_threads):
+        xs = fft.rfft2(x[sl], s=(h, wd), **kw_c)
         if spectra is not None:
-            parts.append(xs)
-        out[sl] = _irfft2_head(fft, kw, _mix(xp, xs, ws, b_t=True), wd, (ho, wo))
+            parts[i] = xs
+        out[sl] = _irfft2_head(fft, kw_c, _mix(xp, xs, ws, b_t=True, threads=mix_threads), wd, (ho, wo))
+
+    n_blocks = _each_block(xp, x.shape[0], block, kw, parallel, kw_each)
     if spectra is not None:
-        spectra.append(_gather(xp, parts))
+        spectra.append(_gather(xp, [parts[i] for i in range(n_blocks)]))
     return out
 
 
-def corr2d_transpose_fft(xp, fft, kw, g, w, out, spectra=None):
+def corr2d_transpose_fft(xp, fft, kw, g, w, out, spectra=None, parallel=None, kw_each=None):
     h, wd = out.shape[2], out.shape[3]
     ws = fft.rfft2(w, s=(h, wd), **kw)
-    parts = []
-    for sl in _blocks(xp, g.shape[0]):
-        gs = fft.rfft2(g[sl], s=(h, wd), **kw)
+    parts: dict = {}
+
+    def block(i, sl, kw_c, mix_threads):
+        gs = fft.rfft2(g[sl], s=(h, wd), **kw_c)
         if spectra is not None:
-            parts.append(gs)
-        out[sl] = fft.irfft2(_mix(xp, gs, ws), s=(h, wd), **kw)
+            parts[i] = gs
+        out[sl] = fft.irfft2(_mix(xp, gs, ws, threads=mix_threads), s=(h, wd), **kw_c)
+
+    n_blocks = _each_block(xp, g.shape[0], block, kw, parallel, kw_each)
     if spectra is not None:
-        spectra.append(_gather(xp, parts))
+        spectra.append(_gather(xp, [parts[i] for i in range(n_blocks)]))
     return out
 
 
-def corr2d_weight_grad_fft(xp, fft, kw, x, g, out, spectrum=None, g_spectrum=None):
+def corr2d_weight_grad_fft(xp, fft, kw, x, g, out, spectrum=None, g_spectrum=None, parallel=None, kw_each=None):
+    """The blocks' products are summed in block order whatever runs them, so the result does not depend on the
+    thread count."""
     h, wd = x.shape[2], x.shape[3]
     kh, kwd = out.shape[2], out.shape[3]
-    acc = None
-    for sl in _blocks(xp, x.shape[0]):
-        xs = fft.rfft2(x[sl], s=(h, wd), **kw) if spectrum is None else spectrum[sl]
-        gs = xp.conj(fft.rfft2(g[sl], s=(h, wd), **kw) if g_spectrum is None else g_spectrum[sl])
-        prod = _mix(xp, gs, xs, a_t=True)
-        if acc is None:
-            acc = prod
-        else:
-            acc += prod
+    prods: dict = {}
+
+    def block(i, sl, kw_c, mix_threads):
+        xs = fft.rfft2(x[sl], s=(h, wd), **kw_c) if spectrum is None else spectrum[sl]
+        gs = xp.conj(fft.rfft2(g[sl], s=(h, wd), **kw_c) if g_spectrum is None else g_spectrum[sl])
+        prods[i] = _mix(xp, gs, xs, a_t=True, threads=mix_threads)
+
+    n_blocks = _each_block(xp, x.shape[0], block, kw, parallel, kw_each)
+    acc = prods[0]
+    for i in range(1, n_blocks):
+        acc += prods[i]
     out[:] = _irfft2_head(fft, kw, acc, wd, (kh, kwd))
     return out
