@@ -301,11 +301,8 @@ def corr3d_runs_fft(xs, w, outs, *, workers=None, cache=None, spectra=None):
     run's transforms single-threaded (its spectra stay in one core's cache);
     the values are the same as one run after the other.
     """
-    threads = workers or get_num_threads()
-    if threads > 1 and len(xs) > 1:
-        return _fft.corr3d_runs_fft(np, sfft, {"workers": 1}, xs, w, outs, cache, spectra,
-                                    parallel=lambda n, fn: run_chunks(n, fn, threads=threads))
-    return _fft.corr3d_runs_fft(np, sfft, _kw(workers), xs, w, outs, cache, spectra)
+    parallel, kw_each = _threaded(workers) if len(xs) > 1 else (None, None)
+    return _fft.corr3d_runs_fft(np, sfft, _kw(workers), xs, w, outs, cache, spectra, parallel, kw_each)
 
 
 def corr3d_movie_transpose_fft(g, w, out, *, workers=None):
@@ -385,7 +382,8 @@ def corr2d_fft(x, w, out, *, workers=None, spectra=None):
     """``corr2d`` by FFT: x (N, Ci, H, W), w (Co, Ci, kh, kw) -> out (N, Co, Ho, Wo).
 
     ``spectra`` (a list) receives the spectrum of ``x``, for reuse by
-    :func:`corr2d_weight_grad_fft` (same ``x``).
+    :func:`corr2d_weight_grad_fft` (same ``x``): one array, or the list of its
+    blocks' spectra where the batch is transformed in blocks (:data:`_fft.BLOCK`).
     """
     return _fft.corr2d_fft(np, sfft, _kw(workers), x, w, out, spectra, *_threaded(workers))
 

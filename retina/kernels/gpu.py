@@ -160,7 +160,11 @@ def _aligned(x):
 class _CuFFT:
     """``cupyx.scipy.fft`` for the shared algorithm of :mod:`retina.kernels._fft`, its real inputs aligned."""
 
-    irfftn, irfft2, irfft, ifft = cfft.irfftn, cfft.irfft2, cfft.irfft, cfft.ifft
+    irfftn, irfft2, irfft, fft, ifft = cfft.irfftn, cfft.irfft2, cfft.irfft, cfft.fft, cfft.ifft
+
+    @staticmethod
+    def rfft(x, *args, **kwargs):
+        return cfft.rfft(_aligned(x), *args, **kwargs)
 
     @staticmethod
     def rfftn(x, *args, **kwargs):
