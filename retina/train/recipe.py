@@ -302,6 +302,14 @@ def _check_dataset(path, sim):
                          "recipe's simulator; delete it to simulate it again")
 
 
+def _simulator(recipe):
+    """The in-silico retina that makes a recipe's data, its cells at the assessment's positions."""
+    from ..insilico import InSilicoRetina
+    from . import assess
+
+    return InSilicoRetina(simulator_params(recipe.simulator), positions=assess.cell_positions())
+
+
 def _simulate_streams(recipe, sim, data_path, progress=False) -> dict:
     """Each stream's dataset in ``data_path``: simulated by ``sim``, or a finished file reused after checking
     that ``sim`` made it (delete a file to simulate it again)."""
@@ -335,7 +343,7 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     """
     from .. import phenomena as P  # noqa: F401  (registers the phenomena the report measures)
     from ..datasets import load_dataset
-    from ..insilico import InSilicoRetina, simulator_metadata
+    from ..insilico import simulator_metadata
     from ..reduction import classify_channels
     from . import assess
     from .loss import evaluate
@@ -347,7 +355,7 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    sim = InSilicoRetina(simulator_params(recipe.simulator), positions=assess.cell_positions())
+    sim = _simulator(recipe)
     planted = None
     if any(st.init == "planted" for st in recipe.stages):   # checked before hours of simulation
         from ..recovery import planted_filters
@@ -497,8 +505,6 @@ def run_seeds(recipe: Recipe | str | Path, out_dir: str | Path, seeds, *, client
         ``select = "validation"`` allows.
     """
     from ..distributed import check_client, run_items
-    from ..insilico import InSilicoRetina
-    from . import assess
     from .ensemble import _check_seeds
 
     client = check_client(client)
@@ -507,7 +513,7 @@ def run_seeds(recipe: Recipe | str | Path, out_dir: str | Path, seeds, *, client
         recipe = load_recipe(recipe)
     out = Path(out_dir)
     data_path = Path(data_dir) if data_dir is not None else out / "data"
-    sim = InSilicoRetina(simulator_params(recipe.simulator), positions=assess.cell_positions())
+    sim = _simulator(recipe)
     _simulate_streams(recipe, sim, data_path, progress)   # once, before the seeds share them
     results: dict[int, dict] = {}
 
