@@ -529,3 +529,41 @@ def test_simulator_kernels_agree_with_cpu(kb, rng, dtype):
         runs.append((rates, parts) + st)
     for a, b in zip(*runs):
         assert relerr(b, a) < 10 * tol(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_standard_normal_draws_are_normal_and_keyed_by_the_seed_alone(rng, dtype):
+    """The training noise: equiprobable-bin chi-square against the normal CDF, the tail past the ziggurat's
+    base (where a wrong table shows first), moments and lag-1 correlation (across block boundaries too); the same
+    bits on one thread and two, in float32 the float64 draws rounded; another seed, other numbers."""
+    from scipy import stats
+
+    from retina._threads import num_threads
+
+    n = 2_000_003                                    # not a whole number of blocks
+    seed = int(rng.integers(0, 2 ** 63))
+    z = cpu.standard_normal(seed, 1.0, np.full(n, np.nan))
+    assert np.isfinite(z).all()
+    edges = stats.norm.ppf(np.linspace(0, 1, 101))
+    counts = np.histogram(z, edges)[0]
+    chi2 = ((counts - n / 100) ** 2 / (n / 100)).sum()
+    assert stats.chi2.sf(chi2, 99) > 1e-6, chi2
+    r = 3.6541528853610088
+    tail, expect = np.count_nonzero(np.abs(z) > r), 2 * stats.norm.sf(r) * n
+    assert abs(tail - expect) < 6 * np.sqrt(expect), (tail, expect)
+    far = np.concatenate([np.abs(v[np.abs(v) > r]) for v in (cpu.standard_normal(seed + i, 1.0, np.empty(4_000_000))
+                                                             for i in range(1, 6))])
+    assert stats.kstest(far, stats.truncnorm(r, np.inf).cdf).pvalue > 1e-6      # the tail's own shape
+    assert abs(z.mean()) < 6 / np.sqrt(n) and abs(z.var() - 1) < 6 * np.sqrt(2 / n)
+    assert abs(np.corrcoef(z[:-1], z[1:])[0, 1]) < 6 / np.sqrt(n)
+    block = cpu.NORMAL_BLOCK
+    assert abs(np.corrcoef(z[:block], z[block:2 * block])[0, 1]) < 6 / np.sqrt(block)
+
+    out = np.full((3, 5, block // 7), np.nan, dtype)            # any shape; scale applied before rounding
+    cpu.standard_normal(seed, 0.05, out)
+    np.testing.assert_array_equal(out.reshape(-1), (0.05 * z[:out.size]).astype(dtype))
+    with num_threads(1):
+        np.testing.assert_array_equal(cpu.standard_normal(seed, 0.05, np.empty_like(out)), out)
+    other = cpu.standard_normal(seed ^ 1, 0.05, np.empty_like(out))
+    assert np.count_nonzero(other == out) < out.size // 1000
+    assert cpu.standard_normal(seed, 1.0, np.empty(0, dtype)).size == 0

@@ -52,6 +52,7 @@ __all__ = [
     "dense",
     "dense_weight_grad",
     "pig_conv_relu_dense",
+    "standard_normal",
 ]
 
 _JIT: dict[str, Any] = dict(cache=True, nogil=True)
@@ -1076,6 +1077,108 @@ def pig_conv_relu_dense(z0, dz, alphas, weights, bounds, w2, scale2, shift2, v3,
 
     run_chunks(dz.shape[0], windows)
     return g1, a2, r0, r1
+
+
+# --------------------------------------------------------------------------
+# Gaussian noise: a counter-based stream per block, ziggurat sampling
+# --------------------------------------------------------------------------
+_NORMAL_LAYERS = 256
+_NORMAL_R = 3.6541528853610088       # right edge of the base layer (Marsaglia & Tsang's ziggurat, 256 layers)
+_NORMAL_AREA = 4.92867323399e-3      # area of each layer
+NORMAL_BLOCK = 4096
+"""Draws per block of :func:`standard_normal`: block ``b`` of ``out`` comes from its own stream, keyed by the
+seed and ``b`` alone, so the numbers do not depend on the thread count or the order blocks are filled in."""
+
+
+def _ziggurat_tables(n=_NORMAL_LAYERS, r=_NORMAL_R, v=_NORMAL_AREA):
+    """Thresholds ``k`` (on 52-bit integers), widths ``w`` and densities ``f`` of the normal ziggurat's layers.
+
+    Layer 0 is the base (the rectangle of width ``v / f(r)``, whose part past
+    ``r`` stands for the tail); layer ``i >= 1`` spans ``[0, x_i]`` with
+    ``x_{n-1} = r`` and ``x_i (f(x_{i-1}) - f(x_i)) = v`` upwards.  A draw
+    ``u < k[i]`` lies wholly under the density and is accepted at once.
+    """
+    m = 2.0 ** 52
+    k, w, f = np.zeros(n, np.uint64), np.zeros(n), np.zeros(n)
+    dens = lambda x: np.exp(-0.5 * x * x)  # noqa: E731
+    x_hi = r
+    q = v / dens(r)
+    k[0] = np.uint64(r / q * m)
+    w[0], w[n - 1] = q / m, r / m
+    f[0], f[n - 1] = 1.0, dens(r)
+    for i in range(n - 2, 0, -1):
+        x = np.sqrt(-2.0 * np.log(v / x_hi + dens(x_hi)))
+        k[i + 1] = np.uint64(x / x_hi * m)
+        x_hi = x
+        f[i], w[i] = dens(x), x / m
+    return k, w, f
+
+
+_ZIG_K, _ZIG_W, _ZIG_F = _ziggurat_tables()
+_U64 = np.uint64
+
+
+@njit(inline="always")
+def _splitmix(state):
+    """SplitMix64: the next state and its 64 output bits."""
+    state = state + _U64(0x9E3779B97F4A7C15)
+    z = state
+    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return state, z ^ (z >> _U64(31))
+
+
+@njit(**_JIT)
+def _normal_blocks(lo, hi, seed, scale, out, k, w, f):
+    """``out[b * NORMAL_BLOCK : (b + 1) * NORMAL_BLOCK] = scale * N(0, 1)`` for blocks ``lo <= b < hi``."""
+    n = out.shape[0]
+    inv_r = 1.0 / _NORMAL_R
+    unit = 2.0 ** -53
+    for b in range(lo, hi):
+        state, mixed = _splitmix(_U64(seed) ^ (_U64(b) * _U64(0xD1B54A32D192ED03)))
+        state = mixed                      # the block's stream starts at a hashed point of the sequence
+        for i in range(b * NORMAL_BLOCK, min(n, (b + 1) * NORMAL_BLOCK)):
+            while True:
+                state, bits = _splitmix(state)
+                layer = np.intp(bits & _U64(0xFF))
+                negative = (bits >> _U64(8)) & _U64(1)
+                u = bits >> _U64(12)              # 52 bits, independent of the layer and the sign
+                x = np.float64(np.int64(u)) * w[layer]
+                if u < k[layer]:
+                    break
+                if layer == 0:                    # the tail past r (Marsaglia's exponential method)
+                    while True:
+                        state, b1 = _splitmix(state)
+                        state, b2 = _splitmix(state)
+                        xx = -inv_r * np.log((np.float64(np.int64(b1 >> _U64(11))) + 1.0) * unit)
+                        yy = -np.log((np.float64(np.int64(b2 >> _U64(11))) + 1.0) * unit)
+                        if yy + yy > xx * xx:
+                            break
+                    x = _NORMAL_R + xx
+                    break
+                state, b1 = _splitmix(state)       # the wedge: accept under the density
+                y = f[layer] + np.float64(np.int64(b1 >> _U64(11))) * unit * (f[layer - 1] - f[layer])
+                if y < np.exp(-0.5 * x * x):
+                    break
+            out[i] = scale * (-x if negative else x)
+
+
+def standard_normal(seed, scale, out):
+    """Fill ``out`` (any shape, C-contiguous float32 or float64) with ``scale`` times standard normal draws.
+
+    ``seed`` (an integer in ``[0, 2**64)``) keys every block of
+    :data:`NORMAL_BLOCK` draws, each from its own SplitMix64 stream turned
+    normal by a 256-layer ziggurat (Marsaglia & Tsang, with the layer, the
+    sign and the abscissa taken from separate bits, as Doornik advises).
+    The same seed gives the same numbers on any number of threads.  Not a
+    contract kernel: the trainer draws its noise on the host for every
+    backend, so a model trains the same on the CPU and the GPU.
+    """
+    flat = out.reshape(-1)
+    n_blocks = -(-flat.shape[0] // NORMAL_BLOCK)
+    run_chunks(n_blocks, lambda lo, hi: _normal_blocks(lo, hi, int(seed), float(scale), flat, _ZIG_K, _ZIG_W,
+                                                       _ZIG_F))
+    return out
 
 
 _contract.check(sys.modules[__name__], "kernels")

@@ -90,41 +90,6 @@ def _bn_relu_grad(kern, xp, dout, g, cache, cfg):
                                      xp.empty_like(dout), xp.empty(g.shape, dt), xp.empty(g.shape, dt))
 
 
-_NOISE_THREADS = 2
-_noise_pool = None
-
-
-def _standard_normal(rng, shape, dtype):
-    """Standard normal draws of ``shape``, filled by two threads from two child streams of ``rng``; returns a
-    function that waits for the fill and gives the array.
-
-    The split is fixed (two halves along the first axis, seeds drawn from
-    ``rng`` when called), so the numbers are the same on any machine and
-    whatever runs meanwhile; NumPy's generators release the GIL while
-    filling, so the fill runs beside the caller's work (the training step
-    starts both layers' noise before its layer-1 transforms) and on two
-    cores takes ~60 % of the time of one ``rng.standard_normal`` call.
-    """
-    global _noise_pool
-    if _noise_pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _noise_pool = ThreadPoolExecutor(_NOISE_THREADS, thread_name_prefix="retina-noise")
-    out = np.empty(shape, dtype)
-    seeds = rng.integers(0, 2 ** 63, size=_NOISE_THREADS)
-    parts = np.array_split(out, _NOISE_THREADS)
-
-    def fill(i):
-        np.random.Generator(np.random.PCG64(int(seeds[i]))).standard_normal(out=parts[i], dtype=dtype)
-    futures = [_noise_pool.submit(fill, i) for i in range(_NOISE_THREADS)]
-
-    def result():
-        for f in futures:
-            f.result()
-        return out
-    return result
-
-
 def _softplus(xp, u):
     return xp.logaddexp(0.0, u)
 
@@ -172,25 +137,21 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, want_grads=True,
     w1, w2, w3 = params["w1"], params["w2"], params["w3"]
     dt = w1.dtype  # float32 in training; float64 works too (gradient checks)
 
-    def noise(shape):    # drawn on the host from ``rng`` (reproducible on either backend); empty: none
-        if rng is None or cfg.noise <= 0:
-            return lambda: xp.empty(0, dt)
-        pending = _standard_normal(rng, shape, dt)   # seeds drawn now, in this order; filled meanwhile
+    host_kernels = _backend.resolve("cpu").kernels
 
-        def get():
-            z = pending()
-            z *= dt.type(cfg.noise)
-            return be.asarray(z)
-        return get
+    def noise(shape):    # drawn on the host from ``rng`` (the same on either backend) just before use; empty: none
+        if rng is None or cfg.noise <= 0:
+            return xp.empty(0, dt)
+        seed = int(rng.integers(0, 2 ** 63))
+        return be.asarray(host_kernels.standard_normal(seed, cfg.noise, np.empty(shape, dt)))
     c1_n, k = w1.shape[0], w1.shape[1]
     bounds = np.cumsum([0] + [seg.shape[0] - k + 1 for seg in segments])   # each run's windows in the batch
     n_b = int(bounds[-1])
     c1 = xp.empty((n_b, c1_n, segments[0].shape[1] - w1.shape[2] + 1, segments[0].shape[2] - w1.shape[3] + 1), dt)
-    noise1, noise2 = noise(c1.shape), noise((n_b,) + params["g2"].shape)   # both fill during layer 1
     spectra, wcache = [], {}  # kernel spectrum shared by the runs, movie spectra reused below
     kern.corr3d_runs_fft(segments, w1, [c1[a:b] for a, b in zip(bounds[:-1], bounds[1:])], cache=wcache,
                          spectra=spectra)
-    h1, bn1 = _bn_relu(kern, xp, c1, params["g1"], params["b1"], noise1(), cfg)
+    h1, bn1 = _bn_relu(kern, xp, c1, params["g1"], params["b1"], noise(c1.shape), cfg)
     c2 = xp.empty((n_b,) + params["g2"].shape, dt)
     fft2 = w2.shape[2] * w2.shape[3] >= _FFT2_MIN_TAPS
     h1_spec = []                       # layer-2 input spectrum, reused by the weight gradient
@@ -198,7 +159,7 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, want_grads=True,
         kern.corr2d_fft(h1, w2, c2, spectra=h1_spec)
     else:
         kern.corr2d(h1, w2, c2)
-    h2, bn2 = _bn_relu(kern, xp, c2, params["g2"], params["b2"], noise2(), cfg)
+    h2, bn2 = _bn_relu(kern, xp, c2, params["g2"], params["b2"], noise(c2.shape), cfg)
     h2 = h2.reshape(n_b, -1)
     drive = h2 @ w3.T + params["b3"]
     r = _softplus(xp, drive.astype(xp.float64))
