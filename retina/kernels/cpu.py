@@ -1135,8 +1135,8 @@ def _normal_blocks(lo, hi, seed, scale, out, k, w, f):
     inv_r = 1.0 / _NORMAL_R
     unit = 2.0 ** -53
     for b in range(lo, hi):
-        state, mixed = _splitmix(_U64(seed) ^ (_U64(b) * _U64(0xD1B54A32D192ED03)))
-        state = mixed                      # the block's stream starts at a hashed point of the sequence
+        # the block's stream starts at a hashed point of the sequence: the mixed output of seed ^ f(b)
+        _, state = _splitmix(_U64(seed) ^ (_U64(b) * _U64(0xD1B54A32D192ED03)))
         for i in range(b * NORMAL_BLOCK, min(n, (b + 1) * NORMAL_BLOCK)):
             while True:
                 state, bits = _splitmix(state)
