@@ -88,10 +88,14 @@ def run_chunks(n: int, fn, threads: int | None = None) -> None:
 
     ``fn`` must release the GIL (a ``nogil`` Numba kernel) to run in parallel.
     The range is cut into about :data:`CHUNKS_PER_THREAD` chunks per thread,
-    handed out as threads free up: a core slowed by another process takes
-    fewer chunks instead of holding up the rest.  Exceptions are re-raised
-    here.  A serial kernel run this way also compiles faster than a Numba
-    ``prange`` loop around it.
+    taken one at a time by whichever thread is free: a core slowed by another
+    process takes fewer chunks instead of holding up the rest.  The calling
+    thread takes chunks too, beside ``threads - 1`` pool threads, so a region
+    wakes one thread fewer and the caller, already running, starts at once
+    (on a loaded machine a woken thread can wait a scheduler slice for a
+    core).  The first exception a chunk raises is re-raised here, after the
+    other threads have stopped taking chunks.  A serial kernel run this way
+    also compiles faster than a Numba ``prange`` loop around it.
     """
     k = min(threads or get_num_threads(), n)
     if k <= 1:
@@ -99,7 +103,27 @@ def run_chunks(n: int, fn, threads: int | None = None) -> None:
             fn(0, n)
         return
     chunk = -(-n // (CHUNKS_PER_THREAD * k))
-    pool = _get_pool(k)
-    futures = [pool.submit(fn, lo, min(n, lo + chunk)) for lo in range(0, n, chunk)]
-    for f in futures:
+    starts = iter(range(0, n, chunk))
+    lock = threading.Lock()
+    failed: list[BaseException] = []
+
+    def take():
+        while True:
+            with lock:
+                lo = None if failed else next(starts, None)
+            if lo is None:
+                return
+            try:
+                fn(lo, min(n, lo + chunk))
+            except BaseException as exc:
+                with lock:
+                    failed.append(exc)
+                return
+
+    pool = _get_pool(k - 1)
+    helpers = [pool.submit(take) for _ in range(k - 1)]
+    take()
+    for f in helpers:
         f.result()
+    if failed:
+        raise failed[0]

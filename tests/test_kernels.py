@@ -196,7 +196,7 @@ def test_corr2d_forward_transpose_weight_grad(kb, rng, dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_affine_relu_and_dense(kb, rng, dtype):
+def test_affine_relu(kb, rng, dtype):
     z = rng.standard_normal((5, 3, 4, 6)).astype(dtype)
     sc = rng.standard_normal((3, 4, 6)).astype(dtype)
     sh = rng.standard_normal((3, 4, 6)).astype(dtype)
@@ -205,11 +205,28 @@ def test_affine_relu_and_dense(kb, rng, dtype):
     ref = np.maximum(sc.astype(float) * z + sh, 0)
     assert relerr(out, ref) < tol(dtype)
     assert (out == 0).any() and (out > 0).any()
-    x = rng.standard_normal((7, 11)).astype(dtype)
-    w = rng.standard_normal((3, 11)).astype(dtype)
-    d = np.full((7, 3), np.nan, dtype)
-    kb.dense(x, w, d)
-    assert relerr(d, x.astype(float) @ w.T.astype(float)) < tol(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(500, 18, 5408), (7, 3, 11), (1, 1, 1)])
+def test_dense_and_its_transpose_match_the_reference_and_not_the_thread_count(kb, rng, dtype, shape):
+    """The readout ``x @ w.T`` and the gradient at its input ``d @ w`` (training's shapes among them)."""
+    n_b, n, m = shape
+    x = np.maximum(rng.standard_normal((n_b, m)), 0).astype(dtype)
+    w = rng.standard_normal((n, m)).astype(dtype)
+    d = rng.standard_normal((n_b, n)).astype(dtype)
+    d[rng.random(d.shape) < 0.2] = 0                                  # zero gradients are skipped
+    fwd, back = np.full((n_b, n), np.nan, dtype), np.full((n_b, m), np.nan, dtype)
+    kb.dense(x, w, fwd)
+    kb.dense_transpose(d, w, back)
+    assert relerr(fwd, x.astype(float) @ w.T.astype(float)) < tol(dtype)
+    assert relerr(back, d.astype(float) @ w.astype(float)) < tol(dtype)
+    if kb.name == "cpu":   # each element summed in one order, whatever the thread count
+        from retina._threads import num_threads
+
+        with num_threads(1):
+            np.testing.assert_array_equal(cpu.dense(x, w, np.empty_like(fwd)), fwd)
+            np.testing.assert_array_equal(cpu.dense_transpose(d, w, np.empty_like(back)), back)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

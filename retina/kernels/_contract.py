@@ -36,6 +36,7 @@ CONTRACT = {
         "batch_norm_relu": ("c", "gamma", "beta", "noise", "eps", "mean", "var", "xhat", "out"),
         "batch_norm_relu_grad": ("dout", "out", "xhat", "gamma", "var", "eps", "dc", "dgamma", "dbeta"),
         "dense": ("x", "w", "out"),
+        "dense_transpose": ("d", "w", "out"),
         "dense_weight_grad": ("d", "x", "out"),
         "pig_conv_relu_dense": ("z0", "dz", "alphas", "weights", "bounds", "w2", "scale2", "shift2", "v3", "shift3",
                                 "cw", "cells", "g1", "a2", "r0", "r1", "want_a2"),

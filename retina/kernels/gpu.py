@@ -48,6 +48,7 @@ __all__ = [
     "corr3d_movie_weight_grad_fft",
     "corr3d_runs_weight_grad_fft",
     "dense",
+    "dense_transpose",
     "dense_weight_grad",
     "pig_conv_relu_dense",
     "SOURCES",
@@ -236,6 +237,12 @@ def affine_relu(z, scale, shift, out):
 def dense(x, w, out):
     """out (N, n) = x (N, D) @ w (n, D).T through cuBLAS."""
     cp.matmul(x, w.T, out=out)
+    return out
+
+
+def dense_transpose(d, w, out):
+    """out (N, D) = d (N, n) @ w (n, D) through cuBLAS (the gradient at a dense layer's input)."""
+    cp.matmul(d, w, out=out)
     return out
 
 

@@ -161,7 +161,7 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, want_grads=True,
         kern.corr2d(h1, w2, c2)
     h2, bn2 = _bn_relu(kern, xp, c2, params["g2"], params["b2"], noise(c2.shape), cfg)
     h2 = h2.reshape(n_b, -1)
-    drive = h2 @ w3.T + params["b3"]
+    drive = kern.dense(h2, w3, xp.empty((n_b, w3.shape[0]), dt)) + params["b3"]
     r = _softplus(xp, drive.astype(xp.float64))
     y = be.asarray(targets, xp.float64)
     logr = xp.log(xp.maximum(r, 1e-8))
@@ -174,7 +174,8 @@ def loss_and_grads(params, segments, targets, cfg, *, rng=None, want_grads=True,
     dr = sw * (1.0 - y / xp.maximum(r, 1e-8)) / n_out
     dd = (dr * _sigmoid(xp, drive.astype(xp.float64))).astype(dt)
     grads = {"w3": kern.dense_weight_grad(dd, h2, xp.empty_like(w3)), "b3": dd.sum(0)}
-    dc2, grads["g2"], grads["b2"] = _bn_relu_grad(kern, xp, (dd @ w3).reshape(c2.shape), params["g2"], bn2, cfg)
+    dh2 = kern.dense_transpose(dd, w3, xp.empty_like(h2)).reshape(c2.shape)
+    dc2, grads["g2"], grads["b2"] = _bn_relu_grad(kern, xp, dh2, params["g2"], bn2, cfg)
     gw2 = xp.empty_like(w2)
     dh1 = xp.empty_like(h1)
     if fft2:   # both layer-2 gradients share the spectra of h1 (from the forward) and of dc2
