@@ -251,8 +251,10 @@ def insilico_rates(movie, p):
 
     s = blur(p.sigma_center_px) - p.w_surround * blur(p.sigma_surround_px)
     b = {}
-    for name in ("OFF", "ONf", "ONs"):
-        bp = p.bipolar[name]
+    synapses = [(name, p.bipolar[name], p.bipolar[name].U) for name in ("OFF", "ONf", "ONs")]
+    if p.U_OFF_A1 is not None:   # the OFF bipolar's synapse onto the amacrine: its own pool
+        synapses.append(("OFF_A1", p.bipolar["OFF"], p.U_OFF_A1))
+    for name, bp, use in synapses:
         out = []
         for tau in (bp.tau1_ms, 2 * bp.tau1_ms):
             e = np.exp(-dt * 1e3 / tau)
@@ -265,13 +267,13 @@ def insilico_rates(movie, p):
         rec = np.exp(-dt / bp.tau_rec_s)
         # grey-adapted start: N0 = max(-theta, 0) everywhere
         n0 = max(-bp.theta, 0.0)
-        d0 = np.exp(-bp.U * dt * n0)
+        d0 = np.exp(-use * dt * n0)
         R = np.full((h, w), (1 - rec) * d0 / (1 - rec * d0))
         bk = np.empty_like(n)
         for t in range(t_n):
             R = 1 - (1 - R) * rec
             bk[t] = n[t] * R
-            R = R * np.exp(-bp.U * n[t] * dt)
+            R = R * np.exp(-use * n[t] * dt)
         b[name] = bk
     cells = [(tname, cy, cx) for tname in p.ganglion for cy in p.mosaic for cx in p.mosaic]
     rates = np.empty((t_n, len(cells)))
@@ -284,7 +286,7 @@ def insilico_rates(movie, p):
         wg = _gauss_pool(p.sigma_ganglion_px, cy, cx, h, w)
         wa = _gauss_pool(p.sigma_amacrine_px, cy, cx, h, w)
         exc = np.stack([(b[k] * wg).sum((1, 2)) for k in ("OFF", "ONf", "ONs")], 1)
-        inh = (b["OFF"] * wa).sum((1, 2))
+        inh = (b["OFF_A1" if p.U_OFF_A1 is not None else "OFF"] * wa).sum((1, 2))
         # grey-adapted start
         a = 0.0
         nA = 1.0

@@ -40,6 +40,28 @@ def test_lesions_match_reference(small, rng, lesion):
         assert np.all(sim.pathways(movie)[..., 3] == 0)
 
 
+@pytest.mark.parametrize("lesion", [None, "depression", "A1"])
+def test_own_depression_of_the_off_synapse_onto_the_amacrine_matches_reference(small, rng, lesion):
+    """``U_OFF_A1``: the amacrine reads its own OFF pool; equal to the shared pool when its U is the OFF one's."""
+    p = small.copy()
+    p.U_OFF_A1 = 4.0 * p.bipolar["OFF"].U
+    movie = np.maximum(0.6 * rng.standard_normal((60, 19, 21)), -1.0)
+    sim = InSilicoRetina(p, lesion=lesion, frame_shape=(19, 21), block=23)
+    rates, parts = sim.run(movie)
+    ref_rates, ref_parts = naive.insilico_rates(movie, p if lesion is None else p.lesioned(lesion))
+    np.testing.assert_allclose(rates, ref_rates, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(parts, ref_parts, rtol=1e-10, atol=1e-12)
+    shared = InSilicoRetina(small, lesion=lesion, frame_shape=(19, 21)).run(movie)[1]
+    if lesion == "depression":    # no depression anywhere: nothing tells the two pools apart
+        np.testing.assert_array_equal(parts, shared)
+    else:                         # only the amacrine's input differs
+        np.testing.assert_array_equal(parts[..., :3], shared[..., :3])
+        assert lesion == "A1" or np.abs(parts[..., 3] - shared[..., 3]).max() > 1e-4
+    p.U_OFF_A1 = p.bipolar["OFF"].U
+    np.testing.assert_array_equal(InSilicoRetina(p, frame_shape=(19, 21)).run(movie)[1],
+                                  InSilicoRetina(small, frame_shape=(19, 21)).run(movie)[1])
+
+
 def test_streaming_in_chunks_equals_one_call(rng):
     sim = InSilicoRetina(block=64)
     movie = S.natural_movie(500, seed=int(rng.integers(1000))).movie

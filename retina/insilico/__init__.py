@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -122,6 +122,10 @@ class InSilicoParams:
     """The amacrine's threshold: it releases ``max(a - theta_amacrine, 0)`` of its low-passed drive ``a``
     (0: every positive drive).  A threshold recruits inhibition only for strong OFF input."""
     tau_rec_amacrine_s: float = 0.65
+    U_OFF_A1: float | None = None
+    """Release rate constant (1/s) of the OFF bipolar's synapse onto the amacrine, with its own vesicle pool (the
+    OFF pathway's filter, threshold and recovery time); ``None``: the amacrine reads the same pool as the ganglion
+    cells (one depression per OFF bipolar)."""
     sigma_ganglion_px: float = 2.0
     tau_membrane_ms: float = 20.0
     beta: float = 20.0
@@ -231,6 +235,8 @@ class InSilicoParams:
 
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "U_OFF_A1" and value is None:
+                continue
             if f.name not in ("bipolar", "ganglion", "mosaic") and (
                     isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ValueError(f"{f.name} must be a number, got {value!r}")
@@ -244,8 +250,10 @@ class InSilicoParams:
             v = getattr(self, name)
             if not np.isfinite(v) or v <= 0:
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
-        for name in ("w_surround", "U_amacrine", "theta_amacrine", "gain_control"):
+        for name in ("w_surround", "U_amacrine", "theta_amacrine", "gain_control", "U_OFF_A1"):
             v = getattr(self, name)
+            if v is None and name == "U_OFF_A1":
+                continue
             if not np.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be >= 0, got {v!r}")
         for name, b in self.bipolar.items():
@@ -287,6 +295,8 @@ class InSilicoParams:
                 for b in p.bipolar.values():
                     b.U = 0.0
                 p.U_amacrine = 0.0
+                if p.U_OFF_A1 is not None:
+                    p.U_OFF_A1 = 0.0
         return p
 
 
@@ -442,6 +452,10 @@ class InSilicoRetina:
         self._wg = np.ascontiguousarray(wg[support])
         self._wa = np.ascontiguousarray(wa[support])
         bips = [p.bipolar[k] for k in PATHWAYS]
+        self._a1_source = 0              # the release the amacrine pools: the OFF pathway's ...
+        if p.U_OFF_A1 is not None:       # ... or its own synapse's, a fourth pool with the OFF filter
+            bips.append(replace(p.bipolar["OFF"], U=p.U_OFF_A1))
+            self._a1_source = len(PATHWAYS)
         self._drive = np.array([b.sign * p.gain for b in bips])
         self._decay = np.array([[np.exp(-DT * 1e3 / b.tau1_ms), np.exp(-DT * 1e3 / (2 * b.tau1_ms))] for b in bips])
         self._stages = np.array([int(b.n) + 1 for b in bips], np.int64)
@@ -483,14 +497,14 @@ class InSilicoRetina:
         A dict of float64 arrays, updated in place by :meth:`run` so that a long
         movie can be fed block by block; save it to resume a stream.
         """
-        n_px, n_k, n_j = len(self._pixels), 3, self.n_cells
+        n_px, n_k, n_j = len(self._pixels), len(self._use), self.n_cells
         s_max = int(self._stages.max())
         n_rest = np.maximum(-self._theta, 0.0)  # release drive at grey (S = 0)
         dep = np.exp(-self._use * n_rest)
         pool = (1 - self._rec) * dep / (1 - self._rec * dep)
         b_rest = n_rest * (1 - (1 - pool) * self._rec)  # release uses the pool after recovery
-        exc = np.repeat(b_rest[:, None], n_j, 1) * self._wg.sum(0)[None, :]
-        inh = b_rest[0] * self._wa.sum(0)
+        exc = np.repeat(b_rest[:len(PATHWAYS), None], n_j, 1) * self._wg.sum(0)[None, :]
+        inh = b_rest[self._a1_source] * self._wa.sum(0)
         a_rest = np.maximum(inh - self.params.theta_amacrine, 0.0)
         rec_a = np.exp(-DT / self.params.tau_rec_amacrine_s)
         dep_a = np.exp(-self.params.U_amacrine * DT * a_rest)
@@ -602,11 +616,13 @@ class InSilicoRetina:
                 s = self._centre_surround(dev(movie[t0:t0 + self.block]), be)
             else:
                 s = dev(np.ascontiguousarray(drive[t0:t0 + self.block]))
-            b = xp.empty((len(s), 3, len(self._pixels)))
+            n_k = len(self._use)
+            b = xp.empty((len(s), n_k, len(self._pixels)))
             kern.bipolar_block(s, consts["_drive"], consts["_decay"], self._stages, consts["_a2"], consts["_theta"],
                                consts["_rec"], consts["_use"], st["cascade"], st["pool"], b)
-            exc = xp.ascontiguousarray((b.reshape(-1, b.shape[-1]) @ consts["_wg"]).reshape(len(s), 3, n_j))
-            inh = xp.ascontiguousarray(b[:, 0, :] @ consts["_wa"])
+            exc = (b.reshape(-1, b.shape[-1]) @ consts["_wg"]).reshape(len(s), n_k, n_j)
+            exc = xp.ascontiguousarray(exc[:, :len(PATHWAYS)])
+            inh = xp.ascontiguousarray(b[:, self._a1_source, :] @ consts["_wa"])
             kern.ganglion_block(exc, inh, consts["_w"], consts["_w_inh"], consts["_gtheta"], consts["_rmax"],
                                 float(p.beta), e_inh, e_mem, rec_inh, float(p.U_amacrine * DT),
                                 float(p.theta_amacrine),
