@@ -411,19 +411,25 @@ def corr2d_weight_grad_fft(x, g, out, *, workers=None, spectrum=None, g_spectrum
 # --------------------------------------------------------------------------
 # pointwise and dense
 # --------------------------------------------------------------------------
-@njit(parallel=True, **_JIT)
-def affine_relu(z, scale, shift, out):
-    """out = max(scale * z + shift, 0); z, out (N, ...), scale/shift the trailing shape."""
-    n_b = z.shape[0]
-    m = scale.size
-    zf = z.reshape(n_b, m)
-    of = out.reshape(n_b, m)
-    sc = scale.reshape(m)
-    sh = shift.reshape(m)
-    for n in prange(n_b):
-        for i in range(m):
+@njit(**_JIT)
+def _affine_relu_rows(lo, hi, zf, sc, sh, of):
+    """Rows ``lo:hi`` of :func:`affine_relu` on 2-D views ``(N, M)``."""
+    for n in range(lo, hi):
+        for i in range(sc.shape[0]):
             v = sc[i] * zf[n, i] + sh[i]
             of[n, i] = v if v > 0 else 0
+
+
+def affine_relu(z, scale, shift, out):
+    """out = max(scale * z + shift, 0); z, out (N, ...), scale/shift the trailing shape.
+
+    Rows handed out to the kernel threads as they free up (a Numba ``prange`` split them evenly, so a core
+    shared with another process held up the whole pass: 2.2x slower under one competing process).
+    """
+    n_b, m = z.shape[0], scale.size
+    zf, of = z.reshape(n_b, m), out.reshape(n_b, m)
+    sc, sh = scale.reshape(m), shift.reshape(m)
+    run_chunks(n_b, lambda lo, hi: _affine_relu_rows(lo, hi, zf, sc, sh, of))
     return out
 
 
