@@ -29,8 +29,13 @@ def _ceiling() -> int:
     return int(config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
 
 
+_local = threading.local()
+
+
 def get_num_threads() -> int:
-    """The thread count the kernels use (Numba and ``scipy.fft`` alike)."""
+    """The thread count the kernels use (Numba and ``scipy.fft`` alike); 1 inside :func:`serial`."""
+    if getattr(_local, "serial", False):
+        return 1
     return _setting if _setting is not None else _ceiling()
 
 
@@ -66,6 +71,22 @@ def num_threads(n: int | None):
         yield
     finally:
         set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def serial():
+    """``with serial(): ...``: the kernels this thread calls run on this thread alone (the setting of other
+    threads is unchanged); for work that is itself one of several pieces on the kernel threads."""
+    import numba
+
+    before = getattr(_local, "serial", False)
+    _local.serial = True
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        _local.serial = before
+        numba.set_num_threads(get_num_threads())
 
 
 CHUNKS_PER_THREAD = 4

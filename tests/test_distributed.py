@@ -333,6 +333,39 @@ def test_run_chunks_covers_the_range_once_and_raises_what_a_chunk_raises(threads
             run_chunks(50, bad)
 
 
+def test_serial_holds_this_thread_alone_and_restores_it():
+    import threading
+
+    import numba
+
+    from retina._threads import serial
+
+    outer = get_num_threads()
+    seen = {}
+    with serial():
+        assert get_num_threads() == 1 and numba.get_num_threads() == 1
+        other = threading.Thread(target=lambda: seen.setdefault("other", get_num_threads()))
+        other.start()
+        other.join()
+        with serial():
+            pass
+        assert get_num_threads() == 1          # a nested block does not end the outer one
+    assert seen["other"] == outer and get_num_threads() == outer and numba.get_num_threads() == outer
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_predict_gives_the_same_bits_on_one_thread_and_on_batches_spread_over_threads(rng, dtype):
+    from retina._threads import num_threads
+
+    model = RetinaCNN.random(3, seed=int(rng.integers(1000)))
+    movie = rng.standard_normal((model.history + 300, 50, 50)).astype(dtype)
+    spread = model.predict(movie, batch=70, dtype=dtype)         # five batches
+    with num_threads(1):
+        one = model.predict(movie, batch=70, dtype=dtype)
+    np.testing.assert_array_equal(spread, one)
+    np.testing.assert_allclose(spread, model.predict(movie, dtype=dtype), rtol=1e-5)   # one batch
+
+
 def test_cli_simulate_attribute_and_seeds_on_workers(tmp_path):
     base = ["simulate", "--kind", "whitenoise", "--noise-minutes", "0.1", "--test-clips", "2", "--clip-seconds",
             "0.5", "--repeats", "2", "-q"]
