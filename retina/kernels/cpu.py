@@ -328,9 +328,13 @@ def corr3d_runs_weight_grad_fft(xs, gs, out, *, workers=None, spectra=None):
 
     The runs' spectral products are summed before the inverse transform (one
     per FFT shape rather than one per run).  ``spectra``: the movies' spectra
-    from :func:`corr3d_movie_fft`, one per run (each run one chunk).
+    from :func:`corr3d_movie_fft`, one per run (each run one chunk).  With more
+    than one thread the runs go to the threads in pieces of
+    :data:`retina.kernels._fft.RUNS_PER_PIECE`, summed in piece order: the
+    same bits on any thread count.
     """
-    return _fft.corr3d_runs_weight_grad_fft(np, sfft, _kw(workers), xs, gs, out, spectra)
+    parallel, kw_each = _threaded(workers) if len(xs) > 1 else (None, None)
+    return _fft.corr3d_runs_weight_grad_fft(np, sfft, _kw(workers), xs, gs, out, spectra, parallel, kw_each)
 
 
 # --------------------------------------------------------------------------
