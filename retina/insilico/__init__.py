@@ -252,7 +252,7 @@ class InSilicoParams:
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
         for name in ("w_surround", "U_amacrine", "theta_amacrine", "gain_control", "U_OFF_A1"):
             v = getattr(self, name)
-            if v is None and name == "U_OFF_A1":
+            if v is None:      # only U_OFF_A1 may be None (the loop above checked the others are numbers)
                 continue
             if not np.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be >= 0, got {v!r}")

@@ -167,24 +167,26 @@ def corr3d_runs_weight_grad_fft(xp, fft, kw, xs, gs, out, spectra, parallel=None
                 xspec = fft.rfftn(xs[j], s=shape, axes=(0, 1, 2), **kw_c) if spectra is None else spectra[j]
                 gspec = _gradient_spectrum(fft, kw_c, gs[j], shape)
                 gspec *= xp.conj(xspec)[None]
-                if shape in acc:
-                    acc[shape] += gspec
-                else:
-                    acc[shape] = gspec
+                _add_to(acc, shape, gspec)
             sums[i] = acc
 
     _spread(len(pieces), some, kw, parallel, kw_each)
     total: dict = {}
     for acc in sums:
         for shape, spec in acc.items():
-            if shape in total:
-                total[shape] += spec
-            else:
-                total[shape] = spec
+            _add_to(total, shape, spec)
     out[:] = 0
     for shape, spec in total.items():
         out += _irfftn_head(fft, kw, xp.conj(spec, out=spec), shape, (k_n, kh, kwd))
     return out
+
+
+def _add_to(sums, key, spec):
+    """``sums[key] += spec``, the first ``spec`` of a key kept as its sum (it is added into in place)."""
+    if key in sums:
+        sums[key] += spec
+    else:
+        sums[key] = spec
 
 
 def _irfftn_head(fft, kw, spec, shape, keep, overwrite=False):
