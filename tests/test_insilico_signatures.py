@@ -35,6 +35,19 @@ def test_simulator_passes_its_signature_checks(name):
     assert not failed, "\n".join(failed)
 
 
+def test_each_pathway_keeps_its_speed():
+    """The circuit's identity beside its phenomena (scored by the calibration too): OFF and ON-fast are fast,
+    ON-slow is slow, by their filters' time to peak; a set whose ON-slow filter peaks early fails."""
+    from retina.insilico import InSilicoRetina
+
+    checks = P.kinetics_checks()
+    assert [c.name for c in checks] == ["kinetics_OFF_fast", "kinetics_ONf_fast", "kinetics_ONs_slow"]
+    assert all(c.passed for c in checks), "\n".join(map(str, checks))
+    fast_ons = InSilicoRetina().params.copy()
+    fast_ons.bipolar["ONs"].tau1_ms = 30.0
+    assert [c.passed for c in P.kinetics_checks(InSilicoRetina(fast_ons))] == [True, True, False]
+
+
 @pytest.mark.parametrize("check", sorted(KNOWN_FAILURES))
 @pytest.mark.xfail(strict=True, reason="the shipped simulator misses this documented signature (see KNOWN_FAILURES)")
 def test_known_signature_failures(check):

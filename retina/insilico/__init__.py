@@ -44,8 +44,8 @@ from .._validate import as_float_array, check_int
 from ..units import DT, check_physical_movie
 
 __all__ = ["BipolarParams", "GanglionParams", "InSilicoParams", "InSilicoRetina", "Cell", "PATHWAYS",
-           "LESIONS", "ROW", "SIMULATOR_KEY", "simulator_of", "simulator_metadata", "COUNTERFACTUALS", "counterfactual",
-           "simulator_name"]
+           "PATHWAY_SPEEDS", "LESIONS", "ROW", "SIMULATOR_KEY", "simulator_of", "simulator_metadata",
+           "COUNTERFACTUALS", "counterfactual", "simulator_name"]
 
 
 PATHWAYS = ("OFF", "ONf", "ONs")
@@ -72,6 +72,27 @@ class BipolarParams:
     U: float = 10.0
     """Release rate constant of the vesicle pool, 1/s (0: no depression)."""
     tau_rec_s: float = 1.0
+
+    def time_to_peak_ms(self, resolution_ms=0.1):
+        """Time to the peak of ``|K(t)|`` in continuous time (ms, to ``resolution_ms``), with
+        ``Gamma(t; n, tau) = t^n exp(-t / tau) / (n! tau^(n + 1))``: the "time to peak" of
+        ``docs/insilico.md`` section 1.1, by which a pathway is fast or slow (section 4)."""
+        from math import lgamma
+
+        n, tau = float(self.n), float(self.tau1_ms)
+        t = np.arange(1, int(round(40 * n * tau / resolution_ms)) + 1) * resolution_ms
+
+        def gamma(tau):
+            return np.exp(n * np.log(t) - t / tau - lgamma(n + 1) - (n + 1) * np.log(tau))
+
+        return round(float(t[np.argmax(np.abs(gamma(tau) - self.a2 * gamma(2 * tau)))]), 6)
+
+
+PATHWAY_SPEEDS = {"OFF": "fast", "ONf": "fast", "ONs": "slow"}
+"""Each bipolar pathway's speed, part of the circuit's identity (``docs/insilico.md`` section 1.1): the OFF and
+ON-fast filters peak within the fast bound and the ON-slow filter after the slow bound (time to peak,
+:data:`retina.reduction.FAST_MS` and :data:`retina.reduction.SLOW_MS`); a calibration keeps them so
+(:func:`retina.phenomena.kinetics_checks`)."""
 
 
 @dataclass

@@ -25,7 +25,7 @@ is its first frame), the pruned network is measured on the whole movie.
 Pass ``context_ms=None`` to attribute whole movies.
 """
 
-from .base import REGISTRY, Check, Phenomenon, PhenomenonResult, get, names, register, unregister
+from .base import REGISTRY, Check, Phenomenon, PhenomenonResult, get, kinetics_checks, names, register, unregister
 from .probe import CONTEXT_MS, CNNProbe, probe
 
 # the built-in phenomena register themselves on import, in this order
@@ -34,6 +34,6 @@ from .latency import LATENCY, LATENCY_INTENSITIES, latency  # isort: skip
 from .reversal import REVERSAL, reversal  # isort: skip
 from .anticipation import ANTICIPATION, anticipation  # isort: skip
 
-__all__ = ["Phenomenon", "PhenomenonResult", "Check", "REGISTRY", "register", "unregister", "get", "names",
-           "CNNProbe", "probe", "CONTEXT_MS", "osr", "latency", "reversal", "anticipation", "OSR", "LATENCY",
+__all__ = ["Phenomenon", "PhenomenonResult", "Check", "kinetics_checks", "REGISTRY", "register", "unregister", "get",
+           "names", "CNNProbe", "probe", "CONTEXT_MS", "osr", "latency", "reversal", "anticipation", "OSR", "LATENCY",
            "REVERSAL", "ANTICIPATION", "OSR_FREQUENCIES_HZ", "LATENCY_INTENSITIES"]

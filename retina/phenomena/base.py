@@ -323,3 +323,22 @@ def get(name: str | Phenomenon) -> Phenomenon:
 def names() -> tuple:
     """The registered phenomena's names."""
     return tuple(REGISTRY)
+
+
+def kinetics_checks(sim=None) -> list:
+    """The circuit's identity beside its phenomena: each bipolar pathway of the simulator ``sim`` (default the
+    shipped calibration) keeps its documented speed (:data:`retina.insilico.PATHWAY_SPEEDS`): the time to peak of
+    its filter (:meth:`retina.insilico.BipolarParams.time_to_peak_ms`) at most :data:`retina.reduction.FAST_MS`
+    for a fast pathway, at least :data:`retina.reduction.SLOW_MS` for a slow one.  A list of :class:`Check`
+    named ``kinetics_<pathway>_<speed>``; the calibration scores them with the phenomena's signatures."""
+    from ..insilico import PATHWAY_SPEEDS, InSilicoRetina
+    from ..reduction import FAST_MS, SLOW_MS
+
+    params = (sim if sim is not None else InSilicoRetina()).params
+    out = []
+    for name, speed in PATHWAY_SPEEDS.items():
+        ttp = params.bipolar[name].time_to_peak_ms()
+        bound = dict(high=FAST_MS) if speed == "fast" else dict(low=SLOW_MS)
+        out.append(Check(f"kinetics_{name}_{speed}", f"time to peak of the {name} filter (ms), a {speed} pathway",
+                         ttp, scale=10.0, **bound))
+    return out
