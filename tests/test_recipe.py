@@ -192,6 +192,23 @@ def test_a_tiny_recipe_runs_end_to_end_and_records_itself(tmp_path):
     assert simulator_of(fr_model).params == counterfactual("osr-onf")
 
 
+def test_an_earlier_calibration_is_named_in_a_recipe_and_in_a_model():
+    """Earlier shipped calibrations stay available by date (retina.insilico.CALIBRATIONS): a recipe may simulate
+    one again, and a model recording one is named after it, not by a hash."""
+    from retina.insilico import CALIBRATIONS, calibration, simulator_name
+    from retina.train.recipe import simulator_params
+
+    for date in CALIBRATIONS:
+        r = parse_recipe({**_tiny(), "simulator": f"calibration-{date}"}, source="tiny-earlier")
+        assert simulator_params(r.simulator) == calibration(date)
+        assert simulator_name(calibration(date)) == f"calibration-{date}"
+    assert simulator_name(calibration("shipped")) == "shipped"
+    with pytest.raises(ValueError, match="calibration must be 'shipped' or one of"):
+        calibration("1999-01-01")
+    with pytest.raises(ValueError, match="an earlier calibration"):
+        parse_recipe({**_tiny(), "simulator": "calibration-1999-01-01"}, source="tiny-earlier")
+
+
 def test_recipe_command_names_a_missing_recipe(tmp_path):
     from click.testing import CliRunner
 

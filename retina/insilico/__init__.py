@@ -45,7 +45,7 @@ from ..units import DT, check_physical_movie
 
 __all__ = ["BipolarParams", "GanglionParams", "InSilicoParams", "InSilicoRetina", "Cell", "PATHWAYS",
            "PATHWAY_SPEEDS", "LESIONS", "ROW", "SIMULATOR_KEY", "simulator_of", "simulator_metadata",
-           "COUNTERFACTUALS", "counterfactual", "simulator_name"]
+           "COUNTERFACTUALS", "counterfactual", "CALIBRATIONS", "calibration", "simulator_name"]
 
 
 PATHWAYS = ("OFF", "ONf", "ONs")
@@ -344,14 +344,36 @@ def counterfactual(name):
     return InSilicoParams.from_dict(json.loads(res.read_text()))
 
 
+CALIBRATIONS = {"2026-12-03": "insilico_2026-12-03.json", "2026-11-23": "insilico_2026-11-23.json"}
+"""Earlier shipped calibrations by date, kept so that a model fitted to one is still judged against it and named
+(:func:`simulator_name`), and so that a recipe can simulate it again (``simulator = "calibration-<date>"``):
+2026-11-23, the first calibration (the tuned bundled model's); 2026-12-03, the first inside the physical domain
+(the generic bundled model's), which missed the depression-lesion latency check (``docs/insilico.md`` §2.2)."""
+
+
+def calibration(date):
+    """The parameters of the earlier shipped calibration of ``date`` (:data:`CALIBRATIONS`), or the current one
+    for ``"shipped"``."""
+    if date == "shipped":
+        return InSilicoParams.default()
+    if date not in CALIBRATIONS:
+        raise ValueError(f"calibration must be 'shipped' or one of {tuple(CALIBRATIONS)}, got {date!r}")
+    res = resources.files("retina") / "data" / CALIBRATIONS[date]
+    return InSilicoParams.from_dict(json.loads(res.read_text()))
+
+
 def simulator_name(params) -> str:
     """A readable name for a parameter set: ``"shipped"`` (the shipped calibration), a counterfactual circuit's
-    name (:data:`COUNTERFACTUALS`), or ``"custom-<hash>"`` (the first 8 hex digits of its JSON's SHA-256)."""
+    name (:data:`COUNTERFACTUALS`), ``"calibration-<date>"`` (an earlier shipped calibration,
+    :data:`CALIBRATIONS`), or ``"custom-<hash>"`` (the first 8 hex digits of its JSON's SHA-256)."""
     if params == InSilicoParams.default():
         return "shipped"
     for name in COUNTERFACTUALS:
         if params == counterfactual(name):
             return name
+    for date in CALIBRATIONS:
+        if params == calibration(date):
+            return f"calibration-{date}"
     import hashlib
 
     text = json.dumps(params.to_dict(), sort_keys=True, default=float)

@@ -109,7 +109,8 @@ class Recipe:
     :class:`~retina.train.TrainConfig`'s (40 frames, 8 and 8 channels, kernels 15 and 11)."""
     simulator: str = ""
     """The in-silico retina that makes the data: ``""`` for the shipped calibration, the name of a
-    counterfactual circuit (:data:`retina.insilico.COUNTERFACTUALS`), or the absolute path of a parameter file
+    counterfactual circuit (:data:`retina.insilico.COUNTERFACTUALS`), an earlier shipped calibration
+    (``"calibration-<date>"``, :data:`retina.insilico.CALIBRATIONS`), or the absolute path of a parameter file
     (``.json``, written by :meth:`~retina.insilico.InSilicoParams.to_json`; a recipe file names it relative to
     itself)."""
 
@@ -211,13 +212,15 @@ def parse_recipe(d, *, text="", source="<dict>"):
     except (TypeError, ValueError) as exc:
         raise ValueError(f"recipe {source}: [model] {exc}") from None
     model = {k: getattr(arch, k) for k in model}   # as TrainConfig normalises them (tuples of ints)
-    from ..insilico import COUNTERFACTUALS, InSilicoParams
+    from ..insilico import CALIBRATIONS, COUNTERFACTUALS, InSilicoParams
 
     simulator = d.get("simulator", "")
-    if simulator not in ("",) + tuple(COUNTERFACTUALS):
+    earlier = tuple(f"calibration-{date}" for date in CALIBRATIONS)
+    if simulator not in ("",) + tuple(COUNTERFACTUALS) + earlier:
         if not (isinstance(simulator, str) and simulator.endswith(".json")):
             raise ValueError(f"recipe {source}: simulator must be '' (the shipped calibration), a counterfactual "
-                             f"circuit {tuple(COUNTERFACTUALS)} or a parameter file (.json), got {simulator!r}")
+                             f"circuit {tuple(COUNTERFACTUALS)}, an earlier calibration {earlier} or a parameter "
+                             f"file (.json), got {simulator!r}")
         here = Path(source).parent if Path(source).is_file() else Path.cwd()
         simulator = str((here / simulator).resolve())
         try:
@@ -276,12 +279,14 @@ def git_commit(path=None):
 
 def simulator_params(simulator):
     """The parameters a recipe's ``simulator`` names (:attr:`Recipe.simulator`; ``None``: the shipped ones)."""
-    from ..insilico import COUNTERFACTUALS, InSilicoParams, counterfactual
+    from ..insilico import COUNTERFACTUALS, InSilicoParams, calibration, counterfactual
 
     if not simulator:
         return None
     if simulator in COUNTERFACTUALS:
         return counterfactual(simulator)
+    if simulator.startswith("calibration-"):
+        return calibration(simulator[len("calibration-"):])
     return InSilicoParams.from_json(simulator)
 
 
