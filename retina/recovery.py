@@ -78,6 +78,7 @@ RECOVERED_SCORE = 0.7       # a mechanism is recovered at a score >= 0.7 ...
 NULL_MARGIN = 0.25          # ... that beats the null level (the permutations' median, or the best untrained) by 0.25
 MAX_P_VALUE = 0.05          # ... and that at most 5 % of the other pairings reach
 FIDELITY_MIN_CORR = 0.5     # the model's response in the windows of interest correlates >= 0.5 with the simulator's
+MATCH_HIGHPASS_FRAMES = 21  # the match compares activity and signals without their 210 ms running mean
 MAX_LAG = 3                 # frames either way the match may shift a channel's activity against the signals
 PROBE_FRAMES = 2000
 PROBE_SEED = 20191208
@@ -126,11 +127,21 @@ def channel_activity(model, movie, positions):
     return layer1_output(model, model.padded(movie), iy, ix)
 
 
+def _highpass(x):
+    """``x`` (time first) minus its centred running mean over :data:`MATCH_HIGHPASS_FRAMES` frames."""
+    from scipy.ndimage import uniform_filter1d
+
+    x = np.asarray(x, dtype=np.float64)
+    return x - uniform_filter1d(x, MATCH_HIGHPASS_FRAMES, axis=0, mode="nearest")
+
+
 def match_channels(model, sim, positions=None, *, movie=None, signals=None):
     """Assign every layer-1 channel to the simulator part whose signal follows its activity most closely.
 
     For each channel and part, the correlation of the channel's activity with
-    the part's signal over all positions, at one lag for the whole model (of
+    the part's signal, each without its running mean over
+    :data:`MATCH_HIGHPASS_FRAMES` frames, over all positions, at one lag for
+    the whole model (of
     ``-MAX_LAG..MAX_LAG`` frames, the one where the channels' best
     correlations sum highest).  The channel belongs to the part with the
     highest positive correlation when its square reaches :data:`MIN_MATCH_R2`;
@@ -147,6 +158,11 @@ def match_channels(model, sim, positions=None, *, movie=None, signals=None):
     sig = part_signals(sim, movie, positions) if signals is None else signals
     act = channel_activity(model, movie, positions)               # (T, C1, J)
     t_len = min(len(sig), len(act))
+    # compared without their slow components (a running mean of MATCH_HIGHPASS_FRAMES removed): raw, the slow
+    # components that every low-passed function of one drive shares (the OFF pathway, the amacrine it drives, the
+    # release depression takes) dominate, and a channel planted from the OFF filter correlates with the amacrine
+    # as well as with the OFF pathway
+    sig, act = _highpass(sig[:t_len]), _highpass(act[:t_len])
     lags = range(-MAX_LAG, MAX_LAG + 1)
     r = np.zeros((len(lags), act.shape[1], len(PARTS)))            # correlation per lag, channel, part
     for li, lag in enumerate(lags):

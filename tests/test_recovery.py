@@ -68,9 +68,9 @@ def test_the_truth_is_recovered_where_the_phenomena_can_tell_the_parts_apart():
                          dict(reproduces=True), [], t_p)
         assert rec.recovered == rec.decisive, (name, t_p)
         recs.append(rec)
-    # measured 2026-12-03: OSR and anticipation are decisive (the truth's p = 0.009); latency (p = 0.06) and
-    # reversal (p = 0.2, every relevant lesion abolishes the burst) cannot tell their parts apart on their own
-    assert [r.name for r in recs if r.decisive] == ["osr", "anticipation"]
+    # measured on the calibration of 2026-12-05: the OSR (the truth's p = 0.008), latency (0.025) and reversal (0.05)
+    # are decisive; anticipation (0.061) is not: removing OFF or A1 both move its offset far in the same direction
+    assert [r.name for r in recs if r.decisive] == ["osr", "latency", "reversal"]
     o = R.overall(recs)
     assert o["score"] == 1.0 and o["decisive"] and o["recovered"], o
     # the same effects paired with the wrong parts are not recovered
@@ -79,16 +79,27 @@ def test_the_truth_is_recovered_where_the_phenomena_can_tell_the_parts_apart():
 
 
 def test_planted_pathway_channels_are_matched_to_their_pathways():
-    """Layer-1 channels built from the simulator's own pathway filters are matched to those pathways."""
+    """Layer-1 channels built from the simulator's own pathway filters are matched to those pathways (on the
+    shipped calibration and the one before it; matched on raw signals, the OFF and amacrine channels were not
+    told apart)."""
+    from retina.insilico import calibration
+
     sim = InSilicoRetina()
     w1, names = R.planted_filters(sim)
     assert names == ["OFF", "ONf", "ONs", "A1"] and w1.shape == (4, 40, 15, 15)
     m = RetinaCNN.random(2, seed=0, channels=(4, 4), per_unit=False)
     a = dict(m.arrays, w1=w1, scale1=np.ones((4, 1, 1)), shift1=np.zeros((4, 1, 1)))
     planted = RetinaCNN(**a, frame_shape=m.frame_shape)
-    got = R.match_channels(planted, sim, sim.positions[:4], movie=R.probe_movie(n_frames=800))
-    assert [g["part"] for g in got[:3]] == ["OFF", "ONf", "ONs"], got
-    assert all(g["r2"] > 0.3 for g in got[:3])
+    for label in ("shipped", "2026-12-03"):
+        sim = InSilicoRetina(calibration(label))
+        w1, names = R.planted_filters(sim)
+        planted = RetinaCNN(**dict(a, w1=w1), frame_shape=m.frame_shape)
+        got = R.match_channels(planted, sim, sim.positions[:4], movie=R.probe_movie(n_frames=800))
+        # every planted channel, the amacrine's included, goes to its own part, ahead of every other part
+        assert [g["part"] for g in got] == names, (label, got)
+        for g in got:
+            others = [v for k, v in g["corr"].items() if k != g["part"]]
+            assert g["r2"] >= R.MIN_MATCH_R2 and g["corr"][g["part"]] > max(others) + 0.05, (label, g)
 
 
 def test_channels_are_matched_to_the_part_whose_signal_explains_them(monkeypatch):
