@@ -132,6 +132,26 @@ def scale_rates(p, seconds=60, seed=123):
     return p
 
 
+def robustness(base, rel, copies, seed):
+    """How many of ``copies`` perturbed copies of ``base`` (every knob times a factor in 1 +- ``rel``) pass every
+    check, and which checks fail how often."""
+    rng = np.random.default_rng(seed)
+    fails: dict = {}
+    passing = 0
+    for _ in range(copies):
+        p = base.copy()
+        for path, _lo, _hi, _log in KNOBS:
+            _set(p, path, _get(p, path) * (1 + rel * rng.uniform(-1, 1)))
+        _, _, v = evaluate(p)
+        bad = [k for k, x in v.items() if x > 0]
+        passing += not bad
+        for k in bad:
+            fails[k] = fails.get(k, 0) + 1
+    print(f"+-{rel:.0%}: {passing}/{copies} copies pass every check; failed checks (copies): "
+          + json.dumps(dict(sorted(fails.items(), key=lambda kv: -kv[1]))))
+    return {"passing": passing, "copies": copies, "failed": fails}
+
+
 def _single_thread():
     import numba
 
@@ -171,6 +191,10 @@ def main():
     ap.add_argument("--margin", type=float, default=0.0,
                     help="search for every check passing with this margin (in units of the check's scale, e.g. "
                          "0.05); the thresholds and the final score are not changed")
+    ap.add_argument("--perturb", type=float, default=0.0, metavar="REL",
+                    help="do not search: score --copies copies of the --start set with every knob multiplied by an "
+                         "independent factor in 1 +- REL (how narrow the set is)")
+    ap.add_argument("--copies", type=int, default=12)
     ap.add_argument("-o", "--output", default=os.path.join(os.path.dirname(__file__), "..", "retina", "data",
                                                            "insilico.json"))
     args = ap.parse_args()
@@ -178,6 +202,8 @@ def main():
         name, _, w = item.partition("=")
         WEIGHTS[name] = float(w)
     base = InSilicoParams.from_json(args.start) if args.start else InSilicoParams()
+    if args.perturb:
+        return robustness(base, args.perturb, args.copies, args.seed)
     fixed = {}
     for item in args.fix:
         path, _, value = item.partition("=")
