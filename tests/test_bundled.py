@@ -115,3 +115,8 @@ def test_a_bundled_model_says_what_it_is(name):
     meta = load_model(name).metadata
     assert rio.BUNDLED_MODELS[name] in meta["description"]
     assert meta["recipe"] and meta["git_commit"] and meta["seed"] is not None and meta["simulator_params"]
+    # each is judged against the calibration it was fitted to, named after its date
+    from retina.insilico import simulator_name
+
+    fitted_to = {"default": "calibration-2026-12-03", "tuned": "calibration-2026-11-23"}[name]
+    assert simulator_name(simulator_of(load_model(name)).params) == fitted_to
