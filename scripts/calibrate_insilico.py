@@ -139,10 +139,7 @@ def robustness(base, rel, copies, seed):
     fails: dict = {}
     passing = 0
     for _ in range(copies):
-        p = base.copy()
-        for path, _lo, _hi, _log in KNOBS:
-            _set(p, path, _get(p, path) * (1 + rel * rng.uniform(-1, 1)))
-        _, _, v = evaluate(p)
+        _, _, v = evaluate(_perturbed(base, rel, rng))
         bad = [k for k, x in v.items() if x > 0]
         passing += not bad
         for k in bad:
@@ -158,9 +155,31 @@ def _single_thread():
     numba.set_num_threads(1)
 
 
+def _perturbed(p, rel, rng):
+    """A copy of ``p`` with every knob multiplied by an independent factor in ``1 +- rel``."""
+    q = p.copy()
+    for path, _lo, _hi, _log in KNOBS:
+        _set(q, path, _get(q, path) * (1 + rel * rng.uniform(-1, 1)))
+    return q
+
+
 def _eval_z(args):
-    z, base, knobs, weights, phenomena, presence_only, margin = args
-    return evaluate(decode(z, base, knobs), weights, phenomena, presence_only, margin)[0]
+    z, base, knobs, weights, phenomena, presence_only, margin, robust = args
+    p = decode(z, base, knobs)
+    score = evaluate(p, weights, phenomena, presence_only, margin)[0]
+    copies, rel = robust
+    if not copies:
+        return score
+    if score > 0:                 # a set that fails ranks after every set that passes
+        return ROBUST_FAIL + score
+    rng = np.random.default_rng(12345)      # the same copies for every candidate
+    return float(np.mean([evaluate(_perturbed(p, rel, rng), weights, phenomena, presence_only)[0]
+                          for _ in range(copies)]))
+
+
+ROBUST_FAIL = 100.0
+"""With --robust, the score of a set that fails a check is this plus its score, so that it ranks after every set
+that passes (scored by its perturbed copies' mean score, which stays far below this)."""
 
 
 def main():
@@ -195,6 +214,11 @@ def main():
                     help="do not search: score --copies copies of the --start set with every knob multiplied by an "
                          "independent factor in 1 +- REL (how narrow the set is)")
     ap.add_argument("--copies", type=int, default=12)
+    ap.add_argument("--robust", type=float, default=0.0, metavar="REL",
+                    help="search for a set whose neighbourhood passes too: a set that passes every check is scored "
+                         "by the mean score of --robust-copies copies perturbed by 1 +- REL (the same copies for "
+                         "every candidate); the search then runs to its budget")
+    ap.add_argument("--robust-copies", type=int, default=4)
     ap.add_argument("-o", "--output", default=os.path.join(os.path.dirname(__file__), "..", "retina", "data",
                                                            "insilico.json"))
     args = ap.parse_args()
@@ -224,9 +248,12 @@ def main():
         knobs.append((path, float(lo), float(hi), bool(log and log[0] == "log")))
     phenomena = args.phenomena.split(",") if args.phenomena else None
     settings = (WEIGHTS, phenomena, args.presence_only, args.margin)
+    robust = (args.robust_copies, args.robust) if args.robust else (0, 0.0)
     rng = np.random.default_rng(args.seed)
     best_z = encode(base, knobs)
     best, m, v = evaluate(decode(best_z, base, knobs), *settings)   # the start as the search sees it (clipped)
+    if robust[0] and best == 0:
+        best = _eval_z((best_z, base, knobs) + settings + (robust,))
     print(f"start score {best:.3f}", json.dumps({k: round(x, 3) for k, x in v.items() if x}), flush=True)
     sigma = args.sigma
     t0 = time.time()
@@ -235,7 +262,7 @@ def main():
         for g in range(args.generations):
             cands = [np.clip(best_z + sigma * rng.standard_normal(len(best_z)) * (rng.random(len(best_z)) < 0.4),
                              0, 1) for _ in range(args.population)]
-            scores = pool.map(_eval_z, [(c, base, knobs) + settings for c in cands])
+            scores = pool.map(_eval_z, [(c, base, knobs) + settings + (robust,) for c in cands])
             i = int(np.argmin(scores))
             improved = scores[i] < best
             if improved:
@@ -245,7 +272,7 @@ def main():
             log.append(dict(generation=g, best=best, sigma=sigma))
             print(f"gen {g:3d} best {best:.3f} (gen best {scores[i]:.3f}) sigma {sigma:.3f} "
                   f"{(time.time() - t0) / 60:.1f} min", flush=True)
-            if best == 0 or (time.time() - t0) / 60 > args.budget_min:
+            if (best == 0 and not robust[0]) or (time.time() - t0) / 60 > args.budget_min:
                 break
     p = scale_rates(decode(best_z, base, knobs))
     score, m, v = evaluate(p, *settings[:3])     # the checks at their own thresholds
@@ -258,7 +285,7 @@ def main():
         json.dump({"seed": args.seed, "score": score, "measures": m, "violations": v, "log": log,
                    "generations": len(log), "population": args.population, "fixed": fixed,
                    "extra_knobs": args.knob, "bounds": args.bound, "only": args.only, "phenomena": phenomena,
-                   "presence_only": args.presence_only, "margin": args.margin,
+                   "presence_only": args.presence_only, "margin": args.margin, "robust": list(robust),
                    "start": args.start, "weights": WEIGHTS}, fh, indent=1, default=float)
     return d_out
 
