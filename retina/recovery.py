@@ -63,7 +63,7 @@ __all__ = ["PARTS", "probe_movie", "part_signals", "channel_activity", "match_ch
            "simulator_effects", "cnn_effects", "score", "permutation_null", "untrained_model", "fidelity",
            "recover", "Recovery", "relevant", "RELEVANT_EFFECT", "MIN_EFFECT_FRACTION", "MIN_MATCH_R2",
            "RECOVERED_SCORE", "NULL_MARGIN", "FIDELITY_MIN_CORR", "planted_filters", "truth_recovery",
-           "overall", "MAX_P_VALUE", "p_value", "passes"]
+           "overall", "MAX_P_VALUE", "p_value", "passes", "MATCH_HIGHPASS_FRAMES"]
 
 log = logging.getLogger(__name__)
 
