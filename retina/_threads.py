@@ -104,7 +104,7 @@ def _get_pool(n: int):
         return _pool
 
 
-def run_chunks(n: int, fn, threads: int | None = None) -> None:
+def run_chunks(n: int, fn, threads: int | None = None, *, stop: threading.Event | None = None) -> None:
     """Call ``fn(lo, hi)`` over the chunks of ``range(n)`` on :func:`get_num_threads` threads (or ``threads``).
 
     ``fn`` must release the GIL (a ``nogil`` Numba kernel) to run in parallel.
@@ -117,6 +117,10 @@ def run_chunks(n: int, fn, threads: int | None = None) -> None:
     core).  The first exception a chunk raises is re-raised here, after the
     other threads have stopped taking chunks.  A serial kernel run this way
     also compiles faster than a Numba ``prange`` loop around it.
+
+    ``stop``, when given, is set as soon as a chunk raises (a Ctrl-C reaches
+    the calling thread's chunk), so that an ``fn`` that loops over many items
+    can check it between items and the others' chunks end early.
     """
     k = min(threads or get_num_threads(), n)
     if k <= 1:
@@ -139,6 +143,8 @@ def run_chunks(n: int, fn, threads: int | None = None) -> None:
             except BaseException as exc:
                 with lock:
                     failed.append(exc)
+                if stop is not None:
+                    stop.set()
                 return
 
     pool = _get_pool(k - 1)

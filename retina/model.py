@@ -14,6 +14,7 @@ stack of windows.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -426,8 +427,12 @@ class RetinaCNN:
             from ._progress import progress_bar
             bar = progress_bar(None, total=len(starts), desc="predict", unit="batch")
 
+        stop = threading.Event()      # set when a batch fails (Ctrl-C): the other threads end after their batch
+
         def batches(lo, hi):
             for n0 in starts[lo:hi]:
+                if stop.is_set():
+                    return
                 nb = min(batch, n_win - n0)
                 corr1 = self._layer1(x[n0:n0 + nb + self.history - 1], be, layer1_method, chunk=batch)
                 out[n0:n0 + nb] = self._head(corr1, p, be, layer2_method)
@@ -435,7 +440,7 @@ class RetinaCNN:
                     bar.update(1)
 
         if be.name == "cpu" and len(starts) > 1 and _threads.get_num_threads() > 1:
-            _threads.run_chunks(len(starts), lambda lo, hi: _serial_batches(batches, lo, hi))
+            _threads.run_chunks(len(starts), lambda lo, hi: _serial_batches(batches, lo, hi), stop=stop)
         else:
             batches(0, len(starts))
         if bar is not None:

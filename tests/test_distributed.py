@@ -333,6 +333,33 @@ def test_run_chunks_covers_the_range_once_and_raises_what_a_chunk_raises(threads
             run_chunks(50, bad)
 
 
+def test_a_failing_chunk_sets_stop_so_the_other_threads_end_early():
+    """run_chunks(stop=...): the event is set when a chunk raises (as a Ctrl-C in the caller's chunk does), and a
+    chunk that loops over items and checks it ends early instead of finishing its items."""
+    import threading
+
+    from retina._threads import num_threads, run_chunks
+
+    if get_num_threads() < 2:
+        pytest.skip("needs two kernel threads")
+    stop, done, started = threading.Event(), [], threading.Barrier(2)
+
+    def work(lo, hi):
+        if lo == 0:
+            started.wait(timeout=10)
+            raise KeyboardInterrupt
+        started.wait(timeout=10)
+        for i in range(lo, hi):
+            if stop.wait(timeout=0.01):
+                return
+            done.append(i)
+
+    with num_threads(2):
+        with pytest.raises(KeyboardInterrupt):
+            run_chunks(80, work, threads=2, stop=stop)   # chunks of ten items: [0, 10), [10, 20), ...
+    assert stop.is_set() and len(done) < 10          # the other chunk did not finish its ten items
+
+
 def test_serial_holds_this_thread_alone_and_restores_it():
     import threading
 
