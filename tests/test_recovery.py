@@ -88,8 +88,7 @@ def test_planted_pathway_channels_are_matched_to_their_pathways():
     w1, names = R.planted_filters(sim)
     assert names == ["OFF", "ONf", "ONs", "A1"] and w1.shape == (4, 40, 15, 15)
     m = RetinaCNN.random(2, seed=0, channels=(4, 4), per_unit=False)
-    a = dict(m.arrays, w1=w1, scale1=np.ones((4, 1, 1)), shift1=np.zeros((4, 1, 1)))
-    planted = RetinaCNN(**a, frame_shape=m.frame_shape)
+    a = dict(m.arrays, scale1=np.ones((4, 1, 1)), shift1=np.zeros((4, 1, 1)))
     for label in ("shipped", "2026-12-03"):
         sim = InSilicoRetina(calibration(label))
         w1, names = R.planted_filters(sim)

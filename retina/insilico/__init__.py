@@ -213,9 +213,8 @@ class InSilicoParams:
     @classmethod
     def default(cls):
         """The calibrated parameters shipped with the package (the documented starting values if none are bundled)."""
-        res = resources.files("retina") / "data" / "insilico.json"
-        if res.is_file():
-            return cls.from_dict(json.loads(res.read_text()))
+        if (resources.files("retina") / "data" / "insilico.json").is_file():
+            return _packaged("insilico.json")
         return cls()
 
     def to_dict(self):
@@ -336,12 +335,16 @@ ground truth a recovered mechanism must be able to disagree with.  Written by ``
 --presence-only`` from the shipped calibration; only the listed phenomena are claimed for each."""
 
 
+def _packaged(filename):
+    """A parameter file shipped in ``retina/data``."""
+    return InSilicoParams.from_dict(json.loads((resources.files("retina") / "data" / filename).read_text()))
+
+
 def counterfactual(name):
     """The parameters of the counterfactual circuit ``name`` (:data:`COUNTERFACTUALS`)."""
     if name not in COUNTERFACTUALS:
         raise ValueError(f"counterfactual must be one of {tuple(COUNTERFACTUALS)}, got {name!r}")
-    res = resources.files("retina") / "data" / COUNTERFACTUALS[name]["file"]
-    return InSilicoParams.from_dict(json.loads(res.read_text()))
+    return _packaged(COUNTERFACTUALS[name]["file"])
 
 
 CALIBRATIONS = {"2026-12-03": "insilico_2026-12-03.json", "2026-11-23": "insilico_2026-11-23.json"}
@@ -358,8 +361,7 @@ def calibration(date):
         return InSilicoParams.default()
     if date not in CALIBRATIONS:
         raise ValueError(f"calibration must be 'shipped' or one of {tuple(CALIBRATIONS)}, got {date!r}")
-    res = resources.files("retina") / "data" / CALIBRATIONS[date]
-    return InSilicoParams.from_dict(json.loads(res.read_text()))
+    return _packaged(CALIBRATIONS[date])
 
 
 def simulator_name(params) -> str:

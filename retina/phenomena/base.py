@@ -331,10 +331,10 @@ def kinetics_checks(sim=None) -> list:
     its filter (:meth:`retina.insilico.BipolarParams.time_to_peak_ms`) at most :data:`retina.reduction.FAST_MS`
     for a fast pathway, at least :data:`retina.reduction.SLOW_MS` for a slow one.  A list of :class:`Check`
     named ``kinetics_<pathway>_<speed>``; the calibration scores them with the phenomena's signatures."""
-    from ..insilico import PATHWAY_SPEEDS, InSilicoRetina
+    from ..insilico import PATHWAY_SPEEDS, InSilicoParams
     from ..reduction import FAST_MS, SLOW_MS
 
-    params = (sim if sim is not None else InSilicoRetina()).params
+    params = sim.params if sim is not None else InSilicoParams.default()
     out = []
     for name, speed in PATHWAY_SPEEDS.items():
         ttp = params.bipolar[name].time_to_peak_ms()
