@@ -252,7 +252,7 @@ def main():
     rng = np.random.default_rng(args.seed)
     best_z = encode(base, knobs)
     best, m, v = evaluate(decode(best_z, base, knobs), *settings)   # the start as the search sees it (clipped)
-    if robust[0] and best == 0:
+    if robust[0]:    # on the candidates' scale: a failing start ranks after every passing candidate
         best = _eval_z((best_z, base, knobs) + settings + (robust,))
     print(f"start score {best:.3f}", json.dumps({k: round(x, 3) for k, x in v.items() if x}), flush=True)
     sigma = args.sigma
