@@ -63,7 +63,7 @@ __all__ = ["PARTS", "probe_movie", "part_signals", "channel_activity", "match_ch
            "simulator_effects", "cnn_effects", "score", "permutation_null", "untrained_model", "fidelity",
            "recover", "Recovery", "relevant", "RELEVANT_EFFECT", "MIN_EFFECT_FRACTION", "MIN_MATCH_R2",
            "RECOVERED_SCORE", "NULL_MARGIN", "FIDELITY_MIN_CORR", "planted_filters", "truth_recovery",
-           "overall", "MAX_P_VALUE", "p_value", "passes", "MATCH_HIGHPASS_FRAMES"]
+           "overall", "MAX_P_VALUE", "p_value", "passes", "MATCH_HIGHPASS_FRAMES", "layer1_counterparts"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ FIDELITY_MIN_CORR = 0.5     # the model's response in the windows of interest co
 MATCH_HIGHPASS_FRAMES = 21  # the match compares activity and signals without their 210 ms running mean
 MAX_LAG = 3                 # frames either way the match may shift a channel's activity against the signals
 PROBE_FRAMES = 2000
+OFFSET_QUANTILES = np.linspace(0.0, 0.9, 10)   # thresholds tried for a part's best layer-1 approximation
 PROBE_SEED = 20191208
 
 
@@ -338,6 +339,18 @@ class Recovery:
     fidelity: dict | None = None
     untrained_detail: list = field(default_factory=list)
     truth_p: float = float("nan")
+    counterparts: dict | None = None
+
+    @property
+    def ceiling(self) -> float:
+        """What channel ablation can reach here: the score when every part that matters and has a layer-1
+        counterpart (:func:`layer1_counterparts`) agrees and the others do not (NaN when unknown)."""
+        return _ceiling([self.simulator], self.counterparts)
+
+    @property
+    def out_of_reach(self) -> list:
+        """The parts that matter here but have no layer-1 counterpart."""
+        return _out_of_reach([self.simulator], self.counterparts)
 
     @property
     def null_level(self) -> float:
@@ -377,15 +390,45 @@ class Recovery:
                     f"permutation p-value of {self.truth_p:.2f}); score {self.score:.2f}, no claim from this "
                     "phenomenon alone")
         word = "recovered" if self.recovered else "not recovered"
-        return (f"{word}: score {self.score:.2f} (needs >= {RECOVERED_SCORE:g}), null level {self.null_level:.2f} "
+        text = (f"{word}: score {self.score:.2f} (needs >= {RECOVERED_SCORE:g}), null level {self.null_level:.2f} "
                 f"(needs a margin of {NULL_MARGIN:g}), permutation p = {self.p_value:.3f} (needs <= {MAX_P_VALUE:g})")
+        return text + ("" if self.recovered else _reach_note(self.ceiling, self.out_of_reach, self.counterparts))
 
     def as_dict(self) -> dict:
         return dict(name=self.name, matches=self.matches, simulator=self.simulator, cnn=self.cnn,
                     agrees=self.agrees, score=self.score, null_permutation=self.null_permutation,
                     null_untrained=self.null_untrained, null_max=self.null_max, null_level=self.null_level,
                     p_value=self.p_value, truth_p=self.truth_p, decisive=self.decisive, recovered=self.recovered,
-                    verdict=self.verdict, fidelity=self.fidelity, untrained=self.untrained_detail)
+                    verdict=self.verdict, fidelity=self.fidelity, untrained=self.untrained_detail,
+                    counterparts=self.counterparts, ceiling=self.ceiling, out_of_reach=self.out_of_reach)
+
+
+def _relevant_pairs(effects_list):
+    return [p for eff in effects_list for p in PARTS if p in eff and relevant(eff[p]["effect"])]
+
+
+def _ceiling(effects_list, counterparts):
+    pairs = _relevant_pairs(effects_list)
+    if not counterparts or not pairs:
+        return float("nan")
+    return float(np.mean([counterparts[p]["part"] == p for p in pairs]))
+
+
+def _out_of_reach(effects_list, counterparts):
+    if not counterparts:
+        return []
+    return sorted({p for p in _relevant_pairs(effects_list) if counterparts[p]["part"] != p}, key=PARTS.index)
+
+
+def _reach_note(ceiling, parts, counterparts):
+    """The verdict's note when channel ablation cannot reach a recovery here (empty otherwise)."""
+    if not np.isfinite(ceiling) or ceiling >= RECOVERED_SCORE:
+        return ""
+    why = "; ".join(f"{p}'s best layer-1 approximation is matched to {counterparts[p]['part'] or 'no part'}"
+                    for p in parts)
+    return (f"; out of reach of channel ablation here: {', '.join(parts)} matter{'s' if len(parts) == 1 else ''} "
+            f"and {'has' if len(parts) == 1 else 'have'} no layer-1 counterpart ({why}), so even with every other "
+            f"part agreeing the score would be {ceiling:.2f} < {RECOVERED_SCORE:g}")
 
 
 def _null_level(permutation, untrained):
@@ -446,11 +489,15 @@ def overall(recoveries):
     t_p = p_value(pooled(lambda r: r.simulator), truth_null)
     decisive = bool(np.isfinite(t_p) and t_p <= MAX_P_VALUE)
     ok = bool(recs and decisive and passes(sc, null, untrained))
+    counterparts = next((r.counterparts for r in recs if r.counterparts), None)
+    ceiling = _ceiling([r.simulator for r in recs], counterparts)
+    far = _out_of_reach([r.simulator for r in recs], counterparts)
     return dict(phenomena=[r.name for r in recs], score=sc, null_level=level, p_value=p, untrained=untrained,
-                truth_p=t_p, decisive=decisive, recovered=ok,
+                truth_p=t_p, decisive=decisive, recovered=ok, ceiling=ceiling, out_of_reach=far,
                 verdict=("no phenomenon reproduced" if not recs else
                          f"{'recovered' if ok else 'not recovered'}: score {sc:.2f} over {len(recs)} phenomena, null "
-                         f"level {level:.2f}, p = {p:.3f} (the truth's own p = {t_p:.3f})"))
+                         f"level {level:.2f}, p = {p:.3f} (the truth's own p = {t_p:.3f})"
+                         + ("" if ok else _reach_note(ceiling, far, counterparts))))
 
 
 def _groups(matches):
@@ -486,6 +533,8 @@ def recover(model, names=None, sim=None, *, n_untrained=3, seed=0, model_results
 
     matches = match(model)
     groups = _groups(matches)
+    counterparts = layer1_counterparts(sim, positions, movie=movie, signals=signals, history=model.history,
+                                       kernel_size=model.w1.shape[-1], frame_shape=tuple(model.frame_shape))
     nulls = [untrained_model(model, seed + 1000 + i) for i in range(n_untrained)]
     null_groups = [_groups(match(m)) for m in nulls]
     out = {}
@@ -511,7 +560,7 @@ def recover(model, names=None, sim=None, *, n_untrained=3, seed=0, model_results
             detail.append(dict(seed=seed + 1000 + i, score=s_i, groups={k: list(v) for k, v in g.items()},
                                effects=e))
         out[name] = Recovery(name, matches, se, ce, ok, sc, permutation_null(se, ce), untrained,
-                             fidelity(name, mres, sres), detail, truth_recovery(se)[1])
+                             fidelity(name, mres, sres), detail, truth_recovery(se)[1], counterparts)
         log.info("recovery %s: %s", name, out[name].verdict)
     return out
 
@@ -532,6 +581,24 @@ def _impulse(n_stages, decay, n):
     return x
 
 
+def _spatial_profiles(sim, kernel_size):
+    """The simulator's spatial profiles on a ``kernel_size`` grid: the bipolar centre-surround, and the same
+    pooled by the amacrine's Gaussian."""
+    from scipy.signal import fftconvolve
+
+    p = sim.params
+    r = (kernel_size - 1) / 2.0
+    yy, xx = np.mgrid[:kernel_size, :kernel_size] - r
+    d2 = yy ** 2 + xx ** 2
+
+    def gauss(sigma):
+        g = np.exp(-0.5 * d2 / sigma ** 2)
+        return g / g.sum()
+
+    space = gauss(p.sigma_center_px) - p.w_surround * gauss(p.sigma_surround_px)
+    return space, fftconvolve(space, gauss(p.sigma_amacrine_px), mode="same")
+
+
 def planted_filters(sim=None, *, history=40, kernel_size=15):
     """Layer-1 filters that *are* the simulator's pathways: ``(w1 (4, history, k, k), names)``.
 
@@ -543,22 +610,12 @@ def planted_filters(sim=None, *, history=40, kernel_size=15):
     simulator's filter at lag 1).  Rectification, depression and thresholds
     are left to the trained layers.
     """
-    from scipy.signal import fftconvolve
-
     from .insilico import PATHWAYS, InSilicoRetina
     from .units import DT
 
     sim = sim if sim is not None else InSilicoRetina()
     p = sim.params
-    r = (kernel_size - 1) / 2.0
-    yy, xx = np.mgrid[:kernel_size, :kernel_size] - r
-    d2 = yy ** 2 + xx ** 2
-
-    def gauss(sigma):
-        g = np.exp(-0.5 * d2 / sigma ** 2)
-        return g / g.sum()
-
-    space = gauss(p.sigma_center_px) - p.w_surround * gauss(p.sigma_surround_px)
+    space, space_a = _spatial_profiles(sim, kernel_size)
     lags = history + 1
     w1, names = [], []
     temporal = {}
@@ -571,9 +628,90 @@ def planted_filters(sim=None, *, history=40, kernel_size=15):
         names.append(name)
     e_a = np.exp(-DT * 1e3 / p.tau_amacrine_ms)
     h_a = np.convolve(temporal["OFF"], _impulse(1, e_a, lags))[:lags]       # the OFF drive, low-passed
-    space_a = fftconvolve(space, gauss(p.sigma_amacrine_px), mode="same")
     w1.append(h_a[1:][::-1][:, None, None] * space_a[None])
     names.append("A1")
     w1 = np.stack(w1)
     w1 /= np.sqrt((w1 ** 2).sum(axis=(1, 2, 3), keepdims=True))
     return w1, names
+
+
+# ---------------------------------------------------------------------- what channel ablation can show
+def _tap_regressors(model, movie, positions, profile):
+    """``(T, history, J)``: the movie (in model units, aligned as :func:`channel_activity`) correlated with
+    ``profile`` in space at each position, one column per layer-1 tap; a channel with that profile and temporal
+    taps ``h`` has pre-rectification activity ``X @ h`` plus its offset."""
+    z = np.asarray(model.padded(movie), np.float64)
+    k = profile.shape[-1]
+    _, h1, w1 = model.shape1
+    off = (k - 1) / 2.0
+    iy = np.clip(np.rint(np.array([p[0] for p in positions]) - off).astype(int), 0, h1 - 1)
+    ix = np.clip(np.rint(np.array([p[1] for p in positions]) - off).astype(int), 0, w1 - 1)
+    xs = np.stack([np.einsum("tyx,yx->t", z[:, y:y + k, x:x + k], profile) for y, x in zip(iy, ix)], 1)
+    t_len = len(z) - model.history + 1
+    return np.stack([xs[i:i + t_len] for i in range(model.history)], 1)
+
+
+def layer1_counterparts(sim=None, positions=None, *, movie=None, signals=None, history=40, kernel_size=15,
+                        frame_shape=(50, 50)):
+    """Which parts a layer-1 channel can stand for: each part's best layer-1 approximation, matched.
+
+    A layer-1 channel is a rectified linear filter of the movie.  For each
+    part, the filter with the part's spatial profile (the bipolar
+    centre-surround; for the amacrine, the same pooled by its Gaussian) and
+    ``history`` temporal taps, plus an offset, that best fits the part's
+    signal (:func:`part_signals`) at the positions in least squares on the
+    probe movie is made one channel of a CNN, and the channels are matched
+    like any model's (:func:`match_channels`).  A part whose best
+    approximation is matched to another part, or to none, has **no layer-1
+    counterpart**: no channel of a feed-forward CNN can be expected to stand
+    for it, so channel ablation cannot show that part's role
+    (``docs/recovery.md``, section 6).
+
+    Returns ``{part: match}`` (the :func:`match_channels` entry of the part's
+    best channel; ``match["part"] == part`` when it has a counterpart).
+    """
+    from .insilico import InSilicoRetina
+    from .model import RetinaCNN
+
+    sim = sim if sim is not None else InSilicoRetina()
+    positions = list(sim.positions if positions is None else positions)
+    movie = probe_movie(tuple(frame_shape)) if movie is None else movie
+    sig = part_signals(sim, movie, positions) if signals is None else signals
+    n = len(PARTS)
+    base = RetinaCNN.random(1, seed=0, channels=(n, 1), history=history, kernel_sizes=(kernel_size, 1),
+                            frame_shape=tuple(frame_shape), per_unit=False)
+    space, space_a = _spatial_profiles(sim, kernel_size)
+    regs = {}
+    w1 = np.zeros((n, history, kernel_size, kernel_size))
+    shift = np.zeros((n, 1, 1))
+    for c, part in enumerate(PARTS):
+        prof = space_a if part == "A1" else space
+        key = id(prof)
+        if key not in regs:
+            regs[key] = _tap_regressors(base, movie, positions, prof)
+        x = regs[key]
+        t_len = min(len(x), len(sig))
+        x, y = x[:t_len], np.asarray(sig[:t_len, :, c], np.float64)
+        # the taps: least squares on the signal and the regressors without their slow components, the criterion
+        # the match uses (fitted raw, the slow components dominate and the fit is matched worse)
+        a = _highpass(x).transpose(0, 2, 1).reshape(-1, history)
+        gram = a.T @ a
+        ridge = 1e-6 * np.trace(gram) / len(gram) * np.eye(len(gram))   # only to keep the solve well posed
+        h = np.linalg.solve(gram + ridge, a.T @ _highpass(y).reshape(-1))
+        # the offset (the channel's threshold): the one of OFFSET_QUANTILES whose rectified output correlates best
+        lin = np.einsum("tlj,l->tj", x, h)
+        hy = _highpass(y).reshape(-1)
+        best = -np.inf
+        for q in OFFSET_QUANTILES:
+            cut = float(np.quantile(lin, q))
+            out = _highpass(np.maximum(lin - cut, 0.0)).reshape(-1)
+            r = float(np.corrcoef(out, hy)[0, 1]) if np.ptp(out) > 0 else -np.inf
+            if r > best:
+                best, shift[c] = r, -cut
+        w1[c] = h[:, None, None] * prof[None]
+    arrays = dict(base.arrays, w1=w1.astype(np.float32), scale1=np.ones((n, 1, 1)), shift1=shift)
+    if "b1" in arrays:
+        arrays["b1"] = np.zeros_like(arrays["b1"])
+    model = RetinaCNN(**arrays, frame_shape=base.frame_shape, norm_stats=base.norm_stats)
+    got = match_channels(model, sim, positions, movie=movie, signals=sig)
+    return {part: g for part, g in zip(PARTS, got)}
