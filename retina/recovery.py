@@ -63,7 +63,8 @@ __all__ = ["PARTS", "probe_movie", "part_signals", "channel_activity", "match_ch
            "simulator_effects", "cnn_effects", "score", "permutation_null", "untrained_model", "fidelity",
            "recover", "Recovery", "relevant", "RELEVANT_EFFECT", "MIN_EFFECT_FRACTION", "MIN_MATCH_R2",
            "RECOVERED_SCORE", "NULL_MARGIN", "FIDELITY_MIN_CORR", "planted_filters", "truth_recovery",
-           "overall", "MAX_P_VALUE", "p_value", "passes", "MATCH_HIGHPASS_FRAMES", "layer1_counterparts"]
+           "overall", "MAX_P_VALUE", "p_value", "passes", "MATCH_HIGHPASS_FRAMES", "layer1_counterparts",
+           "planted_model"]
 
 log = logging.getLogger(__name__)
 
@@ -295,18 +296,30 @@ def untrained_model(model, seed):
                      response_offset=model.response_offset)
 
 
-def _mean_window_response(res):
-    parts = []
-    for r, (lo, hi) in zip(res.responses, res.windows):
-        parts.append(np.asarray(r, np.float64)[lo:hi].mean(1))
-    return np.concatenate(parts) if parts else np.zeros(0)
+def _window_responses(res, other):
+    """The analysed cells' mean response of ``res`` and of ``other`` (the same protocol) over the same frames of
+    each condition: the union of their two windows of interest."""
+    a_parts, b_parts = [], []
+    for ra, rb, wa, wb in zip(res.responses, other.responses, res.windows, other.windows):
+        lo, hi = min(wa[0], wb[0]), max(wa[1], wb[1])
+        a, b = np.asarray(ra, np.float64)[lo:hi].mean(1), np.asarray(rb, np.float64)[lo:hi].mean(1)
+        n = min(len(a), len(b))
+        a_parts.append(a[:n])
+        b_parts.append(b[:n])
+    return (np.concatenate(a_parts), np.concatenate(b_parts)) if a_parts else (np.zeros(0), np.zeros(0))
 
 
-def fidelity(name, model_result, sim_result):
+def fidelity(name, model_result, sim_result, *, sim_same_cells=None):
     """Does the model reproduce the phenomenon?  Its key measure per condition beside the simulator's, the
-    correlation of the analysed cells' mean response in the windows of interest, and the verdict."""
+    correlation of the analysed cells' mean response in the windows of interest, and the verdict.
+
+    The correlation is over the same frames (the union of the model's and the
+    simulator's windows) and, for a row protocol, ``sim_same_cells``: the
+    simulator's run on the model's own cells (its dense row of cells averages
+    a moving bar's response flat).  The key measures come from ``sim_result``.
+    """
     ph = P.get(name)
-    a, b = _mean_window_response(model_result), _mean_window_response(sim_result)
+    a, b = _window_responses(model_result, sim_same_cells if sim_same_cells is not None else sim_result)
     n = min(len(a), len(b))
     corr = float(np.corrcoef(a[:n], b[:n])[0, 1]) if n > 2 and np.ptp(a[:n]) > 0 and np.ptp(b[:n]) > 0 else 0.0
     shows = bool(ph.shows(model_result.measures)) if ph.shows is not None else True
@@ -518,7 +531,7 @@ def recover(model, names=None, sim=None, *, n_untrained=3, seed=0, model_results
     :func:`simulator_effects` over :data:`PARTS`) reuse runs already made.
     Returns ``{name: Recovery}``.
     """
-    from .insilico import simulator_of
+    from .insilico import InSilicoRetina, simulator_of
 
     sim = simulator_of(model, sim)
     names = P.names() if names is None else tuple(names)
@@ -547,6 +560,10 @@ def recover(model, names=None, sim=None, *, n_untrained=3, seed=0, model_results
         mres = (model_results or {}).get(name)
         if mres is None:
             mres = ph.run(probe, explain=False, **ph.options_for(probe))
+        same = None
+        if ph.row:   # the fidelity's response comparison on the model's own cells, not the dense row
+            own = InSilicoRetina(sim.params, positions=positions)
+            same = ph.run(own, **ph.options_for(own))
         se = (sim_effects or {}).get(name)
         if se is None:
             se = simulator_effects(name, sim, intact=sres)
@@ -560,7 +577,8 @@ def recover(model, names=None, sim=None, *, n_untrained=3, seed=0, model_results
             detail.append(dict(seed=seed + 1000 + i, score=s_i, groups={k: list(v) for k, v in g.items()},
                                effects=e))
         out[name] = Recovery(name, matches, se, ce, ok, sc, permutation_null(se, ce), untrained,
-                             fidelity(name, mres, sres), detail, truth_recovery(se)[1], counterparts)
+                             fidelity(name, mres, sres, sim_same_cells=same), detail, truth_recovery(se)[1],
+                             counterparts)
         log.info("recovery %s: %s", name, out[name].verdict)
     return out
 
@@ -633,6 +651,120 @@ def planted_filters(sim=None, *, history=40, kernel_size=15):
     w1 = np.stack(w1)
     w1 /= np.sqrt((w1 ** 2).sum(axis=(1, 2, 3), keepdims=True))
     return w1, names
+
+
+def planted_model(sim=None, *, history=40, kernel_sizes=(15, 11), frame_shape=(50, 50)):
+    """The positive control with the answer planted: a CNN whose every layer is set from the simulator.
+
+    Layer 1 has one channel per part a layer-1 channel can stand for: OFF,
+    ON-fast and ON-slow (each bipolar pathway's drive, its gain, sign and
+    gamma-cascade kinetics, the centre-surround, rectified at the pathway's
+    threshold) and A1 (the OFF drive pooled by the amacrine's Gaussian,
+    low-passed by its time constant and rectified at its threshold).  The
+    membrane low-pass, which the simulator applies after rectification, is
+    folded into every layer-1 filter.  Layer 2 has two channels per ganglion
+    type, the membrane potential ``u`` (the pathways pooled by the ganglion's
+    Gaussian with the type's weights, minus the amacrine at the centre) and
+    ``-u``, each rectified, so that layer 3 reads ``u`` unclipped at each
+    cell's position and applies ``softplus(r_max (u - theta))``, the
+    simulator's output nonlinearity with its slope far above threshold.
+
+    What the architecture cannot hold is replaced by its average on the
+    generic probe movie (:func:`probe_movie`, never a phenomenon's protocol):
+    synaptic depression by each source's mean transmitted fraction (the
+    source's mean input to the cells with depression over its mean without),
+    and the simulator's output ``(r_max / beta) softplus(beta (u - theta))``
+    by the ``softplus(a u + b)`` closest to it in least squares over the
+    membrane potentials the probe evokes (a CNN's output has no gain after
+    its softplus).  The amacrine's rectified input and the order of the
+    membrane low-pass and the rectification are left as they are.  So it is
+    the simulator without its history-dependent parts: a model whose
+    channels are the parts by construction, trained on nothing.  It carries
+    the simulator's cells and parameters in its metadata, like a model
+    fitted to the simulator.
+    """
+    from scipy.optimize import least_squares
+
+    from .insilico import PATHWAYS, InSilicoRetina, simulator_metadata
+    from .model import RetinaCNN
+    from .units import DT
+
+    sim = sim if sim is not None else InSilicoRetina()
+    p = sim.params
+    k1, k2 = kernel_sizes
+    space, space_a = _spatial_profiles(sim, k1)
+    lags = history + 1
+    membrane = _impulse(1, np.exp(-DT * 1e3 / p.tau_membrane_ms), lags)
+
+    def taps(h):           # lag 1 .. history, oldest first (tap history - 1 is lag 1, as the model pairs them)
+        return np.convolve(h, membrane)[:lags][1:][::-1]
+
+    w1 = np.zeros((4, history, k1, k1))
+    scale1, shift1 = np.ones((4, 1, 1)), np.zeros((4, 1, 1))
+    drive = {}
+    for c, name in enumerate(PATHWAYS):
+        b = p.bipolar[name]
+        e1, e2 = np.exp(-DT * 1e3 / b.tau1_ms), np.exp(-DT * 1e3 / (2 * b.tau1_ms))
+        h = p.gain * b.sign * (_impulse(int(b.n) + 1, e1, lags) - b.a2 * _impulse(int(b.n) + 1, e2, lags))
+        drive[name] = h
+        w1[c] = taps(h)[:, None, None] * space[None]
+        shift1[c] = -b.theta
+    h_a = np.convolve(drive["OFF"], _impulse(1, np.exp(-DT * 1e3 / p.tau_amacrine_ms), lags))[:lags]
+    w1[3] = taps(h_a)[:, None, None] * space_a[None]
+    shift1[3] = -(p.bipolar["OFF"].theta + p.theta_amacrine)
+
+    r = (k2 - 1) / 2.0
+    yy, xx = np.mgrid[:k2, :k2] - r
+    pool = np.exp(-0.5 * (yy ** 2 + xx ** 2) / p.sigma_ganglion_px ** 2)
+    pool /= pool.sum()
+    centre = np.zeros((k2, k2))
+    centre[k2 // 2, k2 // 2] = 1.0
+    # depression, on average: each source's mean input to the cells with depression over its mean without
+    movie = probe_movie(tuple(frame_shape))
+    cells = InSilicoRetina(p, positions=sim.positions)
+    with_dep = cells.pathways(movie)
+    without = InSilicoRetina(p.lesioned("depression"), positions=sim.positions).pathways(movie)
+    rest = cells.initial_state()["membrane"].T[None]                  # the grey level of each source
+    num, den = np.abs(with_dep - rest).sum((0, 1)), np.abs(without - rest).sum((0, 1))
+    kept = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)  # (4,): OFF, ONf, ONs, A1
+    types = list(p.ganglion)
+    w2 = np.zeros((2 * len(types), 4, k2, k2))
+    for g, t in enumerate(types):
+        gp = p.ganglion[t]
+        u = np.stack([kept[0] * gp.w_OFF * pool, kept[1] * gp.w_ONf * pool, kept[2] * gp.w_ONs * pool,
+                      -kept[3] * gp.w_A1 * centre])
+        w2[2 * g], w2[2 * g + 1] = u, -u
+    # the output nonlinearity closest to the simulator's over the membrane potentials the probe evokes
+    u_all = with_dep.sum(-1)
+    slope = {}
+    for t in types:
+        gp = p.ganglion[t]
+        us = u_all[:, [i for i, c in enumerate(cells.cells) if c.type == t]].reshape(-1)
+        target = gp.r_max * np.logaddexp(0.0, p.beta * (us - gp.theta)) / p.beta
+
+        def resid(ab, us=us, target=target):
+            return np.logaddexp(0.0, ab[0] * us + ab[1]) - target
+
+        fit = least_squares(resid, x0=[gp.r_max, -gp.r_max * gp.theta], x_scale=[gp.r_max, gp.r_max])
+        slope[t] = fit.x
+    h2, wd2 = frame_shape[0] - k1 - k2 + 2, frame_shape[1] - k1 - k2 + 2
+    off = (k1 - 1) / 2.0 + r
+    w3 = np.zeros((sim.n_cells, len(w2), h2, wd2))
+    scale3, shift3 = np.ones(sim.n_cells), np.zeros(sim.n_cells)
+    for j, cell in enumerate(sim.cells):
+        g = types.index(cell.type)
+        iy, ix = int(round(cell.y - off)), int(round(cell.x - off))
+        if not (0 <= iy < h2 and 0 <= ix < wd2):
+            raise ValueError(f"cell {j} at ({cell.y}, {cell.x}) px lies outside the layer-2 map of a "
+                             f"{frame_shape} frame with kernel_sizes {kernel_sizes}")
+        a, b = slope[cell.type]
+        w3[j, 2 * g, iy, ix], w3[j, 2 * g + 1, iy, ix] = a, -a
+        shift3[j] = b
+    ids = [f"{c.type}-{int(c.y)}-{int(c.x)}" for c in sim.cells]
+    meta = dict(simulator_metadata(sim), planted="every layer set from the simulator (retina.recovery.planted_model)")
+    return RetinaCNN(w1, scale1, shift1, w2, np.ones((len(w2), 1, 1)), np.zeros((len(w2), 1, 1)),
+                     w3.reshape(sim.n_cells, -1), scale3, shift3, frame_shape=tuple(frame_shape),
+                     norm_stats={"mean": 0.0, "std": 1.0}, cell_ids=ids, metadata=meta)
 
 
 # ---------------------------------------------------------------------- what channel ablation can show
