@@ -159,7 +159,7 @@ def _check_output(path, *inputs, directory=False, option="--output"):
 
     out = Path(path).expanduser()
     for src in inputs:
-        if src is None or src in ("random", "insilico", *BUNDLED_MODELS):
+        if src is None or src in ("random", "insilico", "planted", *BUNDLED_MODELS):
             continue
         src_p = Path(src).expanduser()
         if out.resolve() == src_p.resolve() or (out.exists() and src_p.exists() and os.path.samefile(out, src_p)):
@@ -802,6 +802,8 @@ def explain(model, output, names, steps, share, context_ms, whole_movies, params
 
     Attributes each phenomenon to layer-1 channels, reduces the model to the
     important ones, and compares the result with the simulator's known circuit.
+    MODEL 'planted' is the recovery benchmark's positive control: a CNN set
+    from the simulator (--params, else the calibrated set), trained on nothing.
     """
     from .explain import explain as run
     from .insilico import InSilicoRetina
@@ -809,8 +811,13 @@ def explain(model, output, names, steps, share, context_ms, whole_movies, params
     _quiet(quiet)
     _check_output(output, model, params_path, directory=True)
     try:
-        net = _load_model(model, 0, 5)
         sim = InSilicoRetina(params_path) if params_path else None   # None: the one the model records
+        if model == "planted":
+            from .recovery import planted_model
+
+            net = planted_model(sim)
+        else:
+            net = _load_model(model, 0, 5)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
     t0 = time.time()

@@ -761,7 +761,9 @@ def planted_model(sim=None, *, history=40, kernel_sizes=(15, 11), frame_shape=(5
         w3[j, 2 * g, iy, ix], w3[j, 2 * g + 1, iy, ix] = a, -a
         shift3[j] = b
     ids = [f"{c.type}-{int(c.y)}-{int(c.x)}" for c in sim.cells]
-    meta = dict(simulator_metadata(sim), planted="every layer set from the simulator (retina.recovery.planted_model)")
+    meta = dict(simulator_metadata(sim), planted="every layer set from the simulator",
+                description="the planted positive control: every layer set from the simulator, trained on nothing "
+                            "(retina.recovery.planted_model, docs/recovery.md section 6)")
     return RetinaCNN(w1, scale1, shift1, w2, np.ones((len(w2), 1, 1)), np.zeros((len(w2), 1, 1)),
                      w3.reshape(sim.n_cells, -1), scale3, shift3, frame_shape=tuple(frame_shape),
                      norm_stats={"mean": 0.0, "std": 1.0}, cell_ids=ids, metadata=meta)
