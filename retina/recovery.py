@@ -562,7 +562,7 @@ def recover(model, names=None, sim=None, *, n_untrained=3, seed=0, model_results
             mres = ph.run(probe, explain=False, **ph.options_for(probe))
         same = None
         if ph.row:   # the fidelity's response comparison on the model's own cells, not the dense row
-            own = InSilicoRetina(sim.params, positions=positions)
+            own = InSilicoRetina(sim.params, positions=positions, frame_shape=sim.frame_shape)
             same = ph.run(own, **ph.options_for(own))
         se = (sim_effects or {}).get(name)
         if se is None:
@@ -597,6 +597,15 @@ def _impulse(n_stages, decay, n):
             y[t] = acc
         x = y
     return x
+
+
+def _pathway_impulse(b, n):
+    """A bipolar pathway's temporal filter with its sign, frames 0..n-1: the simulator's difference of gamma
+    cascades (``n + 1`` first-order stages at ``tau1`` and at ``2 tau1``), per unit gain."""
+    from .units import DT
+
+    e1, e2 = np.exp(-DT * 1e3 / b.tau1_ms), np.exp(-DT * 1e3 / (2 * b.tau1_ms))
+    return b.sign * (_impulse(int(b.n) + 1, e1, n) - b.a2 * _impulse(int(b.n) + 1, e2, n))
 
 
 def _spatial_profiles(sim, kernel_size):
@@ -638,9 +647,7 @@ def planted_filters(sim=None, *, history=40, kernel_size=15):
     w1, names = [], []
     temporal = {}
     for name in PATHWAYS:
-        b = p.bipolar[name]
-        e1, e2 = np.exp(-DT * 1e3 / b.tau1_ms), np.exp(-DT * 1e3 / (2 * b.tau1_ms))
-        h = b.sign * (_impulse(int(b.n) + 1, e1, lags) - b.a2 * _impulse(int(b.n) + 1, e2, lags))
+        h = _pathway_impulse(p.bipolar[name], lags)
         temporal[name] = h
         w1.append(h[1:][::-1][:, None, None] * space[None])
         names.append(name)
@@ -703,12 +710,10 @@ def planted_model(sim=None, *, history=40, kernel_sizes=(15, 11), frame_shape=(5
     scale1, shift1 = np.ones((4, 1, 1)), np.zeros((4, 1, 1))
     drive = {}
     for c, name in enumerate(PATHWAYS):
-        b = p.bipolar[name]
-        e1, e2 = np.exp(-DT * 1e3 / b.tau1_ms), np.exp(-DT * 1e3 / (2 * b.tau1_ms))
-        h = p.gain * b.sign * (_impulse(int(b.n) + 1, e1, lags) - b.a2 * _impulse(int(b.n) + 1, e2, lags))
+        h = p.gain * _pathway_impulse(p.bipolar[name], lags)
         drive[name] = h
         w1[c] = taps(h)[:, None, None] * space[None]
-        shift1[c] = -b.theta
+        shift1[c] = -p.bipolar[name].theta
     h_a = np.convolve(drive["OFF"], _impulse(1, np.exp(-DT * 1e3 / p.tau_amacrine_ms), lags))[:lags]
     w1[3] = taps(h_a)[:, None, None] * space_a[None]
     shift1[3] = -(p.bipolar["OFF"].theta + p.theta_amacrine)
