@@ -146,17 +146,13 @@ def _truth_panels(ax_fid, ax_rec, rec):
     ax_rec.bar(xp - 0.2, [100 * rec["simulator"][p]["effect"] for p in parts], 0.4, color="k", label="simulator lesion")
     ax_rec.bar(xp + 0.2, [100 * rec["cnn"][p]["effect"] for p in parts], 0.4, color="C1",
                label="CNN: matched channels ablated")
-    far = set(rec.get("out_of_reach") or ())
-    ax_rec.set_xticks(xp, [f"{p}{' (out of reach)' if p in far else ''}\n{rec['cnn'][p]['channels']}"
-                           for p in parts], fontsize=7)
+    ax_rec.set_xticks(xp, [f"{p}\n{rec['cnn'][p]['channels']}" for p in parts], fontsize=7)
     ax_rec.axhline(0, color="k", lw=0.5)
     perm = rec["null_permutation"]
     nulls = f"null {rec['null_level']:.2f}" if np.isfinite(rec["null_level"]) else "no null"
-    ceiling = rec.get("ceiling", float("nan"))
     ax_rec.set(ylabel="change of the key measure (% of the phenomenon)",
                title=f"recovery {rec['score']:.2f} ({nulls}; {len(perm)} permutations, "
-                     f"{len(rec['null_untrained'])} untrained)"
-                     + (f"; ceiling {ceiling:.2f}" if np.isfinite(ceiling) else ""))
+                     f"{len(rec['null_untrained'])} untrained)")
     ax_rec.legend(fontsize=7)
 
 
