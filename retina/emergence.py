@@ -150,9 +150,7 @@ def assess_model(model, sim=None, *, names=None, n_untrained=3, reference=None, 
             simulator_passes=bool(sim_checks) and all(c.passed for c in sim_checks),
             simulator_checks=[_check(c) for c in sim_checks],
             recovery=dict(score=r.score, null_level=r.null_level, p_value=r.p_value, decisive=r.decisive,
-                          recovered=r.recovered, verdict=r.verdict, fidelity=r.fidelity, ceiling=r.ceiling,
-                          out_of_reach=r.out_of_reach,
-                          counterparts={p: m["part"] for p, m in (r.counterparts or {}).items()},
+                          recovered=r.recovered, verdict=r.verdict, fidelity=r.fidelity,
                           cnn={p: r.cnn[p]["effect"] for p in PARTS},
                           simulator={p: r.simulator[p]["effect"] for p in PARTS}),
             dominant=dominant(r.cnn), simulator_dominant=dominant(r.simulator))
@@ -208,26 +206,18 @@ def against_circuits(assessments) -> dict:
     (:func:`retina.recovery.score`, with the permutation p-value) against each simulator's lesion effects.  A
     benchmark that can tell circuits apart scores a model higher against its own circuit than against the
     others; ``prefers_own`` counts the models that do.  Only the phenomena every circuit in the set claims
-    (a counterfactual claims its named ones) are compared.  Beside each score: the circuit's ``ceiling`` (what
-    channel ablation can reach there, :attr:`retina.recovery.Recovery.ceiling`) and ``within_reach``, the
-    agreement on the parts that matter there and have a layer-1 counterpart (``[agreeing, of]``).  Returns
-    ``{}`` for a single circuit.
+    (a counterfactual claims its named ones) are compared.  Returns ``{}`` for a single circuit.
     """
     from .insilico import COUNTERFACTUALS
-    from .recovery import p_value, permutation_null, relevant, score
+    from .recovery import p_value, permutation_null, score
 
     assessments = list(assessments)
     labels = [a["model"].get("simulator") or "?" for a in assessments]
     if len(set(labels)) < 2:
         return {}
     circuits: dict = {}
-    reach: dict = {}      # per circuit and phenomenon: the parts that matter and have a layer-1 counterpart
     for a, label in zip(assessments, labels):
         circuits.setdefault(label, {n: r["recovery"]["simulator"] for n, r in a["phenomena"].items()})
-        reach.setdefault(label, {n: dict(ceiling=r["recovery"].get("ceiling", float("nan")),
-                                         parts=[p for p, v in r["recovery"]["simulator"].items() if relevant(v)
-                                                and (r["recovery"].get("counterparts") or {}).get(p) == p])
-                                 for n, r in a["phenomena"].items()})
     claimed = [n for n in dict.fromkeys(k for a in assessments for k in a["phenomena"])
                if all(n in COUNTERFACTUALS[c]["phenomena"] for c in circuits if c in COUNTERFACTUALS)
                and all(n in effects for effects in circuits.values())]
@@ -241,11 +231,8 @@ def against_circuits(assessments) -> dict:
             scores = {}
             for label, effects in circuits.items():
                 truth = {p: {"effect": v} for p, v in effects[name].items()}
-                value, ok = score(truth, cnn)
-                near = reach[label][name]["parts"]
-                scores[label] = dict(score=value, p_value=p_value(value, permutation_null(truth, cnn)),
-                                     ceiling=reach[label][name]["ceiling"],
-                                     within_reach=[sum(bool(ok[p]) for p in near), len(near)])
+                value, _ = score(truth, cnn)
+                scores[label] = dict(score=value, p_value=p_value(value, permutation_null(truth, cnn)))
             others = [v["score"] for k, v in scores.items() if k != own and np.isfinite(v["score"])]
             mine = scores[own]["score"]
             rows.append(dict(model=a["model"]["path"], seed=a["model"]["seed"], circuit=own, scores=scores,
@@ -256,12 +243,6 @@ def against_circuits(assessments) -> dict:
                          simulator_dominant={c: dominant({p: {"effect": v} for p, v in e[name].items()})
                                              for c, e in circuits.items()})
     return out
-
-
-def _circuit_cell(s):
-    near = s.get("within_reach")
-    reach = "" if not near else f"; {near[0]}/{near[1]} within reach"
-    return f"{_f(s['score'])} (p {_f(s['p_value'], '.2g')}; ceiling {_f(s.get('ceiling', float('nan')))}{reach})"
 
 
 def _f(v, fmt=".2f"):
@@ -298,15 +279,15 @@ def report_markdown(assessments, summary=None) -> str:
                      f"{s['agree_with_simulator']} | {'met' if s['pass_mark'] else 'not met'} |")
     for name, c in (summary.get("against_circuits") or {}).items():
         lines += ["", f"## {name}: each model against each circuit", "",
-                  "Recovery score (permutation p; the circuit's ceiling; agreement on the parts within reach of "
-                  "channel ablation) of the model's ablation effects against each simulator's lesion "
+                  "Recovery score (permutation p) of the model's ablation effects against each simulator's lesion "
                   f"effects; {c['prefers_own']} of {c['n_models']} models score higher against their own circuit "
                   "than against every other.", "",
                   "| model | seed | trained on | dominant part | " + " | ".join(
                       f"vs {k} ({c['simulator_dominant'][k]})" for k in c["circuits"]) + " | prefers own |",
                   "|---|---|---|---|" + "---|" * len(c["circuits"]) + "---|"]
         for r in c["rows"]:
-            cells = " | ".join(_circuit_cell(r["scores"][k]) for k in c["circuits"])
+            cells = " | ".join(f"{_f(r['scores'][k]['score'])} ({_f(r['scores'][k]['p_value'], '.2g')})"
+                               for k in c["circuits"])
             lines.append(f"| {Path(r['model'] or '?').parent.name} | {r['seed']} | {r['circuit']} | {r['dominant']} | "
                          f"{cells} | {'yes' if r['prefers_own'] else 'no'} |")
     lines += ["", "## Each model", ""]

@@ -284,11 +284,6 @@ def summary_table(report):
                          f"{_fmt(r['truth_p'], '.3f')})")
             lines.append("  channels by function: " + ", ".join(
                 f"{m['channel']}->{m['part'] or '-'} (R2 {m['r2']:.2f})" for m in r["matches"]))
-            cp = r.get("counterparts")
-            if cp:
-                lines.append("  layer-1 counterparts (each part's best layer-1 approximation, matched): " + ", ".join(
-                    f"{p} {'yes' if m['part'] == p else 'NO (-> ' + (m['part'] or 'none') + ')'}"
-                    for p, m in cp.items()) + f"; ceiling of the score here {_fmt(r['ceiling'], '.2f')}")
         rk = e.get("reduced_key")
         if rk and rk["kept_channels"]:
             lines.append(f"  reduced model (channels {rk['kept_channels']}): key measure {_fmt(rk['key_reduced'])} "

@@ -82,7 +82,7 @@ FIDELITY_MIN_CORR = 0.5     # the model's response in the windows of interest co
 MATCH_HIGHPASS_FRAMES = 21  # the match compares activity and signals without their 210 ms running mean
 MAX_LAG = 3                 # frames either way the match may shift a channel's activity against the signals
 PROBE_FRAMES = 2000
-OFFSET_QUANTILES = np.linspace(0.0, 0.9, 10)   # thresholds tried for a part's best layer-1 approximation
+COUNTERPART_MARGIN = 0.05   # a part's best layer-1 channel is searched to beat every other part by this much
 PROBE_SEED = 20191208
 
 
@@ -352,18 +352,6 @@ class Recovery:
     fidelity: dict | None = None
     untrained_detail: list = field(default_factory=list)
     truth_p: float = float("nan")
-    counterparts: dict | None = None
-
-    @property
-    def ceiling(self) -> float:
-        """What channel ablation can reach here: the score when every part that matters and has a layer-1
-        counterpart (:func:`layer1_counterparts`) agrees and the others do not (NaN when unknown)."""
-        return _ceiling([self.simulator], self.counterparts)
-
-    @property
-    def out_of_reach(self) -> list:
-        """The parts that matter here but have no layer-1 counterpart."""
-        return _out_of_reach([self.simulator], self.counterparts)
 
     @property
     def null_level(self) -> float:
@@ -403,45 +391,15 @@ class Recovery:
                     f"permutation p-value of {self.truth_p:.2f}); score {self.score:.2f}, no claim from this "
                     "phenomenon alone")
         word = "recovered" if self.recovered else "not recovered"
-        text = (f"{word}: score {self.score:.2f} (needs >= {RECOVERED_SCORE:g}), null level {self.null_level:.2f} "
+        return (f"{word}: score {self.score:.2f} (needs >= {RECOVERED_SCORE:g}), null level {self.null_level:.2f} "
                 f"(needs a margin of {NULL_MARGIN:g}), permutation p = {self.p_value:.3f} (needs <= {MAX_P_VALUE:g})")
-        return text + ("" if self.recovered else _reach_note(self.ceiling, self.out_of_reach, self.counterparts))
 
     def as_dict(self) -> dict:
         return dict(name=self.name, matches=self.matches, simulator=self.simulator, cnn=self.cnn,
                     agrees=self.agrees, score=self.score, null_permutation=self.null_permutation,
                     null_untrained=self.null_untrained, null_max=self.null_max, null_level=self.null_level,
                     p_value=self.p_value, truth_p=self.truth_p, decisive=self.decisive, recovered=self.recovered,
-                    verdict=self.verdict, fidelity=self.fidelity, untrained=self.untrained_detail,
-                    counterparts=self.counterparts, ceiling=self.ceiling, out_of_reach=self.out_of_reach)
-
-
-def _relevant_pairs(effects_list):
-    return [p for eff in effects_list for p in PARTS if p in eff and relevant(eff[p]["effect"])]
-
-
-def _ceiling(effects_list, counterparts):
-    pairs = _relevant_pairs(effects_list)
-    if not counterparts or not pairs:
-        return float("nan")
-    return float(np.mean([counterparts[p]["part"] == p for p in pairs]))
-
-
-def _out_of_reach(effects_list, counterparts):
-    if not counterparts:
-        return []
-    return sorted({p for p in _relevant_pairs(effects_list) if counterparts[p]["part"] != p}, key=PARTS.index)
-
-
-def _reach_note(ceiling, parts, counterparts):
-    """The verdict's note when channel ablation cannot reach a recovery here (empty otherwise)."""
-    if not np.isfinite(ceiling) or ceiling >= RECOVERED_SCORE:
-        return ""
-    why = "; ".join(f"{p}'s best layer-1 approximation is matched to {counterparts[p]['part'] or 'no part'}"
-                    for p in parts)
-    return (f"; out of reach of channel ablation here: {', '.join(parts)} matter{'s' if len(parts) == 1 else ''} "
-            f"and {'has' if len(parts) == 1 else 'have'} no layer-1 counterpart ({why}), so even with every other "
-            f"part agreeing the score would be {ceiling:.2f} < {RECOVERED_SCORE:g}")
+                    verdict=self.verdict, fidelity=self.fidelity, untrained=self.untrained_detail)
 
 
 def _null_level(permutation, untrained):
@@ -502,15 +460,11 @@ def overall(recoveries):
     t_p = p_value(pooled(lambda r: r.simulator), truth_null)
     decisive = bool(np.isfinite(t_p) and t_p <= MAX_P_VALUE)
     ok = bool(recs and decisive and passes(sc, null, untrained))
-    counterparts = next((r.counterparts for r in recs if r.counterparts), None)
-    ceiling = _ceiling([r.simulator for r in recs], counterparts)
-    far = _out_of_reach([r.simulator for r in recs], counterparts)
     return dict(phenomena=[r.name for r in recs], score=sc, null_level=level, p_value=p, untrained=untrained,
-                truth_p=t_p, decisive=decisive, recovered=ok, ceiling=ceiling, out_of_reach=far,
+                truth_p=t_p, decisive=decisive, recovered=ok,
                 verdict=("no phenomenon reproduced" if not recs else
                          f"{'recovered' if ok else 'not recovered'}: score {sc:.2f} over {len(recs)} phenomena, null "
-                         f"level {level:.2f}, p = {p:.3f} (the truth's own p = {t_p:.3f})"
-                         + ("" if ok else _reach_note(ceiling, far, counterparts))))
+                         f"level {level:.2f}, p = {p:.3f} (the truth's own p = {t_p:.3f})"))
 
 
 def _groups(matches):
@@ -546,8 +500,6 @@ def recover(model, names=None, sim=None, *, n_untrained=3, seed=0, model_results
 
     matches = match(model)
     groups = _groups(matches)
-    counterparts = layer1_counterparts(sim, positions, movie=movie, signals=signals, history=model.history,
-                                       kernel_size=model.w1.shape[-1], frame_shape=tuple(model.frame_shape))
     nulls = [untrained_model(model, seed + 1000 + i) for i in range(n_untrained)]
     null_groups = [_groups(match(m)) for m in nulls]
     out = {}
@@ -577,8 +529,7 @@ def recover(model, names=None, sim=None, *, n_untrained=3, seed=0, model_results
             detail.append(dict(seed=seed + 1000 + i, score=s_i, groups={k: list(v) for k, v in g.items()},
                                effects=e))
         out[name] = Recovery(name, matches, se, ce, ok, sc, permutation_null(se, ce), untrained,
-                             fidelity(name, mres, sres, sim_same_cells=same), detail, truth_recovery(se)[1],
-                             counterparts)
+                             fidelity(name, mres, sres, sim_same_cells=same), detail, truth_recovery(se)[1])
         log.info("recovery %s: %s", name, out[name].verdict)
     return out
 
@@ -774,7 +725,7 @@ def planted_model(sim=None, *, history=40, kernel_sizes=(15, 11), frame_shape=(5
                      norm_stats={"mean": 0.0, "std": 1.0}, cell_ids=ids, metadata=meta)
 
 
-# ---------------------------------------------------------------------- what channel ablation can show
+# ---------------------------------------------------------------------- can a layer-1 channel stand for a part?
 def _tap_regressors(model, movie, positions, profile):
     """``(T, history, J)``: the movie (in model units, aligned as :func:`channel_activity`) correlated with
     ``profile`` in space at each position, one column per layer-1 tap; a channel with that profile and temporal
@@ -790,24 +741,79 @@ def _tap_regressors(model, movie, positions, profile):
     return np.stack([xs[i:i + t_len] for i in range(model.history)], 1)
 
 
+def _box_matrix(t_len, width):
+    """The running mean of :func:`_highpass` (``width`` frames, edges repeated) as a sparse ``(t_len, t_len)``
+    matrix, so that its transpose can carry gradients."""
+    from scipy import sparse
+
+    r = width // 2
+    rows = np.repeat(np.arange(t_len), width)
+    cols = np.clip(rows + np.tile(np.arange(-r, r + 1), t_len), 0, t_len - 1)
+    return sparse.csr_matrix((np.full(len(rows), 1.0 / width), (rows, cols)), shape=(t_len, t_len))
+
+
+def _best_channel(x, sz, k, box, starts, *, margin=COUNTERPART_MARGIN, penalty=50.0, tau=0.02, maxiter=1000):
+    """The rectified linear channel (taps ``h`` on the regressors ``x (T, L, J)``, threshold ``c``) whose
+    high-passed activity correlates most with part ``k``'s z-scored high-passed signal ``sz (T, J, parts)``
+    while beating every other part by ``margin`` (a squared penalty below it, the others' maximum smoothed at
+    ``tau``): L-BFGS with exact gradients from each of ``starts``; returns ``(h, c)`` of the best."""
+    from scipy.optimize import minimize
+
+    t_len, n_taps, _ = x.shape
+    n = sz.shape[0] * sz.shape[1]
+    box_t = box.T.tocsr()
+    others = [p for p in range(sz.shape[-1]) if p != k]
+
+    def objective(theta):
+        lin = np.einsum("tlj,l->tj", x, theta[:n_taps]) - theta[n_taps]
+        act = np.maximum(lin, 0.0)
+        a = act - box @ act
+        a -= a.mean()
+        sd = a.std()
+        if sd < 1e-12:
+            return 1.0, np.zeros_like(theta)
+        az = a / sd
+        r = np.einsum("tj,tjp->p", az, sz) / n
+        ro = r[others]
+        soft = np.exp((ro - ro.max()) / tau)
+        short = max(0.0, margin + ro.max() + tau * np.log(soft.sum()) - r[k])
+        dr = np.zeros(len(r))
+        dr[k] = -1.0 - 2 * penalty * short
+        dr[others] = 2 * penalty * short * soft / soft.sum()
+        da = (np.einsum("tjp,p->tj", sz, dr) - (dr @ r) * az) / (n * sd)   # d corr / d activity
+        dlin = (da - box_t @ da) * (lin > 0)
+        return -r[k] + penalty * short ** 2, np.r_[np.einsum("tlj,tj->l", x, dlin), -dlin.sum()]
+
+    best = None
+    for theta in starts:
+        res = minimize(objective, theta, jac=True, method="L-BFGS-B", options=dict(maxiter=maxiter))
+        if best is None or res.fun < best.fun:
+            best = res
+    return best.x[:n_taps], float(best.x[n_taps])
+
+
 def layer1_counterparts(sim=None, positions=None, *, movie=None, signals=None, history=40, kernel_size=15,
                         frame_shape=(50, 50)):
-    """Which parts a layer-1 channel can stand for: each part's best layer-1 approximation, matched.
+    """Can a layer-1 channel stand for each part?  Each part's best layer-1 channel, matched like a model's.
 
     A layer-1 channel is a rectified linear filter of the movie.  For each
     part, the filter with the part's spatial profile (the bipolar
-    centre-surround; for the amacrine, the same pooled by its Gaussian) and
-    ``history`` temporal taps, plus an offset, that best fits the part's
-    signal (:func:`part_signals`) at the positions in least squares on the
-    probe movie is made one channel of a CNN, and the channels are matched
-    like any model's (:func:`match_channels`).  A part whose best
-    approximation is matched to another part, or to none, has **no layer-1
-    counterpart**: no channel of a feed-forward CNN can be expected to stand
-    for it, so channel ablation cannot show that part's role
-    (``docs/recovery.md``, section 6).
+    centre-surround; for the amacrine, the same pooled by its Gaussian),
+    ``history`` temporal taps and a threshold whose activity follows the
+    part's signal (:func:`part_signals`, both without their running mean as
+    the match compares them) most closely while beating every other part's
+    signal by :data:`COUNTERPART_MARGIN` is searched for (gradient descent
+    from least-squares fits to every part's signal, each at four thresholds
+    and both signs), made one channel of a CNN, and matched by
+    :func:`match_channels`.  A part whose best channel is matched to another
+    part, or to none, has no layer-1 counterpart: channel ablation cannot
+    show its role.  About 30 s on two cores.
 
-    Returns ``{part: match}`` (the :func:`match_channels` entry of the part's
-    best channel; ``match["part"] == part`` when it has a counterpart).
+    Returns ``{part: dict}``: ``match`` (the :func:`match_channels` entry of
+    the part's channel; ``match["part"] == part`` when it has a
+    counterpart), ``w1`` (the channel's filter, ``(history, k, k)``, tap
+    ``history - 1`` newest) and ``shift`` (its offset before the ReLU), in
+    the units of a model with ``norm_stats`` mean 0 and s.d. 1 (contrast).
     """
     from .insilico import InSilicoRetina
     from .model import RetinaCNN
@@ -819,38 +825,28 @@ def layer1_counterparts(sim=None, positions=None, *, movie=None, signals=None, h
     n = len(PARTS)
     base = RetinaCNN.random(1, seed=0, channels=(n, 1), history=history, kernel_sizes=(kernel_size, 1),
                             frame_shape=tuple(frame_shape), per_unit=False)
+    base = RetinaCNN(**base.arrays, frame_shape=base.frame_shape, norm_stats={"mean": 0.0, "std": 1.0})
     space, space_a = _spatial_profiles(sim, kernel_size)
-    regs = {}
     w1 = np.zeros((n, history, kernel_size, kernel_size))
     shift = np.zeros((n, 1, 1))
     for c, part in enumerate(PARTS):
         prof = space_a if part == "A1" else space
-        key = id(prof)
-        if key not in regs:
-            regs[key] = _tap_regressors(base, movie, positions, prof)
-        x = regs[key]
+        x = _tap_regressors(base, movie, positions, prof)
         t_len = min(len(x), len(sig))
-        x, y = x[:t_len], np.asarray(sig[:t_len, :, c], np.float64)
-        # the taps: least squares on the signal and the regressors without their slow components, the criterion
-        # the match uses (fitted raw, the slow components dominate and the fit is matched worse)
+        x = x[:t_len]
+        hp = _highpass(sig[:t_len])
+        sz = (hp - hp.mean((0, 1))) / np.where(hp.std((0, 1)) > 0, hp.std((0, 1)), 1.0)
         a = _highpass(x).transpose(0, 2, 1).reshape(-1, history)
-        gram = a.T @ a
-        ridge = 1e-6 * np.trace(gram) / len(gram) * np.eye(len(gram))   # only to keep the solve well posed
-        h = np.linalg.solve(gram + ridge, a.T @ _highpass(y).reshape(-1))
-        # the offset (the channel's threshold): the one of OFFSET_QUANTILES whose rectified output correlates best
-        lin = np.einsum("tlj,l->tj", x, h)
-        hy = _highpass(y).reshape(-1)
-        best = -np.inf
-        for q in OFFSET_QUANTILES:
-            cut = float(np.quantile(lin, q))
-            out = _highpass(np.maximum(lin - cut, 0.0)).reshape(-1)
-            r = float(np.corrcoef(out, hy)[0, 1]) if np.ptp(out) > 0 else -np.inf
-            if r > best:
-                best, shift[c] = r, -cut
+        starts = []
+        for j in range(n):     # least-squares fits to every part's signal, at four thresholds, both signs
+            h = np.linalg.lstsq(a, hp[..., j].reshape(-1), rcond=None)[0]
+            for sign in (1.0, -1.0):
+                lin = sign * np.einsum("tlj,l->tj", x, h)
+                starts += [np.r_[sign * h, np.quantile(lin, q)] for q in (0.0, 0.5, 0.8, 0.95)]
+        h, cut = _best_channel(x, sz, c, _box_matrix(t_len, MATCH_HIGHPASS_FRAMES), starts)
         w1[c] = h[:, None, None] * prof[None]
-    arrays = dict(base.arrays, w1=w1.astype(np.float32), scale1=np.ones((n, 1, 1)), shift1=shift)
-    if "b1" in arrays:
-        arrays["b1"] = np.zeros_like(arrays["b1"])
+        shift[c] = -cut
+    arrays = dict(base.arrays, w1=w1, scale1=np.ones((n, 1, 1)), shift1=shift)
     model = RetinaCNN(**arrays, frame_shape=base.frame_shape, norm_stats=base.norm_stats)
     got = match_channels(model, sim, positions, movie=movie, signals=sig)
-    return {part: g for part, g in zip(PARTS, got)}
+    return {part: dict(match=g, w1=w1[c], shift=float(shift[c, 0, 0])) for c, (part, g) in enumerate(zip(PARTS, got))}

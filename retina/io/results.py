@@ -185,14 +185,7 @@ def _recovery(g, rec, key):
     labelled(r, "null_untrained", np.asarray(rec["null_untrained"], np.float64), (None,))
     write_scalars(r, {"score": rec["score"], "null_max": rec["null_max"], "null_level": rec["null_level"],
                       "p_value": rec["p_value"], "truth_p": rec["truth_p"], "decisive": bool(rec["decisive"]),
-                      "recovered": bool(rec["recovered"]), "ceiling": float(rec.get("ceiling", float("nan")))})
-    cp = rec.get("counterparts")
-    if cp:
-        labelled(r, "counterpart", np.array([cp[p]["part"] or "" for p in parts], object), ("part",),
-                 long_name="the part the part's best layer-1 approximation is matched to (itself: it has a "
-                           "layer-1 counterpart)")
-        labelled(r, "counterpart_corr", np.array([float(cp[p]["corr"][p]) for p in parts]), ("part",),
-                 long_name="correlation of the part's best layer-1 approximation with the part's own signal")
+                      "recovered": bool(rec["recovered"])})
     r.attrs["verdict"] = rec["verdict"]
     r.attrs["key_measure"] = key
     f = rec["fidelity"]
@@ -215,8 +208,7 @@ def save_explain(path, results, report):
         if "_overall" in report:
             o = report["_overall"]
             g = f.create_group("recovery_overall")
-            write_scalars(g, {**{k: o[k] for k in ("score", "null_level", "p_value", "truth_p", "decisive",
-                                                   "recovered")}, "ceiling": float(o.get("ceiling", float("nan")))})
+            write_scalars(g, {k: o[k] for k in ("score", "null_level", "p_value", "truth_p", "decisive", "recovered")})
             labelled(g, "null_untrained", np.asarray(o["untrained"], np.float64), (None,))
             g.attrs["verdict"] = o["verdict"]
             g.attrs["phenomena"] = json.dumps(o["phenomena"])
