@@ -54,13 +54,16 @@ def test_the_emergence_experiments_change_one_thing_of_the_generic_recipe(path):
     assert sum(changed) == 1, changed
 
 
-def test_the_planted_control_is_the_generic_recipe_with_layer_1_planted_and_frozen():
-    """bench/recovery/planted.toml: the recovery benchmark's trained positive control (docs/recovery.md)."""
-    r = load_recipe(Path(__file__).parent.parent / "bench" / "recovery" / "planted.toml")
-    g = load_recipe("generic")
-    assert r.model == {"channels": (4, 8)} and r.streams == g.streams and r.simulator == g.simulator
-    assert [s.init for s in r.stages] == ["planted", "previous"] and all(s.freeze == ("w1",) for s in r.stages)
+@pytest.mark.parametrize("name, init, channels", [("planted", "planted", 4), ("counterparts", "counterparts", 5)])
+def test_the_planted_controls_are_the_generic_recipe_with_layer_1_planted_and_frozen(name, init, channels):
+    """bench/recovery/planted.toml and counterparts.toml: the recovery benchmark's trained positive controls
+    (docs/recovery.md)."""
     from dataclasses import replace
+
+    r = load_recipe(Path(__file__).parent.parent / "bench" / "recovery" / f"{name}.toml")
+    g = load_recipe("generic")
+    assert r.model == {"channels": (channels, 8)} and r.streams == g.streams and r.simulator == g.simulator
+    assert [s.init for s in r.stages] == [init, "previous"] and all(s.freeze == ("w1",) for s in r.stages)
     assert [replace(s, init=t.init, freeze=()) for s, t in zip(r.stages, g.stages)] == list(g.stages)
 
 
@@ -130,7 +133,7 @@ def test_flash_weights_follow_the_stored_contrasts():
     assert w[onsets[0] - 1] == 1.0
 
 
-def test_a_tiny_recipe_runs_end_to_end_and_records_itself(tmp_path):
+def test_a_tiny_recipe_runs_end_to_end_and_records_itself(tmp_path, monkeypatch):
     recipe = parse_recipe(_tiny(), text="# the tiny recipe's text\n", source="tiny")
     model, report = run(recipe, tmp_path, progress=False)
     back = load_model(tmp_path / "model.h5")
@@ -165,6 +168,22 @@ def test_a_tiny_recipe_runs_end_to_end_and_records_itself(tmp_path):
                 progress=False, data_dir=tmp_path)
     w1, _ = planted_filters(InSilicoRetina(), history=pl.history, kernel_size=pl.w1.shape[-1])
     np.testing.assert_allclose(pl.w1, w1 * pl.norm_stats["std"], rtol=1e-6, atol=1e-9)
+    # init = "counterparts": layer 1 is each part's best layer-1 channel (the search, tested in test_recovery,
+    # replaced here by known filters), each of unit norm, in z-scored units
+    import retina.recovery as rec
+
+    fake = {p: dict(w1=(i + 1.0) * np.ones((pl.history, pl.w1.shape[-1], pl.w1.shape[-1])), shift=0.0)
+            for i, p in enumerate(rec.PARTS)}
+    monkeypatch.setattr(rec, "layer1_counterparts", lambda *a, **k: fake)
+    counter = _tiny(freeze=["w1"])
+    counter["stages"][0].update(init="counterparts", freeze=["w1"])
+    with pytest.raises(ValueError, match="init = \"counterparts\" .* must start with 5; got \\[4, 6\\]"):
+        run(parse_recipe({**counter, "model": {"channels": [4, 6]}}, source="tiny-c"), tmp_path / "c4",
+            progress=False, data_dir=tmp_path)
+    cm, _ = run(parse_recipe({**counter, "model": {"channels": [5, 6]}}, source="tiny-c"), tmp_path / "c",
+                progress=False, data_dir=tmp_path)
+    unit = np.ones(cm.w1.shape[1:]) / np.sqrt(cm.w1[0].size)
+    np.testing.assert_allclose(cm.w1, unit[None].repeat(5, 0) * cm.norm_stats["std"], rtol=1e-6, atol=1e-9)
     # a finished dataset made by another simulator is refused, not silently reused
     with h5py.File(tmp_path / "flashes.h5", "r+") as f:
         settings = json.loads(f.attrs["settings"])

@@ -188,7 +188,8 @@ def parse_recipe(d, *, text="", source="<dict>"):
                 and 0 <= sum(stage.shares.values()) < 1):
             raise ValueError(f"recipe {source}: stage {stage.name!r} needs epochs >= 1, lr > 0, noise_share in [0, 1] "
                              "and stream shares summing to less than 1")
-        for key, allowed in (("validation", ("pooled", "per-stream")), ("init", ("previous", "none", "planted")),
+        for key, allowed in (("validation", ("pooled", "per-stream")),
+                             ("init", ("previous", "none", *PLANTED_INITS)),
                              ("select", ("validation", "phenomena"))):
             if getattr(stage, key) not in allowed:
                 raise ValueError(f"recipe {source}: stage {stage.name!r} {key} must be one of {allowed}, "
@@ -315,6 +316,26 @@ def _simulator(recipe):
     return InSilicoRetina(simulator_params(recipe.simulator), positions=assess.cell_positions())
 
 
+PLANTED_INITS = {"planted": "pathway filters", "counterparts": "parts' best layer-1 channels"}
+"""Stage ``init`` values that set layer 1 from the simulator (docs/recipes.md)."""
+
+
+def _planted_layer1(kind, sim, arch):
+    """Layer 1 set from ``sim`` for ``init = kind``: ``(w1 (C, history, k, k), names)``, each filter of unit norm.
+
+    ``"planted"``: the simulator's pathway filters (:func:`retina.recovery.planted_filters`);
+    ``"counterparts"``: each part's best layer-1 channel, depression's included
+    (:func:`retina.recovery.layer1_counterparts`, about 30 s).
+    """
+    from ..recovery import PARTS, layer1_counterparts, planted_filters
+
+    if kind == "planted":
+        return planted_filters(sim, history=arch.history, kernel_size=arch.kernel_sizes[0])
+    cp = layer1_counterparts(sim, history=arch.history, kernel_size=arch.kernel_sizes[0], frame_shape=sim.frame_shape)
+    w1 = np.stack([cp[p]["w1"] for p in PARTS])
+    return w1 / np.sqrt((w1 ** 2).sum(axis=(1, 2, 3), keepdims=True)), list(PARTS)
+
+
 def _simulate_streams(recipe, sim, data_path, progress=False) -> dict:
     """Each stream's dataset in ``data_path``: simulated by ``sim``, or a finished file reused after checking
     that ``sim`` made it (delete a file to simulate it again)."""
@@ -362,15 +383,14 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     t_start = time.time()
     sim = _simulator(recipe)
     planted = None
-    if any(st.init == "planted" for st in recipe.stages):   # checked before hours of simulation
-        from ..recovery import planted_filters
-
+    kind = next((st.init for st in recipe.stages if st.init in PLANTED_INITS), None)
+    if kind is not None:   # checked before hours of simulation
         arch = TrainConfig(**recipe.model).validate()
-        planted, names = planted_filters(sim, history=arch.history, kernel_size=arch.kernel_sizes[0])
+        planted, names = _planted_layer1(kind, sim, arch)
         if arch.channels[0] != len(names):
-            raise ValueError(f"recipe {recipe.source or recipe.name}: init = \"planted\" sets layer 1 to the "
-                             f"simulator's {len(names)} pathway filters {names}, so [model] channels must start "
-                             f"with {len(names)}; got {list(arch.channels)}")
+            raise ValueError(f"recipe {recipe.source or recipe.name}: init = \"{kind}\" sets layer 1 to the "
+                             f"simulator's {len(names)} {PLANTED_INITS[kind]} {names}, so [model] channels must "
+                             f"start with {len(names)}; got {list(arch.channels)}")
     paths = _simulate_streams(recipe, sim, Path(data_dir) if data_dir is not None else out, progress)
     t_sim = time.time() - t_start
     # compact: one byte a pixel, so 4x longer streams fit (docs/emergence.md, fresh-data experiment)
@@ -430,7 +450,7 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
             score = assess.phenomena_score(sim, vsets[1] if stage.select_wn > 0 else None, stage.select_wn)
         ck = out / ("train.ckpt" if i == 0 else f"finetune{i}.ckpt")
         init_from: Any = previous if stage.init == "previous" else None
-        if stage.init == "planted":   # in z-scored input units: the filter times the stimulus s.d.
+        if stage.init in PLANTED_INITS:   # in z-scored input units: the filter times the stimulus s.d.
             init_from = {"w1": (planted * tr.stats["std"]).astype(np.float32)}
         res = train(xs, ys, config=cfg, valid=valid, checkpoint=ck, norm_stats=tr.stats, cell_ids=ids,
                     init_from=init_from, progress=progress,
