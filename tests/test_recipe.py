@@ -252,3 +252,28 @@ def test_recipe_command_refuses_unclear_seed_options(tmp_path, args, match):
     res = CliRunner().invoke(main, ["recipe", "generic", "-o", str(tmp_path / "out"), "-q", *args])
     assert res.exit_code != 0 and match in res.output
     assert not (tmp_path / "out" / "data").exists()          # refused before any simulation
+
+
+def test_planted_thresholds_survive_the_layer1_batch_norm():
+    """init = "counterparts" sets g1 and b1 so that, at the statistics of the sample, the batch norm of the
+    z-scored correlation is the contrast-unit filter's correlation minus its threshold."""
+    from retina.model import RetinaCNN
+    from retina.train import TrainConfig
+    from retina.train.recipe import _threshold_norm
+
+    rng = np.random.default_rng(4)
+    w1 = rng.standard_normal((2, 5, 5, 5))
+    cuts = np.array([0.3, -0.2])
+    stats = {"mean": 0.1, "std": 0.5}
+    x = 0.1 + 0.5 * rng.standard_normal((60, 12, 12))          # contrast units
+    arch = TrainConfig(history=5, channels=(2, 1), kernel_sizes=(5, 3)).validate()
+    bn = _threshold_norm(w1, cuts, stats, (x - stats["mean"]) / stats["std"], arch)
+    z = RetinaCNN(w1 * stats["std"], np.ones((2, 1, 1)), np.zeros((2, 1, 1)), np.zeros((1, 2, 3, 3)),
+                  np.ones((1, 1, 1)), np.zeros((1, 1, 1)), np.zeros((1, 36)), np.ones(1), np.zeros(1),
+                  frame_shape=(12, 12)).layer1((x - stats["mean"]) / stats["std"], dtype=np.float64)
+    mu, sd = z.mean(0), z.std(0)
+    normed = bn["g1"] * (z - mu) / sd + bn["b1"]
+    direct = RetinaCNN(w1, np.ones((2, 1, 1)), np.zeros((2, 1, 1)), np.zeros((1, 2, 3, 3)), np.ones((1, 1, 1)),
+                       np.zeros((1, 1, 1)), np.zeros((1, 36)), np.ones(1), np.zeros(1),
+                       frame_shape=(12, 12)).layer1(x, dtype=np.float64) - cuts[None, :, None, None]
+    np.testing.assert_allclose(normed, direct, rtol=1e-4, atol=1e-4)

@@ -316,24 +316,45 @@ def _simulator(recipe):
     return InSilicoRetina(simulator_params(recipe.simulator), positions=assess.cell_positions())
 
 
+PLANTED_BN_FRAMES = 4000   # frames (half natural, half white noise) whose layer-1 statistics set planted thresholds
 PLANTED_INITS = {"planted": "pathway filters", "counterparts": "parts' best layer-1 channels"}
 """Stage ``init`` values that set layer 1 from the simulator (docs/recipes.md)."""
 
 
 def _planted_layer1(kind, sim, arch):
-    """Layer 1 set from ``sim`` for ``init = kind``: ``(w1 (C, history, k, k), names)``, each filter of unit norm.
+    """Layer 1 set from ``sim`` for ``init = kind``: ``(w1 (C, history, k, k), names, cuts)``, each filter of
+    unit norm, in contrast units; ``cuts`` (C,) are the channels' thresholds for that filter, or None.
 
-    ``"planted"``: the simulator's pathway filters (:func:`retina.recovery.planted_filters`);
-    ``"counterparts"``: each part's best layer-1 channel, depression's included
+    ``"planted"``: the simulator's pathway filters (:func:`retina.recovery.planted_filters`; no thresholds);
+    ``"counterparts"``: each part's best layer-1 channel, depression's included, with its threshold
     (:func:`retina.recovery.layer1_counterparts`, about 30 s).
     """
     from ..recovery import PARTS, layer1_counterparts, planted_filters
 
     if kind == "planted":
-        return planted_filters(sim, history=arch.history, kernel_size=arch.kernel_sizes[0])
+        return (*planted_filters(sim, history=arch.history, kernel_size=arch.kernel_sizes[0]), None)
     cp = layer1_counterparts(sim, history=arch.history, kernel_size=arch.kernel_sizes[0], frame_shape=sim.frame_shape)
     w1 = np.stack([cp[p]["w1"] for p in PARTS])
-    return w1 / np.sqrt((w1 ** 2).sum(axis=(1, 2, 3), keepdims=True)), list(PARTS)
+    norm = np.sqrt((w1 ** 2).sum(axis=(1, 2, 3)))
+    return w1 / norm[:, None, None, None], list(PARTS), np.array([-cp[p]["shift"] for p in PARTS]) / norm
+
+
+def _threshold_norm(w1, cuts, stats, sample, arch):
+    """Layer-1 batch norm (``g1``, ``b1``) that keeps each planted channel's threshold: with the batch's
+    statistics close to ``sample``'s, ``BN(c) = c + mean * sum(w) - cut`` for the correlation ``c`` of the
+    z-scored movie with ``w1 * std``, i.e. the contrast-unit filter ``w1`` minus its threshold ``cut``."""
+    from ..model import RetinaCNN
+
+    c1, _, k, _ = w1.shape
+    k2 = arch.kernel_sizes[1]
+    probe = RetinaCNN(w1 * stats["std"], np.ones((c1, 1, 1)), np.zeros((c1, 1, 1)), np.zeros((1, c1, k2, k2)),
+                      np.ones((1, 1, 1)), np.zeros((1, 1, 1)), np.zeros((1, (sample.shape[1] - k - k2 + 2)
+                                                                         * (sample.shape[2] - k - k2 + 2))),
+                      np.ones(1), np.zeros(1), frame_shape=sample.shape[1:])
+    corr = np.asarray(probe.layer1(sample, dtype=np.float64))          # (windows, C, H1, W1)
+    mu, sd = corr.mean(0), corr.std(0)
+    offset = stats["mean"] * w1.sum(axis=(1, 2, 3)) - cuts
+    return {"g1": sd.astype(np.float32), "b1": (mu + offset[:, None, None]).astype(np.float32)}
 
 
 def _simulate_streams(recipe, sim, data_path, progress=False) -> dict:
@@ -382,11 +403,11 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     sim = _simulator(recipe)
-    planted = None
+    planted, cuts = None, None
     kind = next((st.init for st in recipe.stages if st.init in PLANTED_INITS), None)
     if kind is not None:   # checked before hours of simulation
         arch = TrainConfig(**recipe.model).validate()
-        planted, names = _planted_layer1(kind, sim, arch)
+        planted, names, cuts = _planted_layer1(kind, sim, arch)
         if arch.channels[0] != len(names):
             raise ValueError(f"recipe {recipe.source or recipe.name}: init = \"{kind}\" sets layer 1 to the "
                              f"simulator's {len(names)} {PLANTED_INITS[kind]} {names}, so [model] channels must "
@@ -452,6 +473,11 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
         init_from: Any = previous if stage.init == "previous" else None
         if stage.init in PLANTED_INITS:   # in z-scored input units: the filter times the stimulus s.d.
             init_from = {"w1": (planted * tr.stats["std"]).astype(np.float32)}
+            if cuts is not None:   # and batch norm that keeps the planted thresholds (freeze g1 and b1 too)
+                half = PLANTED_BN_FRAMES // 2   # the first stage's mixture: natural movie and white noise
+                sample = np.concatenate([np.asarray(tr.stimulus[:half]), np.asarray(wtr.stimulus[:half])])
+                init_from.update(_threshold_norm(planted, cuts, tr.stats, sample,
+                                                 TrainConfig(**recipe.model).validate()))
         res = train(xs, ys, config=cfg, valid=valid, checkpoint=ck, norm_stats=tr.stats, cell_ids=ids,
                     init_from=init_from, progress=progress,
                     frame_weights=fweights if any(w is not None for w in fweights) else None, score=score)
