@@ -46,6 +46,10 @@ effect.  Everything is defined in ``docs/recovery.md``; in short:
    model does not reproduce (it must show it, and its response in the windows
    of interest must correlate with the simulator's by at least
    :data:`FIDELITY_MIN_CORR`).
+7. **Answers planted** (positive controls): :func:`planted_model`, a CNN set
+   layer by layer from the simulator; :func:`layer1_counterparts`, each
+   part's best layer-1 channel (can any channel stand for it?), whose filters
+   a recipe can plant (``init = "counterparts"``).
 """
 
 from __future__ import annotations
