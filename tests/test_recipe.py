@@ -54,8 +54,9 @@ def test_the_emergence_experiments_change_one_thing_of_the_generic_recipe(path):
     assert sum(changed) == 1, changed
 
 
-@pytest.mark.parametrize("name, init, channels", [("planted", "planted", 4), ("counterparts", "counterparts", 5)])
-def test_the_planted_controls_are_the_generic_recipe_with_layer_1_planted_and_frozen(name, init, channels):
+@pytest.mark.parametrize("name, init, channels, frozen", [("planted", "planted", 4, ("w1",)),
+                                                           ("counterparts", "counterparts", 5, ("w1", "g1", "b1"))])
+def test_the_planted_controls_are_the_generic_recipe_with_layer_1_planted_and_frozen(name, init, channels, frozen):
     """bench/recovery/planted.toml and counterparts.toml: the recovery benchmark's trained positive controls
     (docs/recovery.md)."""
     from dataclasses import replace
@@ -63,7 +64,7 @@ def test_the_planted_controls_are_the_generic_recipe_with_layer_1_planted_and_fr
     r = load_recipe(Path(__file__).parent.parent / "bench" / "recovery" / f"{name}.toml")
     g = load_recipe("generic")
     assert r.model == {"channels": (channels, 8)} and r.streams == g.streams and r.simulator == g.simulator
-    assert [s.init for s in r.stages] == [init, "previous"] and all(s.freeze == ("w1",) for s in r.stages)
+    assert [s.init for s in r.stages] == [init, "previous"] and all(s.freeze == frozen for s in r.stages)
     assert [replace(s, init=t.init, freeze=()) for s, t in zip(r.stages, g.stages)] == list(g.stages)
 
 
