@@ -126,11 +126,16 @@ def channel_activity(model, movie, positions):
     """
     from .reduction import layer1_output
 
+    return layer1_output(model, model.padded(movie), *_map_index(model, positions))
+
+
+def _map_index(model, positions):
+    """The layer-1 map's rows and columns whose units are centred on ``positions`` (px), clipped to the map."""
     _, h1, w1 = model.shape1
     off = (model.w1.shape[-1] - 1) / 2.0
     iy = np.clip(np.rint(np.array([p[0] for p in positions]) - off).astype(int), 0, h1 - 1)
     ix = np.clip(np.rint(np.array([p[1] for p in positions]) - off).astype(int), 0, w1 - 1)
-    return layer1_output(model, model.padded(movie), iy, ix)
+    return iy, ix
 
 
 def _highpass(x):
@@ -506,6 +511,7 @@ def recover(model, names=None, sim=None, *, n_untrained=3, seed=0, model_results
     groups = _groups(matches)
     nulls = [untrained_model(model, seed + 1000 + i) for i in range(n_untrained)]
     null_groups = [_groups(match(m)) for m in nulls]
+    own = None     # the simulator on the model's own cells, made when a row protocol first needs it
     out = {}
     for name in names:
         ph = P.get(name)
@@ -518,7 +524,8 @@ def recover(model, names=None, sim=None, *, n_untrained=3, seed=0, model_results
             mres = ph.run(probe, explain=False, **ph.options_for(probe))
         same = None
         if ph.row:   # the fidelity's response comparison on the model's own cells, not the dense row
-            own = InSilicoRetina(sim.params, positions=positions, frame_shape=sim.frame_shape)
+            if own is None:
+                own = InSilicoRetina(sim.params, positions=positions, frame_shape=sim.frame_shape)
             same = ph.run(own, **ph.options_for(own))
         se = (sim_effects or {}).get(name)
         if se is None:
@@ -569,16 +576,16 @@ def _spatial_profiles(sim, kernel_size):
     from scipy.signal import fftconvolve
 
     p = sim.params
-    r = (kernel_size - 1) / 2.0
-    yy, xx = np.mgrid[:kernel_size, :kernel_size] - r
-    d2 = yy ** 2 + xx ** 2
+    space = _gauss(kernel_size, p.sigma_center_px) - p.w_surround * _gauss(kernel_size, p.sigma_surround_px)
+    return space, fftconvolve(space, _gauss(kernel_size, p.sigma_amacrine_px), mode="same")
 
-    def gauss(sigma):
-        g = np.exp(-0.5 * d2 / sigma ** 2)
-        return g / g.sum()
 
-    space = gauss(p.sigma_center_px) - p.w_surround * gauss(p.sigma_surround_px)
-    return space, fftconvolve(space, gauss(p.sigma_amacrine_px), mode="same")
+def _gauss(size, sigma):
+    """A centred Gaussian of s.d. ``sigma`` (px) on a ``size`` x ``size`` grid, summing to 1."""
+    r = (size - 1) / 2.0
+    yy, xx = np.mgrid[:size, :size] - r
+    g = np.exp(-0.5 * (yy ** 2 + xx ** 2) / sigma ** 2)
+    return g / g.sum()
 
 
 def planted_filters(sim=None, *, history=40, kernel_size=15):
@@ -673,10 +680,7 @@ def planted_model(sim=None, *, history=40, kernel_sizes=(15, 11), frame_shape=(5
     w1[3] = taps(h_a)[:, None, None] * space_a[None]
     shift1[3] = -(p.bipolar["OFF"].theta + p.theta_amacrine)
 
-    r = (k2 - 1) / 2.0
-    yy, xx = np.mgrid[:k2, :k2] - r
-    pool = np.exp(-0.5 * (yy ** 2 + xx ** 2) / p.sigma_ganglion_px ** 2)
-    pool /= pool.sum()
+    pool = _gauss(k2, p.sigma_ganglion_px)
     centre = np.zeros((k2, k2))
     centre[k2 // 2, k2 // 2] = 1.0
     # depression, on average: each source's mean input to the cells with depression over its mean without
@@ -708,7 +712,7 @@ def planted_model(sim=None, *, history=40, kernel_sizes=(15, 11), frame_shape=(5
         fit = least_squares(resid, x0=[gp.r_max, -gp.r_max * gp.theta], x_scale=[gp.r_max, gp.r_max])
         slope[t] = fit.x
     h2, wd2 = frame_shape[0] - k1 - k2 + 2, frame_shape[1] - k1 - k2 + 2
-    off = (k1 - 1) / 2.0 + r
+    off = (k1 - 1) / 2.0 + (k2 - 1) / 2.0
     w3 = np.zeros((sim.n_cells, len(w2), h2, wd2))
     scale3, shift3 = np.ones(sim.n_cells), np.zeros(sim.n_cells)
     for j, cell in enumerate(sim.cells):
@@ -733,13 +737,11 @@ def planted_model(sim=None, *, history=40, kernel_sizes=(15, 11), frame_shape=(5
 def _tap_regressors(model, movie, positions, profile):
     """``(T, history, J)``: the movie (in model units, aligned as :func:`channel_activity`) correlated with
     ``profile`` in space at each position, one column per layer-1 tap; a channel with that profile and temporal
-    taps ``h`` has pre-rectification activity ``X @ h`` plus its offset."""
+    taps ``h`` has pre-rectification activity ``X @ h`` plus its offset.  ``profile`` has ``model``'s layer-1
+    kernel size."""
     z = np.asarray(model.padded(movie), np.float64)
     k = profile.shape[-1]
-    _, h1, w1 = model.shape1
-    off = (k - 1) / 2.0
-    iy = np.clip(np.rint(np.array([p[0] for p in positions]) - off).astype(int), 0, h1 - 1)
-    ix = np.clip(np.rint(np.array([p[1] for p in positions]) - off).astype(int), 0, w1 - 1)
+    iy, ix = _map_index(model, positions)
     xs = np.stack([np.einsum("tyx,yx->t", z[:, y:y + k, x:x + k], profile) for y, x in zip(iy, ix)], 1)
     t_len = len(z) - model.history + 1
     return np.stack([xs[i:i + t_len] for i in range(model.history)], 1)
@@ -833,21 +835,29 @@ def layer1_counterparts(sim=None, positions=None, *, movie=None, signals=None, h
     space, space_a = _spatial_profiles(sim, kernel_size)
     w1 = np.zeros((n, history, kernel_size, kernel_size))
     shift = np.zeros((n, 1, 1))
+    t_len = min(len(movie), len(sig))     # the regressors have a row per frame of the movie
+    hp = _highpass(sig[:t_len])
+    sz = (hp - hp.mean((0, 1))) / np.where(hp.std((0, 1)) > 0, hp.std((0, 1)), 1.0)
+    box = _box_matrix(t_len, MATCH_HIGHPASS_FRAMES)
+    prepared: dict = {}    # per spatial profile: the regressors and the search's starts, shared by its parts
+
+    def regressors_and_starts(prof):
+        if id(prof) not in prepared:
+            x = _tap_regressors(base, movie, positions, prof)[:t_len]
+            a = _highpass(x).transpose(0, 2, 1).reshape(-1, history)
+            starts = []
+            for j in range(n):     # least-squares fits to every part's signal, at four thresholds, both signs
+                h = np.linalg.lstsq(a, hp[..., j].reshape(-1), rcond=None)[0]
+                for sign in (1.0, -1.0):
+                    lin = sign * np.einsum("tlj,l->tj", x, h)
+                    starts += [np.r_[sign * h, np.quantile(lin, q)] for q in (0.0, 0.5, 0.8, 0.95)]
+            prepared[id(prof)] = x, starts
+        return prepared[id(prof)]
+
     for c, part in enumerate(PARTS):
         prof = space_a if part == "A1" else space
-        x = _tap_regressors(base, movie, positions, prof)
-        t_len = min(len(x), len(sig))
-        x = x[:t_len]
-        hp = _highpass(sig[:t_len])
-        sz = (hp - hp.mean((0, 1))) / np.where(hp.std((0, 1)) > 0, hp.std((0, 1)), 1.0)
-        a = _highpass(x).transpose(0, 2, 1).reshape(-1, history)
-        starts = []
-        for j in range(n):     # least-squares fits to every part's signal, at four thresholds, both signs
-            h = np.linalg.lstsq(a, hp[..., j].reshape(-1), rcond=None)[0]
-            for sign in (1.0, -1.0):
-                lin = sign * np.einsum("tlj,l->tj", x, h)
-                starts += [np.r_[sign * h, np.quantile(lin, q)] for q in (0.0, 0.5, 0.8, 0.95)]
-        h, cut = _best_channel(x, sz, c, _box_matrix(t_len, MATCH_HIGHPASS_FRAMES), starts)
+        x, starts = regressors_and_starts(prof)
+        h, cut = _best_channel(x, sz, c, box, starts)
         w1[c] = h[:, None, None] * prof[None]
         shift[c] = -cut
     arrays = dict(base.arrays, w1=w1, scale1=np.ones((n, 1, 1)), shift1=shift)

@@ -22,6 +22,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -115,10 +116,9 @@ def evaluate(p, weights=None, phenomena=None, presence_only=False, margin=0.0):
 def _violation(check, margin):
     """The check's normalised violation with its bounds moved ``margin`` (in units of its scale) inward: the search
     may aim for a margin; the checks themselves, and the final report, keep their thresholds."""
-    if margin == 0 or not np.isfinite(check.value) or check.name.endswith("_monotonic"):   # yes/no: no margin
+    if margin == 0 or check.name.endswith("_monotonic"):   # yes/no: no margin
         return check.violation
-    return float(max(0.0, check.low + margin * check.scale - check.value,
-                     check.value - (check.high - margin * check.scale)) / check.scale)
+    return replace(check, low=check.low + margin * check.scale, high=check.high - margin * check.scale).violation
 
 
 def scale_rates(p, seconds=60, seed=123):

@@ -76,7 +76,7 @@ class BipolarParams:
     def time_to_peak_ms(self, resolution_ms=0.1):
         """Time to the peak of ``|K(t)|`` in continuous time (ms, to ``resolution_ms``), with
         ``Gamma(t; n, tau) = t^n exp(-t / tau) / (n! tau^(n + 1))``: the "time to peak" of
-        ``docs/insilico.md`` section 1.1, by which a pathway is fast or slow (section 4)."""
+        ``docs/insilico.md`` section 1.1, by which a pathway is fast or slow (``docs/insilico.md`` section 4)."""
         from math import lgamma
 
         n, tau = float(self.n), float(self.tau1_ms)

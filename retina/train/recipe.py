@@ -404,9 +404,9 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     t_start = time.time()
     sim = _simulator(recipe)
     planted, cuts = None, None
+    arch = TrainConfig(**recipe.model).validate()
     kind = next((st.init for st in recipe.stages if st.init in PLANTED_INITS), None)
     if kind is not None:   # checked before hours of simulation
-        arch = TrainConfig(**recipe.model).validate()
         planted, names, cuts = _planted_layer1(kind, sim, arch)
         if arch.channels[0] != len(names):
             raise ValueError(f"recipe {recipe.source or recipe.name}: init = \"{kind}\" sets layer 1 to the "
@@ -476,8 +476,7 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
             if cuts is not None:   # and batch norm that keeps the planted thresholds (freeze g1 and b1 too)
                 half = PLANTED_BN_FRAMES // 2   # the first stage's mixture: natural movie and white noise
                 sample = np.concatenate([np.asarray(tr.stimulus[:half]), np.asarray(wtr.stimulus[:half])])
-                init_from.update(_threshold_norm(planted, cuts, tr.stats, sample,
-                                                 TrainConfig(**recipe.model).validate()))
+                init_from.update(_threshold_norm(planted, cuts, tr.stats, sample, arch))
         res = train(xs, ys, config=cfg, valid=valid, checkpoint=ck, norm_stats=tr.stats, cell_ids=ids,
                     init_from=init_from, progress=progress,
                     frame_weights=fweights if any(w is not None for w in fweights) else None, score=score)
