@@ -73,6 +73,8 @@ __all__ = ["PARTS", "probe_movie", "part_signals", "channel_activity", "match_ch
 log = logging.getLogger(__name__)
 
 PARTS = ("OFF", "ONf", "ONs", "A1", "depression")
+# what each part does to the ganglion cells: the pathways add release, the amacrine and depression take it away
+PART_SIGNS = (1.0, 1.0, 1.0, -1.0, -1.0)
 """The simulator's parts, each removable by the lesion of the same name."""
 
 # The thresholds of the benchmark, each stated once (docs/recovery.md).
@@ -88,6 +90,7 @@ MAX_LAG = 3                 # frames either way the match may shift a channel's 
 PROBE_FRAMES = 2000
 COUNTERPART_MARGIN = 0.05   # a part's best layer-1 channel is searched to beat every other part by this much
 PROBE_SEED = 20191208
+PIXEL_SIGMA_PX = 0.05       # a ganglion Gaussian this narrow pools one pixel: the part signals are read per pixel
 
 
 def probe_movie(frame_shape=(50, 50), n_frames=PROBE_FRAMES, seed=PROBE_SEED):
@@ -102,21 +105,35 @@ def probe_movie(frame_shape=(50, 50), n_frames=PROBE_FRAMES, seed=PROBE_SEED):
 def part_signals(sim, movie, positions):
     """What each part does at each position: ``(T, n_positions, 5)`` for :data:`PARTS`.
 
-    As they reach a probe cell at each position that weighs every source 1
-    (after the membrane low-pass): each pathway's rectified drive without
-    depression (the pathway's own kinetics and polarity), the amacrine's
-    output, and ``depression``: the release lost to depression (without minus
-    with, summed over the pathways; what depression does, kept apart from the
-    pathways it acts on).
+    At the bipolar pixel under each position (rounded), as they reach a
+    probe cell there that weighs every source 1 and pools the bipolar
+    pathways from that pixel alone (after the membrane low-pass): each
+    pathway's rectified drive without depression (the pathway's own
+    kinetics and polarity), the amacrine's output (pooled by its own
+    Gaussian, as it reaches any cell), and ``depression``: the release lost
+    to depression (without minus with, summed over the pathways; what
+    depression does, kept apart from the pathways it acts on).  A layer-1
+    channel is read at one place of its map (:func:`channel_activity`), so
+    it is compared with the pathways at one pixel, not pooled over a
+    ganglion cell's field as a layer-2 unit would pool them.
     """
+    positions = [(float(round(y)), float(round(x))) for y, x in positions]
+    intact = _pixel_pathways(sim, movie, positions)
+    nodep = _pixel_pathways(sim, movie, positions, lesion="depression")
+    lost = nodep[..., :3].sum(-1) - intact[..., :3].sum(-1)
+    return np.concatenate([nodep[..., :3], -intact[..., 3:4], lost[..., None]], -1)
+
+
+def _pixel_pathways(sim, movie, positions, lesion=None):
+    """The simulator's split membrane potential (:meth:`~retina.insilico.InSilicoRetina.pathways`) of a probe
+    cell at each (whole-pixel) position that weighs every source 1 and pools the bipolar pathways from its own
+    pixel alone: ``(T, n_positions, 4)``, the pathways' release and the amacrine's (negative) input."""
     from .insilico import GanglionParams, InSilicoRetina
 
     p = sim.params.copy()
     p.ganglion = {"probe": GanglionParams(1.0, 1.0, 1.0, 1.0, 0.0, 1.0)}
-    intact = InSilicoRetina(p, positions=positions).pathways(movie)
-    nodep = InSilicoRetina(p.lesioned("depression"), positions=positions).pathways(movie)
-    lost = nodep[..., :3].sum(-1) - intact[..., :3].sum(-1)
-    return np.concatenate([nodep[..., :3], -intact[..., 3:4], lost[..., None]], -1)
+    p.sigma_ganglion_px = PIXEL_SIGMA_PX
+    return InSilicoRetina(p.lesioned(lesion) if lesion else p, positions=positions).pathways(movie)
 
 
 def channel_activity(model, movie, positions):
@@ -146,28 +163,46 @@ def _highpass(x):
     return x - uniform_filter1d(x, MATCH_HIGHPASS_FRAMES, axis=0, mode="nearest")
 
 
-def match_channels(model, sim, positions=None, *, movie=None, signals=None):
-    """Assign every layer-1 channel to the simulator part whose signal follows its activity most closely.
+def match_channels(model, sim, positions=None, *, movie=None, signals=None, signs=None):
+    """Assign every layer-1 channel to the simulator part whose signed signal follows its signed activity most
+    closely.
 
-    For each channel and part, the correlation of the channel's activity with
-    the part's signal, each without its running mean over
+    Both sides carry the sign of what they do to the ganglion cells: each
+    channel's activity times the sign of its downstream effect (``signs``,
+    +1 where the channel excites the output; default
+    :func:`retina.reduction.downstream_signs`), each part's signal times
+    :data:`PART_SIGNS` (the pathways add release, the amacrine and
+    depression take it away).  So a channel that follows a pathway's drive
+    but lowers the output is not that pathway: it takes that release away,
+    as depression and the amacrine do.  For each channel and part, the
+    correlation of the two, each without its running mean over
     :data:`MATCH_HIGHPASS_FRAMES` frames, over all positions, at one lag for
-    the whole model (of
-    ``-MAX_LAG..MAX_LAG`` frames, the one where the channels' best
-    correlations sum highest).  The channel belongs to the part with the
-    highest positive correlation when its square reaches :data:`MIN_MATCH_R2`;
-    otherwise to none.  Each part is judged on its own (no multiple
-    regression: the part signals are strongly collinear, and joint
-    coefficients flip sign between them).
+    the whole model (of ``-MAX_LAG..MAX_LAG`` frames, the one where the
+    channels' best correlations sum highest).  The channel belongs to the
+    part with the highest positive correlation when its square reaches
+    :data:`MIN_MATCH_R2`; otherwise to none.  Each part is judged on its own
+    (no multiple regression: the part signals are strongly collinear, and
+    joint coefficients flip sign between them).
 
     Returns one dict per channel: ``channel``, ``part`` (None when
     unmatched), ``r2`` (the winning correlation squared), ``lag`` (frames),
-    ``corr`` (the best-lag correlation with every part).
+    ``sign`` (the channel's downstream sign), ``corr`` (the best-lag signed
+    correlation with every part).
     """
     positions = list(sim.positions if positions is None else positions)
     movie = probe_movie(tuple(model.frame_shape)) if movie is None else movie
     sig = part_signals(sim, movie, positions) if signals is None else signals
     act = channel_activity(model, movie, positions)               # (T, C1, J)
+    if signs is None:
+        from .reduction import downstream_signs
+
+        signs = downstream_signs(model)
+    signs = np.asarray(signs, np.float64)
+    if signs.shape != (act.shape[1],) or not np.isin(signs, (-1.0, 1.0)).all():
+        raise ValueError(f"signs must hold +1 or -1 for each of the model's {act.shape[1]} layer-1 channels, "
+                         f"got {signs.tolist()}")
+    act = act * signs[None, :, None]
+    sig = sig * np.asarray(PART_SIGNS)
     t_len = min(len(sig), len(act))
     # compared without their slow components (a running mean of MATCH_HIGHPASS_FRAMES removed): raw, the slow
     # components that every low-passed function of one drive shares (the OFF pathway, the amacrine it drives, the
@@ -195,7 +230,8 @@ def match_channels(model, sim, positions=None, *, movie=None, signals=None):
         top = max(PARTS, key=lambda q: corr[q])
         best = corr[top]
         part = top if best > 0 and best * best >= MIN_MATCH_R2 else None
-        out.append(dict(channel=c, part=part, r2=float(max(best, 0.0) ** 2), lag=int(lags[li]), corr=corr))
+        out.append(dict(channel=c, part=part, r2=float(max(best, 0.0) ** 2), lag=int(lags[li]),
+                        sign=int(signs[c]), corr=corr))
     return out
 
 
@@ -622,84 +658,78 @@ def planted_filters(sim=None, *, history=40, kernel_size=15):
     return w1, names
 
 
-def planted_model(sim=None, *, history=40, kernel_sizes=(15, 11), frame_shape=(50, 50)):
+def planted_model(sim=None, *, history=80, kernel_sizes=(15, 11), frame_shape=(50, 50)):
     """The positive control with the answer planted: a CNN whose every layer is set from the simulator.
 
-    Layer 1 has one channel per part a layer-1 channel can stand for: OFF,
-    ON-fast and ON-slow (each bipolar pathway's drive, its gain, sign and
-    gamma-cascade kinetics, the centre-surround, rectified at the pathway's
-    threshold) and A1 (the OFF drive pooled by the amacrine's Gaussian,
-    low-passed by its time constant and rectified at its threshold).  The
-    membrane low-pass, which the simulator applies after rectification, is
-    folded into every layer-1 filter.  Layer 2 has two channels per ganglion
-    type, the membrane potential ``u`` (the pathways pooled by the ganglion's
-    Gaussian with the type's weights, minus the amacrine at the centre) and
-    ``-u``, each rectified, so that layer 3 reads ``u`` unclipped at each
-    cell's position and applies ``softplus(r_max (u - theta))``, the
-    simulator's output nonlinearity with its slope far above threshold.
+    Layer 1 has seven channels, each a rectified linear filter fitted in
+    least squares (:func:`_fit_rectified`) to one of the simulator's signals
+    at the cells' pixels on the generic probe movie (:func:`probe_movie`,
+    never a phenomenon's protocol), as :func:`part_signals` reads them:
 
-    What the architecture cannot hold is replaced by its average on the
-    generic probe movie (:func:`probe_movie`, never a phenomenon's protocol):
-    synaptic depression by each source's mean transmitted fraction (the
-    source's mean input to the cells with depression over its mean without),
-    and the simulator's output ``(r_max / beta) softplus(beta (u - theta))``
-    by the ``softplus(a u + b)`` closest to it in least squares over the
-    membrane potentials the probe evokes (a CNN's output has no gain after
-    its softplus).  The amacrine's rectified input and the order of the
-    membrane low-pass and the rectification are left as they are.  So it is
-    the simulator without its history-dependent parts: a model whose
-    channels are the parts by construction, trained on nothing.  It carries
-    the simulator's cells and parameters in its metadata, like a model
-    fitted to the simulator.
+    - ``OFF``, ``ONf``, ``ONs``: each bipolar pathway's drive without
+      depression (the bipolar centre-surround in space, 40 taps in time);
+    - ``A1``: the amacrine's output (the same pooled by its Gaussian);
+    - one depression channel per vesicle pool (``dep-OFF``, ``dep-ONf``,
+      ``dep-ONs``): the release the pool takes away, the fitted drive minus
+      the pathway's release with depression, so that drive minus loss
+      follows the release.
+
+    Layer 2 has two channels per ganglion type: its membrane potential
+    ``u`` (each pathway's drive minus its pool's loss, pooled by the
+    ganglion's Gaussian with the type's weights, minus the amacrine at the
+    centre) and ``-u``, each rectified, so that layer 3 reads ``u``
+    unclipped at each cell's position and applies the ``softplus(a u + b)``
+    closest in least squares to the simulator's output over the membrane
+    potentials the probe evokes (a CNN's output has no gain after its
+    softplus).  Each depression channel acts with the sign of what
+    depression does: removing it gives its pool's release back.
+
+    What a layer-1 channel cannot hold stays approximate: the
+    history-dependence of each pool is a fixed filter, and the membrane
+    low-pass, which the simulator applies after rectification, is folded
+    into each fit.  The model carries the simulator's cells and parameters
+    in its metadata, like a model fitted to the simulator.
     """
     from scipy.optimize import least_squares
 
     from .insilico import PATHWAYS, InSilicoRetina, simulator_metadata
     from .model import RetinaCNN
-    from .units import DT
 
     sim = sim if sim is not None else InSilicoRetina()
     p = sim.params
     k1, k2 = kernel_sizes
-    space, space_a = _spatial_profiles(sim, k1)
-    lags = history + 1
-    membrane = _impulse(1, np.exp(-DT * 1e3 / p.tau_membrane_ms), lags)
-
-    def taps(h):           # lag 1 .. history, oldest first (tap history - 1 is lag 1, as the model pairs them)
-        return np.convolve(h, membrane)[:lags][1:][::-1]
-
-    w1 = np.zeros((4, history, k1, k1))
-    scale1, shift1 = np.ones((4, 1, 1)), np.zeros((4, 1, 1))
-    drive = {}
-    for c, name in enumerate(PATHWAYS):
-        h = p.gain * _pathway_impulse(p.bipolar[name], lags)
-        drive[name] = h
-        w1[c] = taps(h)[:, None, None] * space[None]
-        shift1[c] = -p.bipolar[name].theta
-    h_a = np.convolve(drive["OFF"], _impulse(1, np.exp(-DT * 1e3 / p.tau_amacrine_ms), lags))[:lags]
-    w1[3] = taps(h_a)[:, None, None] * space_a[None]
-    shift1[3] = -(p.bipolar["OFF"].theta + p.theta_amacrine)
-
-    pool = _gauss(k2, p.sigma_ganglion_px)
-    centre = np.zeros((k2, k2))
-    centre[k2 // 2, k2 // 2] = 1.0
-    # depression, on average: each source's mean input to the cells with depression over its mean without
     movie = probe_movie(tuple(frame_shape))
-    cells = InSilicoRetina(p, positions=sim.positions)
-    with_dep = cells.pathways(movie)
-    without = InSilicoRetina(p.lesioned("depression"), positions=sim.positions).pathways(movie)
-    rest = cells.initial_state()["membrane"].T[None]                  # the grey level of each source
-    num, den = np.abs(with_dep - rest).sum((0, 1)), np.abs(without - rest).sum((0, 1))
-    kept = np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)  # (4,): OFF, ONf, ONs, A1
+    positions = [(float(round(y)), float(round(x))) for y, x in sim.positions]
+    intact = _pixel_pathways(sim, movie, positions)
+    nodep = _pixel_pathways(sim, movie, positions, lesion="depression")
+    base = _regression_model(history, k1, frame_shape)
+    space, space_a = _spatial_profiles(sim, k1)
+    x, x_a = (_tap_regressors(base, movie, positions, prof) for prof in (space, space_a))
+    channels = []                                               # (name, taps, threshold, spatial profile)
+    drive = {}
+    for k, name in enumerate(PATHWAYS):
+        h, c, drive[name] = _fit_rectified(x, nodep[..., k])
+        channels.append((name, h, c, space))
+    h, c, _ = _fit_rectified(x_a, -intact[..., 3])
+    channels.append(("A1", h, c, space_a))
+    for k, name in enumerate(PATHWAYS):
+        h, c, _ = _fit_rectified(x, drive[name] - intact[..., k])
+        channels.append((f"dep-{name}", h, c, space))
+    n1 = len(channels)
+    w1 = np.stack([h[:, None, None] * prof[None] for _, h, _, prof in channels])
+    shift1 = np.array([-c for _, _, c, _ in channels])[:, None, None]
+
+    # layer 2: each pathway's release, its drive minus its pool's loss, rectified (so that without the drive
+    # its pool takes nothing) and pooled by the ganglion's Gaussian; and the amacrine at the centre
+    pool = _gauss(k2, p.sigma_ganglion_px)
+    w2 = np.zeros((len(PATHWAYS) + 1, n1, k2, k2))
+    for k in range(len(PATHWAYS)):
+        w2[k, k], w2[k, len(PATHWAYS) + 1 + k] = pool, -pool
+    w2[len(PATHWAYS), len(PATHWAYS), k2 // 2, k2 // 2] = 1.0
     types = list(p.ganglion)
-    w2 = np.zeros((2 * len(types), 4, k2, k2))
-    for g, t in enumerate(types):
-        gp = p.ganglion[t]
-        u = np.stack([kept[0] * gp.w_OFF * pool, kept[1] * gp.w_ONf * pool, kept[2] * gp.w_ONs * pool,
-                      -kept[3] * gp.w_A1 * centre])
-        w2[2 * g], w2[2 * g + 1] = u, -u
     # the output nonlinearity closest to the simulator's over the membrane potentials the probe evokes
-    u_all = with_dep.sum(-1)
+    cells = InSilicoRetina(p, positions=sim.positions)
+    u_all = cells.pathways(movie).sum(-1)
     slope = {}
     for t in types:
         gp = p.ganglion[t]
@@ -714,23 +744,61 @@ def planted_model(sim=None, *, history=40, kernel_sizes=(15, 11), frame_shape=(5
     h2, wd2 = frame_shape[0] - k1 - k2 + 2, frame_shape[1] - k1 - k2 + 2
     off = (k1 - 1) / 2.0 + (k2 - 1) / 2.0
     w3 = np.zeros((sim.n_cells, len(w2), h2, wd2))
-    scale3, shift3 = np.ones(sim.n_cells), np.zeros(sim.n_cells)
+    shift3 = np.zeros(sim.n_cells)
     for j, cell in enumerate(sim.cells):
-        g = types.index(cell.type)
         iy, ix = int(round(cell.y - off)), int(round(cell.x - off))
         if not (0 <= iy < h2 and 0 <= ix < wd2):
             raise ValueError(f"cell {j} at ({cell.y}, {cell.x}) px lies outside the layer-2 map of a "
                              f"{frame_shape} frame with kernel_sizes {kernel_sizes}")
         a, b = slope[cell.type]
-        w3[j, 2 * g, iy, ix], w3[j, 2 * g + 1, iy, ix] = a, -a
+        w3[j, :, iy, ix] = a * np.r_[p.ganglion[cell.type].weights(), -p.ganglion[cell.type].w_A1]
         shift3[j] = b
     ids = [f"{c.type}-{int(c.y)}-{int(c.x)}" for c in sim.cells]
     meta = dict(simulator_metadata(sim), planted="every layer set from the simulator",
+                planted_channels=",".join(name for name, *_ in channels),
                 description="the planted positive control: every layer set from the simulator, trained on nothing "
                             "(retina.recovery.planted_model, docs/recovery.md section 6)")
-    return RetinaCNN(w1, scale1, shift1, w2, np.ones((len(w2), 1, 1)), np.zeros((len(w2), 1, 1)),
-                     w3.reshape(sim.n_cells, -1), scale3, shift3, frame_shape=tuple(frame_shape),
+    return RetinaCNN(w1, np.ones((n1, 1, 1)), shift1, w2, np.ones((len(w2), 1, 1)), np.zeros((len(w2), 1, 1)),
+                     w3.reshape(sim.n_cells, -1), np.ones(sim.n_cells), shift3, frame_shape=tuple(frame_shape),
                      norm_stats={"mean": 0.0, "std": 1.0}, cell_ids=ids, metadata=meta)
+
+
+def _regression_model(history, kernel_size, frame_shape):
+    """A one-channel CNN in contrast units (``norm_stats`` mean 0, s.d. 1) of the given layer-1 shape, whose
+    padding and alignment :func:`_tap_regressors` borrows."""
+    from .model import RetinaCNN
+
+    base = RetinaCNN.random(1, seed=0, channels=(1, 1), history=history, kernel_sizes=(kernel_size, 1),
+                            frame_shape=tuple(frame_shape), per_unit=False)
+    return RetinaCNN(**base.arrays, frame_shape=base.frame_shape, norm_stats={"mean": 0.0, "std": 1.0})
+
+
+def _fit_rectified(x, y, *, maxiter=2000):
+    """The rectified linear channel ``max(x @ h - c, 0)`` closest to ``y (T, J)`` in least squares, on the tap
+    regressors ``x (T, L, J)`` (:func:`_tap_regressors`): L-BFGS with exact gradients, from the linear fit
+    scaled 1, 2 and 4 times, each thresholded at five quantiles.  Returns ``(h, c, fitted activity)``."""
+    from scipy.optimize import minimize
+
+    n_taps = x.shape[1]
+    flat = x.transpose(0, 2, 1).reshape(-1, n_taps)
+    h0 = np.linalg.lstsq(np.c_[flat, np.ones(len(flat))], y.reshape(-1), rcond=None)[0][:n_taps]
+
+    def objective(theta):
+        lin = np.einsum("tlj,l->tj", x, theta[:n_taps]) - theta[n_taps]
+        e = np.maximum(lin, 0.0) - y
+        g = 2.0 * e * (lin > 0) / y.size
+        return float((e ** 2).mean()), np.r_[np.einsum("tlj,tj->l", x, g), -g.sum()]
+
+    best = None
+    for scale in (1.0, 2.0, 4.0):
+        lin = np.einsum("tlj,l->tj", x, scale * h0)
+        for q in (0.3, 0.5, 0.8, 0.9, 0.95):
+            res = minimize(objective, np.r_[scale * h0, np.quantile(lin, q)], jac=True, method="L-BFGS-B",
+                           options=dict(maxiter=maxiter))
+            if best is None or res.fun < best.fun:
+                best = res
+    h, c = best.x[:n_taps], float(best.x[n_taps])
+    return h, c, np.maximum(np.einsum("tlj,l->tj", x, h) - c, 0.0)
 
 
 # ---------------------------------------------------------------------- can a layer-1 channel stand for a part?
@@ -857,10 +925,12 @@ def layer1_counterparts(sim=None, positions=None, *, movie=None, signals=None, h
     for c, part in enumerate(PARTS):
         prof = space_a if part == "A1" else space
         x, starts = regressors_and_starts(prof)
-        h, cut = _best_channel(x, sz, c, box, starts)
+        # compared as the match compares them: each part's signal with the sign of what it does, the channel
+        # acting with its part's sign
+        h, cut = _best_channel(x, sz * (np.asarray(PART_SIGNS) * PART_SIGNS[c]), c, box, starts)
         w1[c] = h[:, None, None] * prof[None]
         shift[c] = -cut
     arrays = dict(base.arrays, w1=w1, scale1=np.ones((n, 1, 1)), shift1=shift)
     model = RetinaCNN(**arrays, frame_shape=base.frame_shape, norm_stats=base.norm_stats)
-    got = match_channels(model, sim, positions, movie=movie, signals=sig)
+    got = match_channels(model, sim, positions, movie=movie, signals=sig, signs=PART_SIGNS)
     return {part: dict(match=g, w1=w1[c], shift=float(shift[c, 0, 0])) for c, (part, g) in enumerate(zip(PARTS, got))}

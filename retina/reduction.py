@@ -70,17 +70,33 @@ def channel_stas(model, *, n_frames=STA_FRAMES, seed=0):
     return (act - act.mean(0)).T @ windows / len(act)     # a channel that never fires has an STA of zeros
 
 
-def downstream_signs(model, *, n_frames=EFFECT_FRAMES, seed=1):
-    """Sign of each layer-1 channel's net effect on the model's output: ``+1`` when clamping the channel to its
-    grey-screen activity lowers the mean rate over white noise (the channel excites), ``-1`` when it raises it."""
+def downstream_signs(model, *, n_frames=EFFECT_FRAMES, seed=1, gain=0.01):
+    """Sign of each layer-1 channel's effect on the model's output: ``+1`` where the channel excites.
+
+    The effect is local: the change of the mean rate over white noise when
+    the channel's output is scaled up by ``gain`` (1 %; a ReLU channel's
+    batch-norm scale and shift scaled together), the sign of the rate's
+    slope along the channel's activity.  Clamping the channel to its
+    grey-screen activity instead confounds the sign with the channel's
+    fluctuations: through a convex output an inhibitory channel that
+    fluctuates strongly raises the mean rate, so removing it lowers it.
+    """
+    from .model import RetinaCNN
+
     rng = np.random.default_rng(seed)
     x = rng.choice(np.array([-1.0, 1.0], np.float32), size=(n_frames + model.history - 1,) + tuple(model.frame_shape))
-    full = float(np.mean(model.predict(x, backend="cpu")))
-    c1 = model.w1.shape[0]
-    out = np.empty(c1)
-    for c in range(c1):
-        ablated = float(np.mean(ablate(model, [c], layer="conv1", baseline=model.grey).predict(x, backend="cpu")))
-        out[c] = 1.0 if full - ablated >= 0 else -1.0
+    full = np.asarray(model.predict(x, backend="cpu"), np.float64)
+    scale1 = np.array(np.broadcast_to(model.scale1, model.shape1), np.float64)
+    shift1 = np.array(np.broadcast_to(model.shift1, model.shape1), np.float64)
+    out = np.empty(model.w1.shape[0])
+    for c in range(len(out)):
+        sc, sh = scale1.copy(), shift1.copy()
+        sc[c] *= 1.0 + gain
+        sh[c] *= 1.0 + gain
+        louder = RetinaCNN(**dict(model.arrays, scale1=sc, shift1=sh), frame_shape=model.frame_shape,
+                           norm_stats=model.norm_stats, input_units=model.input_units,
+                           response_offset=model.response_offset)
+        out[c] = 1.0 if float(np.mean(np.asarray(louder.predict(x, backend="cpu"), np.float64) - full)) >= 0 else -1.0
     return out
 
 
