@@ -282,8 +282,9 @@ def summary_table(report):
                          + (", ".join(_fmt(v, ".2f") for v in r["null_untrained"]) or "none")
                          + f"; permutation p = {_fmt(r['p_value'], '.3f')} (the truth's own p = "
                          f"{_fmt(r['truth_p'], '.3f')})")
-            lines.append("  channels by function: " + ", ".join(
-                f"{m['channel']}->{m['part'] or '-'} (R2 {m['r2']:.2f})" for m in r["matches"]))
+            lines.append("  channels by function (R^2; downstream sign; scale): " + ", ".join(
+                f"{m['channel']}->{m['part'] or '-'} ({m['r2']:.2f}; {'+-'[m.get('sign', 1) < 0]}"
+                f"{_match_scale(m)})" for m in r["matches"]))
         rk = e.get("reduced_key")
         if rk and rk["kept_channels"]:
             lines.append(f"  reduced model (channels {rk['kept_channels']}): key measure {_fmt(rk['key_reduced'])} "
@@ -307,3 +308,10 @@ def summary_table(report):
         lines.append(note)
     lines.append(f"took {report.get('_meta', {}).get('seconds', float('nan')):.0f} s")
     return "\n".join(lines) + "\n"
+
+
+def _match_scale(m):
+    """'; pixel' or '; ganglion': the spatial scale a channel was matched at (empty for older results)."""
+    from .recovery import MATCH_SCALES
+
+    return f"; {MATCH_SCALES[m['scale']]}" if "scale" in m else ""

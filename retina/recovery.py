@@ -68,6 +68,7 @@ __all__ = ["PARTS", "probe_movie", "part_signals", "channel_activity", "match_ch
            "recover", "Recovery", "relevant", "RELEVANT_EFFECT", "MIN_EFFECT_FRACTION", "MIN_MATCH_R2",
            "RECOVERED_SCORE", "NULL_MARGIN", "FIDELITY_MIN_CORR", "planted_filters", "truth_recovery",
            "overall", "MAX_P_VALUE", "p_value", "passes", "MATCH_HIGHPASS_FRAMES", "layer1_counterparts",
+           "PART_SIGNS", "MATCH_SCALES", "match_signals",
            "planted_model"]
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ PROBE_FRAMES = 2000
 COUNTERPART_MARGIN = 0.05   # a part's best layer-1 channel is searched to beat every other part by this much
 PROBE_SEED = 20191208
 PIXEL_SIGMA_PX = 0.05       # a ganglion Gaussian this narrow pools one pixel: the part signals are read per pixel
+MATCH_SCALES = ("pixel", "ganglion")   # where the part signals pool the bipolar pathways from (a bipolar's view, a
+                                       # ganglion cell's); each channel is compared at the one that suits it
 
 
 def probe_movie(frame_shape=(50, 50), n_frames=PROBE_FRAMES, seed=PROBE_SEED):
@@ -102,37 +105,45 @@ def probe_movie(frame_shape=(50, 50), n_frames=PROBE_FRAMES, seed=PROBE_SEED):
     return np.concatenate([nat, wn])
 
 
-def part_signals(sim, movie, positions):
+def part_signals(sim, movie, positions, *, scale="pixel"):
     """What each part does at each position: ``(T, n_positions, 5)`` for :data:`PARTS`.
 
-    At the bipolar pixel under each position (rounded), as they reach a
-    probe cell there that weighs every source 1 and pools the bipolar
-    pathways from that pixel alone (after the membrane low-pass): each
-    pathway's rectified drive without depression (the pathway's own
-    kinetics and polarity), the amacrine's output (pooled by its own
-    Gaussian, as it reaches any cell), and ``depression``: the release lost
-    to depression (without minus with, summed over the pathways; what
-    depression does, kept apart from the pathways it acts on).  A layer-1
-    channel is read at one place of its map (:func:`channel_activity`), so
-    it is compared with the pathways at one pixel, not pooled over a
-    ganglion cell's field as a layer-2 unit would pool them.
+    As they reach a probe cell at each position (rounded to the pixel) that
+    weighs every source 1 (after the membrane low-pass): each pathway's
+    rectified drive without depression (the pathway's own kinetics and
+    polarity), the amacrine's output (pooled by its own Gaussian, as it
+    reaches any cell), and ``depression``: the release lost to depression
+    (without minus with, summed over the pathways; what depression does,
+    kept apart from the pathways it acts on).  ``scale`` is where the probe
+    cell pools the bipolar pathways from: ``"pixel"``, its own pixel (a
+    bipolar cell's view), or ``"ganglion"``, the simulator's ganglion
+    Gaussian (:data:`MATCH_SCALES`).
     """
+    if scale not in MATCH_SCALES:
+        raise ValueError(f"scale must be one of {MATCH_SCALES}, got {scale!r}")
     positions = [(float(round(y)), float(round(x))) for y, x in positions]
-    intact = _pixel_pathways(sim, movie, positions)
-    nodep = _pixel_pathways(sim, movie, positions, lesion="depression")
+    intact = _pixel_pathways(sim, movie, positions, scale=scale)
+    nodep = _pixel_pathways(sim, movie, positions, lesion="depression", scale=scale)
     lost = nodep[..., :3].sum(-1) - intact[..., :3].sum(-1)
     return np.concatenate([nodep[..., :3], -intact[..., 3:4], lost[..., None]], -1)
 
 
-def _pixel_pathways(sim, movie, positions, lesion=None):
+def match_signals(sim, movie, positions):
+    """The part signals at every scale the match compares: ``(T, n_positions, 5, len(MATCH_SCALES))``."""
+    return np.stack([part_signals(sim, movie, positions, scale=sc) for sc in MATCH_SCALES], -1)
+
+
+def _pixel_pathways(sim, movie, positions, lesion=None, scale="pixel"):
     """The simulator's split membrane potential (:meth:`~retina.insilico.InSilicoRetina.pathways`) of a probe
-    cell at each (whole-pixel) position that weighs every source 1 and pools the bipolar pathways from its own
-    pixel alone: ``(T, n_positions, 4)``, the pathways' release and the amacrine's (negative) input."""
+    cell at each position that weighs every source 1: ``(T, n_positions, 4)``, the pathways' release and the
+    amacrine's (negative) input, the pathways pooled from the cell's own pixel (``scale="pixel"``, positions
+    in whole pixels) or by the ganglion's Gaussian (``"ganglion"``)."""
     from .insilico import GanglionParams, InSilicoRetina
 
     p = sim.params.copy()
     p.ganglion = {"probe": GanglionParams(1.0, 1.0, 1.0, 1.0, 0.0, 1.0)}
-    p.sigma_ganglion_px = PIXEL_SIGMA_PX
+    if scale == "pixel":
+        p.sigma_ganglion_px = PIXEL_SIGMA_PX
     return InSilicoRetina(p.lesioned(lesion) if lesion else p, positions=positions).pathways(movie)
 
 
@@ -178,20 +189,28 @@ def match_channels(model, sim, positions=None, *, movie=None, signals=None, sign
     correlation of the two, each without its running mean over
     :data:`MATCH_HIGHPASS_FRAMES` frames, over all positions, at one lag for
     the whole model (of ``-MAX_LAG..MAX_LAG`` frames, the one where the
-    channels' best correlations sum highest).  The channel belongs to the
-    part with the highest positive correlation when its square reaches
+    channels' best correlations sum highest).  ``signals`` may hold the part
+    signals at several spatial scales (a last axis, as
+    :func:`match_signals`, the default); each channel is compared at the
+    scale where its best correlation is highest, so that a channel as
+    narrow as a bipolar cell and one as broad as a ganglion cell's field
+    are each read at their own.  The channel belongs to the part with the
+    highest positive correlation when its square reaches
     :data:`MIN_MATCH_R2`; otherwise to none.  Each part is judged on its own
     (no multiple regression: the part signals are strongly collinear, and
     joint coefficients flip sign between them).
 
     Returns one dict per channel: ``channel``, ``part`` (None when
     unmatched), ``r2`` (the winning correlation squared), ``lag`` (frames),
-    ``sign`` (the channel's downstream sign), ``corr`` (the best-lag signed
-    correlation with every part).
+    ``sign`` (the channel's downstream sign), ``scale`` (the index of the
+    scale it was read at), ``corr`` (the best-lag signed correlation with
+    every part at that scale).
     """
     positions = list(sim.positions if positions is None else positions)
     movie = probe_movie(tuple(model.frame_shape)) if movie is None else movie
-    sig = part_signals(sim, movie, positions) if signals is None else signals
+    sig = match_signals(sim, movie, positions) if signals is None else np.asarray(signals)
+    if sig.ndim == 3:
+        sig = sig[..., None]
     act = channel_activity(model, movie, positions)               # (T, C1, J)
     if signs is None:
         from .reduction import downstream_signs
@@ -202,7 +221,7 @@ def match_channels(model, sim, positions=None, *, movie=None, signals=None, sign
         raise ValueError(f"signs must hold +1 or -1 for each of the model's {act.shape[1]} layer-1 channels, "
                          f"got {signs.tolist()}")
     act = act * signs[None, :, None]
-    sig = sig * np.asarray(PART_SIGNS)
+    sig = sig * np.asarray(PART_SIGNS)[:, None]
     t_len = min(len(sig), len(act))
     # compared without their slow components (a running mean of MATCH_HIGHPASS_FRAMES removed): raw, the slow
     # components that every low-passed function of one drive shares (the OFF pathway, the amacrine it drives, the
@@ -210,7 +229,8 @@ def match_channels(model, sim, positions=None, *, movie=None, signals=None, sign
     # as well as with the OFF pathway
     sig, act = _highpass(sig[:t_len]), _highpass(act[:t_len])
     lags = range(-MAX_LAG, MAX_LAG + 1)
-    r = np.zeros((len(lags), act.shape[1], len(PARTS)))            # correlation per lag, channel, part
+    n_scales = sig.shape[-1]
+    r = np.zeros((len(lags), act.shape[1], len(PARTS), n_scales))  # correlation per lag, channel, part, scale
     for li, lag in enumerate(lags):
         lo, hi = max(0, -lag), t_len - max(0, lag)
         for c in range(act.shape[1]):
@@ -218,20 +238,22 @@ def match_channels(model, sim, positions=None, *, movie=None, signals=None, sign
             if np.ptp(y) == 0:
                 continue
             for k in range(len(PARTS)):
-                x = sig[lo:hi, :, k].reshape(-1)
-                if np.ptp(x) > 0:
-                    r[li, c, k] = np.corrcoef(x, y)[0, 1]
+                for sc in range(n_scales):
+                    x = sig[lo:hi, :, k, sc].reshape(-1)
+                    if np.ptp(x) > 0:
+                        r[li, c, k, sc] = np.corrcoef(x, y)[0, 1]
     # one lag for the whole model (its alignment with the simulator), so that a part that is a delayed copy of
     # another (the amacrine of the OFF pathway) cannot be matched by sliding a channel in time
-    li = int(np.argmax(r.max(axis=2).sum(axis=1)))
+    li = int(np.argmax(r.max(axis=(2, 3)).sum(axis=1)))
     out = []
     for c in range(act.shape[1]):
-        corr = {p: float(r[li, c, k]) for k, p in enumerate(PARTS)}
+        sc = int(np.argmax(r[li, c].max(axis=0)))                   # the scale of the channel's best correlation
+        corr = {p: float(r[li, c, k, sc]) for k, p in enumerate(PARTS)}
         top = max(PARTS, key=lambda q: corr[q])
         best = corr[top]
         part = top if best > 0 and best * best >= MIN_MATCH_R2 else None
         out.append(dict(channel=c, part=part, r2=float(max(best, 0.0) ** 2), lag=int(lags[li]),
-                        sign=int(signs[c]), corr=corr))
+                        sign=int(signs[c]), scale=sc, corr=corr))
     return out
 
 
@@ -538,7 +560,7 @@ def recover(model, names=None, sim=None, *, n_untrained=3, seed=0, model_results
     positions = ([(c.y, c.x) for c in probe.cells] if probe.cells is not None else sim.positions)
     positions = list(dict.fromkeys((float(y), float(x)) for y, x in positions))
     movie = probe_movie(tuple(model.frame_shape))
-    signals = part_signals(sim, movie, positions)
+    signals = match_signals(sim, movie, positions)
 
     def match(m):
         return match_channels(m, sim, positions, movie=movie, signals=signals)

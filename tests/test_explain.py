@@ -112,11 +112,14 @@ def test_explain_command(tmp_path):
 def test_explain_planted_runs_the_positive_control(tmp_path):
     """`retina explain planted`: the recovery benchmark's positive control in one command (docs/recovery.md)."""
     res = CliRunner().invoke(main, ["explain", "planted", "-o", str(tmp_path / "out"), "--phenomenon",
-                                    "anticipation", "--steps", "5", "--untrained", "1", "--no-figures", "-q"])
+                                    "osr", "--steps", "5", "--untrained", "1", "--no-figures", "-q"])
     assert res.exit_code == 0, res.output
     text = (tmp_path / "out" / "summary.txt").read_text()
     assert text.startswith("model: the planted positive control")
-    assert "channels by function: 0->OFF" in text and "1->ONf" in text and "2->ONs" in text and "3->A1" in text
+    assert "channels by function (R^2; downstream sign; scale): 0->OFF (" in text
+    for frag in ("1->ONf (", "2->ONs (", "3->A1 (", "4->depression ("):
+        assert frag in text, frag
+    assert "RECOVERED" in text                       # the OSR's mechanism, planted, is recovered
 
 
 def test_bar_protocols_record_the_most_populated_row():

@@ -169,6 +169,8 @@ def _reduction(c, red):
 
 def _recovery(g, rec, key):
     """The mechanism-recovery benchmark of one phenomenon (retina.recovery) as labelled data."""
+    from ..recovery import MATCH_SCALES
+
     r = g.create_group("recovery")
     parts = list(rec["simulator"])
     axis(r, "part", parts, long_name="part of the simulated circuit (lesion name)")
@@ -179,7 +181,8 @@ def _recovery(g, rec, key):
     labelled(r, "cnn_channels", np.array([json.dumps(rec["cnn"][p]["channels"]) for p in parts], object), ("part",),
              long_name="the layer-1 channels matched to the part (ablated together)")
     write_table(r.create_group("matches"), "channel",     # rows are the layer-1 channels, in order
-                [dict(part=m["part"] or "", r2=m["r2"], lag_frames=m["lag"],
+                [dict(part=m["part"] or "", r2=m["r2"], lag_frames=m["lag"], downstream_sign=m.get("sign", 0),
+                      scale=MATCH_SCALES[m["scale"]] if "scale" in m else "",
                       **{f"corr_{k}": v for k, v in m["corr"].items()}) for m in rec["matches"]])
     labelled(r, "null_permutation", np.asarray(rec["null_permutation"], np.float64), (None,))
     labelled(r, "null_untrained", np.asarray(rec["null_untrained"], np.float64), (None,))

@@ -317,7 +317,8 @@ def _simulator(recipe):
 
 
 PLANTED_BN_FRAMES = 4000   # frames (half natural, half white noise) whose layer-1 statistics set planted thresholds
-PLANTED_INITS = {"planted": "pathway filters", "counterparts": "parts' best layer-1 channels"}
+PLANTED_INITS = {"planted": "pathway filters", "counterparts": "parts' best layer-1 channels",
+                 "fitted": "planted control's layer-1 channels"}
 """Stage ``init`` values that set layer 1 from the simulator (docs/recipes.md)."""
 
 
@@ -327,12 +328,21 @@ def _planted_layer1(kind, sim, arch):
 
     ``"planted"``: the simulator's pathway filters (:func:`retina.recovery.planted_filters`; no thresholds);
     ``"counterparts"``: each part's best layer-1 channel, depression's included, with its threshold
-    (:func:`retina.recovery.layer1_counterparts`, about 30 s).
+    (:func:`retina.recovery.layer1_counterparts`, about 30 s); ``"fitted"``: the planted control's seven
+    channels, each pathway's drive, the amacrine's output and each pool's loss fitted in least squares, with
+    their thresholds (:func:`retina.recovery.planted_model`, about 10 s).
     """
-    from ..recovery import PARTS, layer1_counterparts, planted_filters
+    from ..recovery import PARTS, layer1_counterparts, planted_filters, planted_model
 
     if kind == "planted":
         return (*planted_filters(sim, history=arch.history, kernel_size=arch.kernel_sizes[0]), None)
+    if kind == "fitted":
+        pm = planted_model(sim, history=arch.history, kernel_sizes=tuple(arch.kernel_sizes),
+                           frame_shape=sim.frame_shape)
+        w1 = np.asarray(pm.w1, np.float64)
+        norm = np.sqrt((w1 ** 2).sum(axis=(1, 2, 3)))
+        cuts = -np.asarray(pm.shift1, np.float64).reshape(-1)
+        return w1 / norm[:, None, None, None], pm.metadata["planted_channels"].split(","), cuts / norm
     cp = layer1_counterparts(sim, history=arch.history, kernel_size=arch.kernel_sizes[0], frame_shape=sim.frame_shape)
     w1 = np.stack([cp[p]["w1"] for p in PARTS])
     norm = np.sqrt((w1 ** 2).sum(axis=(1, 2, 3)))
