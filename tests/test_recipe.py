@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from retina import stimuli
+from retina import RetinaCNN, stimuli
 from retina.datasets import frame_events
 from retina.io import load_model
 from retina.train.recipe import (
@@ -185,6 +185,22 @@ def test_a_tiny_recipe_runs_end_to_end_and_records_itself(tmp_path, monkeypatch)
                 progress=False, data_dir=tmp_path)
     unit = np.ones(cm.w1.shape[1:]) / np.sqrt(cm.w1[0].size)
     np.testing.assert_allclose(cm.w1, unit[None].repeat(5, 0) * cm.norm_stats["std"], rtol=1e-6, atol=1e-9)
+    # init = "fitted": layer 1 is the planted control's seven channels (fitted in test_recovery; known filters
+    # here), each of unit norm
+    fake_fit = RetinaCNN.random(1, seed=0, channels=(7, 1), history=cm.history, kernel_sizes=(cm.w1.shape[-1], 1),
+                                per_unit=False)
+    fake_fit.metadata["planted_channels"] = "OFF,ONf,ONs,A1,dep-OFF,dep-ONf,dep-ONs"
+    monkeypatch.setattr(rec, "planted_model", lambda *a, **k: fake_fit)
+    fitted = _tiny(freeze=["w1"])
+    fitted["stages"][0].update(init="fitted", freeze=["w1"])
+    with pytest.raises(ValueError, match="init = \"fitted\" .* must start with 7; got \\[5, 6\\]"):
+        run(parse_recipe({**fitted, "model": {"channels": [5, 6]}}, source="tiny-f"), tmp_path / "f5",
+            progress=False, data_dir=tmp_path)
+    fm, _ = run(parse_recipe({**fitted, "model": {"channels": [7, 6]}}, source="tiny-f"), tmp_path / "f",
+                progress=False, data_dir=tmp_path)
+    w = np.asarray(fake_fit.w1, np.float64)
+    w = w / np.sqrt((w ** 2).sum(axis=(1, 2, 3)))[:, None, None, None]
+    np.testing.assert_allclose(fm.w1, w * fm.norm_stats["std"], rtol=1e-5, atol=1e-8)
     # a finished dataset made by another simulator is refused, not silently reused
     with h5py.File(tmp_path / "flashes.h5", "r+") as f:
         settings = json.loads(f.attrs["settings"])
