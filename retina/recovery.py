@@ -10,12 +10,15 @@ effect.  Everything is defined in ``docs/recovery.md``; in short:
    lesion (:meth:`retina.insilico.InSilicoParams.lesioned`).
 2. **Matching by function** (:func:`match_channels`): on a generic probe movie
    (natural movie and checkerboard white noise, :func:`probe_movie`) each CNN
-   layer-1 channel's activity at the simulated cells' positions is correlated
-   with the simulator's part signals there (:func:`part_signals`): each bipolar
-   pathway's rectified drive, the amacrine's output and the release lost to
-   depression.  A channel belongs to the part it correlates with best (and
-   positively) when that correlation squared reaches :data:`MIN_MATCH_R2`;
-   otherwise to none.  No type label is used.
+   layer-1 channel's activity at the simulated cells' positions, times the
+   sign of its effect downstream, is correlated with the simulator's part
+   signals there (:func:`part_signals`, at a bipolar's and a ganglion cell's
+   scale), times the sign of what each part does to the cells
+   (:data:`PART_SIGNS`): each bipolar pathway's rectified drive (+), the
+   amacrine's output (-) and the release lost to depression (-).  A channel
+   belongs to the part it correlates with best (and positively) when that
+   correlation squared reaches :data:`MIN_MATCH_R2`; otherwise to none.  No
+   type label is used.
 3. **Effects**: the phenomenon's key measure with the part lesioned (simulator)
    and with the matched channels clamped to their grey-screen activity (CNN),
    as a change relative to the phenomenon's size in that system
@@ -47,7 +50,8 @@ effect.  Everything is defined in ``docs/recovery.md``; in short:
    of interest must correlate with the simulator's by at least
    :data:`FIDELITY_MIN_CORR`).
 7. **Answers planted** (positive controls): :func:`planted_model`, a CNN set
-   layer by layer from the simulator; :func:`layer1_counterparts`, each
+   layer by layer from the simulator (a loss channel per vesicle pool
+   included); :func:`layer1_counterparts`, each
    part's best layer-1 channel (can any channel stand for it?), whose filters
    a recipe can plant (``init = "counterparts"``).
 """
