@@ -78,9 +78,9 @@ __all__ = ["PARTS", "probe_movie", "part_signals", "channel_activity", "match_ch
 log = logging.getLogger(__name__)
 
 PARTS = ("OFF", "ONf", "ONs", "A1", "depression")
-# what each part does to the ganglion cells: the pathways add release, the amacrine and depression take it away
-PART_SIGNS = (1.0, 1.0, 1.0, -1.0, -1.0)
 """The simulator's parts, each removable by the lesion of the same name."""
+PART_SIGNS = (1.0, 1.0, 1.0, -1.0, -1.0)
+"""What each part does to the ganglion cells: the pathways add release, the amacrine and depression take it away."""
 
 # The thresholds of the benchmark, each stated once (docs/recovery.md).
 MIN_MATCH_R2 = 0.1          # a channel is matched to a part only if that part's signal explains >= 10 % of its variance
@@ -126,8 +126,8 @@ def part_signals(sim, movie, positions, *, scale="pixel"):
     if scale not in MATCH_SCALES:
         raise ValueError(f"scale must be one of {MATCH_SCALES}, got {scale!r}")
     positions = [(float(round(y)), float(round(x))) for y, x in positions]
-    intact = _pixel_pathways(sim, movie, positions, scale=scale)
-    nodep = _pixel_pathways(sim, movie, positions, lesion="depression", scale=scale)
+    intact = _probe_pathways(sim, movie, positions, scale=scale)
+    nodep = _probe_pathways(sim, movie, positions, lesion="depression", scale=scale)
     lost = nodep[..., :3].sum(-1) - intact[..., :3].sum(-1)
     return np.concatenate([nodep[..., :3], -intact[..., 3:4], lost[..., None]], -1)
 
@@ -137,7 +137,7 @@ def match_signals(sim, movie, positions):
     return np.stack([part_signals(sim, movie, positions, scale=sc) for sc in MATCH_SCALES], -1)
 
 
-def _pixel_pathways(sim, movie, positions, lesion=None, scale="pixel"):
+def _probe_pathways(sim, movie, positions, lesion=None, scale="pixel"):
     """The simulator's split membrane potential (:meth:`~retina.insilico.InSilicoRetina.pathways`) of a probe
     cell at each position that weighs every source 1: ``(T, n_positions, 4)``, the pathways' release and the
     amacrine's (negative) input, the pathways pooled from the cell's own pixel (``scale="pixel"``, positions
@@ -693,22 +693,25 @@ def planted_model(sim=None, *, history=80, kernel_sizes=(15, 11), frame_shape=(5
     never a phenomenon's protocol), as :func:`part_signals` reads them:
 
     - ``OFF``, ``ONf``, ``ONs``: each bipolar pathway's drive without
-      depression (the bipolar centre-surround in space, 40 taps in time);
+      depression (the bipolar centre-surround in space, ``history`` taps in
+      time; 80 by default, since ON-slow's band-pass filter lasts about
+      800 ms);
     - ``A1``: the amacrine's output (the same pooled by its Gaussian);
     - one depression channel per vesicle pool (``dep-OFF``, ``dep-ONf``,
       ``dep-ONs``): the release the pool takes away, the fitted drive minus
       the pathway's release with depression, so that drive minus loss
       follows the release.
 
-    Layer 2 has two channels per ganglion type: its membrane potential
-    ``u`` (each pathway's drive minus its pool's loss, pooled by the
-    ganglion's Gaussian with the type's weights, minus the amacrine at the
-    centre) and ``-u``, each rectified, so that layer 3 reads ``u``
-    unclipped at each cell's position and applies the ``softplus(a u + b)``
+    Layer 2 has one channel per pathway, its release: the drive minus its
+    pool's loss, rectified (so that without its drive a pool takes nothing,
+    as in the simulator) and pooled by the ganglion's Gaussian; and one for
+    the amacrine at the centre.  So ablating a pathway's channel removes the
+    pathway, and ablating a loss channel gives its pool's release back.
+    Layer 3 weighs them with each cell type's weights (the amacrine's
+    negative) at the cell's position and applies the ``softplus(a u + b)``
     closest in least squares to the simulator's output over the membrane
     potentials the probe evokes (a CNN's output has no gain after its
-    softplus).  Each depression channel acts with the sign of what
-    depression does: removing it gives its pool's release back.
+    softplus).
 
     What a layer-1 channel cannot hold stays approximate: the
     history-dependence of each pool is a fixed filter, and the membrane
@@ -726,8 +729,8 @@ def planted_model(sim=None, *, history=80, kernel_sizes=(15, 11), frame_shape=(5
     k1, k2 = kernel_sizes
     movie = probe_movie(tuple(frame_shape))
     positions = [(float(round(y)), float(round(x))) for y, x in sim.positions]
-    intact = _pixel_pathways(sim, movie, positions)
-    nodep = _pixel_pathways(sim, movie, positions, lesion="depression")
+    intact = _probe_pathways(sim, movie, positions)
+    nodep = _probe_pathways(sim, movie, positions, lesion="depression")
     base = _regression_model(history, k1, frame_shape)
     space, space_a = _spatial_profiles(sim, k1)
     x, x_a = (_tap_regressors(base, movie, positions, prof) for prof in (space, space_a))
