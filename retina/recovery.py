@@ -125,7 +125,6 @@ def part_signals(sim, movie, positions, *, scale="pixel"):
     """
     if scale not in MATCH_SCALES:
         raise ValueError(f"scale must be one of {MATCH_SCALES}, got {scale!r}")
-    positions = [(float(round(y)), float(round(x))) for y, x in positions]
     intact = _probe_pathways(sim, movie, positions, scale=scale)
     nodep = _probe_pathways(sim, movie, positions, lesion="depression", scale=scale)
     lost = nodep[..., :3].sum(-1) - intact[..., :3].sum(-1)
@@ -139,15 +138,16 @@ def match_signals(sim, movie, positions):
 
 def _probe_pathways(sim, movie, positions, lesion=None, scale="pixel"):
     """The simulator's split membrane potential (:meth:`~retina.insilico.InSilicoRetina.pathways`) of a probe
-    cell at each position that weighs every source 1: ``(T, n_positions, 4)``, the pathways' release and the
-    amacrine's (negative) input, the pathways pooled from the cell's own pixel (``scale="pixel"``, positions
-    in whole pixels) or by the ganglion's Gaussian (``"ganglion"``)."""
+    cell at each position (rounded to the pixel) that weighs every source 1: ``(T, n_positions, 4)``, the
+    pathways' release and the amacrine's (negative) input, the pathways pooled from the cell's own pixel
+    (``scale="pixel"``) or by the ganglion's Gaussian (``"ganglion"``)."""
     from .insilico import GanglionParams, InSilicoRetina
 
     p = sim.params.copy()
     p.ganglion = {"probe": GanglionParams(1.0, 1.0, 1.0, 1.0, 0.0, 1.0)}
     if scale == "pixel":
         p.sigma_ganglion_px = PIXEL_SIGMA_PX
+    positions = [(float(round(y)), float(round(x))) for y, x in positions]
     return InSilicoRetina(p.lesioned(lesion) if lesion else p, positions=positions).pathways(movie)
 
 
@@ -728,7 +728,7 @@ def planted_model(sim=None, *, history=80, kernel_sizes=(15, 11), frame_shape=(5
     p = sim.params
     k1, k2 = kernel_sizes
     movie = probe_movie(tuple(frame_shape))
-    positions = [(float(round(y)), float(round(x))) for y, x in sim.positions]
+    positions = list(sim.positions)
     intact = _probe_pathways(sim, movie, positions)
     nodep = _probe_pathways(sim, movie, positions, lesion="depression")
     base = _regression_model(history, k1, frame_shape)
@@ -792,12 +792,13 @@ def planted_model(sim=None, *, history=80, kernel_sizes=(15, 11), frame_shape=(5
                      norm_stats={"mean": 0.0, "std": 1.0}, cell_ids=ids, metadata=meta)
 
 
-def _regression_model(history, kernel_size, frame_shape):
-    """A one-channel CNN in contrast units (``norm_stats`` mean 0, s.d. 1) of the given layer-1 shape, whose
-    padding and alignment :func:`_tap_regressors` borrows."""
+def _regression_model(history, kernel_size, frame_shape, channels=1):
+    """A CNN of ``channels`` layer-1 channels in contrast units (``norm_stats`` mean 0, s.d. 1) of the given
+    layer-1 shape, whose padding and alignment :func:`_tap_regressors` borrows (and whose arrays
+    :func:`layer1_counterparts` fills)."""
     from .model import RetinaCNN
 
-    base = RetinaCNN.random(1, seed=0, channels=(1, 1), history=history, kernel_sizes=(kernel_size, 1),
+    base = RetinaCNN.random(1, seed=0, channels=(channels, 1), history=history, kernel_sizes=(kernel_size, 1),
                             frame_shape=tuple(frame_shape), per_unit=False)
     return RetinaCNN(**base.arrays, frame_shape=base.frame_shape, norm_stats={"mean": 0.0, "std": 1.0})
 
@@ -926,9 +927,7 @@ def layer1_counterparts(sim=None, positions=None, *, movie=None, signals=None, h
     movie = probe_movie(tuple(frame_shape)) if movie is None else movie
     sig = part_signals(sim, movie, positions) if signals is None else signals
     n = len(PARTS)
-    base = RetinaCNN.random(1, seed=0, channels=(n, 1), history=history, kernel_sizes=(kernel_size, 1),
-                            frame_shape=tuple(frame_shape), per_unit=False)
-    base = RetinaCNN(**base.arrays, frame_shape=base.frame_shape, norm_stats={"mean": 0.0, "std": 1.0})
+    base = _regression_model(history, kernel_size, frame_shape, channels=n)
     space, space_a = _spatial_profiles(sim, kernel_size)
     w1 = np.zeros((n, history, kernel_size, kernel_size))
     shift = np.zeros((n, 1, 1))
