@@ -25,7 +25,16 @@ from ._version import __version__
 from .insilico import SIMULATOR_KEY, InSilicoRetina, simulator_of
 from .io import atomic_text, save_explain
 from .model import RetinaCNN
-from .recovery import FIDELITY_MIN_CORR, PARTS, key_value, overall, recover, relevant, simulator_effects
+from .recovery import (
+    FIDELITY_MIN_CORR,
+    NEAR_COPY_FACTOR,
+    PARTS,
+    key_value,
+    overall,
+    recover,
+    relevant,
+    simulator_effects,
+)
 
 __all__ = ["explain", "ground_truth", "cnn_shares", "criteria", "reduced_key_fraction", "TYPE_TO_PATHWAY",
            "N_UNTRAINED"]
@@ -238,7 +247,12 @@ def summary_table(report):
     if description:
         lines += [f"model: {description}", ""]
     if "_overall" in report:
-        lines += [f"mechanism recovery over the reproduced phenomena: {report['_overall']['verdict']}", ""]
+        o = report["_overall"]
+        lines += [f"mechanism recovery over the reproduced phenomena: {o['verdict']}"]
+        if np.isfinite(o.get("power", float("nan"))):
+            lines.append(f"  its power: near-copies of the truth (each effect off by a factor of about "
+                         f"{NEAR_COPY_FACTOR:g}) pass in {100 * o['power']:.0f} % of draws")
+        lines.append("")
     lines += [f"{'phenomenon':<13} {'key measure: model':<30} {'simulator':<12} {'reproduced':<11} "
              f"{'mechanism (recovery score vs nulls)':<48} reduced model keeps", "-" * 140]
     for name in names:
@@ -282,6 +296,10 @@ def summary_table(report):
                          + (", ".join(_fmt(v, ".2f") for v in r["null_untrained"]) or "none")
                          + f"; permutation p = {_fmt(r['p_value'], '.3f')} (the truth's own p = "
                          f"{_fmt(r['truth_p'], '.3f')})")
+            if "power" in r:
+                lines.append(f"  power: near-copies of the truth (each effect off by a factor of about "
+                             f"{NEAR_COPY_FACTOR:g}) are called recovered in {_fmt(100 * r['power'], '.0f')} % "
+                             "of draws")
             lines.append("  channels by function (R^2; downstream sign; scale): " + ", ".join(
                 f"{m['channel']}->{m['part'] or '-'} ({m['r2']:.2f}; {'+-'[m.get('sign', 1) < 0]}"
                 f"{_match_scale(m)})" for m in r["matches"]))

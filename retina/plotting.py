@@ -152,7 +152,8 @@ def _truth_panels(ax_fid, ax_rec, rec):
     nulls = f"null {rec['null_level']:.2f}" if np.isfinite(rec["null_level"]) else "no null"
     ax_rec.set(ylabel="change of the key measure (% of the phenomenon)",
                title=f"recovery {rec['score']:.2f} ({nulls}; {len(perm)} permutations, "
-                     f"{len(rec['null_untrained'])} untrained)")
+                     f"{len(rec['null_untrained'])} untrained)"
+                     + (f"; power {rec['power']:.0%}" if np.isfinite(rec.get("power", float("nan"))) else ""))
     ax_rec.legend(fontsize=7)
 
 

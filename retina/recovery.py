@@ -43,8 +43,10 @@ effect.  Everything is defined in ``docs/recovery.md``; in short:
    **Positive control** (:func:`truth_recovery`): the simulator's own effects
    scored as a CNN's; a phenomenon where even they are not significant
    against their permutations cannot tell its parts apart and is reported
-   *undecidable*.  :func:`overall` pools every reproduced phenomenon, with one
-   joint permutation for all of them.
+   *undecidable*.  Its **power** (:func:`verdict_power`): the share of
+   near-copies of the truth (each effect off by a random factor, typically
+   :data:`NEAR_COPY_FACTOR`) called recovered.  :func:`overall` pools every
+   reproduced phenomenon, with one joint permutation for all of them.
 6. **Fidelity first** (:func:`fidelity`): no claim is made for a phenomenon the
    model does not reproduce (it must show it, and its response in the windows
    of interest must correlate with the simulator's by at least
@@ -72,8 +74,8 @@ __all__ = ["PARTS", "probe_movie", "part_signals", "channel_activity", "match_ch
            "recover", "Recovery", "relevant", "RELEVANT_EFFECT", "MIN_EFFECT_FRACTION", "MIN_MATCH_R2",
            "RECOVERED_SCORE", "NULL_MARGIN", "FIDELITY_MIN_CORR", "planted_filters", "truth_recovery",
            "overall", "MAX_P_VALUE", "p_value", "passes", "MATCH_HIGHPASS_FRAMES", "layer1_counterparts",
-           "PART_SIGNS", "MATCH_SCALES", "match_signals",
-           "planted_model"]
+           "PART_SIGNS", "MATCH_SCALES", "match_signals", "near_copies", "verdict_power", "NEAR_COPY_FACTOR",
+           "POWER_DRAWS", "planted_model"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,8 @@ MIN_EFFECT_FRACTION = 0.5   # the CNN's effect must reach half the simulator's, 
 RECOVERED_SCORE = 0.7       # a mechanism is recovered at a score >= 0.7 ...
 NULL_MARGIN = 0.25          # ... that beats the null level (the permutations' median, or the best untrained) by 0.25
 MAX_P_VALUE = 0.05          # ... and that at most 5 % of the other pairings reach
+NEAR_COPY_FACTOR = 2.0      # the verdict's power is reported for near-copies of the truth off by this typical factor
+POWER_DRAWS = 400           # near-copies drawn per power estimate (its standard error is at most 2.5 points)
 FIDELITY_MIN_CORR = 0.5     # the model's response in the windows of interest correlates >= 0.5 with the simulator's
 MATCH_HIGHPASS_FRAMES = 21  # the match compares activity and signals without their 210 ms running mean
 MAX_LAG = 3                 # frames either way the match may shift a channel's activity against the signals
@@ -409,7 +413,9 @@ class Recovery:
     ``truth_p`` is the permutation p-value when the CNN's effects are the
     simulator's own (:func:`truth_recovery`): if even the truth is not
     significant, the phenomenon cannot tell its parts apart and no verdict is
-    drawn from it alone.
+    drawn from it alone.  ``power`` is the share of near-copies of the truth
+    that would be called recovered here (:func:`verdict_power`): how close to
+    the circuit's a CNN's effects must be for this phenomenon's verdict.
     """
 
     name: str
@@ -423,6 +429,7 @@ class Recovery:
     fidelity: dict | None = None
     untrained_detail: list = field(default_factory=list)
     truth_p: float = float("nan")
+    power: float = float("nan")
 
     @property
     def null_level(self) -> float:
@@ -469,7 +476,8 @@ class Recovery:
         return dict(name=self.name, matches=self.matches, simulator=self.simulator, cnn=self.cnn,
                     agrees=self.agrees, score=self.score, null_permutation=self.null_permutation,
                     null_untrained=self.null_untrained, null_max=self.null_max, null_level=self.null_level,
-                    p_value=self.p_value, truth_p=self.truth_p, decisive=self.decisive, recovered=self.recovered,
+                    p_value=self.p_value, truth_p=self.truth_p, power=self.power, decisive=self.decisive,
+                    recovered=self.recovered,
                     verdict=self.verdict, fidelity=self.fidelity, untrained=self.untrained_detail)
 
 
@@ -506,11 +514,64 @@ def truth_recovery(sim_effects):
     return sc, p_value(sc, permutation_null(sim_effects, sim_effects))
 
 
+def near_copies(sim_effects, *, factor=NEAR_COPY_FACTOR, n=POWER_DRAWS, seed=0):
+    """``n`` near-copies of the truth: the simulator's relative effects, each multiplied by its own
+    ``exp(ln(factor) z)``, ``z ~ N(0, 1)`` (so the sign is kept and a typical effect is off by ``factor`` either
+    way).  Returns a list of ``{part: {"effect": float}}``, the shape :func:`score` reads."""
+    if not np.isfinite(factor) or factor < 1:
+        raise ValueError(f"factor must be a number >= 1, got {factor!r}")
+    rng = np.random.default_rng(seed)
+    s = np.log(factor)
+    return [{p: dict(effect=float(v["effect"]) * float(np.exp(s * rng.standard_normal()))) for p, v in
+             sim_effects.items()} for _ in range(int(n))]
+
+
+def verdict_power(sim_effects, *, factor=NEAR_COPY_FACTOR, n=POWER_DRAWS, seed=0):
+    """The verdict's power on one phenomenon: the share of near-copies of the truth (:func:`near_copies`) called
+    recovered.
+
+    A near-copy is recovered when the phenomenon is decisive (:func:`truth_recovery`) and its score
+    :func:`passes` against its own permutations (no untrained null: that one is the model's).  So 1 means the
+    rule recognises any CNN whose lesion effects are within about ``factor`` of the circuit's; a low value means
+    the phenomenon's parts act too much alike for the rule to recognise even a close copy.  Deterministic for a
+    given ``seed``.
+    """
+    if truth_recovery(sim_effects)[1] > MAX_P_VALUE:
+        return 0.0
+    return _power([sim_effects], factor=factor, n=n, seed=seed)
+
+
+def _power(sims, *, factor=NEAR_COPY_FACTOR, n=POWER_DRAWS, seed=0):
+    """The share of near-copies of the phenomena ``sims`` (their simulator effects; each drawn afresh, the
+    ``k``-th from ``seed + k``) whose pooled score passes against every pairing that moves a part that matters in
+    any of them (:func:`permutation_null`, :func:`overall`)."""
+    parts = list(PARTS)
+    rows = [[i for i, p in enumerate(parts) if relevant(se[p]["effect"])] for se in sims]
+    scored = sorted({i for r in rows for i in r})
+    moved = np.array([perm for perm in itertools.permutations(range(len(parts)))
+                      if any(perm[i] != i for i in scored)], np.int64).reshape(-1, len(parts))
+    count = sum(len(r) for r in rows)
+    if not count:
+        return float("nan")
+    copies = [near_copies(se, factor=factor, n=n, seed=seed + k) for k, se in enumerate(sims)]
+    hits = []
+    for d in range(int(n)):
+        agree = np.zeros((len(parts), len(parts)))     # summed over phenomena: sim part i against CNN group j
+        for se, r, c in zip(sims, rows, copies):
+            for i in r:
+                agree[i] += [_agrees(se[parts[i]]["effect"], c[d][q]["effect"]) for q in parts]
+        value = np.trace(agree) / count
+        null = agree[np.arange(len(parts)), moved].sum(1) / count
+        hits.append(passes(float(value), [float(v) for v in null], []))
+    return float(np.mean(hits))
+
+
 def overall(recoveries):
     """One score over every phenomenon a model reproduces: the pooled fraction of (phenomenon, part) pairs that
     matter where the CNN agrees, its joint permutation null (one pairing of groups with parts for all
-    phenomena at once), the same pooled score for each untrained CNN, the truth's own joint null, and the
-    verdict.  Returns a dict."""
+    phenomena at once), the same pooled score for each untrained CNN, the truth's own joint null, the verdict,
+    and its power (the share of near-copies of the truth, every phenomenon's effects drawn afresh by
+    :func:`near_copies`, that pass).  Returns a dict."""
     recs = [r for r in recoveries if r.fidelity is None or r.fidelity["reproduces"]]
     parts = list(PARTS)
 
@@ -533,6 +594,7 @@ def overall(recoveries):
     ok = bool(recs and decisive and passes(sc, null, untrained))
     return dict(phenomena=[r.name for r in recs], score=sc, null_level=level, p_value=p, untrained=untrained,
                 truth_p=t_p, decisive=decisive, recovered=ok,
+                power=(_power([r.simulator for r in recs]) if decisive else 0.0) if recs else float("nan"),
                 verdict=("no phenomenon reproduced" if not recs else
                          f"{'recovered' if ok else 'not recovered'}: score {sc:.2f} over {len(recs)} phenomena, null "
                          f"level {level:.2f}, p = {p:.3f} (the truth's own p = {t_p:.3f})"))
@@ -602,7 +664,8 @@ def recover(model, names=None, sim=None, *, n_untrained=3, seed=0, model_results
             detail.append(dict(seed=seed + 1000 + i, score=s_i, groups={k: list(v) for k, v in g.items()},
                                effects=e))
         out[name] = Recovery(name, matches, se, ce, ok, sc, permutation_null(se, ce), untrained,
-                             fidelity(name, mres, sres, sim_same_cells=same), detail, truth_recovery(se)[1])
+                             fidelity(name, mres, sres, sim_same_cells=same), detail, truth_recovery(se)[1],
+                             verdict_power(se))
         log.info("recovery %s: %s", name, out[name].verdict)
     return out
 

@@ -39,12 +39,14 @@ def test_explain_writes_results_figures_and_summary(tmp_path):
         assert set(r["simulator"]) == set(r["cnn"]) == {"OFF", "ONf", "ONs", "A1", "depression"}
         assert 1 <= len(r["null_permutation"]) <= 119 and len(r["null_untrained"]) == 1
         assert r["verdict"] and isinstance(r["recovered"], bool) and isinstance(r["decisive"], bool)
+        assert 0.0 <= r["power"] <= 1.0 and (r["decisive"] or r["power"] == 0.0)
         assert 0.0 <= e["reduced_key"]["fraction"] or not np.isfinite(e["reduced_key"]["fraction"])
     assert report["_overall"]["phenomena"] == [n for n in ("osr", "reversal")
                                                if report[n]["recovery"]["fidelity"]["reproduces"]]
     text = (tmp_path / "summary.txt").read_text()
     assert "osr" in text and "reversal" in text and "verdict" in text and "nulls: label permutations" in text
     assert text.startswith("mechanism recovery over the reproduced phenomena:")
+    assert "power: near-copies of the truth" in text
     with h5py.File(tmp_path / "results.h5") as f:
         c = f["osr/condition00"]
         assert c["pooled_attribution"].shape[-1] == 8 and c["response"].ndim == 2
@@ -60,6 +62,7 @@ def test_explain_writes_results_figures_and_summary(tmp_path):
         rec = f["osr/recovery"]
         assert list(rec["part"].asstr()[()]) == list(report["osr"]["recovery"]["simulator"])
         assert rec["score"][()] == pytest.approx(report["osr"]["recovery"]["score"], nan_ok=True)
+        assert rec["power"][()] == pytest.approx(report["osr"]["recovery"]["power"])
         assert f["osr/fidelity/window_corr"][()] == pytest.approx(report["osr"]["recovery"]["fidelity"]["window_corr"])
     xr = pytest.importorskip("xarray")
     pytest.importorskip("h5netcdf")

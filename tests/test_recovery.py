@@ -73,9 +73,41 @@ def test_the_truth_is_recovered_where_the_phenomena_can_tell_the_parts_apart():
     assert [r.name for r in recs if r.decisive] == ["osr", "latency", "reversal"]
     o = R.overall(recs)
     assert o["score"] == 1.0 and o["decisive"] and o["recovered"], o
+    # the pooled power is the share of pooled near-copies that overall() itself would call recovered
+    copies = [R.near_copies(r.simulator, n=12, seed=k) for k, r in enumerate(recs)]
+    slow = [R.overall([R.Recovery(r.name, [], r.simulator, c[d], {}, 1.0, [], [], dict(reproduces=True), [],
+                                  r.truth_p) for r, c in zip(recs, copies)])["recovered"] for d in range(12)]
+    assert R._power([r.simulator for r in recs], n=12) == pytest.approx(np.mean(slow))
+    assert 0.0 < o["power"] <= 1.0
     # the same effects paired with the wrong parts are not recovered
     shuffled = {p: recs[0].simulator[q] for p, q in zip(R.PARTS, R.PARTS[1:] + R.PARTS[:1])}
     assert R.score(recs[0].simulator, shuffled)[0] < R.RECOVERED_SCORE
+
+
+def test_the_verdicts_power_falls_as_near_copies_drift_from_the_truth():
+    """A near-copy keeps every effect's sign and is off by a random factor; the truth itself (factor 1) is
+    recovered wherever the phenomenon is decisive, and the farther the copies drift, the fewer pass.  Parts that
+    act alike (one sign, similar sizes) leave the rule only their sizes to tell them apart, so its power there is
+    lower than where the parts act in opposite directions."""
+    apart = effects(ONs=-0.9, A1=0.4, depression=1.2)
+    alike = effects(OFF=-1.0, A1=-0.21, depression=-0.5)     # the latency of the shipped calibration
+    for sim in (apart, alike):
+        copies = R.near_copies(sim, factor=3.0, n=50)
+        assert all(np.sign(c[p]["effect"]) == np.sign(sim[p]["effect"]) for c in copies for p in R.PARTS)
+        assert len({round(c["ONs"]["effect"], 9) for c in copies}) > 1 or sim["ONs"]["effect"] == 0
+        assert R.verdict_power(sim, factor=1.0, n=20) == 1.0
+        powers = [R.verdict_power(sim, factor=f, n=200) for f in (1.2, 2.0, 4.0)]
+        assert powers[0] > powers[1] > powers[2], powers
+        assert R.verdict_power(sim, n=50, seed=3) == R.verdict_power(sim, n=50, seed=3)    # deterministic
+    assert R.verdict_power(apart, factor=1.5) > R.verdict_power(alike, factor=1.5) + 0.08    # 0.88 and 0.73
+    for sim in (apart, alike):                         # the same as scoring each copy against its permutations
+        slow = [R.passes(R.score(sim, c)[0], R.permutation_null(sim, c), [])
+                for c in R.near_copies(sim, factor=2.0, n=40, seed=5)]
+        assert R.verdict_power(sim, factor=2.0, n=40, seed=5) == pytest.approx(np.mean(slow))
+    undecidable = effects(OFF=-1.0, A1=-1.0)           # the truth's own labels can be exchanged
+    assert R.truth_recovery(undecidable)[1] > R.MAX_P_VALUE and R.verdict_power(undecidable) == 0.0
+    with pytest.raises(ValueError, match="factor"):
+        R.near_copies(apart, factor=0.5)
 
 
 def test_planted_pathway_channels_are_matched_to_their_pathways():
@@ -254,6 +286,18 @@ def test_the_planted_model_agrees_on_every_part_and_is_recovered_on_the_osr(plan
 def test_the_planted_model_is_recovered_on_every_phenomenon_it_reproduces(planted):
     sim, m, recs = planted
     assert all(r.recovered for r in recs.values() if r.fidelity["reproduces"])
+
+
+def test_the_planted_model_is_not_recovered_against_a_counterfactual_circuit(planted):
+    """Judged against the circuit whose OSR rests on ON-fast and needs depression (``osr-onf``), the control planted
+    from the default circuit (whose OSR rests on ON-slow) is not recovered: the benchmark tells a planted mechanism
+    from another circuit's."""
+    from retina.insilico import counterfactual
+
+    sim, m, _ = planted
+    rec = R.recover(m, names=["osr"], sim=InSilicoRetina(counterfactual("osr-onf")), n_untrained=1)["osr"]
+    assert not rec.recovered and rec.score < R.RECOVERED_SCORE, rec.verdict
+    assert not rec.agrees["ONf"] and not rec.agrees["ONs"], rec.cnn
 
 
 def test_the_planted_model_with_an_excitatory_amacrine_fails(planted):

@@ -188,7 +188,7 @@ def _recovery(g, rec, key):
     labelled(r, "null_untrained", np.asarray(rec["null_untrained"], np.float64), (None,))
     write_scalars(r, {"score": rec["score"], "null_max": rec["null_max"], "null_level": rec["null_level"],
                       "p_value": rec["p_value"], "truth_p": rec["truth_p"], "decisive": bool(rec["decisive"]),
-                      "recovered": bool(rec["recovered"])})
+                      "recovered": bool(rec["recovered"]), "power": rec.get("power", float("nan"))})
     r.attrs["verdict"] = rec["verdict"]
     r.attrs["key_measure"] = key
     f = rec["fidelity"]
@@ -211,7 +211,8 @@ def save_explain(path, results, report):
         if "_overall" in report:
             o = report["_overall"]
             g = f.create_group("recovery_overall")
-            write_scalars(g, {k: o[k] for k in ("score", "null_level", "p_value", "truth_p", "decisive", "recovered")})
+            write_scalars(g, {k: o[k] for k in ("score", "null_level", "p_value", "truth_p", "decisive", "recovered")}
+                          | {"power": o.get("power", float("nan"))})
             labelled(g, "null_untrained", np.asarray(o["untrained"], np.float64), (None,))
             g.attrs["verdict"] = o["verdict"]
             g.attrs["phenomena"] = json.dumps(o["phenomena"])
