@@ -98,6 +98,29 @@ class Assignment(click.ParamType):
             self.fail(f"cannot read the {self.what} of {value!r}: {exc}", param, ctx)
 
 
+class Simulator(click.ParamType):
+    """A simulator by name (``shipped``, a counterfactual circuit, ``calibration-<date>``) or parameter file:
+    converted to :class:`~retina.insilico.InSilicoParams` (:func:`retina.insilico.named_params`); the text is kept
+    as ``.source`` for messages."""
+
+    name = "NAME|FILE"
+
+    def convert(self, value, param, ctx):
+        from .insilico import InSilicoParams, named_params
+
+        if isinstance(value, InSilicoParams):
+            return value
+        try:
+            return named_params(value)
+        except (ValueError, OSError) as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIMULATOR_HELP = ("the shipped calibration ('shipped', the default), a counterfactual circuit ('osr-onf', "
+                  "'anticipation-gain-control'), an earlier calibration ('calibration-2026-12-03') or a parameter "
+                  "JSON file")
+
+
 def _assignments(items, option):
     """A repeatable ``NAME=...`` option as a dict; a name given twice is refused."""
     out = {}
@@ -475,13 +498,13 @@ stimulus.help = (stimulus.help or "") + "\n\nKIND is one of: " + ", ".join(_gene
 @click.option("--repeats", type=click.IntRange(1), default=20, show_default=True,
               help="Poisson repeats of each test clip.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--params", "params_path", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Simulator parameter JSON (default: the calibrated set).")
+@click.option("--params", "params", type=Simulator(), default=None,
+              help=f"The in-silico retina: {SIMULATOR_HELP}.")
 @click.option("--lesion", multiple=True, type=Registered(_lesions),
               help="Remove part of the circuit. Repeatable.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @cluster_options
-def simulate(output, kind, natural_minutes, noise_minutes, test_clips, clip_seconds, repeats, seed, params_path,
+def simulate(output, kind, natural_minutes, noise_minutes, test_clips, clip_seconds, repeats, seed, params,
              lesion, quiet, scheduler, workers):
     """Simulate training and test sets with the in-silico retina (deep-retina HDF5 layout).
 
@@ -492,11 +515,11 @@ def simulate(output, kind, natural_minutes, noise_minutes, test_clips, clip_seco
     from .insilico import InSilicoRetina
 
     _quiet(quiet)
-    _check_output(output, params_path, directory=True)
+    _check_output(output, directory=True)
     try:
-        sim = InSilicoRetina(params_path, lesion=list(lesion))
+        sim = InSilicoRetina(params, lesion=list(lesion))
     except (ValueError, OSError) as exc:
-        _fail(f"--params {params_path}: {exc}" if params_path else exc)
+        _fail(f"--params: {exc}" if params is not None else exc)
     kinds = ["naturalscene", "whitenoise"] if kind == "both" else [kind]
     with _cluster(scheduler, workers, quiet) as client:
         for k in kinds:
@@ -789,14 +812,15 @@ def recipe_command(recipe, output, max_stages, seed, seeds, data_dir, quiet, sch
               help="Response attributed either side of each window of interest (ms).")
 @click.option("--whole-movies", is_flag=True,
               help="Attribute every frame of every stimulus instead (about 3x slower).")
-@click.option("--params", "params_path", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Simulator parameters for the ground truth (default: the calibrated set).")
+@click.option("--params", "params", type=Simulator(), default=None,
+              help=f"The in-silico retina to judge against (and to plant from): {SIMULATOR_HELP}; default: the one "
+                   "the model records, else the shipped calibration.")
 @click.option("--untrained", "n_untrained", type=click.IntRange(0, 50), default=3, show_default=True,
               help="Untrained CNNs of the model's shape scored beside it (the recovery benchmark's untrained null).")
 @click.option("--no-truth", is_flag=True, help="Skip the comparison with the in-silico retina.")
 @click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
 @click.option("-q", "--quiet", is_flag=True)
-def explain(model, output, names, steps, share, context_ms, whole_movies, params_path, n_untrained, no_truth,
+def explain(model, output, names, steps, share, context_ms, whole_movies, params, n_untrained, no_truth,
             no_figures, quiet):
     """Explain MODEL's OSR, latency coding, motion reversal and anticipation (default: the bundled model).
 
@@ -809,9 +833,9 @@ def explain(model, output, names, steps, share, context_ms, whole_movies, params
     from .insilico import InSilicoRetina
 
     _quiet(quiet)
-    _check_output(output, model, params_path, directory=True)
+    _check_output(output, model, directory=True)
     try:
-        sim = InSilicoRetina(params_path) if params_path else None   # None: the one the model records
+        sim = InSilicoRetina(params) if params is not None else None   # None: the one the model records
         if model == "planted":
             from .recovery import planted_model
 

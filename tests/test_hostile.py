@@ -120,6 +120,8 @@ CASES = [
     (["simulate", "-o", "{d}/sim", "--params", "{d}/type.json"], "gain must be a number"),
     (["simulate", "-o", "{d}/sim", "--params", "{d}/unknown.json"], "unknown in-silico parameters"),
     (["simulate", "-o", "{d}/sim", "--params", "{d}/list.json"], "must hold a JSON object"),
+    (["simulate", "-o", "{d}/sim", "--params", "osr-of"], "a simulator must be one of"),
+    (["explain", "planted", "-o", "{d}/ex", "--params", "{d}/none.json"], "No such file"),
     (["train", "{data}", "--seed", "-1", "-o", "{d}/t.h5"], "--seed"),
     (["train", "{data}", "--channels", "0,0", "-o", "{d}/t.h5"], "channels must be"),
     (["train", "{data}", "--lr", "1e30", "-o", "{d}/t.h5"], "lr must be in"),
@@ -156,6 +158,21 @@ def test_documented_edge_values_work(data, tmp_path):
             "-q")
     assert r.exit_code == 0, r.output
     assert load_dataset(tmp_path / "s" / "whitenoise.h5", "train").stimulus.shape[0] == 120
+
+
+def test_a_simulator_is_named_or_given_by_file(tmp_path):
+    """``--params`` takes a packaged simulator by name as well as a file; the dataset records which."""
+    import h5py
+
+    from retina.datasets import simulated_params
+    from retina.insilico import InSilicoParams, simulator_name
+
+    r = cli("simulate", "-o", tmp_path / "s", "--kind", "whitenoise", "--noise-minutes", "0.02", "--test-clips", "0",
+            "--params", "osr-onf", "-q")
+    assert r.exit_code == 0, r.output
+    with h5py.File(tmp_path / "s" / "whitenoise.h5") as f:
+        params = simulated_params(f.attrs)
+    assert simulator_name(InSilicoParams.from_dict(params)) == "osr-onf"
 
 
 def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(monkeypatch, tmp_path):

@@ -189,3 +189,21 @@ def test_gpu_simulation_equals_cpu(rng):
     np.testing.assert_allclose(r_gpu, r_cpu, rtol=1e-9, atol=1e-9)
     for k in s_cpu:
         np.testing.assert_allclose(s_gpu[k], s_cpu[k], rtol=1e-9, atol=1e-12)
+
+
+def test_named_params_is_the_inverse_of_simulator_name(tmp_path):
+    """Every packaged simulator is named and found again by its name; a parameter file by its path; anything else
+    is refused with the names that exist."""
+    from retina.insilico import CALIBRATIONS, COUNTERFACTUALS, InSilicoParams, named_params, simulator_name
+
+    for name in ("shipped", *COUNTERFACTUALS, *(f"calibration-{d}" for d in CALIBRATIONS)):
+        assert simulator_name(named_params(name)) == name
+    p = InSilicoParams.default()
+    p.gain = 2 * p.gain
+    path = tmp_path / "mine.json"
+    p.to_json(path)
+    assert named_params(path) == p and named_params(str(path)) == p
+    with pytest.raises(ValueError, match="osr-onf"):
+        named_params("osr_onf")
+    with pytest.raises(ValueError, match="string or a path"):
+        named_params(3)

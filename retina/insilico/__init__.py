@@ -45,7 +45,7 @@ from ..units import DT, check_physical_movie
 
 __all__ = ["BipolarParams", "GanglionParams", "InSilicoParams", "InSilicoRetina", "Cell", "PATHWAYS",
            "PATHWAY_SPEEDS", "LESIONS", "ROW", "SIMULATOR_KEY", "simulator_of", "simulator_metadata",
-           "COUNTERFACTUALS", "counterfactual", "CALIBRATIONS", "calibration", "simulator_name"]
+           "COUNTERFACTUALS", "counterfactual", "CALIBRATIONS", "calibration", "simulator_name", "named_params"]
 
 
 PATHWAYS = ("OFF", "ONf", "ONs")
@@ -380,6 +380,25 @@ def simulator_name(params) -> str:
 
     text = json.dumps(params.to_dict(), sort_keys=True, default=float)
     return "custom-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def named_params(name):
+    """The parameters that ``name`` names: ``"shipped"``, a counterfactual circuit (:data:`COUNTERFACTUALS`),
+    ``"calibration-<date>"`` (:data:`CALIBRATIONS`) or the path of a parameter file (``.json``); the inverse of
+    :func:`simulator_name` for the packaged sets."""
+    if not isinstance(name, (str, Path)):
+        raise ValueError(f"a simulator name must be a string or a path, got {type(name).__name__}")
+    name = str(name)
+    if name == "shipped":
+        return InSilicoParams.default()
+    if name in COUNTERFACTUALS:
+        return counterfactual(name)
+    if name.startswith("calibration-") and name[len("calibration-"):] in CALIBRATIONS:
+        return calibration(name[len("calibration-"):])
+    if name.endswith(".json") or Path(name).is_file():
+        return InSilicoParams.from_json(name)
+    known = ("shipped", *COUNTERFACTUALS, *(f"calibration-{d}" for d in CALIBRATIONS))
+    raise ValueError(f"a simulator must be one of {known} or a parameter file (.json), got {name!r}")
 
 
 SIMULATOR_KEY = "simulator_params"

@@ -280,15 +280,9 @@ def git_commit(path=None):
 
 def simulator_params(simulator):
     """The parameters a recipe's ``simulator`` names (:attr:`Recipe.simulator`; ``None``: the shipped ones)."""
-    from ..insilico import COUNTERFACTUALS, InSilicoParams, calibration, counterfactual
+    from ..insilico import named_params
 
-    if not simulator:
-        return None
-    if simulator in COUNTERFACTUALS:
-        return counterfactual(simulator)
-    if simulator.startswith("calibration-"):
-        return calibration(simulator[len("calibration-"):])
-    return InSilicoParams.from_json(simulator)
+    return named_params(simulator) if simulator else None
 
 
 SEED_STRIDE = 1000
