@@ -596,7 +596,8 @@ def overall(recoveries):
                 truth_p=t_p, decisive=decisive, recovered=ok,
                 power=(_power([r.simulator for r in recs]) if decisive else 0.0) if recs else float("nan"),
                 verdict=("no phenomenon reproduced" if not recs else
-                         f"{'recovered' if ok else 'not recovered'}: score {sc:.2f} over {len(recs)} phenomena, null "
+                         f"{'recovered' if ok else 'not recovered'}: score {sc:.2f} over {len(recs)} "
+                         f"{'phenomenon' if len(recs) == 1 else 'phenomena'}, null "
                          f"level {level:.2f}, p = {p:.3f} (the truth's own p = {t_p:.3f})"))
 
 
