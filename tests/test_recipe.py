@@ -294,3 +294,31 @@ def test_planted_thresholds_survive_the_layer1_batch_norm():
                        np.zeros((1, 1, 1)), np.zeros((1, 36)), np.ones(1), np.zeros(1),
                        frame_shape=(12, 12)).layer1(x, dtype=np.float64) - cuts[None, :, None, None]
     np.testing.assert_allclose(normed, direct, rtol=1e-4, atol=1e-4)
+
+
+def test_init_planted_model_starts_training_at_the_planted_control():
+    """``init = "planted-model"``: layer 1 by the planted thresholds' batch norm, layers 2-3 by
+    ``_planted_layers23``.  On the batch whose statistics set the batch norms, the trainer's forward pass (batch
+    statistics) gives the planted control's rates (float32)."""
+    from retina import stimuli as S
+    from retina.insilico import InSilicoRetina
+    from retina.train import TrainConfig
+    from retina.train.loss import loss_and_grads
+    from retina.train.recipe import _planted_layer1, _planted_layers23, _threshold_norm
+
+    sim = InSilicoRetina()
+    arch = TrainConfig(channels=(7, 4), history=80).validate()
+    w1, names, cuts, norm, pm = _planted_layer1("planted-model", sim, arch)
+    assert len(names) == 7 and pm is not None and pm.w2.shape[0] == 4
+    movie = np.concatenate([S.natural_movie(300, (50, 50), seed=5).movie,
+                            S.white_noise(300, (50, 50), contrast=0.35, binary=True, check=2, hold=3, seed=6).movie])
+    stats = {"mean": float(movie.mean()), "std": float(movie.std())}
+    z = ((movie - stats["mean"]) / stats["std"]).astype(np.float32)
+    params = {"w1": (w1 * stats["std"]).astype(np.float32), **_threshold_norm(w1, cuts, stats, z, arch),
+              **_planted_layers23(pm, norm, z, stats, arch.bn_eps)}
+    _, _, out = loss_and_grads(params, [z], np.zeros((len(z) - 79, sim.n_cells)), arch, want_grads=False)
+    want = np.asarray(pm.predict(movie.astype(np.float64), dtype=np.float64), np.float64)
+    assert out["rates"].shape == want.shape
+    np.testing.assert_allclose(out["rates"], want, rtol=2e-3, atol=2e-3 * want.max())
+    _, _, _, _, none = _planted_layer1("fitted", sim, arch)
+    assert none is None

@@ -312,35 +312,40 @@ def _simulator(recipe):
 
 PLANTED_BN_FRAMES = 4000   # frames (half natural, half white noise) whose layer-1 statistics set planted thresholds
 PLANTED_INITS = {"planted": "pathway filters", "counterparts": "parts' best layer-1 channels",
-                 "fitted": "planted control's layer-1 channels"}
+                 "fitted": "planted control's layer-1 channels", "planted-model": "planted control's channels"}
 """Stage ``init`` values that set layer 1 from the simulator (docs/recipes.md)."""
 
 
 def _planted_layer1(kind, sim, arch):
-    """Layer 1 set from ``sim`` for ``init = kind``: ``(w1 (C, history, k, k), names, cuts)``, each filter of
-    unit norm, in contrast units; ``cuts`` (C,) are the channels' thresholds for that filter, or None.
+    """Layer 1 set from ``sim`` for ``init = kind``: ``(w1 (C, history, k, k), names, cuts, norm, model)``, each
+    filter of unit norm, in contrast units; ``cuts`` (C,) are the channels' thresholds for that filter, or None;
+    ``norm`` (C,) each filter's norm before; ``model`` the planted control for ``"planted-model"``, else None.
 
     ``"planted"``: the simulator's pathway filters (:func:`retina.recovery.planted_filters`; no thresholds);
     ``"counterparts"``: each part's best layer-1 channel, depression's included, with its threshold
-    (:func:`retina.recovery.layer1_counterparts`, about 30 s); ``"fitted"``: the planted control's seven
-    channels, each pathway's drive, the amacrine's output and each pool's loss fitted in least squares, with
-    their thresholds (:func:`retina.recovery.planted_model`, about 10 s).
+    (:func:`retina.recovery.layer1_counterparts`, about 30 s); ``"fitted"`` and ``"planted-model"``: the
+    planted control's seven channels, each pathway's drive, the amacrine's output and each pool's loss fitted in
+    least squares, with their thresholds (:func:`retina.recovery.planted_model`, about 10 s; for
+    ``"planted-model"`` layers 2-3 follow from :func:`_planted_layers23`).
     """
     from ..recovery import PARTS, layer1_counterparts, planted_filters, planted_model
 
     if kind == "planted":
-        return (*planted_filters(sim, history=arch.history, kernel_size=arch.kernel_sizes[0]), None)
-    if kind == "fitted":
+        w1, names = planted_filters(sim, history=arch.history, kernel_size=arch.kernel_sizes[0])
+        return w1, names, None, np.ones(len(w1)), None
+    if kind in ("fitted", "planted-model"):
         pm = planted_model(sim, history=arch.history, kernel_sizes=tuple(arch.kernel_sizes),
                            frame_shape=sim.frame_shape)
         w1 = np.asarray(pm.w1, np.float64)
         norm = np.sqrt((w1 ** 2).sum(axis=(1, 2, 3)))
         cuts = -np.asarray(pm.shift1, np.float64).reshape(-1)
-        return w1 / norm[:, None, None, None], pm.metadata["planted_channels"].split(","), cuts / norm
+        return (w1 / norm[:, None, None, None], pm.metadata["planted_channels"].split(","), cuts / norm, norm,
+                pm if kind == "planted-model" else None)
     cp = layer1_counterparts(sim, history=arch.history, kernel_size=arch.kernel_sizes[0], frame_shape=sim.frame_shape)
     w1 = np.stack([cp[p]["w1"] for p in PARTS])
     norm = np.sqrt((w1 ** 2).sum(axis=(1, 2, 3)))
-    return w1 / norm[:, None, None, None], list(PARTS), np.array([-cp[p]["shift"] for p in PARTS]) / norm
+    return (w1 / norm[:, None, None, None], list(PARTS), np.array([-cp[p]["shift"] for p in PARTS]) / norm, norm,
+            None)
 
 
 def _threshold_norm(w1, cuts, stats, sample, arch):
@@ -356,9 +361,34 @@ def _threshold_norm(w1, cuts, stats, sample, arch):
                                                                          * (sample.shape[2] - k - k2 + 2))),
                       np.ones(1), np.zeros(1), frame_shape=sample.shape[1:])
     corr = np.asarray(probe.layer1(sample, dtype=np.float64))          # (windows, C, H1, W1)
-    mu, sd = corr.mean(0), corr.std(0)
+    mu, sd = corr.mean(0), np.sqrt(corr.var(0) + arch.bn_eps)     # the batch norm divides by sqrt(var + eps)
     offset = stats["mean"] * w1.sum(axis=(1, 2, 3)) - cuts
     return {"g1": sd.astype(np.float32), "b1": (mu + offset[:, None, None]).astype(np.float32)}
+
+
+def _planted_layers23(pm, w1_norm, sample, stats, bn_eps):
+    """Layers 2-3 of the planted control ``pm`` in the trainer's parameters, for ``init = "planted-model"``:
+    ``w2``, ``g2``, ``b2``, ``w3``, ``b3`` and the running statistics ``m2``, ``v2``.
+
+    With layer 1 set by :func:`_threshold_norm` each channel's output is the planted channel's divided by its
+    filter's norm ``w1_norm``, so ``w2`` is scaled back by it; the layer-2 batch norm is set from the statistics
+    of the planted layer-2 input over ``sample`` (z-scored frames, ``stats`` their normalisation) so that, with
+    batch statistics close to those, it is the planted affine map (``bn_eps``: the batch norm's epsilon).
+    """
+    contrast = np.asarray(sample, np.float64) * stats["std"] + stats["mean"]
+    corr1 = np.asarray(pm.layer1(contrast, dtype=np.float32), np.float32)
+    h1 = np.maximum(corr1 * np.asarray(pm.scale1, np.float32) + np.asarray(pm.shift1, np.float32), 0.0)
+    w2 = np.asarray(pm.w2, np.float32)
+    k2 = w2.shape[-1]
+    win = np.lib.stride_tricks.sliding_window_view(h1, (k2, k2), axis=(2, 3))   # (N, C1, H2, W2, k2, k2)
+    c2 = np.einsum("nchwyx,ocyx->nohw", win, w2, optimize=True)
+    mu, var = c2.mean(0, dtype=np.float64), c2.var(0, dtype=np.float64)
+    scale2 = np.broadcast_to(np.asarray(pm.scale2, np.float64), mu.shape)
+    shift2 = np.broadcast_to(np.asarray(pm.shift2, np.float64), mu.shape)
+    f32 = np.float32
+    return {"w2": (w2 * np.asarray(w1_norm, np.float32)[None, :, None, None]).astype(f32),
+            "g2": (np.sqrt(var + bn_eps) * scale2).astype(f32), "b2": (mu * scale2 + shift2).astype(f32),
+            "w3": np.asarray(pm.w3, f32) * np.asarray(pm.scale3, f32)[:, None], "b3": np.asarray(pm.shift3, f32)}
 
 
 def _simulate_streams(recipe, sim, data_path, progress=False) -> dict:
@@ -407,15 +437,19 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     sim = _simulator(recipe)
-    planted, cuts = None, None
+    planted, cuts, norm, pm = None, None, None, None
     arch = TrainConfig(**recipe.model).validate()
     kind = next((st.init for st in recipe.stages if st.init in PLANTED_INITS), None)
     if kind is not None:   # checked before hours of simulation
-        planted, names, cuts = _planted_layer1(kind, sim, arch)
+        planted, names, cuts, norm, pm = _planted_layer1(kind, sim, arch)
         if arch.channels[0] != len(names):
             raise ValueError(f"recipe {recipe.source or recipe.name}: init = \"{kind}\" sets layer 1 to the "
                              f"simulator's {len(names)} {PLANTED_INITS[kind]} {names}, so [model] channels must "
                              f"start with {len(names)}; got {list(arch.channels)}")
+        if pm is not None and arch.channels[1] != pm.w2.shape[0]:
+            raise ValueError(f"recipe {recipe.source or recipe.name}: init = \"{kind}\" sets layer 2 to the planted "
+                             f"control's {pm.w2.shape[0]} channels (each pathway's release and the amacrine), so "
+                             f"[model] channels must be [{len(names)}, {pm.w2.shape[0]}]; got {list(arch.channels)}")
     paths = _simulate_streams(recipe, sim, Path(data_dir) if data_dir is not None else out, progress)
     t_sim = time.time() - t_start
     # compact: one byte a pixel, so 4x longer streams fit (docs/emergence.md, fresh-data experiment)
@@ -481,6 +515,8 @@ def run(recipe: Recipe | str | Path, out_dir: str | Path, *, progress: bool = Fa
                 half = PLANTED_BN_FRAMES // 2   # the first stage's mixture: natural movie and white noise
                 sample = np.concatenate([np.asarray(tr.stimulus[:half]), np.asarray(wtr.stimulus[:half])])
                 init_from.update(_threshold_norm(planted, cuts, tr.stats, sample, arch))
+                if pm is not None:   # and layers 2-3 as the planted control has them
+                    init_from.update(_planted_layers23(pm, norm, sample, tr.stats, arch.bn_eps))
         res = train(xs, ys, config=cfg, valid=valid, checkpoint=ck, norm_stats=tr.stats, cell_ids=ids,
                     init_from=init_from, progress=progress,
                     frame_weights=fweights if any(w is not None for w in fweights) else None, score=score)
