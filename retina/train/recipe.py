@@ -313,7 +313,7 @@ def _simulator(recipe):
 PLANTED_BN_FRAMES = 4000   # frames (half natural, half white noise) whose layer-1 statistics set planted thresholds
 PLANTED_INITS = {"planted": "pathway filters", "counterparts": "parts' best layer-1 channels",
                  "fitted": "planted control's layer-1 channels", "planted-model": "planted control's channels"}
-"""Stage ``init`` values that set layer 1 from the simulator (docs/recipes.md)."""
+"""Stage ``init`` values that set layer 1 from the simulator (``planted-model``: every layer; docs/recipes.md)."""
 
 
 def _planted_layer1(kind, sim, arch):
@@ -368,7 +368,7 @@ def _threshold_norm(w1, cuts, stats, sample, arch):
 
 def _planted_layers23(pm, w1_norm, sample, stats, bn_eps):
     """Layers 2-3 of the planted control ``pm`` in the trainer's parameters, for ``init = "planted-model"``:
-    ``w2``, ``g2``, ``b2``, ``w3``, ``b3`` and the running statistics ``m2``, ``v2``.
+    ``w2``, ``g2``, ``b2``, ``w3`` and ``b3``.
 
     With layer 1 set by :func:`_threshold_norm` each channel's output is the planted channel's divided by its
     filter's norm ``w1_norm``, so ``w2`` is scaled back by it; the layer-2 batch norm is set from the statistics
