@@ -347,14 +347,15 @@ def permutation_null(sim_effects, cnn_effects):
     """The score under every other pairing of the CNN's channel groups with the parts: every permutation
     that moves at least one part that matters (one that only shuffles the others scores the same pairs)."""
     parts = list(sim_effects)
-    scored = [p for p in parts if relevant(sim_effects[p]["effect"])]
-    out = []
-    for perm in itertools.permutations(parts):
-        pairing = dict(zip(parts, perm))
-        if all(pairing[p] == p for p in scored):
-            continue
-        out.append(score(sim_effects, cnn_effects, pairing)[0])
-    return out
+    scored = {p for p in parts if relevant(sim_effects[p]["effect"])}
+    return [score(sim_effects, cnn_effects, pairing)[0] for pairing in _moved_pairings(parts, scored)]
+
+
+def _moved_pairings(parts, scored):
+    """Every pairing of ``parts`` with a permutation of them that moves at least one part in ``scored`` (the
+    permutation nulls' pairings), as dicts part -> part, in ``itertools.permutations`` order."""
+    return [dict(zip(parts, perm)) for perm in itertools.permutations(parts)
+            if any(q != p for p, q in zip(parts, perm) if p in scored)]
 
 
 def untrained_model(model, seed):
@@ -547,9 +548,9 @@ def _power(sims, *, factor=NEAR_COPY_FACTOR, n=POWER_DRAWS, seed=0):
     any of them (:func:`permutation_null`, :func:`overall`)."""
     parts = list(PARTS)
     rows = [[i for i, p in enumerate(parts) if relevant(se[p]["effect"])] for se in sims]
-    scored = sorted({i for r in rows for i in r})
-    moved = np.array([perm for perm in itertools.permutations(range(len(parts)))
-                      if any(perm[i] != i for i in scored)], np.int64).reshape(-1, len(parts))
+    scored = {parts[i] for r in rows for i in r}
+    moved = np.array([[parts.index(pm[p]) for p in parts] for pm in _moved_pairings(parts, scored)],
+                     np.int64).reshape(-1, len(parts))
     count = sum(len(r) for r in rows)
     if not count:
         return float("nan")
@@ -581,8 +582,7 @@ def overall(recoveries):
         return float(np.mean(vals)) if vals else float("nan")
 
     scored = {p for r in recs for p in parts if relevant(r.simulator[p]["effect"])}
-    moved = [dict(zip(parts, perm)) for perm in itertools.permutations(parts)   # as permutation_null: pairings
-             if any(perm[i] != parts[i] for i in range(len(parts)) if parts[i] in scored)]   # that move a scored part
+    moved = _moved_pairings(parts, scored)
     sc = pooled(lambda r: r.cnn)
     null = [pooled(lambda r: r.cnn, pm) for pm in moved]
     truth_null = [pooled(lambda r: r.simulator, pm) for pm in moved]
