@@ -100,8 +100,7 @@ class Assignment(click.ParamType):
 
 class Simulator(click.ParamType):
     """A simulator by name (``shipped``, a counterfactual circuit, ``calibration-<date>``) or parameter file:
-    converted to :class:`~retina.insilico.InSilicoParams` (:func:`retina.insilico.named_params`); the text is kept
-    as ``.source`` for messages."""
+    converted to :class:`~retina.insilico.InSilicoParams` (:func:`retina.insilico.named_params`)."""
 
     name = "NAME|FILE"
 

@@ -250,8 +250,7 @@ def summary_table(report):
         o = report["_overall"]
         lines += [f"mechanism recovery over the reproduced phenomena: {o['verdict']}"]
         if np.isfinite(o.get("power", float("nan"))):
-            lines.append(f"  its power: near-copies of the truth (each effect off by a factor of about "
-                         f"{NEAR_COPY_FACTOR:g}) pass in {100 * o['power']:.0f} % of draws")
+            lines.append(_power_line("  its power", o["power"]))
         lines.append("")
     lines += [f"{'phenomenon':<13} {'key measure: model':<30} {'simulator':<12} {'reproduced':<11} "
              f"{'mechanism (recovery score vs nulls)':<48} reduced model keeps", "-" * 140]
@@ -297,9 +296,7 @@ def summary_table(report):
                          + f"; permutation p = {_fmt(r['p_value'], '.3f')} (the truth's own p = "
                          f"{_fmt(r['truth_p'], '.3f')})")
             if "power" in r:
-                lines.append(f"  power: near-copies of the truth (each effect off by a factor of about "
-                             f"{NEAR_COPY_FACTOR:g}) are called recovered in {_fmt(100 * r['power'], '.0f')} % "
-                             "of draws")
+                lines.append(_power_line("  power", r["power"]))
             lines.append("  channels by function (R^2; downstream sign; scale): " + ", ".join(
                 f"{m['channel']}->{m['part'] or '-'} ({m['r2']:.2f}; {'+-'[m.get('sign', 1) < 0]}"
                 f"{_match_scale(m)})" for m in r["matches"]))
@@ -326,6 +323,12 @@ def summary_table(report):
         lines.append(note)
     lines.append(f"took {report.get('_meta', {}).get('seconds', float('nan')):.0f} s")
     return "\n".join(lines) + "\n"
+
+
+def _power_line(label, power):
+    """The summary's line for a verdict's power (:func:`retina.recovery.verdict_power`)."""
+    return (f"{label}: near-copies of the truth (each effect off by a factor of about {NEAR_COPY_FACTOR:g}) are "
+            f"called recovered in {_fmt(100 * power, '.0f')} % of draws")
 
 
 def _match_scale(m):

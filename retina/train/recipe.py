@@ -375,13 +375,16 @@ def _planted_layers23(pm, w1_norm, sample, stats, bn_eps):
     of the planted layer-2 input over ``sample`` (z-scored frames, ``stats`` their normalisation) so that, with
     batch statistics close to those, it is the planted affine map (``bn_eps``: the batch norm's epsilon).
     """
+    from .._backend import resolve
+
     contrast = np.asarray(sample, np.float64) * stats["std"] + stats["mean"]
     corr1 = np.asarray(pm.layer1(contrast, dtype=np.float32), np.float32)
     h1 = np.maximum(corr1 * np.asarray(pm.scale1, np.float32) + np.asarray(pm.shift1, np.float32), 0.0)
-    w2 = np.asarray(pm.w2, np.float32)
+    w2 = np.ascontiguousarray(pm.w2, np.float32)
+    n, _, h, w = h1.shape
     k2 = w2.shape[-1]
-    win = np.lib.stride_tricks.sliding_window_view(h1, (k2, k2), axis=(2, 3))   # (N, C1, H2, W2, k2, k2)
-    c2 = np.einsum("nchwyx,ocyx->nohw", win, w2, optimize=True)
+    c2 = resolve("cpu").kernels.corr2d(np.ascontiguousarray(h1), w2,       # the trainer's own layer-2 kernel
+                                       np.empty((n, len(w2), h - k2 + 1, w - k2 + 1), np.float32))
     mu, var = c2.mean(0, dtype=np.float64), c2.var(0, dtype=np.float64)
     scale2 = np.broadcast_to(np.asarray(pm.scale2, np.float64), mu.shape)
     shift2 = np.broadcast_to(np.asarray(pm.shift2, np.float64), mu.shape)
